@@ -1,0 +1,1 @@
+"""Pure domain: the unified model, canonical enums and the error tree (stdlib + pydantic only)."""

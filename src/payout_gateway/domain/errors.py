@@ -1,0 +1,245 @@
+"""The one error tree of the gateway; every layer raises these and nothing else crosses a layer.
+
+    PayoutGatewayError
+    ├── InputValidationError        caller input is invalid (field paths, nothing echoed)
+    ├── NotFoundError               no such object for this organization
+    ├── NotPermittedError           the credential may not do this
+    ├── PayoutAccountRequiredError  complete payout verification first
+    ├── UnsupportedOperationError   the organization's provider cannot do this
+    ├── IdempotencyError
+    │   ├── IdempotencyConflictError    same key, different request
+    │   └── IdempotencyInProgressError  same key, first request still running
+    └── ProviderError               anything about talking to a provider
+        ├── ProviderRejectedError       the provider understood and said no (data)
+        │   ├── ProviderAuthenticationError  bad or insufficient provider credentials
+        │   └── OperationRetiredError        the provider retired the operation (Commet 410)
+        ├── ProviderUnavailableError    could not reach it or it failed (retryable)
+        │   ├── ProviderTimeoutError        no answer in time
+        │   └── ProviderRateLimitedError    429, with retry_after when sent
+        └── ProviderBadResponseError    it answered something we cannot understand
+
+Provider refusals (data) are kept apart from transport failures: only the latter may be retried,
+and only they can leave the outcome unknown (``outcome_unknown``: the request may have been
+applied upstream).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from payout_gateway.domain.enums import Provider
+
+
+class PayoutGatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+    code: str = "INTERNAL"
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class FieldIssue:
+    """One invalid input field: its path (``("bank", "routing_number")``) and why, never its value."""
+
+    path: tuple[str | int, ...]
+    message: str
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(str(p) for p in self.path)
+
+
+class InputValidationError(PayoutGatewayError):
+    code = "VALIDATION_FAILED"
+
+    def __init__(self, issues: Sequence[FieldIssue], message: str | None = None) -> None:
+        if not issues:
+            raise ValueError("InputValidationError needs at least one issue")
+        self.issues = tuple(issues)
+        first = self.issues[0]
+        super().__init__(message or f"{first.dotted}: {first.message}")
+
+    @property
+    def path(self) -> tuple[str | int, ...]:
+        return self.issues[0].path
+
+    @classmethod
+    def single(cls, path: tuple[str | int, ...], message: str) -> InputValidationError:
+        return cls([FieldIssue(path, message)])
+
+
+class NotFoundError(PayoutGatewayError):
+    code = "NOT_FOUND"
+
+
+class NotPermittedError(PayoutGatewayError):
+    code = "NOT_PERMITTED"
+
+
+class PayoutAccountRequiredError(PayoutGatewayError):
+    code = "PAYOUT_ACCOUNT_REQUIRED"
+
+    def __init__(
+        self,
+        message: str = "Complete payout verification before adding bank accounts or payouts.",
+    ) -> None:
+        super().__init__(message)
+
+
+class UnsupportedOperationError(PayoutGatewayError):
+    code = "UNSUPPORTED_OPERATION"
+
+    def __init__(self, provider: Provider, operation: str) -> None:
+        super().__init__(f"{provider.value} does not support {operation}.")
+        self.provider = provider
+        self.operation = operation
+
+
+class IdempotencyError(PayoutGatewayError):
+    code = "IDEMPOTENCY_ERROR"
+
+
+class IdempotencyConflictError(IdempotencyError):
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+
+class IdempotencyInProgressError(IdempotencyError):
+    code = "IDEMPOTENCY_IN_PROGRESS"
+    retryable = True
+
+
+class ProviderError(PayoutGatewayError):
+    """Anything that went wrong with a provider; carries what a support ticket needs."""
+
+    code = "PROVIDER_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: Provider,
+        http_status: int | None = None,
+        provider_code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.http_status = http_status
+        self.provider_code = provider_code
+        self.request_id = request_id
+
+
+class ProviderRejectedError(ProviderError):
+    """The provider understood the request and refused it."""
+
+    code = "PROVIDER_REJECTED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: Provider,
+        http_status: int | None = None,
+        provider_code: str | None = None,
+        request_id: str | None = None,
+        doc_url: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            provider=provider,
+            http_status=http_status,
+            provider_code=provider_code,
+            request_id=request_id,
+        )
+        self.doc_url = doc_url
+        self.param = param
+
+
+class ProviderAuthenticationError(ProviderRejectedError):
+    code = "PROVIDER_AUTHENTICATION_FAILED"
+
+
+class OperationRetiredError(ProviderRejectedError):
+    code = "OPERATION_RETIRED"
+
+
+class ProviderUnavailableError(ProviderError):
+    """Could not reach the provider, or it failed on its side. ``outcome_unknown``: the request
+    may have been applied (sent, no answer) — a retry must reconcile, not repeat blindly."""
+
+    code = "PROVIDER_UNAVAILABLE"
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: Provider,
+        outcome_unknown: bool,
+        http_status: int | None = None,
+        provider_code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            provider=provider,
+            http_status=http_status,
+            provider_code=provider_code,
+            request_id=request_id,
+        )
+        self.outcome_unknown = outcome_unknown
+
+
+class ProviderTimeoutError(ProviderUnavailableError):
+    code = "PROVIDER_TIMEOUT"
+
+
+class ProviderRateLimitedError(ProviderUnavailableError):
+    code = "PROVIDER_RATE_LIMITED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: Provider,
+        retry_after: float | None = None,
+        http_status: int | None = 429,
+        provider_code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            provider=provider,
+            outcome_unknown=False,
+            http_status=http_status,
+            provider_code=provider_code,
+            request_id=request_id,
+        )
+        self.retry_after = retry_after
+
+
+class ProviderBadResponseError(ProviderError):
+    """The provider answered with something that is not its documented contract."""
+
+    code = "PROVIDER_BAD_RESPONSE"
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: Provider,
+        outcome_unknown: bool = True,
+        http_status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            message, provider=provider, http_status=http_status, request_id=request_id
+        )
+        self.outcome_unknown = outcome_unknown

@@ -1,0 +1,131 @@
+"""Validated value types for caller input: bank numbers, ISO codes, phones, public URLs.
+
+Every validator fails with a message that never repeats the submitted value, because that value
+may be an account number and error messages travel to responses and logs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import pycountry
+from pydantic import AfterValidator, BeforeValidator, SecretStr, StringConstraints
+from stdnum import iban
+from stdnum.us import rtn
+
+_SEPARATORS = re.compile(r"[ \-]")
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+
+
+def _ascii_digits(value: str) -> bool:
+    # str.isdigit() and int() accept full-width and other Unicode digits; bank numbers are ASCII.
+    return _ASCII_DIGITS.fullmatch(value) is not None
+
+
+def canonical_account_number(value: object) -> str:
+    """Strip spaces and hyphens; accept 4-17 ASCII digits (US) or a valid IBAN."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    compact = _SEPARATORS.sub("", value).upper()
+    if _ascii_digits(compact):
+        if not 4 <= len(compact) <= 17:
+            raise ValueError("must have 4 to 17 digits")
+        return compact
+    if compact[:2].isascii() and compact[:2].isalpha():
+        if compact.isascii() and iban.is_valid(compact):
+            return iban.compact(compact)
+        raise ValueError("is not a valid IBAN")
+    raise ValueError("must contain only the ASCII digits 0-9, or be an IBAN")
+
+
+def canonical_routing_number(value: object) -> str:
+    """A US ABA routing transit number: 9 ASCII digits with a valid checksum."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    compact = _SEPARATORS.sub("", value)
+    if not _ascii_digits(compact):
+        raise ValueError("must contain only the ASCII digits 0-9")
+    if len(compact) != 9:
+        raise ValueError("must have exactly 9 digits")
+    if not rtn.is_valid(compact):
+        raise ValueError("fails the ABA routing number checksum")
+    return compact
+
+
+def canonical_country(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    code = value.strip().upper()
+    if len(code) != 2 or not code.isascii() or pycountry.countries.get(alpha_2=code) is None:
+        raise ValueError("must be an ISO 3166-1 alpha-2 country code")
+    return code
+
+
+def canonical_currency(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    code = value.strip().upper()
+    if len(code) != 3 or not code.isascii() or pycountry.currencies.get(alpha_3=code) is None:
+        raise ValueError("must be an ISO 4217 currency code")
+    return code
+
+
+def canonical_e164(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    compact = re.sub(r"[ \-()]", "", value)
+    if not compact.isascii() or _E164.fullmatch(compact) is None:
+        raise ValueError("must be a phone number in E.164 format, e.g. +14155550123")
+    return compact
+
+
+def _is_private_host(host: str) -> bool:
+    host = host.strip("[]").lower().rstrip(".")
+    if host in {"localhost", "metadata.google.internal"} or host.endswith(
+        (".localhost", ".local", ".internal", ".localdomain", ".home.arpa")
+    ):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        # A dotted host of digits only (e.g. "2130706433" or "127.1") is an IP in disguise.
+        return host.replace(".", "").isdigit() or "." not in host
+    return not address.is_global
+
+
+def public_https_url(value: str) -> str:
+    """An https URL whose host is a public name or address (the provider fetches it)."""
+    if not value.isascii():
+        raise ValueError("must be an ASCII URL (punycode for international names)")
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError("must be an https:// URL")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials")
+    if _is_private_host(parts.hostname):
+        raise ValueError("must point at a public host, not a private or internal address")
+    return value
+
+
+def last4_of(number: SecretStr) -> str:
+    return number.get_secret_value()[-4:]
+
+
+AccountNumber = Annotated[SecretStr, BeforeValidator(canonical_account_number)]
+RoutingNumber = Annotated[SecretStr, BeforeValidator(canonical_routing_number)]
+CountryCode = Annotated[str, BeforeValidator(canonical_country)]
+CurrencyCode = Annotated[str, BeforeValidator(canonical_currency)]
+PhoneNumber = Annotated[str, BeforeValidator(canonical_e164)]
+PublicHttpsUrl = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=2048), AfterValidator(public_https_url)
+]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]

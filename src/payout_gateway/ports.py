@@ -1,0 +1,71 @@
+"""The PayoutProvider protocol: what every provider adapter offers the service layer."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from payout_gateway.domain.enums import Provider
+from payout_gateway.domain.models import (
+    AddBankAccountRequest,
+    PayoutRequest,
+    PayoutVerificationOutcome,
+    PayoutVerificationRequest,
+    ProviderBankAccount,
+    ProviderBankAccountPage,
+    ProviderCapabilities,
+    ProviderContext,
+    ProviderPayout,
+)
+
+
+class PayoutProvider(Protocol):
+    """One provider, spoken to over its own API. Methods raise only domain errors.
+
+    ``idempotency_key`` is the caller's key scoped by the gateway: adapters forward it where the
+    provider honours one (Commet) and use it to reconcile where it does not (Paygentic).
+    """
+
+    @property
+    def provider(self) -> Provider: ...
+
+    @property
+    def capabilities(self) -> ProviderCapabilities: ...
+
+    async def add_bank_account(
+        self,
+        context: ProviderContext,
+        request: AddBankAccountRequest,
+        *,
+        idempotency_key: str | None = None,
+    ) -> ProviderBankAccount: ...
+
+    async def complete_payout_verification(
+        self,
+        context: ProviderContext,
+        request: PayoutVerificationRequest,
+        *,
+        idempotency_key: str | None = None,
+    ) -> PayoutVerificationOutcome: ...
+
+    async def get_bank_account(
+        self, context: ProviderContext, provider_account_id: str
+    ) -> ProviderBankAccount:
+        """Raises UnsupportedOperationError where the provider has no read endpoint."""
+        ...
+
+    async def list_bank_accounts(
+        self, context: ProviderContext, *, limit: int = 100, offset: int = 0
+    ) -> ProviderBankAccountPage:
+        """Raises UnsupportedOperationError where the provider has no list endpoint."""
+        ...
+
+    async def request_payout(
+        self,
+        context: ProviderContext,
+        request: PayoutRequest,
+        *,
+        destination_provider_account_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> ProviderPayout: ...
+
+    async def aclose(self) -> None: ...
