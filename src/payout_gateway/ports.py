@@ -59,6 +59,17 @@ class PayoutProvider(Protocol):
         """Raises UnsupportedOperationError where the provider has no list endpoint."""
         ...
 
+    async def find_bank_account_by_reference(
+        self, context: ProviderContext, reference: str
+    ) -> ProviderBankAccount | None:
+        """Recover an account created with ``idempotency_key=reference`` whose answer was lost.
+
+        For providers without idempotency (``capabilities.has_idempotency`` false) this is how a
+        retry reconciles instead of creating a duplicate. Providers that dedupe by key return
+        None: resending with the same key is the safe way there.
+        """
+        ...
+
     async def request_payout(
         self,
         context: ProviderContext,
