@@ -335,3 +335,43 @@ def validated(model: type[M], data: dict[str, Any]) -> M:
                 path = (*path, ctx_error.field)
             issues.append(FieldIssue(path, message))
         raise InputValidationError(issues) from None
+
+
+# --- organizations as the gateway records them ---------------------------------------------
+
+
+class Organization(_Frozen):
+    """A tenant: exactly one provider, its credentials and its profile."""
+
+    id: str
+    name: str
+    provider: Provider
+    credentials: ProviderCredentials
+    profile: OrganizationProfile
+    created_at: datetime
+
+    def provider_context(self) -> ProviderContext:
+        return ProviderContext(
+            organization_id=self.id, credentials=self.credentials, profile=self.profile
+        )
+
+
+class ApiKey(_Frozen):
+    """A gateway API key as stored: only its hash and a display prefix, never the key."""
+
+    id: str
+    organization_id: str
+    prefix: str
+    label: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class PayoutAccountRecord(PayoutAccount):
+    """The organization's payout account as the gateway recorded it."""
+
+    id: str
+    organization_id: str
+    created_at: datetime
+    updated_at: datetime
+    status_changed_at: datetime

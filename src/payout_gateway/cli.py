@@ -1,0 +1,242 @@
+"""The ``payout-gateway`` command: serve, run one sandbox, export the schema, manage orgs."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+import uvicorn
+from pydantic import SecretStr
+
+from payout_gateway.domain.enums import HolderType, Provider
+from payout_gateway.domain.errors import PayoutGatewayError
+from payout_gateway.domain.models import (
+    Organization,
+    OrganizationProfile,
+    ProviderCredentials,
+    validated,
+)
+from payout_gateway.settings import Settings
+from payout_gateway.store import Store
+from payout_gateway.tenancy import DEMO_ORGANIZATIONS, Tenancy
+
+T = TypeVar("T")
+
+
+@click.group()
+def main() -> None:
+    """payout-gateway: one GraphQL API in front of Commet and Paygentic."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Run the gateway. With no provider configured: sandbox mode with demo organizations."""
+    from payout_gateway.web import create_app
+
+    settings = Settings()
+    base = f"http://{host}:{port}"
+    click.echo(f"payout-gateway on {base}/graphql  (database: {settings.database_url})")
+    if settings.sandbox_mode:
+        click.echo("Sandbox mode: provider simulators in-process:")
+        if settings.commet.base_url is None:
+            click.echo(f"  Commet     {base}/sandbox/commet/api/v1")
+        if settings.paygentic.base_url is None:
+            click.echo(f"  Paygentic  {base}/sandbox/paygentic/v0")
+    if settings.demo_enabled:
+        click.echo("Demo organizations (send 'Authorization: Bearer <key>'):")
+        for demo in DEMO_ORGANIZATIONS:
+            click.echo(f"  {demo.name:<16} {demo.provider.value:<10} key: {demo.api_key}")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=False,
+    )
+
+
+@main.command()
+@click.argument("provider", type=click.Choice(["commet", "paygentic"]))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8100, show_default=True, type=int)
+def sandbox(provider: str, host: str, port: int) -> None:
+    """Run one provider simulator on its own."""
+    from payout_gateway.sandbox.registry import SANDBOXES
+
+    root = "/api/v1" if provider == "commet" else "/v0"
+    click.echo(f"{provider} sandbox on http://{host}:{port}{root}  (OpenAPI: /openapi.json)")
+    uvicorn.run(SANDBOXES[Provider(provider.upper())](), host=host, port=port, log_level="warning")
+
+
+@main.command("export-schema")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def export_schema(output: Path | None) -> None:
+    """Print the GraphQL schema (SDL), or write it to --output."""
+    from payout_gateway.graphql.schema import build_schema
+
+    sdl = build_schema().as_str() + "\n"
+    if output is None:
+        click.echo(sdl, nl=False)
+    else:
+        output.write_text(sdl, encoding="utf-8")
+
+
+# --- organizations and keys ----------------------------------------------------------------
+
+
+def _run(action: Callable[[Tenancy, Store], Awaitable[T]]) -> T:
+    async def run() -> T:
+        settings = Settings()
+        from payout_gateway.web.app import _ensure_sqlite_directory
+
+        _ensure_sqlite_directory(settings.database_url)
+        store = Store.from_url(settings.database_url)
+        try:
+            await store.create_schema()
+            return await action(Tenancy(store, settings.api_key_pepper), store)
+        finally:
+            await store.dispose()
+
+    try:
+        return asyncio.run(run())
+    except PayoutGatewayError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)
+
+
+async def _find_org(store: Store, ref: str) -> Organization:
+    async with store.session() as session:
+        org = await session.get_organization(ref) or await session.organization_by_name(ref)
+    if org is None:
+        raise click.ClickException(f"no organization named or with id {ref!r}")
+    return org
+
+
+@main.group()
+def org() -> None:
+    """Manage organizations and their gateway API keys."""
+
+
+@org.command("create")
+@click.option("--name", required=True)
+@click.option("--provider", required=True, type=click.Choice(["commet", "paygentic"]))
+@click.option(
+    "--provider-api-key",
+    prompt=True,
+    hide_input=True,
+    envvar="PAYOUT_GATEWAY_PROVIDER_API_KEY",
+    help="The provider credential (prompted for when omitted; never echoed).",
+)
+@click.option("--provider-org-id", default=None, help="Paygentic: the org_… id it acts for.")
+@click.option("--payout-source-id", default=None, help="Paygentic: sourceId of payouts.")
+@click.option("--country", required=True, help="ISO 3166-1 alpha-2.")
+@click.option("--currency", required=True, help="ISO 4217.")
+@click.option("--bank-name", default=None)
+@click.option("--holder-type", type=click.Choice(["individual", "company"]), default=None)
+def org_create(
+    name: str,
+    provider: str,
+    provider_api_key: str,
+    provider_org_id: str | None,
+    payout_source_id: str | None,
+    country: str,
+    currency: str,
+    bank_name: str | None,
+    holder_type: str | None,
+) -> None:
+    """Create an organization with its provider, credentials and profile."""
+    if provider == "paygentic" and not provider_org_id:
+        raise click.UsageError("--provider-org-id is required for paygentic")
+
+    async def action(tenancy: Tenancy, _store: Store) -> Organization:
+        profile = validated(
+            OrganizationProfile,
+            {
+                "country": country,
+                "currency": currency,
+                "bank_name": bank_name,
+                "holder_type": HolderType(holder_type.upper()) if holder_type else None,
+            },
+        )
+        return await tenancy.create_organization(
+            name=name,
+            provider=Provider(provider.upper()),
+            credentials=ProviderCredentials(
+                api_key=SecretStr(provider_api_key),
+                provider_organization_id=provider_org_id,
+                payout_source_id=payout_source_id,
+            ),
+            profile=profile,
+        )
+
+    created = _run(action)
+    click.echo(f"created organization {created.name} ({created.id}) on {created.provider.value}")
+
+
+@org.command("list")
+def org_list() -> None:
+    """List organizations."""
+
+    async def action(_tenancy: Tenancy, store: Store) -> list[Organization]:
+        async with store.session() as session:
+            return await session.list_organizations()
+
+    for item in _run(action):
+        profile = item.profile
+        click.echo(
+            f"{item.id}  {item.name:<24} {item.provider.value:<10} "
+            f"{profile.country} {profile.currency}"
+        )
+
+
+@org.command("issue-key")
+@click.argument("organization")
+@click.option("--label", default=None)
+def org_issue_key(organization: str, label: str | None) -> None:
+    """Issue a gateway API key for ORGANIZATION (name or id). It is shown once."""
+
+    async def action(tenancy: Tenancy, store: Store) -> tuple[str, str]:
+        found = await _find_org(store, organization)
+        record, plaintext = await tenancy.issue_api_key(found.id, label=label)
+        return record.id, plaintext
+
+    key_id, plaintext = _run(action)
+    click.echo(f"key id: {key_id}")
+    click.echo(f"api key (shown once, store it now): {plaintext}")
+
+
+@org.command("keys")
+@click.argument("organization")
+def org_keys(organization: str) -> None:
+    """List ORGANIZATION's API keys (prefixes only)."""
+
+    async def action(_tenancy: Tenancy, store: Store) -> list[str]:
+        found = await _find_org(store, organization)
+        async with store.session() as session:
+            keys = await session.list_api_keys(found.id)
+        return [
+            f"{k.id}  {k.prefix}…  {k.label or '-':<12} "
+            f"{'revoked ' + k.revoked_at.isoformat() if k.revoked_at else 'active'}"
+            for k in keys
+        ]
+
+    for line in _run(action):
+        click.echo(line)
+
+
+@org.command("revoke-key")
+@click.argument("key_id")
+def org_revoke_key(key_id: str) -> None:
+    """Revoke the API key KEY_ID (see `org keys`)."""
+
+    async def action(tenancy: Tenancy, _store: Store) -> None:
+        await tenancy.revoke_api_key(key_id)
+
+    _run(action)
+    click.echo(f"revoked {key_id}")

@@ -1,0 +1,1 @@
+"""Strawberry schema: types, inputs, result unions, thin resolvers, loaders, context."""

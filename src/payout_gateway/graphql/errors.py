@@ -1,0 +1,218 @@
+"""Expected failures as schema types (union members), and the one map from domain errors."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import strawberry
+
+from payout_gateway.domain import errors as domain
+from payout_gateway.graphql.types import ProviderName
+
+
+@strawberry.interface(description="Every expected failure of a mutation.")
+class UserError:
+    message: str
+    code: str = strawberry.field(description="Stable machine-readable code.")
+    retryable: bool = strawberry.field(
+        description="Whether sending the same mutation again (same idempotency key) may succeed."
+    )
+
+
+@strawberry.type
+class FieldError:
+    field: list[str] = strawberry.field(
+        description="Path of the input field, e.g. input.bankAccount.routingNumber."
+    )
+    message: str
+
+
+@strawberry.type(description="The input is invalid. Nothing was sent to the provider.")
+class ValidationError(UserError):
+    field: list[str] = strawberry.field(description="Path of the first invalid input field.")
+    issues: list[FieldError]
+
+
+@strawberry.type(description="Complete payout verification first.")
+class PayoutAccountRequiredError(UserError):
+    pass
+
+
+@strawberry.type(description="The provider understood the request and refused it.")
+class ProviderRejectedError(UserError):
+    provider: ProviderName
+    provider_code: str | None
+    doc_url: str | None
+    http_status: int | None
+    request_id: str | None = strawberry.field(description="The provider's request id, for support.")
+    field: list[str] | None = strawberry.field(
+        description="The provider's name of the refused parameter."
+    )
+
+
+@strawberry.type(description="The provider retired this operation; finish it in its dashboard.")
+class OperationRetiredError(UserError):
+    provider: ProviderName
+    provider_code: str | None
+    doc_url: str | None
+
+
+@strawberry.type(description="The provider could not be reached, failed, or answered nonsense.")
+class ProviderUnavailableError(UserError):
+    provider: ProviderName
+    outcome_unknown: bool = strawberry.field(
+        description="The request may have been applied. Retry with the same idempotency key; "
+        "the gateway reconciles instead of creating a duplicate."
+    )
+    retry_after_seconds: float | None
+    request_id: str | None
+
+
+@strawberry.type(description="This idempotency key was used with a different request.")
+class IdempotencyConflictError(UserError):
+    pass
+
+
+@strawberry.type(description="A request with this idempotency key is still running.")
+class IdempotencyInProgressError(UserError):
+    pass
+
+
+@strawberry.type(description="This credential may not do that.")
+class NotPermittedError(UserError):
+    pass
+
+
+@strawberry.type(description="The organization's provider does not support this.")
+class UnsupportedOperationError(UserError):
+    provider: ProviderName
+
+
+@strawberry.type
+class NotFoundError(UserError):
+    pass
+
+
+MutationError = (
+    ValidationError
+    | PayoutAccountRequiredError
+    | ProviderRejectedError
+    | OperationRetiredError
+    | ProviderUnavailableError
+    | IdempotencyConflictError
+    | IdempotencyInProgressError
+    | NotPermittedError
+    | UnsupportedOperationError
+    | NotFoundError
+)
+
+PathMapper = Callable[[tuple[str | int, ...]], list[str]]
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def input_path(path: tuple[str | int, ...], renames: dict[str, str] | None = None) -> list[str]:
+    """Domain field path -> GraphQL input path: ``("bank", "routing_number")`` ->
+    ``["input", "bankAccount", "routingNumber"]``."""
+    renames = renames or {}
+    return ["input", *(renames.get(str(p), _camel(str(p))) for p in path)]
+
+
+DOMAIN_TO_INPUT_RENAMES = {"bank": "bankAccount"}
+
+
+def default_path(path: tuple[str | int, ...]) -> list[str]:
+    return input_path(path, DOMAIN_TO_INPUT_RENAMES)
+
+
+def to_graphql_error(
+    exc: domain.PayoutGatewayError, path_of: PathMapper = default_path
+) -> MutationError:
+    """The one map from the domain error tree to schema types (most specific first)."""
+    message = exc.message
+    code = exc.code
+    retryable = exc.retryable
+    match exc:
+        case domain.InputValidationError():
+            issues = [FieldError(field=path_of(i.path), message=i.message) for i in exc.issues]
+            return ValidationError(
+                message=f"{'.'.join(issues[0].field)}: {issues[0].message}",
+                code=code,
+                retryable=False,
+                field=issues[0].field,
+                issues=issues,
+            )
+        case domain.PayoutAccountRequiredError():
+            return PayoutAccountRequiredError(message=message, code=code, retryable=False)
+        case domain.OperationRetiredError():
+            return OperationRetiredError(
+                message=message,
+                code=code,
+                retryable=False,
+                provider=exc.provider,
+                provider_code=exc.provider_code,
+                doc_url=exc.doc_url,
+            )
+        case domain.ProviderRejectedError():
+            return ProviderRejectedError(
+                message=message,
+                code=code,
+                retryable=False,
+                provider=exc.provider,
+                provider_code=exc.provider_code,
+                doc_url=exc.doc_url,
+                http_status=exc.http_status,
+                request_id=exc.request_id,
+                field=[_camel(p) for p in re.split(r"[.\[\]]+", exc.param) if p]
+                if exc.param
+                else None,
+            )
+        case domain.ProviderRateLimitedError():
+            return ProviderUnavailableError(
+                message=message,
+                code=code,
+                retryable=True,
+                provider=exc.provider,
+                outcome_unknown=False,
+                retry_after_seconds=exc.retry_after,
+                request_id=exc.request_id,
+            )
+        case domain.ProviderUnavailableError() | domain.ProviderBadResponseError():
+            return ProviderUnavailableError(
+                message=message,
+                code=code,
+                retryable=True,
+                provider=exc.provider,
+                outcome_unknown=exc.outcome_unknown,
+                retry_after_seconds=None,
+                request_id=exc.request_id,
+            )
+        case domain.ProviderError():
+            return ProviderUnavailableError(
+                message=message,
+                code=code,
+                retryable=retryable,
+                provider=exc.provider,
+                outcome_unknown=False,
+                retry_after_seconds=None,
+                request_id=exc.request_id,
+            )
+        case domain.IdempotencyConflictError():
+            return IdempotencyConflictError(message=message, code=code, retryable=False)
+        case domain.IdempotencyInProgressError():
+            return IdempotencyInProgressError(message=message, code=code, retryable=True)
+        case domain.NotPermittedError():
+            return NotPermittedError(message=message, code=code, retryable=False)
+        case domain.UnsupportedOperationError():
+            return UnsupportedOperationError(
+                message=message, code=code, retryable=False, provider=exc.provider
+            )
+        case domain.NotFoundError():
+            return NotFoundError(message=message, code=code, retryable=False)
+    return NotPermittedError(
+        message="The request could not be completed.", code=code, retryable=retryable
+    )

@@ -1,0 +1,285 @@
+"""The schema: root Query and Mutation with thin resolvers, and ``build_schema``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any
+
+import strawberry
+from graphql import GraphQLError, NoSchemaIntrospectionCustomRule
+from strawberry import relay
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.permission import BasePermission
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext, Info
+
+from payout_gateway.domain.enums import BankAccountStatus
+from payout_gateway.domain.errors import InputValidationError, PayoutGatewayError
+from payout_gateway.graphql.context import GatewayContext
+from payout_gateway.graphql.errors import (
+    IdempotencyConflictError,
+    IdempotencyInProgressError,
+    NotFoundError,
+    NotPermittedError,
+    OperationRetiredError,
+    PayoutAccountRequiredError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
+    UnsupportedOperationError,
+    ValidationError,
+    to_graphql_error,
+)
+from payout_gateway.graphql.inputs import AddBankAccountInput, CompletePayoutVerificationInput
+from payout_gateway.graphql.safety import IsAuthenticated, SafeErrors, log_errors
+from payout_gateway.graphql.types import BankAccount, Organization, PayoutAccount
+
+Ctx = Info[GatewayContext, None]
+AUTH: list[type[BasePermission]] = [IsAuthenticated]
+MAX_IDEMPOTENCY_KEY = 255
+
+
+@strawberry.type
+class AddBankAccountSuccess:
+    bank_account: BankAccount
+
+
+@strawberry.type
+class CompletePayoutVerificationSuccess:
+    payout_account: PayoutAccount
+    bank_account: BankAccount | None = strawberry.field(
+        description="The destination saved by this call; null when the payout account "
+        "already existed and nothing was created."
+    )
+    already_existed: bool
+
+
+_ERRORS = (
+    ValidationError
+    | PayoutAccountRequiredError
+    | ProviderRejectedError
+    | OperationRetiredError
+    | ProviderUnavailableError
+    | IdempotencyConflictError
+    | IdempotencyInProgressError
+    | NotPermittedError
+    | UnsupportedOperationError
+    | NotFoundError
+)
+AddBankAccountResult = Annotated[
+    AddBankAccountSuccess | _ERRORS, strawberry.union("AddBankAccountResult")
+]
+CompletePayoutVerificationResult = Annotated[
+    CompletePayoutVerificationSuccess | _ERRORS,
+    strawberry.union("CompletePayoutVerificationResult"),
+]
+
+
+@strawberry.type
+class BankAccountEdge:
+    cursor: str
+    node: BankAccount
+
+
+@strawberry.type
+class BankAccountConnection:
+    edges: list[BankAccountEdge]
+    page_info: relay.PageInfo
+
+
+def encode_cursor(created_at: datetime, account_id: str) -> str:
+    raw = f"{created_at.isoformat()}|{account_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, account_id = raw.split("|", 1)
+        return datetime.fromisoformat(stamp), account_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise GraphQLError(
+            "The 'after' cursor is not one this API issued.",
+            extensions={"code": "BAD_USER_INPUT"},
+        ) from None
+
+
+def bank_account_id(global_or_raw: str) -> str | None:
+    """The gateway id inside a Relay global id; None when it is not a BankAccount id."""
+    try:
+        global_id = relay.GlobalID.from_id(global_or_raw)
+    except (relay.GlobalIDValueError, ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    return global_id.node_id if global_id.type_name == "BankAccount" else None
+
+
+async def _load_bank_account(info: Ctx, id: strawberry.ID) -> BankAccount | None:
+    account_id = bank_account_id(str(id))
+    if account_id is None:
+        return None
+    # A foreign id reads exactly like a nonexistent one: the loader is scoped to the org.
+    account = await info.context.bank_accounts.load(account_id)
+    return BankAccount.from_domain(account) if account is not None else None
+
+
+def _checked_idempotency_key(key: str | None) -> None:
+    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
+        raise InputValidationError.single(
+            ("idempotency_key",), f"must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
+        )
+
+
+def _argument_path(path: tuple[str | int, ...]) -> list[str]:
+    from payout_gateway.graphql.errors import default_path
+
+    if path == ("idempotency_key",):
+        return ["idempotencyKey"]
+    return default_path(path)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(permission_classes=AUTH, description="Fetch any object by its global id.")
+    async def node(self, info: Ctx, id: strawberry.ID) -> relay.Node | None:
+        return await _load_bank_account(info, id)
+
+    @strawberry.field(permission_classes=AUTH)
+    async def bank_account(self, info: Ctx, id: strawberry.ID) -> BankAccount | None:
+        return await _load_bank_account(info, id)
+
+    @strawberry.field(
+        permission_classes=AUTH,
+        description="The organization's bank accounts, newest first. `first` is at most the "
+        "maximum page size (100 unless configured), default 20.",
+    )
+    async def bank_accounts(
+        self,
+        info: Ctx,
+        first: int | None = None,
+        after: str | None = None,
+        status: BankAccountStatus | None = None,
+    ) -> BankAccountConnection:
+        paging = info.context.paging
+        size = paging.default if first is None else first
+        if not 1 <= size <= paging.maximum:
+            raise GraphQLError(
+                f"'first' must be between 1 and {paging.maximum} (the maximum page size).",
+                extensions={"code": "BAD_USER_INPUT"},
+            )
+        page = await info.context.service.page_bank_accounts(
+            info.context.org,
+            first=size,
+            after=decode_cursor(after) if after else None,
+            status=status,
+        )
+        edges = [
+            BankAccountEdge(
+                cursor=encode_cursor(a.created_at, a.id), node=BankAccount.from_domain(a)
+            )
+            for a in page.items
+        ]
+        return BankAccountConnection(
+            edges=edges,
+            page_info=relay.PageInfo(
+                has_next_page=page.has_next,
+                has_previous_page=after is not None,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+        )
+
+    @strawberry.field(permission_classes=AUTH)
+    async def payout_account(self, info: Ctx) -> PayoutAccount | None:
+        record = await info.context.service.payout_account(info.context.org)
+        return PayoutAccount.from_domain(record) if record is not None else None
+
+    @strawberry.field(permission_classes=AUTH)
+    def organization(self, info: Ctx) -> Organization:
+        org = info.context.org
+        return Organization.from_domain(org, info.context.service.capabilities(org))
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(permission_classes=AUTH)
+    async def add_bank_account(
+        self,
+        info: Ctx,
+        input: AddBankAccountInput,
+        idempotency_key: str | None = None,
+    ) -> AddBankAccountResult:
+        try:
+            _checked_idempotency_key(idempotency_key)
+            account = await info.context.service.add_bank_account(
+                info.context.org, input.to_domain(), idempotency_key=idempotency_key
+            )
+        except PayoutGatewayError as exc:
+            return to_graphql_error(exc, _argument_path)
+        return AddBankAccountSuccess(bank_account=BankAccount.from_domain(account))
+
+    @strawberry.mutation(
+        permission_classes=AUTH,
+        description="KYC + destination bank. The payout account starts PENDING_VERIFICATION.",
+    )
+    async def complete_payout_verification(
+        self,
+        info: Ctx,
+        input: CompletePayoutVerificationInput,
+        idempotency_key: str | None = None,
+    ) -> CompletePayoutVerificationResult:
+        try:
+            _checked_idempotency_key(idempotency_key)
+            result = await info.context.service.complete_payout_verification(
+                info.context.org, input.to_domain(), idempotency_key=idempotency_key
+            )
+        except PayoutGatewayError as exc:
+            return to_graphql_error(exc, _argument_path)
+        return CompletePayoutVerificationSuccess(
+            payout_account=PayoutAccount.from_domain(result.payout_account),
+            bank_account=BankAccount.from_domain(result.bank_account)
+            if result.bank_account
+            else None,
+            already_existed=result.already_existed,
+        )
+
+
+class GatewaySchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        log_errors(errors, execution_context)
+
+
+def build_schema(
+    *,
+    introspection: bool = True,
+    field_suggestions: bool = True,
+    max_depth: int = 12,
+    max_tokens: int = 2000,
+    max_aliases: int = 30,
+) -> strawberry.Schema:
+    extensions: list[Any] = [
+        SafeErrors(),
+        MaxTokensLimiter(max_token_count=max_tokens),
+        QueryDepthLimiter(max_depth=max_depth),
+        MaxAliasesLimiter(max_alias_count=max_aliases),
+        ParserCache(maxsize=1024),
+        ValidationCache(maxsize=1024),
+    ]
+    if not introspection:
+        extensions.append(AddValidationRules([NoSchemaIntrospectionCustomRule]))
+    return GatewaySchema(
+        query=Query,
+        mutation=Mutation,
+        types=[BankAccount],
+        extensions=extensions,
+        config=StrawberryConfig(disable_field_suggestions=not field_suggestions),
+    )

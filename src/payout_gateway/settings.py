@@ -1,0 +1,94 @@
+"""The one Settings class: every knob, from ``PAYOUT_GATEWAY_*`` variables or an optional file."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from payout_gateway.providers.transport import HttpPolicy
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class ProviderSettings(BaseModel):
+    """How to reach one provider. No ``base_url``: the in-process sandbox (sandbox mode)."""
+
+    base_url: str | None = None
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    total_deadline: float = 25.0
+    max_retries: Annotated[int, Field(ge=0, le=5)] = 2
+    max_connections: Annotated[int, Field(ge=1)] = 100
+
+    def http_policy(self) -> HttpPolicy:
+        return HttpPolicy(
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            write_timeout=self.read_timeout,
+            total_deadline=self.total_deadline,
+            max_retries=self.max_retries,
+            max_connections=self.max_connections,
+            max_keepalive_connections=self.max_connections,
+        )
+
+
+class Settings(BaseSettings):
+    """``PAYOUT_GATEWAY_DATABASE_URL``, ``PAYOUT_GATEWAY_COMMET__BASE_URL`` (nested with ``__``),
+    ``PAYOUT_GATEWAY_ENVIRONMENT=production``, … An optional ``.env`` file is read too
+    (``PAYOUT_GATEWAY_ENV_FILE`` names another)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PAYOUT_GATEWAY_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    environment: Environment = Environment.DEVELOPMENT
+    database_url: str = "sqlite+aiosqlite:///./var/payout-gateway.db"
+    commet: ProviderSettings = ProviderSettings()
+    paygentic: ProviderSettings = ProviderSettings()
+    # None: on in development, off in production.
+    graphiql: bool | None = None
+    introspection: bool | None = None
+    # Demo organizations with the documented keys; None: only in sandbox mode.
+    demo_organizations: bool | None = None
+    max_page_size: Annotated[int, Field(ge=1, le=1000)] = 100
+    default_page_size: Annotated[int, Field(ge=1, le=1000)] = 20
+    max_query_depth: Annotated[int, Field(ge=2, le=100)] = 12
+    max_query_tokens: Annotated[int, Field(ge=100)] = 2000
+    max_aliases: Annotated[int, Field(ge=1)] = 30
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
+    cors_origins: list[str] = []
+    # Pepper for hashing gateway API keys (HMAC-SHA256); change it and every key is void.
+    api_key_pepper: SecretStr = SecretStr("payout-gateway-development-pepper")
+    log_level: str = "INFO"
+
+    @property
+    def sandbox_mode(self) -> bool:
+        """True when any provider has no base URL: its in-process simulator stands in."""
+        return self.commet.base_url is None or self.paygentic.base_url is None
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return self.graphiql if self.graphiql is not None else not self.is_production
+
+    @property
+    def introspection_enabled(self) -> bool:
+        return self.introspection if self.introspection is not None else not self.is_production
+
+    @property
+    def demo_enabled(self) -> bool:
+        if self.demo_organizations is not None:
+            return self.demo_organizations
+        return self.sandbox_mode and not self.is_production

@@ -1,0 +1,5 @@
+"""Persistence (SQLAlchemy 2 async): SQLite by default, PostgreSQL by URL."""
+
+from payout_gateway.store.database import Store, StoreSession, normalize_database_url
+
+__all__ = ["Store", "StoreSession", "normalize_database_url"]

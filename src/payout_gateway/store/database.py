@@ -1,0 +1,418 @@
+"""The Store: engine and sessions, and the queries the service needs, row <-> domain mapping."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from pydantic import SecretStr
+from sqlalchemy import and_, event, func, or_, select, update
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from payout_gateway.domain.enums import (
+    AccountType,
+    BankAccountStatus,
+    BusinessType,
+    HolderType,
+    PayoutAccountStatus,
+    Provider,
+)
+from payout_gateway.domain.models import (
+    ApiKey,
+    BankAccount,
+    Organization,
+    OrganizationProfile,
+    PayoutAccountRecord,
+    ProviderCredentials,
+)
+from payout_gateway.store.tables import (
+    ApiKeyRow,
+    BankAccountRow,
+    Base,
+    OrganizationRow,
+    PayoutAccountRow,
+    StatusChangeRow,
+)
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept plain ``sqlite:///`` and ``postgresql://`` URLs and pick the async drivers."""
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    return url
+
+
+class Store:
+    """Owns the engine. ``session()`` is one transaction; ``statements`` counts SQL sent (the
+    batching tests and the benchmark read it)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.statements = 0
+        event.listen(engine.sync_engine, "before_cursor_execute", self._count)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+
+    @classmethod
+    def from_url(cls, url: str, **engine_options: Any) -> Store:
+        url = normalize_database_url(url)
+        if url.startswith("postgresql"):
+            engine_options.setdefault("pool_size", 10)
+            engine_options.setdefault("max_overflow", 10)
+            engine_options.setdefault("pool_pre_ping", True)
+        return cls(create_async_engine(url, **engine_options))
+
+    def _count(self, *_: object) -> None:
+        self.statements += 1
+
+    async def create_schema(self) -> None:
+        async with self.engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+
+    async def drop_schema(self) -> None:
+        async with self.engine.begin() as connection:
+            await connection.run_sync(Base.metadata.drop_all)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[StoreSession]:
+        async with self._sessions() as session, session.begin():
+            yield StoreSession(session)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers proceed during a write; busy_timeout waits instead of failing at once.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class StoreSession:
+    """The queries of one transaction. Every read is scoped by organization id."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    # organizations and keys ---------------------------------------------------------------
+
+    async def add_organization(self, org: Organization) -> None:
+        self._session.add(
+            OrganizationRow(
+                id=org.id,
+                name=org.name,
+                provider=org.provider.value,
+                provider_api_key=org.credentials.api_key.get_secret_value(),
+                provider_organization_id=org.credentials.provider_organization_id,
+                payout_source_id=org.credentials.payout_source_id,
+                country=org.profile.country,
+                currency=org.profile.currency,
+                bank_name=org.profile.bank_name,
+                holder_type=org.profile.holder_type.value if org.profile.holder_type else None,
+                created_at=org.created_at,
+            )
+        )
+        await self._session.flush()
+
+    async def get_organization(self, organization_id: str) -> Organization | None:
+        row = await self._session.get(OrganizationRow, organization_id)
+        return _organization(row) if row else None
+
+    async def organization_by_name(self, name: str) -> Organization | None:
+        row = await self._session.scalar(
+            select(OrganizationRow).where(OrganizationRow.name == name)
+        )
+        return _organization(row) if row else None
+
+    async def list_organizations(self) -> list[Organization]:
+        rows = await self._session.scalars(select(OrganizationRow).order_by(OrganizationRow.name))
+        return [_organization(row) for row in rows]
+
+    async def add_api_key(
+        self,
+        *,
+        key_id: str,
+        organization_id: str,
+        key_hash: str,
+        prefix: str,
+        label: str | None,
+        created_at: datetime,
+    ) -> ApiKey:
+        row = ApiKeyRow(
+            id=key_id,
+            organization_id=organization_id,
+            key_hash=key_hash,
+            prefix=prefix,
+            label=label,
+            created_at=created_at,
+            revoked_at=None,
+        )
+        self._session.add(row)
+        await self._session.flush()
+        return _api_key(row)
+
+    async def organization_for_key_hash(self, key_hash: str) -> Organization | None:
+        row = await self._session.scalar(
+            select(OrganizationRow)
+            .join(ApiKeyRow, ApiKeyRow.organization_id == OrganizationRow.id)
+            .where(ApiKeyRow.key_hash == key_hash, ApiKeyRow.revoked_at.is_(None))
+        )
+        return _organization(row) if row else None
+
+    async def api_key_hash_exists(self, key_hash: str) -> bool:
+        found = await self._session.scalar(
+            select(ApiKeyRow.id).where(ApiKeyRow.key_hash == key_hash)
+        )
+        return found is not None
+
+    async def list_api_keys(self, organization_id: str) -> list[ApiKey]:
+        rows = await self._session.scalars(
+            select(ApiKeyRow)
+            .where(ApiKeyRow.organization_id == organization_id)
+            .order_by(ApiKeyRow.created_at)
+        )
+        return [_api_key(row) for row in rows]
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> bool:
+        result = await self._session.execute(
+            update(ApiKeyRow)
+            .where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    # bank accounts ------------------------------------------------------------------------
+
+    async def add_bank_account(self, account: BankAccount) -> None:
+        self._session.add(
+            BankAccountRow(
+                id=account.id,
+                organization_id=account.organization_id,
+                provider=account.provider.value,
+                provider_account_id=account.provider_account_id,
+                holder_name=account.holder_name,
+                holder_type=account.holder_type.value if account.holder_type else None,
+                bank_name=account.bank_name,
+                last4=account.last4,
+                country=account.country,
+                currency=account.currency,
+                account_type=account.account_type.value if account.account_type else None,
+                is_default=account.is_default,
+                status=account.status.value,
+                provider_status=account.provider_status,
+                livemode=account.livemode,
+                metadata_=dict(account.metadata),
+                created_at=account.created_at,
+                updated_at=account.updated_at,
+                status_changed_at=account.status_changed_at,
+            )
+        )
+        await self._session.flush()
+
+    async def bank_accounts_by_ids(
+        self, organization_id: str, ids: Sequence[str]
+    ) -> dict[str, BankAccount]:
+        """One query for any number of ids; ids of other organizations are simply absent."""
+        if not ids:
+            return {}
+        rows = await self._session.scalars(
+            select(BankAccountRow).where(
+                BankAccountRow.organization_id == organization_id,
+                BankAccountRow.id.in_(set(ids)),
+            )
+        )
+        return {row.id: _bank_account(row) for row in rows}
+
+    async def page_bank_accounts(
+        self,
+        organization_id: str,
+        *,
+        first: int,
+        after: tuple[datetime, str] | None = None,
+        status: BankAccountStatus | None = None,
+    ) -> tuple[list[BankAccount], bool]:
+        """Newest first; keyset pagination on (created_at, id). Returns (items, has_next)."""
+        query = select(BankAccountRow).where(BankAccountRow.organization_id == organization_id)
+        if status is not None:
+            query = query.where(BankAccountRow.status == status.value)
+        if after is not None:
+            created_at, account_id = after
+            query = query.where(
+                or_(
+                    BankAccountRow.created_at < created_at,
+                    and_(BankAccountRow.created_at == created_at, BankAccountRow.id < account_id),
+                )
+            )
+        query = query.order_by(BankAccountRow.created_at.desc(), BankAccountRow.id.desc())
+        rows = list(await self._session.scalars(query.limit(first + 1)))
+        return [_bank_account(row) for row in itertools.islice(rows, first)], len(rows) > first
+
+    async def count_bank_accounts(
+        self, organization_id: str, status: BankAccountStatus | None = None
+    ) -> int:
+        query = (
+            select(func.count())
+            .select_from(BankAccountRow)
+            .where(BankAccountRow.organization_id == organization_id)
+        )
+        if status is not None:
+            query = query.where(BankAccountRow.status == status.value)
+        return int(await self._session.scalar(query) or 0)
+
+    async def clear_default_bank_accounts(self, organization_id: str, except_id: str) -> None:
+        await self._session.execute(
+            update(BankAccountRow)
+            .where(
+                BankAccountRow.organization_id == organization_id,
+                BankAccountRow.id != except_id,
+                BankAccountRow.is_default.is_(True),
+            )
+            .values(is_default=False)
+        )
+
+    # payout accounts ----------------------------------------------------------------------
+
+    async def get_payout_account(self, organization_id: str) -> PayoutAccountRecord | None:
+        row = await self._session.scalar(
+            select(PayoutAccountRow).where(PayoutAccountRow.organization_id == organization_id)
+        )
+        return _payout_account(row) if row else None
+
+    async def save_payout_account(self, record: PayoutAccountRecord) -> None:
+        row = await self._session.get(PayoutAccountRow, record.id)
+        values = {
+            "organization_id": record.organization_id,
+            "provider": record.provider.value,
+            "provider_account_id": record.provider_account_id,
+            "status": record.status.value,
+            "provider_status": record.provider_status,
+            "transfers_enabled": record.transfers_enabled,
+            "business_type": record.business_type.value if record.business_type else None,
+            "country": record.country,
+            "livemode": record.livemode,
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+            "status_changed_at": record.status_changed_at,
+        }
+        if row is None:
+            self._session.add(PayoutAccountRow(id=record.id, **values))
+        else:
+            for key, value in values.items():
+                setattr(row, key, value)
+        await self._session.flush()
+
+    # audit --------------------------------------------------------------------------------
+
+    async def record_status_change(
+        self,
+        *,
+        organization_id: str,
+        object_type: str,
+        object_id: str,
+        from_status: str | None,
+        to_status: str,
+        provider_status: str,
+        source: str,
+        at: datetime,
+    ) -> None:
+        self._session.add(
+            StatusChangeRow(
+                organization_id=organization_id,
+                object_type=object_type,
+                object_id=object_id,
+                from_status=from_status,
+                to_status=to_status,
+                provider_status=provider_status,
+                source=source,
+                at=at,
+            )
+        )
+        await self._session.flush()
+
+
+def _organization(row: OrganizationRow) -> Organization:
+    return Organization(
+        id=row.id,
+        name=row.name,
+        provider=Provider(row.provider),
+        credentials=ProviderCredentials(
+            api_key=SecretStr(row.provider_api_key),
+            provider_organization_id=row.provider_organization_id,
+            payout_source_id=row.payout_source_id,
+        ),
+        profile=OrganizationProfile(
+            country=row.country,
+            currency=row.currency,
+            bank_name=row.bank_name,
+            holder_type=HolderType(row.holder_type) if row.holder_type else None,
+        ),
+        created_at=row.created_at,
+    )
+
+
+def _api_key(row: ApiKeyRow) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        organization_id=row.organization_id,
+        prefix=row.prefix,
+        label=row.label,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _bank_account(row: BankAccountRow) -> BankAccount:
+    return BankAccount.model_construct(
+        id=row.id,
+        organization_id=row.organization_id,
+        provider=Provider(row.provider),
+        provider_account_id=row.provider_account_id,
+        holder_name=row.holder_name,
+        holder_type=HolderType(row.holder_type) if row.holder_type else None,
+        bank_name=row.bank_name,
+        last4=row.last4,
+        country=row.country,
+        currency=row.currency,
+        account_type=AccountType(row.account_type) if row.account_type else None,
+        is_default=row.is_default,
+        status=BankAccountStatus(row.status),
+        provider_status=row.provider_status,
+        livemode=row.livemode,
+        metadata=dict(row.metadata_),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        status_changed_at=row.status_changed_at,
+    )
+
+
+def _payout_account(row: PayoutAccountRow) -> PayoutAccountRecord:
+    return PayoutAccountRecord(
+        id=row.id,
+        organization_id=row.organization_id,
+        provider=Provider(row.provider),
+        provider_account_id=row.provider_account_id,
+        status=PayoutAccountStatus(row.status),
+        provider_status=row.provider_status,
+        transfers_enabled=row.transfers_enabled,
+        business_type=BusinessType(row.business_type) if row.business_type else None,
+        country=row.country,
+        livemode=row.livemode,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        status_changed_at=row.status_changed_at,
+    )
