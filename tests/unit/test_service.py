@@ -1,0 +1,133 @@
+"""Use cases against a fake provider: defaults, verification per org, reads scoped by org."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from payout_gateway.domain.enums import PayoutAccountStatus, Provider
+from payout_gateway.domain.errors import ProviderRejectedError
+from payout_gateway.domain.models import (
+    AddBankAccountRequest,
+    OrganizationProfile,
+    PayoutVerificationRequest,
+    ProviderCredentials,
+    validated,
+)
+from payout_gateway.service import PayoutService, provider_reference
+from payout_gateway.store import Store
+from payout_gateway.tenancy import Tenancy
+from tests.support.fakes import FakeProvider
+from tests.unit.test_domain_values import KYC
+
+
+def add_request(
+    number: str = "000123456789", *, set_default: bool = False
+) -> AddBankAccountRequest:
+    return validated(
+        AddBankAccountRequest,
+        {"bank": {"account_number": number, "holder_name": "Ada"}, "set_default": set_default},
+    )
+
+
+async def make(store: Store, provider: FakeProvider) -> tuple[PayoutService, Tenancy]:
+    service = PayoutService(store, {provider.provider: provider})
+    return service, Tenancy(store, SecretStr("pepper"))
+
+
+async def new_org(tenancy: Tenancy, name: str, provider: Provider):  # type: ignore[no-untyped-def]
+    return await tenancy.create_organization(
+        name=name,
+        provider=provider,
+        credentials=ProviderCredentials(api_key=SecretStr("secret")),
+        profile=OrganizationProfile(country="US", currency="USD"),
+    )
+
+
+async def test_gateway_keeps_defaults_where_the_provider_has_none(store: Store) -> None:
+    fake = FakeProvider(Provider.PAYGENTIC, has_defaults=False, takes_kyc=False)
+    service, tenancy = await make(store, fake)
+    org = await new_org(tenancy, "p", Provider.PAYGENTIC)
+    first = await service.add_bank_account(org, add_request())
+    second = await service.add_bank_account(org, add_request("111122223333"))
+    third = await service.add_bank_account(org, add_request("444455556666", set_default=True))
+    accounts = await service.bank_accounts_by_ids(org, [first.id, second.id, third.id])
+    assert [a.is_default for a in accounts if a] == [False, False, True]
+    assert first.is_default  # the first account was the default when it was created
+
+
+async def test_provider_defaults_are_taken_as_reported(store: Store) -> None:
+    fake = FakeProvider(Provider.COMMET)
+    service, tenancy = await make(store, fake)
+    org = await new_org(tenancy, "c", Provider.COMMET)
+    first = await service.add_bank_account(org, add_request())
+    assert not first.is_default
+    second = await service.add_bank_account(org, add_request("999988887777", set_default=True))
+    assert second.is_default and second.last4 == "7777"
+
+
+async def test_verification_without_provider_kyc_is_idempotent_per_organization(
+    store: Store,
+) -> None:
+    fake = FakeProvider(Provider.PAYGENTIC, has_defaults=False, takes_kyc=False)
+    service, tenancy = await make(store, fake)
+    org = await new_org(tenancy, "p", Provider.PAYGENTIC)
+    request = validated(PayoutVerificationRequest, KYC)
+    first = await service.complete_payout_verification(org, request)
+    again = await service.complete_payout_verification(org, request)
+    assert not first.already_existed and first.bank_account is not None
+    assert first.bank_account.is_default
+    assert again.already_existed and again.bank_account is None
+    assert again.payout_account.id == first.payout_account.id
+    assert fake.calls["complete_payout_verification"] == 1
+    assert first.payout_account.status is PayoutAccountStatus.PENDING_VERIFICATION
+
+
+async def test_verification_with_provider_kyc_asks_the_provider_again(store: Store) -> None:
+    fake = FakeProvider(Provider.COMMET)
+    service, tenancy = await make(store, fake)
+    org = await new_org(tenancy, "c", Provider.COMMET)
+    request = validated(PayoutVerificationRequest, KYC)
+    await service.complete_payout_verification(org, request)
+    again = await service.complete_payout_verification(org, request)
+    assert again.already_existed and fake.calls["complete_payout_verification"] == 2
+
+
+async def test_a_provider_refusal_changes_nothing(store: Store) -> None:
+    fake = FakeProvider(Provider.COMMET)
+    fake.fail_with = ProviderRejectedError(
+        "no", provider=Provider.COMMET, provider_code="duplicate"
+    )
+    service, tenancy = await make(store, fake)
+    org = await new_org(tenancy, "c", Provider.COMMET)
+    with pytest.raises(ProviderRejectedError):
+        await service.add_bank_account(org, add_request())
+    assert (await service.page_bank_accounts(org, first=10)).items == []
+
+
+async def test_reads_never_cross_organizations(store: Store) -> None:
+    fake = FakeProvider(Provider.COMMET)
+    service, tenancy = await make(store, fake)
+    a = await new_org(tenancy, "a", Provider.COMMET)
+    b = await new_org(tenancy, "b", Provider.COMMET)
+    mine = await service.add_bank_account(a, add_request())
+    assert await service.bank_accounts_by_ids(b, [mine.id]) == [None]
+    assert (await service.page_bank_accounts(b, first=10)).items == []
+
+
+def test_provider_references_are_stable_per_key_and_scoped() -> None:
+    assert provider_reference("org_a", "op", "k") == provider_reference("org_a", "op", "k")
+    assert provider_reference("org_a", "op", "k") != provider_reference("org_b", "op", "k")
+    assert provider_reference("org_a", "op", "k") != provider_reference("org_a", "other", "k")
+    assert provider_reference("org_a", "op", None) != provider_reference("org_a", "op", None)
+
+
+async def test_api_keys_are_hashed_and_revocable(store: Store) -> None:
+    _, tenancy = await make(store, FakeProvider())
+    org = await new_org(tenancy, "c", Provider.COMMET)
+    record, key = await tenancy.issue_api_key(org.id, label="ci")
+    assert key.startswith("pgw_") and record.prefix == key[:12]
+    assert (await tenancy.authenticate(key)) == org
+    assert await tenancy.authenticate(key + "x") is None
+    await tenancy.revoke_api_key(record.id)
+    assert await tenancy.authenticate(key) is None

@@ -1,0 +1,169 @@
+"""The store on SQLite and on the real PostgreSQL: org scoping, keyset paging, defaults, keys."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import SecretStr
+
+from payout_gateway.domain.enums import BankAccountStatus, Provider
+from payout_gateway.domain.models import (
+    BankAccount,
+    Organization,
+    OrganizationProfile,
+    ProviderCredentials,
+)
+from payout_gateway.store import Store
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def org(name: str) -> Organization:
+    return Organization(
+        id=f"org_{name}",
+        name=name,
+        provider=Provider.COMMET,
+        credentials=ProviderCredentials(api_key=SecretStr("ck_live_secret")),
+        profile=OrganizationProfile(country="US", currency="USD"),
+        created_at=T0,
+    )
+
+
+def account(
+    org_id: str, n: int, *, status: BankAccountStatus = BankAccountStatus.ACTIVE
+) -> BankAccount:
+    at = T0 + timedelta(minutes=n // 2)  # pairs share a timestamp: the id breaks the tie
+    return BankAccount(
+        id=f"ba_{org_id}_{n:03d}",
+        organization_id=org_id,
+        provider=Provider.COMMET,
+        provider_account_id=f"pba_{n}",
+        holder_name="Ada",
+        holder_type=None,
+        bank_name=None,
+        last4=f"{n:04d}",
+        country="US",
+        currency="USD",
+        account_type=None,
+        is_default=False,
+        status=status,
+        provider_status=status.value.lower(),
+        livemode=False,
+        metadata={"n": str(n)},
+        created_at=at,
+        updated_at=at,
+        status_changed_at=at,
+    )
+
+
+async def seed(store: Store, *names: str) -> None:
+    async with store.session() as session:
+        for name in names:
+            await session.add_organization(org(name))
+
+
+async def test_reads_are_scoped_to_the_organization(store: Store) -> None:
+    await seed(store, "a", "b")
+    async with store.session() as session:
+        await session.add_bank_account(account("org_a", 1))
+        await session.add_bank_account(account("org_b", 2))
+    async with store.session() as session:
+        found = await session.bank_accounts_by_ids(
+            "org_a", ["ba_org_a_001", "ba_org_b_002", "nope"]
+        )
+    assert list(found) == ["ba_org_a_001"]
+    assert found["ba_org_a_001"].metadata == {"n": "1"}
+    assert found["ba_org_a_001"].created_at.tzinfo is not None
+
+
+async def test_batched_read_is_one_statement(store: Store) -> None:
+    await seed(store, "a")
+    async with store.session() as session:
+        for n in range(30):
+            await session.add_bank_account(account("org_a", n))
+    before = store.statements
+    async with store.session() as session:
+        found = await session.bank_accounts_by_ids(
+            "org_a", [f"ba_org_a_{n:03d}" for n in range(30)]
+        )
+    assert len(found) == 30
+    # BEGIN/COMMIT are not cursor executions; exactly one SELECT went out.
+    assert store.statements - before == 1
+
+
+async def test_keyset_pages_walk_every_account_once_newest_first(store: Store) -> None:
+    await seed(store, "a")
+    async with store.session() as session:
+        for n in range(25):
+            await session.add_bank_account(account("org_a", n))
+    seen: list[str] = []
+    after = None
+    while True:
+        async with store.session() as session:
+            items, has_next = await session.page_bank_accounts("org_a", first=7, after=after)
+        seen.extend(a.id for a in items)
+        if not has_next:
+            break
+        after = (items[-1].created_at, items[-1].id)
+    assert len(seen) == len(set(seen)) == 25
+    assert seen == sorted(seen, reverse=True)
+
+
+async def test_status_filter_and_count(store: Store) -> None:
+    await seed(store, "a")
+    async with store.session() as session:
+        await session.add_bank_account(account("org_a", 1))
+        await session.add_bank_account(account("org_a", 2, status=BankAccountStatus.ERRORED))
+    async with store.session() as session:
+        items, _ = await session.page_bank_accounts(
+            "org_a", first=10, status=BankAccountStatus.ERRORED
+        )
+        assert [a.id for a in items] == ["ba_org_a_002"]
+        assert await session.count_bank_accounts("org_a") == 2
+
+
+async def test_clearing_defaults_touches_only_that_organization(store: Store) -> None:
+    await seed(store, "a", "b")
+    async with store.session() as session:
+        await session.add_bank_account(account("org_a", 1).model_copy(update={"is_default": True}))
+        await session.add_bank_account(account("org_b", 2).model_copy(update={"is_default": True}))
+        await session.add_bank_account(account("org_a", 3).model_copy(update={"is_default": True}))
+        await session.clear_default_bank_accounts("org_a", except_id="ba_org_a_003")
+    async with store.session() as session:
+        a = await session.bank_accounts_by_ids("org_a", ["ba_org_a_001", "ba_org_a_003"])
+        b = await session.bank_accounts_by_ids("org_b", ["ba_org_b_002"])
+    assert not a["ba_org_a_001"].is_default and a["ba_org_a_003"].is_default
+    assert b["ba_org_b_002"].is_default
+
+
+async def test_api_keys_resolve_until_revoked(store: Store) -> None:
+    await seed(store, "a")
+    async with store.session() as session:
+        key = await session.add_api_key(
+            key_id="key_1",
+            organization_id="org_a",
+            key_hash="h" * 64,
+            prefix="pgw_abc",
+            label=None,
+            created_at=T0,
+        )
+    async with store.session() as session:
+        found = await session.organization_for_key_hash("h" * 64)
+        assert (
+            found is not None and found.credentials.api_key.get_secret_value() == "ck_live_secret"
+        )
+        assert await session.revoke_api_key(key.id, T0)
+        assert not await session.revoke_api_key(key.id, T0)
+    async with store.session() as session:
+        assert await session.organization_for_key_hash("h" * 64) is None
+
+
+async def test_a_failed_transaction_leaves_nothing(store: Store) -> None:
+    await seed(store, "a")
+    with pytest.raises(RuntimeError):
+        async with store.session() as session:
+            await session.add_bank_account(account("org_a", 1))
+            raise RuntimeError("boom")
+    async with store.session() as session:
+        assert await session.count_bank_accounts("org_a") == 0
