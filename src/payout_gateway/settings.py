@@ -62,8 +62,8 @@ class Settings(BaseSettings):
     max_page_size: Annotated[int, Field(ge=1, le=1000)] = 100
     default_page_size: Annotated[int, Field(ge=1, le=1000)] = 20
     max_query_depth: Annotated[int, Field(ge=2, le=100)] = 12
-    max_query_tokens: Annotated[int, Field(ge=100)] = 2000
-    max_aliases: Annotated[int, Field(ge=1)] = 30
+    max_query_tokens: Annotated[int, Field(ge=100)] = 5000
+    max_aliases: Annotated[int, Field(ge=1)] = 100
     max_body_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
     cors_origins: list[str] = []
     # Pepper for hashing gateway API keys (HMAC-SHA256); change it and every key is void.

@@ -12,7 +12,7 @@ from payout_gateway.domain.enums import (
     PayoutStatus,
     Provider,
 )
-from payout_gateway.domain.errors import PayoutGatewayError, UnsupportedOperationError
+from payout_gateway.domain.errors import UnsupportedOperationError
 from payout_gateway.domain.models import (
     AddBankAccountRequest,
     Money,
@@ -49,7 +49,7 @@ class FakeProvider:
             required_bank_fields=("account_number", "holder_name"),
         )
         self.calls: Counter[str] = Counter()
-        self.fail_with: PayoutGatewayError | None = None
+        self.fail_with: Exception | None = None
         self.delay = delay
         self.verified: set[str] = set()
         self._sequence = 0

@@ -44,7 +44,7 @@ class PayoutGatewayError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class FieldIssue:
-    """One invalid input field: its path (``("bank", "routing_number")``) and why, never its value."""
+    """One invalid input field: its path (``("bank", "routing_number")``) and why; no value."""
 
     path: tuple[str | int, ...]
     message: str
@@ -239,7 +239,5 @@ class ProviderBadResponseError(ProviderError):
         http_status: int | None = None,
         request_id: str | None = None,
     ) -> None:
-        super().__init__(
-            message, provider=provider, http_status=http_status, request_id=request_id
-        )
+        super().__init__(message, provider=provider, http_status=http_status, request_id=request_id)
         self.outcome_unknown = outcome_unknown

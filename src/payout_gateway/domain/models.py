@@ -123,7 +123,9 @@ class Address(_Frozen):
     line2: Name | None = None
     city: Name
     state: ShortText | None = None
-    postal_code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)]
+    postal_code: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)
+    ]
     country: CountryCode
 
 

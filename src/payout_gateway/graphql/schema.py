@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 import strawberry
@@ -45,6 +47,7 @@ from payout_gateway.graphql.types import BankAccount, Organization, PayoutAccoun
 Ctx = Info[GatewayContext, None]
 AUTH: list[type[BasePermission]] = [IsAuthenticated]
 MAX_IDEMPOTENCY_KEY = 255
+MAX_NODES = 100
 
 
 @strawberry.type
@@ -150,6 +153,18 @@ class Query:
     @strawberry.field(permission_classes=AUTH, description="Fetch any object by its global id.")
     async def node(self, info: Ctx, id: strawberry.ID) -> relay.Node | None:
         return await _load_bank_account(info, id)
+
+    @strawberry.field(
+        permission_classes=AUTH,
+        description=f"Fetch up to {MAX_NODES} objects by global id in one batched read; "
+        "unknown and foreign ids are null.",
+    )
+    async def nodes(self, info: Ctx, ids: list[strawberry.ID]) -> list[relay.Node | None]:
+        if len(ids) > MAX_NODES:
+            raise GraphQLError(
+                f"'ids' takes at most {MAX_NODES} ids.", extensions={"code": "BAD_USER_INPUT"}
+            )
+        return list(await asyncio.gather(*(_load_bank_account(info, i) for i in ids)))
 
     @strawberry.field(permission_classes=AUTH)
     async def bank_account(self, info: Ctx, id: strawberry.ID) -> BankAccount | None:
@@ -263,19 +278,21 @@ def build_schema(
     introspection: bool = True,
     field_suggestions: bool = True,
     max_depth: int = 12,
-    max_tokens: int = 2000,
-    max_aliases: int = 30,
+    max_tokens: int = 5000,
+    max_aliases: int = 100,
 ) -> strawberry.Schema:
+    # Factories, not instances: Strawberry builds fresh extensions per request (its parser and
+    # validation caches live at module level, so they still span requests).
     extensions: list[Any] = [
-        SafeErrors(),
-        MaxTokensLimiter(max_token_count=max_tokens),
-        QueryDepthLimiter(max_depth=max_depth),
-        MaxAliasesLimiter(max_alias_count=max_aliases),
-        ParserCache(maxsize=1024),
-        ValidationCache(maxsize=1024),
+        SafeErrors,
+        partial(MaxTokensLimiter, max_token_count=max_tokens),
+        partial(QueryDepthLimiter, max_depth=max_depth),
+        partial(MaxAliasesLimiter, max_alias_count=max_aliases),
+        partial(ParserCache, maxsize=1024),
+        partial(ValidationCache, maxsize=1024),
     ]
     if not introspection:
-        extensions.append(AddValidationRules([NoSchemaIntrospectionCustomRule]))
+        extensions.append(partial(AddValidationRules, [NoSchemaIntrospectionCustomRule]))
     return GatewaySchema(
         query=Query,
         mutation=Mutation,

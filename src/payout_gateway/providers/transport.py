@@ -105,7 +105,8 @@ def map_transport_error(exc: httpx.HTTPError, provider: Provider) -> ProviderErr
             provider=provider,
             outcome_unknown=False,
         )
-    if isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError):
+    # Any network failure after connecting (read, write, close) may follow a sent request.
+    if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError):
         return ProviderUnavailableError(
             f"The connection to {provider.value} failed mid-request ({name}).",
             provider=provider,
@@ -116,12 +117,12 @@ def map_transport_error(exc: httpx.HTTPError, provider: Provider) -> ProviderErr
             f"{provider.value} sent a response the gateway cannot read ({name}).",
             provider=provider,
         )
-    # Proxy, local protocol, unsupported scheme, invalid URL, closed client: our configuration,
-    # detected before anything reached the provider.
+    # Proxy, local protocol, unsupported scheme: our configuration, detected before anything
+    # reached the provider. An unclassified error keeps the conservative answer of failure_kind.
     return ProviderUnavailableError(
         f"The request to {provider.value} could not be made ({name}).",
         provider=provider,
-        outcome_unknown=False,
+        outcome_unknown=failure_kind(exc) is FailureKind.SENT_NO_ANSWER,
     )
 
 
@@ -219,13 +220,17 @@ class ProviderHttp:
     ) -> RawResponse:
         """Send with retries; raise a domain error when no usable answer arrived in time."""
         sent = False
+        # An attempt cut by the deadline may already be at the provider: its outcome is unknown.
+        in_flight = False
         try:
             async with asyncio.timeout(self.policy.total_deadline):
                 attempt = 0
                 while True:
+                    in_flight = True
                     try:
                         response = await self._send_once(method, path, headers, json, params)
                     except httpx.HTTPError as exc:
+                        in_flight = False
                         kind = failure_kind(exc)
                         sent = sent or kind is FailureKind.SENT_NO_ANSWER
                         delay = retry_delay(
@@ -241,6 +246,7 @@ class ProviderHttp:
                                 error.outcome_unknown = True
                             raise error from exc
                     else:
+                        in_flight = False
                         sent = True
                         delay = None
                         if response.status_code in RETRYABLE_STATUSES:
@@ -267,7 +273,7 @@ class ProviderHttp:
                 f"{self.provider.value} did not answer within "
                 f"{self.policy.total_deadline:g} s (retries included).",
                 provider=self.provider,
-                outcome_unknown=sent,
+                outcome_unknown=sent or in_flight,
             ) from None
 
     async def _send_once(
@@ -298,9 +304,16 @@ class ProviderHttp:
             },
         )
         if 300 <= response.status_code < 400:
-            raise httpx.TooManyRedirects(
-                "redirects are never followed", request=request
-            )  # mapped to a bad-response error at the seam
+            # Never followed (it could point at a metadata address) and never retried: the
+            # same request would get the same redirect.
+            raise ProviderBadResponseError(
+                f"{self.provider.value} answered with a redirect, which the gateway does not "
+                "follow.",
+                provider=self.provider,
+                outcome_unknown=True,
+                http_status=response.status_code,
+                request_id=request_id,
+            )
         return RawResponse(
             status_code=response.status_code,
             headers=response.headers,
@@ -312,6 +325,7 @@ class ProviderHttp:
         declared = response.headers.get("content-length")
         if (
             declared is not None
+            and declared.isascii()
             and declared.isdigit()
             and int(declared) > self.policy.max_response_bytes
         ):

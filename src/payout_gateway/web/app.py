@@ -13,7 +13,6 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from strawberry.fastapi import GraphQLRouter
 
 from payout_gateway.domain.enums import Provider
 from payout_gateway.graphql.context import GatewayContext, PagingLimits
@@ -25,6 +24,7 @@ from payout_gateway.service import PayoutService
 from payout_gateway.settings import Settings
 from payout_gateway.store import Store, normalize_database_url
 from payout_gateway.tenancy import Tenancy
+from payout_gateway.web.graphql_router import GatewayGraphQLRouter
 from payout_gateway.web.limits import BodyLimitMiddleware
 
 logger = logging.getLogger("payout_gateway")
@@ -128,7 +128,7 @@ def create_app(
         max_tokens=settings.max_query_tokens,
         max_aliases=settings.max_aliases,
     )
-    graphql_app: GraphQLRouter[GatewayContext, None] = GraphQLRouter(
+    graphql_app = GatewayGraphQLRouter(
         schema,
         context_getter=context,
         graphql_ide="graphiql" if settings.graphiql_enabled else None,

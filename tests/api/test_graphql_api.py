@@ -1,0 +1,357 @@
+"""The GraphQL API over a real socket, with fake providers: auth, unions, paging, batching."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from payout_gateway.domain import errors as domain
+from payout_gateway.domain.enums import Provider
+from tests.support.fakes import FakeProvider
+from tests.support.gateway import RunningGateway, running_gateway
+
+ACCOUNT = "000123456789"
+ROUTING = "021000021"
+
+ADD = """
+mutation Add($input: AddBankAccountInput!, $key: String) {
+  addBankAccount(input: $input, idempotencyKey: $key) {
+    __typename
+    ... on AddBankAccountSuccess { bankAccount { id last4 isDefault status provider holderName } }
+    ... on UserError { message code retryable }
+    ... on ValidationError { field issues { field message } }
+    ... on ProviderRejectedError { providerCode docUrl requestId httpStatus }
+    ... on ProviderUnavailableError { outcomeUnknown retryAfterSeconds }
+    ... on OperationRetiredError { providerCode }
+  }
+}
+"""
+
+
+INLINE_ADD = (
+    "mutation { addBankAccount(input: {bankAccount: "
+    '{accountNumber: "000123456789", holderName: "A"}}) { __typename } }'
+)
+
+
+def add_input(number: str = ACCOUNT, **bank: Any) -> dict[str, Any]:
+    return {"bankAccount": {"accountNumber": number, "holderName": "Ada", **bank}}
+
+
+@pytest.fixture
+def fakes() -> dict[Provider, FakeProvider]:
+    return {
+        Provider.COMMET: FakeProvider(Provider.COMMET),
+        Provider.PAYGENTIC: FakeProvider(Provider.PAYGENTIC, has_defaults=False, takes_kyc=False),
+    }
+
+
+@pytest.fixture
+def gw(tmp_path: Path, fakes: dict[Provider, FakeProvider]) -> Iterator[RunningGateway]:
+    with running_gateway(tmp_path, providers=fakes) as running:
+        yield running
+
+
+async def gql(
+    gw: RunningGateway,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    org: str | None = "commet-a",
+) -> dict[str, Any]:
+    headers = gw.headers(org) if org else {}
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            gw.graphql_url, json={"query": query, "variables": variables or {}}, headers=headers
+        )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ organization { name } }",
+        "{ payoutAccount { status } }",
+        "{ bankAccounts { edges { cursor } } }",
+        '{ bankAccount(id: "x") { id } }',
+        '{ node(id: "x") { id } }',
+        '{ nodes(ids: ["x"]) { id } }',
+        INLINE_ADD,
+    ],
+)
+async def test_every_root_field_refuses_callers_without_credentials(
+    gw: RunningGateway, fakes: dict[Provider, FakeProvider], query: str
+) -> None:
+    for headers in ({}, {"Authorization": "Bearer pgw_wrong"}, {"Authorization": "Basic abc"}):
+        async with httpx.AsyncClient() as client:
+            body = (
+                await client.post(gw.graphql_url, json={"query": query}, headers=headers)
+            ).json()
+        # Refused: nothing resolved (nullable fields read null), and the error says why.
+        assert body["data"] is None or set(body["data"].values()) == {None}
+        assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert sum(sum(f.calls.values()) for f in fakes.values()) == 0
+
+
+async def test_add_bank_account_shows_only_last4(gw: RunningGateway) -> None:
+    body = await gql(gw, ADD, {"input": add_input(routingNumber=ROUTING), "key": "k1"})
+    result = body["data"]["addBankAccount"]
+    assert result["__typename"] == "AddBankAccountSuccess"
+    assert result["bankAccount"]["last4"] == "6789"
+    assert ACCOUNT not in str(body)
+    assert ROUTING not in str(body)
+
+
+async def test_invalid_input_is_a_validation_error_naming_the_field(
+    gw: RunningGateway, fakes: dict[Provider, FakeProvider]
+) -> None:
+    body = await gql(gw, ADD, {"input": add_input(routingNumber="021000022", country="XX")})
+    result = body["data"]["addBankAccount"]
+    assert result["__typename"] == "ValidationError"
+    assert result["code"] == "VALIDATION_FAILED"
+    fields = {tuple(issue["field"]) for issue in result["issues"]}
+    assert fields == {
+        ("input", "bankAccount", "routingNumber"),
+        ("input", "bankAccount", "country"),
+    }
+    assert fakes[Provider.COMMET].calls["add_bank_account"] == 0
+
+
+async def test_idempotency_key_is_validated(gw: RunningGateway) -> None:
+    body = await gql(gw, ADD, {"input": add_input(), "key": "x" * 256})
+    assert body["data"]["addBankAccount"]["field"] == ["idempotencyKey"]
+
+
+async def test_type_errors_never_echo_the_submitted_value(gw: RunningGateway) -> None:
+    as_variable = {"input": {"bankAccount": {"accountNumber": 987654321012, "holderName": "A"}}}
+    body = await gql(gw, ADD, as_variable)
+    assert "errors" in body
+    assert "987654321012" not in str(body)
+    as_literal = INLINE_ADD.replace('"000123456789"', "987654321012")
+    body = await gql(gw, as_literal)
+    assert "errors" in body
+    assert "987654321012" not in str(body)
+
+
+@pytest.mark.parametrize(
+    ("error", "typename", "code"),
+    [
+        (
+            domain.PayoutAccountRequiredError(),
+            "PayoutAccountRequiredError",
+            "PAYOUT_ACCOUNT_REQUIRED",
+        ),
+        (
+            domain.ProviderRejectedError(
+                "no",
+                provider=Provider.COMMET,
+                provider_code="duplicate",
+                doc_url="https://d",
+                http_status=409,
+                request_id="req_1",
+            ),
+            "ProviderRejectedError",
+            "PROVIDER_REJECTED",
+        ),
+        (
+            domain.ProviderAuthenticationError(
+                "bad key", provider=Provider.COMMET, provider_code="unauthorized"
+            ),
+            "ProviderRejectedError",
+            "PROVIDER_AUTHENTICATION_FAILED",
+        ),
+        (
+            domain.OperationRetiredError(
+                "use the dashboard", provider=Provider.COMMET, provider_code="endpoint_deprecated"
+            ),
+            "OperationRetiredError",
+            "OPERATION_RETIRED",
+        ),
+        (
+            domain.ProviderTimeoutError("slow", provider=Provider.COMMET, outcome_unknown=True),
+            "ProviderUnavailableError",
+            "PROVIDER_TIMEOUT",
+        ),
+        (
+            domain.ProviderRateLimitedError("later", provider=Provider.COMMET, retry_after=3),
+            "ProviderUnavailableError",
+            "PROVIDER_RATE_LIMITED",
+        ),
+        (
+            domain.ProviderBadResponseError("html", provider=Provider.COMMET),
+            "ProviderUnavailableError",
+            "PROVIDER_BAD_RESPONSE",
+        ),
+        (
+            domain.IdempotencyConflictError("reused"),
+            "IdempotencyConflictError",
+            "IDEMPOTENCY_KEY_REUSED",
+        ),
+        (
+            domain.IdempotencyInProgressError("running"),
+            "IdempotencyInProgressError",
+            "IDEMPOTENCY_IN_PROGRESS",
+        ),
+        (domain.NotPermittedError("no"), "NotPermittedError", "NOT_PERMITTED"),
+        (
+            domain.UnsupportedOperationError(Provider.COMMET, "x"),
+            "UnsupportedOperationError",
+            "UNSUPPORTED_OPERATION",
+        ),
+        (domain.NotFoundError("none"), "NotFoundError", "NOT_FOUND"),
+    ],
+)
+async def test_domain_errors_become_typed_union_members(
+    gw: RunningGateway,
+    fakes: dict[Provider, FakeProvider],
+    error: Exception,
+    typename: str,
+    code: str,
+) -> None:
+    fakes[Provider.COMMET].fail_with = error
+    result = (await gql(gw, ADD, {"input": add_input()}))["data"]["addBankAccount"]
+    assert result["__typename"] == typename
+    assert result["code"] == code
+
+
+async def test_unexpected_exceptions_are_masked(
+    gw: RunningGateway, fakes: dict[Provider, FakeProvider]
+) -> None:
+    fakes[Provider.COMMET].fail_with = RuntimeError("secret internals /etc/passwd")
+    body = await gql(gw, ADD, {"input": add_input()})
+    assert body["errors"][0]["message"] == "Unexpected error."
+    assert "internals" not in str(body)
+    assert "Traceback" not in str(body)
+
+
+async def test_pages_walk_all_accounts_and_page_size_is_capped(gw: RunningGateway) -> None:
+    for n in range(7):
+        await gql(gw, ADD, {"input": add_input(f"0001234567{n:02d}")})
+    query = """query($after: String) { bankAccounts(first: 3, after: $after) {
+        edges { cursor node { last4 } } pageInfo { hasNextPage endCursor } } }"""
+    seen: list[str] = []
+    after = None
+    while True:
+        page = (await gql(gw, query, {"after": after}))["data"]["bankAccounts"]
+        seen += [edge["node"]["last4"] for edge in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert sorted(seen) == [f"67{n:02d}" for n in range(7)]
+    assert len(seen) == 7
+    too_many = await gql(gw, "{ bankAccounts(first: 1000000) { edges { cursor } } }")
+    assert too_many["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "100" in too_many["errors"][0]["message"]
+    bad_cursor = await gql(gw, '{ bankAccounts(after: "!!") { edges { cursor } } }')
+    assert bad_cursor["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_foreign_ids_read_exactly_like_nonexistent_ones(gw: RunningGateway) -> None:
+    mine = (await gql(gw, ADD, {"input": add_input()}, org="commet-a"))["data"]["addBankAccount"]
+    account_id = mine["bankAccount"]["id"]
+    query = (
+        "query($id: ID!) { bankAccount(id: $id) { id } node(id: $id) { id } "
+        "nodes(ids: [$id]) { id } }"
+    )
+    own = await gql(gw, query, {"id": account_id}, org="commet-a")
+    assert own["data"]["bankAccount"]["id"] == account_id
+    assert own["data"]["node"]["id"] == account_id
+    foreign = await gql(gw, query, {"id": account_id}, org="commet-b")
+    missing_id = account_id[:-4] + ("AAAA" if not account_id.endswith("AAAA") else "BBBB")
+    missing = await gql(gw, query, {"id": missing_id}, org="commet-b")
+    assert foreign == missing == {"data": {"bankAccount": None, "node": None, "nodes": [None]}}
+
+
+async def test_a_query_naming_100_accounts_is_one_store_read(
+    gw: RunningGateway, fakes: dict[Provider, FakeProvider]
+) -> None:
+    ids = []
+    for n in range(100):
+        created = await gql(gw, ADD, {"input": add_input(f"00012345{n:04d}")})
+        ids.append(created["data"]["addBankAccount"]["bankAccount"]["id"])
+    calls_before = dict(fakes[Provider.COMMET].calls)
+    aliases = " ".join(f'a{n}: bankAccount(id: "{i}") {{ last4 }}' for n, i in enumerate(ids))
+    before = gw.state.store.statements
+    body = await gql(gw, f"{{ {aliases} }}")
+    # One SELECT for the 100 accounts, one for the caller's API key.
+    assert gw.state.store.statements - before == 2
+    assert len(body["data"]) == 100
+    assert all(value is not None for value in body["data"].values())
+    before = gw.state.store.statements
+    nodes = await gql(gw, "query($ids: [ID!]!) { nodes(ids: $ids) { id } }", {"ids": ids})
+    assert gw.state.store.statements - before == 2
+    assert len(nodes["data"]["nodes"]) == 100
+    assert dict(fakes[Provider.COMMET].calls) == calls_before
+
+
+async def test_organization_reports_provider_capabilities(gw: RunningGateway) -> None:
+    query = """{ organization { name provider country currency capabilities {
+        takesKyc hasDefaultAccounts requiredBankAccountFields bankAccountFieldsFromProfile } } }"""
+    commet = (await gql(gw, query, org="commet-a"))["data"]["organization"]
+    assert commet["provider"] == "COMMET"
+    assert commet["capabilities"]["takesKyc"] is True
+    paygentic = (await gql(gw, query, org="paygentic-a"))["data"]["organization"]
+    assert paygentic["provider"] == "PAYGENTIC"
+    assert paygentic["capabilities"]["takesKyc"] is False
+
+
+async def test_graphiql_page_is_served_in_development(gw: RunningGateway) -> None:
+    async with httpx.AsyncClient() as client:
+        page = await client.get(gw.graphql_url, headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    assert "graphiql" in page.text.lower()
+
+
+async def test_mutations_are_refused_over_get_and_non_json_posts(
+    gw: RunningGateway, fakes: dict[Provider, FakeProvider]
+) -> None:
+    mutation = INLINE_ADD
+    async with httpx.AsyncClient() as client:
+        via_get = await client.get(
+            gw.graphql_url, params={"query": mutation}, headers=gw.headers("commet-a")
+        )
+        form = await client.post(
+            gw.graphql_url, data={"query": mutation}, headers=gw.headers("commet-a")
+        )
+        text = await client.post(
+            gw.graphql_url,
+            content=mutation,
+            headers={**gw.headers("commet-a"), "content-type": "text/plain"},
+        )
+    assert via_get.status_code >= 400
+    assert form.status_code >= 400
+    assert text.status_code >= 400
+    assert fakes[Provider.COMMET].calls["add_bank_account"] == 0
+
+
+async def test_hostile_bodies_get_4xx_never_5xx(gw: RunningGateway) -> None:
+    async with httpx.AsyncClient() as client:
+        brackets = await client.post(
+            gw.graphql_url,
+            content=b"[" * 5000,
+            headers={**gw.headers("commet-a"), "content-type": "application/json"},
+        )
+        huge = await client.post(
+            gw.graphql_url,
+            content=b"{" + b" " * (1024 * 1024) + b"}",
+            headers={"content-type": "application/json"},
+        )
+    assert 400 <= brackets.status_code < 500
+    assert huge.status_code == 413
+
+
+async def test_deep_and_wide_queries_are_rejected_cleanly(gw: RunningGateway) -> None:
+    deep = "{ bankAccounts { edges { node { id } } } }"
+    for _ in range(40):
+        deep = deep.replace("node { id }", "node { ... on Node { id } }", 1)
+    nested = "{" + "bankAccounts { edges { node { id " * 20 + "} } }" * 20 + "}"
+    aliases = "{" + " ".join(f"a{n}: organization {{ name }}" for n in range(1000)) + "}"
+    for query in (nested, aliases):
+        body = await gql(gw, query)
+        assert body.get("data") is None
+        assert "Traceback" not in str(body)

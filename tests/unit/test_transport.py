@@ -1,0 +1,441 @@
+"""The shared provider transport: the httpx error seam, the retry policy and ProviderHttp."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from payout_gateway.domain.enums import Provider
+from payout_gateway.domain.errors import (
+    ProviderBadResponseError,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
+from payout_gateway.providers.transport import (
+    FailureKind,
+    HttpPolicy,
+    ProviderHttp,
+    build_client,
+    failure_kind,
+    map_transport_error,
+    parse_retry_after,
+    retry_delay,
+)
+
+PROVIDER = Provider.PAYGENTIC
+
+# --- the one seam from httpx to the domain ------------------------------------------------------
+
+# Every httpx exception: the domain error it becomes and whether the request may have been applied.
+EXPECTED: dict[type[httpx.HTTPError], tuple[type[ProviderError], bool]] = {
+    httpx.HTTPError: (ProviderUnavailableError, True),
+    httpx.RequestError: (ProviderUnavailableError, True),
+    httpx.TransportError: (ProviderUnavailableError, False),
+    httpx.TimeoutException: (ProviderTimeoutError, True),
+    httpx.ConnectTimeout: (ProviderTimeoutError, False),
+    httpx.ReadTimeout: (ProviderTimeoutError, True),
+    httpx.WriteTimeout: (ProviderTimeoutError, True),
+    httpx.PoolTimeout: (ProviderTimeoutError, False),
+    httpx.NetworkError: (ProviderUnavailableError, True),
+    httpx.ConnectError: (ProviderUnavailableError, False),
+    httpx.ReadError: (ProviderUnavailableError, True),
+    httpx.WriteError: (ProviderUnavailableError, True),
+    httpx.CloseError: (ProviderUnavailableError, True),
+    httpx.ProtocolError: (ProviderUnavailableError, False),
+    httpx.LocalProtocolError: (ProviderUnavailableError, False),
+    httpx.RemoteProtocolError: (ProviderUnavailableError, True),
+    httpx.ProxyError: (ProviderUnavailableError, False),
+    httpx.UnsupportedProtocol: (ProviderUnavailableError, False),
+    httpx.DecodingError: (ProviderBadResponseError, True),
+    httpx.TooManyRedirects: (ProviderBadResponseError, True),
+    httpx.HTTPStatusError: (ProviderBadResponseError, True),
+}
+
+
+def httpx_exception_classes() -> list[type[httpx.HTTPError]]:
+    found: list[type[httpx.HTTPError]] = [httpx.HTTPError]
+
+    def walk(cls: type[httpx.HTTPError]) -> Iterator[type[httpx.HTTPError]]:
+        for sub in cls.__subclasses__():
+            if sub.__module__.startswith("httpx"):
+                yield sub
+                yield from walk(sub)
+
+    found.extend(walk(httpx.HTTPError))
+    return sorted(set(found), key=lambda c: c.__name__)
+
+
+def instantiate(cls: type[httpx.HTTPError]) -> httpx.HTTPError:
+    request = httpx.Request("POST", "https://provider.test/v0/things")
+    if issubclass(cls, httpx.HTTPStatusError):
+        return cls("boom", request=request, response=httpx.Response(500, request=request))
+    if issubclass(cls, httpx.RequestError):
+        return cls("boom", request=request)
+    return cls("boom")
+
+
+def test_the_table_names_every_httpx_exception() -> None:
+    assert set(httpx_exception_classes()) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("cls", httpx_exception_classes(), ids=lambda c: c.__name__)
+def test_every_httpx_exception_becomes_a_domain_error(cls: type[httpx.HTTPError]) -> None:
+    expected, outcome_unknown = EXPECTED[cls]
+    error = map_transport_error(instantiate(cls), PROVIDER)
+    assert type(error) is expected
+    assert error.provider is PROVIDER
+    assert getattr(error, "outcome_unknown") is outcome_unknown  # noqa: B009
+    assert error.retryable is True
+
+
+@pytest.mark.parametrize("cls", httpx_exception_classes(), ids=lambda c: c.__name__)
+def test_the_seam_and_the_retry_policy_agree_on_what_was_sent(cls: type[httpx.HTTPError]) -> None:
+    exc = instantiate(cls)
+    error = map_transport_error(exc, PROVIDER)
+    sent = failure_kind(exc) is FailureKind.SENT_NO_ANSWER
+    assert getattr(error, "outcome_unknown") is sent  # noqa: B009
+
+
+# --- the retry policy ---------------------------------------------------------------------------
+
+POLICY = HttpPolicy(max_retries=2, backoff_base=0.25, backoff_cap=4.0, retry_after_cap=30.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        # attempt limits
+        ({"attempt": 2, "status": 500, "replay_safe": True}, None),
+        ({"attempt": 2, "failure": FailureKind.NOT_SENT, "replay_safe": True}, None),
+        ({"attempt": 5, "status": 429, "retry_after": 1.0, "replay_safe": True}, None),
+        # retryable statuses, only when the request is replay-safe
+        ({"attempt": 0, "status": 500, "replay_safe": True, "jitter": 0.0}, 0.125),
+        ({"attempt": 0, "status": 500, "replay_safe": True, "jitter": 1.0}, 0.25),
+        ({"attempt": 1, "status": 503, "replay_safe": True, "jitter": 0.0}, 0.25),
+        ({"attempt": 0, "status": 408, "replay_safe": True, "jitter": 0.5}, 0.1875),
+        ({"attempt": 0, "status": 500, "replay_safe": False}, None),
+        ({"attempt": 0, "status": 502, "replay_safe": False}, None),
+        ({"attempt": 0, "status": 504, "replay_safe": False}, None),
+        # statuses that are answers, never retried
+        ({"attempt": 0, "status": 400, "replay_safe": True}, None),
+        ({"attempt": 0, "status": 404, "replay_safe": True}, None),
+        ({"attempt": 0, "status": 409, "replay_safe": True}, None),
+        ({"attempt": 0, "status": 501, "replay_safe": True}, None),
+        # 429: only with Retry-After, within the cap, replay-safe or not
+        ({"attempt": 0, "status": 429, "replay_safe": True}, None),
+        ({"attempt": 0, "status": 429, "replay_safe": False, "retry_after": 3.0}, 3.0),
+        ({"attempt": 0, "status": 429, "replay_safe": True, "retry_after": 30.0}, 30.0),
+        ({"attempt": 0, "status": 429, "replay_safe": True, "retry_after": 31.0}, None),
+        ({"attempt": 0, "status": 429, "replay_safe": True, "retry_after": 0.0}, 0.0),
+        # Retry-After on a retryable status replaces the back-off, within the cap
+        ({"attempt": 0, "status": 503, "replay_safe": True, "retry_after": 2.0}, 2.0),
+        ({"attempt": 0, "status": 503, "replay_safe": True, "retry_after": 300.0}, None),
+        ({"attempt": 0, "status": 503, "replay_safe": False, "retry_after": 2.0}, None),
+        # transport failures: never sent is always safe; sent without answer only if replay-safe
+        (
+            {"attempt": 0, "failure": FailureKind.NOT_SENT, "replay_safe": False, "jitter": 0.0},
+            0.125,
+        ),
+        ({"attempt": 1, "failure": FailureKind.NOT_SENT, "replay_safe": True, "jitter": 1.0}, 0.5),
+        ({"attempt": 0, "failure": FailureKind.SENT_NO_ANSWER, "replay_safe": False}, None),
+        (
+            {
+                "attempt": 0,
+                "failure": FailureKind.SENT_NO_ANSWER,
+                "replay_safe": True,
+                "jitter": 0.0,
+            },
+            0.125,
+        ),
+    ],
+)
+def test_retry_delay(kwargs: dict[str, Any], expected: float | None) -> None:
+    assert retry_delay(policy=POLICY, **kwargs) == expected
+
+
+def test_backoff_is_capped() -> None:
+    policy = HttpPolicy(max_retries=50, backoff_base=0.25, backoff_cap=4.0)
+    delay = retry_delay(attempt=30, policy=policy, replay_safe=True, status=500, jitter=1.0)
+    assert delay == 4.0
+
+
+@given(
+    attempt=st.integers(min_value=0, max_value=40),
+    jitter=st.floats(min_value=0.0, max_value=1.0),
+)
+def test_jitter_stays_between_half_and_full_backoff(attempt: int, jitter: float) -> None:
+    policy = HttpPolicy(max_retries=100, backoff_base=0.25, backoff_cap=4.0)
+    delay = retry_delay(attempt=attempt, policy=policy, replay_safe=True, status=502, jitter=jitter)
+    backoff = min(policy.backoff_cap, policy.backoff_base * 2**attempt)
+    assert delay is not None
+    assert backoff / 2 <= delay <= backoff
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, None),
+        ("3", 3.0),
+        (" 2.5 ", 2.5),
+        ("0", 0.0),
+        ("-1", None),
+        ("soon", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+        ("nan", None),
+    ],
+)
+def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header) == seconds
+
+
+# --- ProviderHttp over MockTransport ------------------------------------------------------------
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
+@pytest.fixture
+async def make_http() -> AsyncIterator[Callable[..., ProviderHttp]]:
+    made: list[ProviderHttp] = []
+
+    def make(handler: Callable[[httpx.Request], Any], **policy: Any) -> ProviderHttp:
+        http = ProviderHttp(
+            provider=PROVIDER,
+            client=build_client(
+                "https://provider.test/api",
+                HttpPolicy(**policy),
+                transport=httpx.MockTransport(handler),
+            ),
+            policy=HttpPolicy(**policy),
+            sleep=Sleeps(),
+            jitter=lambda: 0.0,
+        )
+        made.append(http)
+        return http
+
+    yield make
+    for http in made:
+        await http.aclose()
+
+
+async def test_a_plain_answer_is_read_with_its_request_id(
+    make_http: Callable[..., ProviderHttp],
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json={"ok": True}, headers={"x-request-id": "req_1"})
+
+    http = make_http(handler)
+    raw = await http.request(
+        "POST", "/v0/things", json={"a": 1}, params={"q": 1}, headers={"h": "v"}, replay_safe=False
+    )
+    assert (raw.status_code, raw.body, raw.request_id, raw.attempts) == (
+        201,
+        b'{"ok":true}',
+        "req_1",
+        1,
+    )
+    assert str(seen[0].url) == "https://provider.test/api/v0/things?q=1"
+    assert seen[0].headers["h"] == "v"
+
+
+async def test_a_body_over_the_cap_is_refused(make_http: Callable[..., ProviderHttp]) -> None:
+    http = make_http(lambda _: httpx.Response(200, content=b"x" * 101), max_response_bytes=100)
+    with pytest.raises(ProviderBadResponseError) as caught:
+        await http.request("GET", "/big", replay_safe=True)
+    assert caught.value.http_status == 200
+
+
+async def _drip(chunks: int, size: int) -> AsyncIterator[bytes]:
+    for _ in range(chunks):
+        yield b"x" * size
+
+
+async def test_a_streamed_body_without_length_is_cut_at_the_cap(
+    make_http: Callable[..., ProviderHttp],
+) -> None:
+    reads = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal reads
+        while True:
+            reads += 1
+            yield b"x" * 64
+
+    http = make_http(lambda _: httpx.Response(200, content=endless()), max_response_bytes=1000)
+    with pytest.raises(ProviderBadResponseError):
+        await http.request("GET", "/stream", replay_safe=True)
+    assert reads == 16
+
+
+async def test_a_lying_content_length_does_not_lift_the_cap(
+    make_http: Callable[..., ProviderHttp],
+) -> None:
+    def handler(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-length": "10"}, content=_drip(50, 100))
+
+    http = make_http(handler, max_response_bytes=1000)
+    with pytest.raises(ProviderBadResponseError):
+        await http.request("GET", "/liar", replay_safe=True)
+
+
+async def test_a_non_ascii_content_length_is_not_trusted(
+    make_http: Callable[..., ProviderHttp],
+) -> None:
+    # "²".isdigit() is true but int("²") raises: the header must not crash the read.
+    def handler(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=[(b"content-length", "²".encode())], content=b"{}")
+
+    raw = await make_http(handler).request("GET", "/odd", replay_safe=True)
+    assert raw.body == b"{}"
+
+
+async def test_redirects_are_not_followed(make_http: Callable[..., ProviderHttp]) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(302, headers={"location": "http://169.254.169.254/latest/meta-data"})
+
+    with pytest.raises(ProviderBadResponseError):
+        await make_http(handler).request("POST", "/start", replay_safe=False)
+    assert seen == ["https://provider.test/api/start"]
+    seen.clear()
+    # A replay-safe request is not retried either: the same request gets the same redirect.
+    with pytest.raises(ProviderBadResponseError):
+        await make_http(handler).request("GET", "/start", replay_safe=True)
+    assert seen == ["https://provider.test/api/start"]
+
+
+async def test_the_total_deadline_cuts_a_hanging_provider(
+    make_http: Callable[..., ProviderHttp],
+) -> None:
+    async def hang(_: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(200)  # pragma: no cover
+
+    http = make_http(hang, total_deadline=0.05)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ProviderTimeoutError) as caught:
+        await http.request("POST", "/slow", replay_safe=False)
+    assert loop.time() - started < 1
+    # The request was in flight when the deadline struck: it may have been applied.
+    assert caught.value.outcome_unknown is True
+
+
+async def test_the_deadline_during_back_off_after_a_refused_connection_is_not_applied(
+    make_http: Callable[..., ProviderHttp],
+) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    http = make_http(refuse, total_deadline=0.05, backoff_base=10.0, backoff_cap=10.0)
+    http.sleep = asyncio.sleep
+    with pytest.raises(ProviderTimeoutError) as caught:
+        await http.request("POST", "/x", replay_safe=False)
+    assert caught.value.outcome_unknown is False
+
+
+async def test_a_refused_connection_is_retried_then_reported_as_not_applied(
+    make_http: Callable[..., ProviderHttp],
+) -> None:
+    calls = 0
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        raise httpx.ConnectError("refused", request=request)
+
+    http = make_http(refuse, max_retries=2)
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await http.request("POST", "/x", replay_safe=False)
+    assert calls == 3
+    assert caught.value.outcome_unknown is False
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert isinstance(http.sleep, Sleeps)
+    assert http.sleep.delays == [0.125, 0.25]
+
+
+async def test_a_read_timeout_on_a_write_is_not_retried_and_outcome_unknown(
+    make_http: Callable[..., ProviderHttp],
+) -> None:
+    calls = 0
+
+    def time_out(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        raise httpx.ReadTimeout("slow", request=request)
+
+    with pytest.raises(ProviderTimeoutError) as caught:
+        await make_http(time_out).request("POST", "/x", replay_safe=False)
+    assert calls == 1
+    assert caught.value.outcome_unknown is True
+
+
+async def test_a_read_timeout_on_a_replay_safe_request_is_retried(
+    make_http: Callable[..., ProviderHttp],
+) -> None:
+    calls = 0
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise httpx.ReadTimeout("slow", request=request)
+        return httpx.Response(200, content=b"{}")
+
+    raw = await make_http(flaky).request("GET", "/x", replay_safe=True)
+    assert (calls, raw.attempts) == (2, 2)
+
+
+async def test_a_failure_after_an_earlier_answer_keeps_the_outcome_unknown(
+    make_http: Callable[..., ProviderHttp],
+) -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return httpx.Response(500)
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await make_http(handler, max_retries=1).request("POST", "/x", replay_safe=True)
+    # The 500 may have applied the write before the retry could not connect.
+    assert caught.value.outcome_unknown is True
+
+
+async def test_a_retryable_status_is_returned_once_retries_are_spent(
+    make_http: Callable[..., ProviderHttp],
+) -> None:
+    raw = await make_http(lambda _: httpx.Response(503), max_retries=2).request(
+        "GET", "/x", replay_safe=True
+    )
+    assert (raw.status_code, raw.attempts) == (503, 3)
+
+
+async def test_429_is_retried_after_the_advertised_delay_even_for_writes(
+    make_http: Callable[..., ProviderHttp],
+) -> None:
+    answers = iter([httpx.Response(429, headers={"retry-after": "2"}), httpx.Response(200)])
+    http = make_http(lambda _: next(answers))
+    raw = await http.request("POST", "/x", replay_safe=False)
+    assert raw.status_code == 200
+    assert isinstance(http.sleep, Sleeps)
+    assert http.sleep.delays == [2.0]
