@@ -1,0 +1,125 @@
+"""The ``payout-gateway org …`` commands: create, issue a key shown once, list, revoke."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from pydantic import SecretStr
+
+from payout_gateway.cli import main
+from payout_gateway.store import Store
+from payout_gateway.tenancy import Tenancy
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = f"sqlite:///{tmp_path}/cli.db"
+    monkeypatch.setenv("PAYOUT_GATEWAY_DATABASE_URL", url)
+    monkeypatch.setenv("PAYOUT_GATEWAY_API_KEY_PEPPER", "cli-pepper")
+    return url
+
+
+def authenticate(url: str, key: str) -> str | None:
+    async def check() -> str | None:
+        store = Store.from_url(url)
+        try:
+            org = await Tenancy(store, SecretStr("cli-pepper")).authenticate(key)
+            return org.name if org else None
+        finally:
+            await store.dispose()
+
+    return asyncio.run(check())
+
+
+def test_org_lifecycle_from_the_command_line(env: str) -> None:
+    runner = CliRunner()
+    created = runner.invoke(
+        main,
+        [
+            "org",
+            "create",
+            "--name",
+            "acme",
+            "--provider",
+            "paygentic",
+            "--provider-org-id",
+            "org_acme",
+            "--country",
+            "us",
+            "--currency",
+            "usd",
+            "--bank-name",
+            "Acme Bank",
+        ],
+        input="pgx_secret_token\n",
+    )
+    assert created.exit_code == 0, created.output
+    assert "pgx_secret_token" not in created.output
+    listed = runner.invoke(main, ["org", "list"])
+    assert "acme" in listed.output
+    assert "PAYGENTIC" in listed.output
+    assert "US USD" in listed.output
+
+    issued = runner.invoke(main, ["org", "issue-key", "acme", "--label", "backend"])
+    assert issued.exit_code == 0, issued.output
+    key = issued.output.split("store it now): ")[1].strip()
+    key_id = issued.output.split("key id: ")[1].split()[0]
+    assert authenticate(env, key) == "acme"
+
+    keys = runner.invoke(main, ["org", "keys", "acme"])
+    assert key not in keys.output
+    assert key[:12] in keys.output
+    assert "active" in keys.output
+
+    revoked = runner.invoke(main, ["org", "revoke-key", key_id])
+    assert revoked.exit_code == 0, revoked.output
+    assert authenticate(env, key) is None
+    again = runner.invoke(main, ["org", "revoke-key", key_id])
+    assert again.exit_code == 2
+
+
+def test_bad_profile_is_a_clear_error(env: str) -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "org",
+            "create",
+            "--name",
+            "x",
+            "--provider",
+            "commet",
+            "--country",
+            "XX",
+            "--currency",
+            "usd",
+            "--provider-api-key",
+            "ck_live_abcdefgh",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "country" in result.output
+
+
+def test_paygentic_needs_its_organization_id(env: str) -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "org",
+            "create",
+            "--name",
+            "x",
+            "--provider",
+            "paygentic",
+            "--country",
+            "US",
+            "--currency",
+            "USD",
+            "--provider-api-key",
+            "pgx_tokentoken",
+        ],
+    )
+    assert result.exit_code != 0
+    assert "--provider-org-id" in result.output
