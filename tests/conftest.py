@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
@@ -50,3 +52,54 @@ async def store(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterat
     finally:
         await store.dispose()
         await drop_postgres_schema(schema)
+
+
+# --- no full account number in any log line of the suite -----------------------------------
+
+# Every account and routing number the tests submit is a run of 9+ digits standing alone;
+# last4 never is, and digits inside hex ids (req_26f4354443…) do not stand alone.
+_LONG_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])[0-9]{9,}(?![0-9A-Za-z])")
+
+
+class _AccountNumberCanary(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.hits: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record is not our concern here
+            text = str(record.msg)
+        extras = " ".join(
+            str(value) for key, value in vars(record).items() if key not in _STANDARD_RECORD_KEYS
+        )
+        if record.exc_info and record.exc_info[1] is not None:
+            extras += " " + repr(record.exc_info[1])
+        for candidate in (text, extras):
+            if _LONG_DIGIT_RUN.search(candidate):
+                self.hits.append(f"{record.name}: {candidate[:300]}")
+
+
+_STANDARD_RECORD_KEYS = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {
+    "message",
+    "asctime",
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_account_number_in_logs() -> Iterator[None]:
+    """Production logs at INFO: run the whole suite that way and fail on any long digit run."""
+    canary = _AccountNumberCanary()
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(logging.INFO)
+    root.addHandler(canary)
+    try:
+        yield
+    finally:
+        root.removeHandler(canary)
+        root.setLevel(previous)
+    assert not canary.hits, "account-number-like values were logged:\n" + "\n".join(
+        canary.hits[:20]
+    )

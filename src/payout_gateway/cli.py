@@ -57,6 +57,8 @@ def serve(host: str, port: int) -> None:
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
+        # uvicorn's access log prints query strings; the app logs requests without them.
+        access_log=False,
         proxy_headers=False,
     )
 

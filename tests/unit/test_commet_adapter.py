@@ -23,6 +23,7 @@ from payout_gateway.domain.enums import (
 )
 from payout_gateway.domain.errors import (
     IdempotencyConflictError,
+    IdempotencyInProgressError,
     InputValidationError,
     OperationRetiredError,
     PayoutAccountRequiredError,
@@ -30,6 +31,7 @@ from payout_gateway.domain.errors import (
     ProviderBadResponseError,
     ProviderRateLimitedError,
     ProviderRejectedError,
+    ProviderTimeoutError,
     ProviderUnavailableError,
     UnsupportedOperationError,
 )
@@ -328,6 +330,32 @@ async def test_a_500_then_success_is_one_logical_call_with_one_key(
     assert first.headers["idempotency-key"] == second.headers["idempotency-key"]
     assert first.content == second.content
     assert len(sleeps.delays) == 1
+
+
+async def test_in_progress_after_our_own_timed_out_attempt_is_a_timeout(
+    make_adapter: Callable[..., CommetAdapter],
+) -> None:
+    attempts: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        attempts.append(request)
+        if len(attempts) == 1:
+            raise httpx.ReadTimeout("slow", request=request)
+        return fail(409, "idempotency_in_progress", "conflict_error")
+
+    with pytest.raises(ProviderTimeoutError) as caught:
+        await make_adapter(handler).add_bank_account(context(), add_request())
+    assert caught.value.outcome_unknown is True
+    assert caught.value.provider_code == "idempotency_in_progress"
+    assert len(attempts) == 2
+
+
+async def test_in_progress_on_the_first_attempt_is_the_callers_key_clash(
+    make_adapter: Callable[..., CommetAdapter],
+) -> None:
+    commet = Recorder(fail(409, "idempotency_in_progress", "conflict_error"))
+    with pytest.raises(IdempotencyInProgressError):
+        await make_adapter(commet).add_bank_account(context(), add_request())
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])

@@ -24,6 +24,7 @@ from payout_gateway.service import PayoutService
 from payout_gateway.settings import Settings
 from payout_gateway.store import Store, normalize_database_url
 from payout_gateway.tenancy import Tenancy
+from payout_gateway.web.access_log import AccessLogMiddleware
 from payout_gateway.web.graphql_router import GatewayGraphQLRouter
 from payout_gateway.web.limits import BodyLimitMiddleware
 
@@ -155,6 +156,7 @@ def create_app(
         app.mount(f"/sandbox/{provider.value.lower()}", sandbox)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLogMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

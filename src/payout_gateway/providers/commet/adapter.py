@@ -21,7 +21,12 @@ from payout_gateway.domain.enums import (
     PayoutStatus,
     Provider,
 )
-from payout_gateway.domain.errors import ProviderAuthenticationError, UnsupportedOperationError
+from payout_gateway.domain.errors import (
+    IdempotencyInProgressError,
+    ProviderAuthenticationError,
+    ProviderTimeoutError,
+    UnsupportedOperationError,
+)
 from payout_gateway.domain.models import (
     AddBankAccountRequest,
     PayoutRequest,
@@ -224,13 +229,27 @@ class CommetAdapter:
         )
         if 200 <= raw.status_code < 300:
             return raw
-        raise transformers.error_from_response(
+        error = transformers.error_from_response(
             raw.status_code,
             raw.body,
             raw.request_id,
             operation,
             retry_after=parse_retry_after(raw.headers.get("retry-after")),
         )
+        if isinstance(error, IdempotencyInProgressError) and raw.attempts > 1:
+            # Our own earlier attempt timed out and Commet is still running it: to the caller
+            # this is a timeout whose outcome is unknown, not a clash of their keys. Sending the
+            # mutation again with the same key gets the stored result once Commet finishes.
+            raise ProviderTimeoutError(
+                "Commet is still processing the request after the gateway stopped waiting; "
+                "retry with the same idempotency key.",
+                provider=Provider.COMMET,
+                outcome_unknown=True,
+                http_status=raw.status_code,
+                provider_code="idempotency_in_progress",
+                request_id=raw.request_id,
+            ) from error
+        raise error
 
 
 def _api_key(context: ProviderContext) -> str:
