@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -12,6 +11,7 @@ import asyncpg
 import pytest
 
 from payout_gateway.store import Store
+from tests.support.pii import FULL_NUMBER
 
 POSTGRES_URL = os.environ.get(
     "PAYOUT_GATEWAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -56,9 +56,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterat
 
 # --- no full account number in any log line of the suite -----------------------------------
 
-# Every account and routing number the tests submit is a run of 9+ digits standing alone;
-# last4 never is, and digits inside hex ids (req_26f4354443…) do not stand alone.
-_LONG_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])[0-9]{9,}(?![0-9A-Za-z])")
+_LONG_DIGIT_RUN = FULL_NUMBER
 
 
 class _AccountNumberCanary(logging.Handler):

@@ -13,6 +13,7 @@ from payout_gateway.domain import errors as domain
 from payout_gateway.domain.enums import Provider
 from tests.support.fakes import FakeProvider
 from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.pii import assert_no_full_numbers
 
 ACCOUNT = "000123456789"
 ROUTING = "021000021"
@@ -69,6 +70,7 @@ async def gql(
         )
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
+    assert_no_full_numbers(response.text)
     return body
 
 

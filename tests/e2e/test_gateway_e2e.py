@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from payout_gateway.sandbox.commet import create_commet_sandbox
 from payout_gateway.sandbox.paygentic import create_paygentic_sandbox
 from tests.support.gateway import RunningGateway, SeededOrg, running_gateway
 from tests.support.live_server import live_server
+from tests.support.pii import assert_no_full_numbers
 
 ORGS = (
     SeededOrg("c-onboard", Provider.COMMET, "ck_live_e2eOnboard001"),
@@ -112,6 +114,7 @@ def kyc(number: str = "000123456789") -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class World:
+    database_dir: Path
     gateway: RunningGateway
     commet: FastAPI
     commet_url: str
@@ -127,6 +130,7 @@ class World:
         async with Client(transport=transport) as session:
             request = GraphQLRequest(query, variable_values=variables)
             result: dict[str, Any] = await session.execute(request)
+        assert_no_full_numbers(json.dumps(result))
         return result
 
     def commet_calls(self, operation: str) -> int:
@@ -155,7 +159,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         with running_gateway(
             tmp, commet_url=f"{commet_url}/api/v1", paygentic_url=paygentic_url, orgs=ORGS
         ) as gateway:
-            yield World(gateway, commet, commet_url, paygentic, paygentic_url)
+            yield World(tmp, gateway, commet, commet_url, paygentic, paygentic_url)
 
 
 async def test_commet_onboarding(world: World) -> None:
@@ -358,3 +362,13 @@ async def test_every_error_type_through_the_real_providers(world: World) -> None
     assert unset["__typename"] == "NotPermittedError"
 
     # ValidationError and PayoutAccountRequiredError are shown in the onboarding tests.
+
+
+def test_no_full_number_reaches_the_database(world: World) -> None:
+    # Runs after the flows above (file order): every byte SQLite wrote, WAL included.
+    files = list(world.database_dir.glob("gateway.db*"))
+    assert files
+    stored = b"".join(path.read_bytes() for path in files)
+    assert b"6789" in stored  # last4 is there ...
+    for number in (b"000123456789", b"000987654321", b"000444455556", b"021000021"):
+        assert number not in stored  # ... the full numbers and the routing number are not
