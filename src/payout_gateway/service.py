@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from payout_gateway.domain.enums import BankAccountStatus, Provider
+from payout_gateway.domain.events import ChangeSource, ObjectType
 from payout_gateway.domain.models import (
     AddBankAccountRequest,
     BankAccount,
@@ -19,6 +20,8 @@ from payout_gateway.domain.models import (
     ProviderBankAccount,
     ProviderCapabilities,
 )
+from payout_gateway.events.broker import InProcessBroker
+from payout_gateway.events.pipeline import StatusPipeline, StatusUpdate
 from payout_gateway.ports import PayoutProvider
 from payout_gateway.store import Store, StoreSession
 
@@ -70,10 +73,12 @@ class PayoutService:
         store: Store,
         providers: Mapping[Provider, PayoutProvider],
         *,
+        pipeline: StatusPipeline | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self._store = store
         self._providers = dict(providers)
+        self._pipeline = pipeline or StatusPipeline(store, InProcessBroker())
         self._clock = clock
 
     def provider_for(self, org: Organization) -> PayoutProvider:
@@ -129,6 +134,7 @@ class PayoutService:
             ),
         )
         now = self._clock()
+        change = None
         async with self._store.session() as session:
             existing = await session.get_payout_account(org.id)
             reported = outcome.payout_account
@@ -144,28 +150,28 @@ class PayoutService:
                 await session.save_payout_account(record)
                 await self._audit(session, org, "payout_account", record.id, None, record, now)
             else:
-                changed = existing.status is not reported.status
-                record = existing.model_copy(
-                    update={
-                        "provider_account_id": reported.provider_account_id,
-                        "status": reported.status,
-                        "provider_status": reported.provider_status,
-                        "transfers_enabled": reported.transfers_enabled,
-                        "updated_at": now,
-                        "status_changed_at": now if changed else existing.status_changed_at,
-                    }
+                # The provider's answer is one more status report: forward moves only.
+                change = await self._pipeline.apply_in(
+                    session,
+                    StatusUpdate(
+                        organization_id=org.id,
+                        object_type=ObjectType.PAYOUT_ACCOUNT,
+                        object_id=existing.id,
+                        status=reported.status,
+                        provider_status=reported.provider_status,
+                        source=ChangeSource.PROVIDER_RESPONSE,
+                        at=now,
+                    ),
                 )
-                await session.save_payout_account(record)
-                if changed:
-                    await self._audit(
-                        session, org, "payout_account", record.id, existing.status, record, now
-                    )
+                record = await session.get_payout_account(org.id) or existing
             bank_account = None
             if outcome.bank_account is not None and not outcome.already_existed:
                 # The verification's destination becomes the organization's default account.
                 bank_account = await self._record_bank_account(
                     session, org, outcome.bank_account, is_default=True, metadata={}
                 )
+        if change is not None:
+            await self._pipeline.publish(change)
         return VerificationResult(
             record, bank_account, already_existed=outcome.already_existed or existing is not None
         )

@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     # Pepper for hashing gateway API keys (HMAC-SHA256); change it and every key is void.
     api_key_pepper: SecretStr = SecretStr("payout-gateway-development-pepper")
     log_level: str = "INFO"
+    # Fan-out across replicas: unset = in-process (one replica); redis://host:6379/0 = Redis.
+    redis_url: str | None = None
+    # Idempotency keys are kept this long after the first request (Stripe: 24 h).
+    idempotency_retention_hours: Annotated[float, Field(gt=0)] = 24.0
+    # A request holding a key longer than this is presumed dead; a retry may take over.
+    idempotency_lease_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # Refresh of non-final objects from providers that can be read (Paygentic).
+    refresh_interval_seconds: Annotated[float, Field(ge=0)] = 5.0
+    # Sandbox mode: simulators move pending statuses on their own after this delay.
+    sandbox_status_delay_seconds: Annotated[float, Field(ge=0)] = 5.0
+    # Paygentic (Svix) webhooks older or newer than this are refused (replay protection).
+    webhook_tolerance_seconds: Annotated[int, Field(ge=1)] = 300
 
     @property
     def sandbox_mode(self) -> bool:

@@ -350,6 +350,7 @@ class Organization(_Frozen):
     provider: Provider
     credentials: ProviderCredentials
     profile: OrganizationProfile
+    webhook_secret: SecretStr | None = None
     created_at: datetime
 
     def provider_context(self) -> ProviderContext:
@@ -377,3 +378,29 @@ class PayoutAccountRecord(PayoutAccount):
     created_at: datetime
     updated_at: datetime
     status_changed_at: datetime
+
+
+class Payout(ProviderPayout):
+    """A payout the gateway requested and records; ``id`` is the gateway's own."""
+
+    id: str
+    organization_id: str
+    destination_bank_account_id: str | None
+    updated_at: datetime
+    status_changed_at: datetime
+
+
+class IdempotencyRecord(_Frozen):
+    """The holder of one idempotency key: ``started`` until the first request ends."""
+
+    id: str
+    organization_id: str
+    key: str
+    operation: str
+    fingerprint: str
+    state: str
+    attempts: int
+    result: dict[str, Any] | None
+    locked_until: datetime
+    created_at: datetime
+    expires_at: datetime

@@ -9,7 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy import and_, event, func, or_, select, update
+from sqlalchemy import and_, delete, event, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -23,13 +25,18 @@ from payout_gateway.domain.enums import (
     BusinessType,
     HolderType,
     PayoutAccountStatus,
+    PayoutStatus,
     Provider,
 )
+from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
 from payout_gateway.domain.models import (
     ApiKey,
     BankAccount,
+    IdempotencyRecord,
+    Money,
     Organization,
     OrganizationProfile,
+    Payout,
     PayoutAccountRecord,
     ProviderCredentials,
 )
@@ -37,9 +44,12 @@ from payout_gateway.store.tables import (
     ApiKeyRow,
     BankAccountRow,
     Base,
+    IdempotencyRow,
     OrganizationRow,
     PayoutAccountRow,
+    PayoutRow,
     StatusChangeRow,
+    WebhookEventRow,
 )
 
 
@@ -124,6 +134,9 @@ class StoreSession:
                 currency=org.profile.currency,
                 bank_name=org.profile.bank_name,
                 holder_type=org.profile.holder_type.value if org.profile.holder_type else None,
+                webhook_secret=org.webhook_secret.get_secret_value()
+                if org.webhook_secret
+                else None,
                 created_at=org.created_at,
             )
         )
@@ -316,7 +329,295 @@ class StoreSession:
                 setattr(row, key, value)
         await self._session.flush()
 
+    async def organizations_by_provider_id(
+        self, provider: Provider, provider_organization_id: str
+    ) -> list[Organization]:
+        rows = await self._session.scalars(
+            select(OrganizationRow).where(
+                OrganizationRow.provider == provider.value,
+                OrganizationRow.provider_organization_id == provider_organization_id,
+            )
+        )
+        return [_organization(row) for row in rows]
+
+    async def organizations_of_provider(self, provider: Provider) -> list[Organization]:
+        rows = await self._session.scalars(
+            select(OrganizationRow).where(OrganizationRow.provider == provider.value)
+        )
+        return [_organization(row) for row in rows]
+
+    async def set_webhook_secret(self, organization_id: str, secret: str | None) -> bool:
+        result = await self._session.execute(
+            update(OrganizationRow)
+            .where(OrganizationRow.id == organization_id)
+            .values(webhook_secret=secret)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    # payouts ------------------------------------------------------------------------------
+
+    async def add_payout(self, payout: Payout) -> None:
+        self._session.add(
+            PayoutRow(
+                id=payout.id,
+                organization_id=payout.organization_id,
+                provider=payout.provider.value,
+                provider_payout_id=payout.provider_payout_id,
+                status=payout.status.value,
+                provider_status=payout.provider_status,
+                currency=payout.amount.currency,
+                amount_minor=payout.amount.amount_minor,
+                fee_minor=payout.fee.amount_minor if payout.fee else None,
+                net_minor=payout.net_amount.amount_minor if payout.net_amount else None,
+                description=payout.description,
+                destination_bank_account_id=payout.destination_bank_account_id,
+                livemode=payout.livemode,
+                created_at=payout.created_at,
+                updated_at=payout.updated_at,
+                status_changed_at=payout.status_changed_at,
+            )
+        )
+        await self._session.flush()
+
+    async def page_payouts(
+        self,
+        organization_id: str,
+        *,
+        first: int,
+        after: tuple[datetime, str] | None = None,
+    ) -> tuple[list[Payout], bool]:
+        query = select(PayoutRow).where(PayoutRow.organization_id == organization_id)
+        if after is not None:
+            created_at, payout_id = after
+            query = query.where(
+                or_(
+                    PayoutRow.created_at < created_at,
+                    and_(PayoutRow.created_at == created_at, PayoutRow.id < payout_id),
+                )
+            )
+        query = query.order_by(PayoutRow.created_at.desc(), PayoutRow.id.desc())
+        rows = list(await self._session.scalars(query.limit(first + 1)))
+        return [_payout(row) for row in itertools.islice(rows, first)], len(rows) > first
+
+    async def payouts_by_ids(self, organization_id: str, ids: Sequence[str]) -> dict[str, Payout]:
+        if not ids:
+            return {}
+        rows = await self._session.scalars(
+            select(PayoutRow).where(
+                PayoutRow.organization_id == organization_id, PayoutRow.id.in_(set(ids))
+            )
+        )
+        return {row.id: _payout(row) for row in rows}
+
+    async def non_final_objects(
+        self, object_type: ObjectType, provider: Provider, statuses: Sequence[str], limit: int
+    ) -> list[tuple[str, str, str]]:
+        """(organization id, gateway id, provider id) of objects still in ``statuses``."""
+        table: Any = {
+            ObjectType.BANK_ACCOUNT: BankAccountRow,
+            ObjectType.PAYOUT_ACCOUNT: PayoutAccountRow,
+            ObjectType.PAYOUT: PayoutRow,
+        }[object_type]
+        provider_id = {
+            ObjectType.BANK_ACCOUNT: BankAccountRow.provider_account_id,
+            ObjectType.PAYOUT_ACCOUNT: PayoutAccountRow.provider_account_id,
+            ObjectType.PAYOUT: PayoutRow.provider_payout_id,
+        }[object_type]
+        rows = await self._session.execute(
+            select(table.organization_id, table.id, provider_id)
+            .where(table.provider == provider.value, table.status.in_(list(statuses)))
+            .where(provider_id.is_not(None))
+            .order_by(table.updated_at)
+            .limit(limit)
+        )
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    # status moves (the pipeline) ------------------------------------------------------------
+
+    async def lock_status(
+        self,
+        object_type: ObjectType,
+        organization_id: str,
+        *,
+        object_id: str | None = None,
+        provider_object_id: str | None = None,
+    ) -> tuple[str, str] | None:
+        """(gateway id, current status) of one object, locked for this transaction where the
+        database can (PostgreSQL ``FOR UPDATE``; SQLite serializes writers anyway)."""
+        table: Any = {
+            ObjectType.BANK_ACCOUNT: BankAccountRow,
+            ObjectType.PAYOUT_ACCOUNT: PayoutAccountRow,
+            ObjectType.PAYOUT: PayoutRow,
+        }[object_type]
+        query = select(table.id, table.status).where(table.organization_id == organization_id)
+        if object_id is not None:
+            query = query.where(table.id == object_id)
+        elif provider_object_id is not None:
+            column = {
+                ObjectType.BANK_ACCOUNT: BankAccountRow.provider_account_id,
+                ObjectType.PAYOUT_ACCOUNT: PayoutAccountRow.provider_account_id,
+                ObjectType.PAYOUT: PayoutRow.provider_payout_id,
+            }[object_type]
+            query = query.where(column == provider_object_id)
+        else:
+            raise ValueError("object_id or provider_object_id is needed")
+        row = (await self._session.execute(query.with_for_update())).first()
+        return (row[0], row[1]) if row else None
+
+    async def set_status(
+        self,
+        object_type: ObjectType,
+        object_id: str,
+        *,
+        status: str,
+        provider_status: str,
+        at: datetime,
+        transfers_enabled: bool | None = None,
+    ) -> None:
+        table: Any = {
+            ObjectType.BANK_ACCOUNT: BankAccountRow,
+            ObjectType.PAYOUT_ACCOUNT: PayoutAccountRow,
+            ObjectType.PAYOUT: PayoutRow,
+        }[object_type]
+        values: dict[str, Any] = {
+            "status": status,
+            "provider_status": provider_status,
+            "updated_at": at,
+            "status_changed_at": at,
+        }
+        if object_type is ObjectType.PAYOUT_ACCOUNT and transfers_enabled is not None:
+            values["transfers_enabled"] = transfers_enabled
+        await self._session.execute(update(table).where(table.id == object_id).values(**values))
+
+    # webhooks -----------------------------------------------------------------------------
+
+    async def record_webhook_event(
+        self,
+        *,
+        provider: Provider,
+        event_id: str,
+        event_type: str,
+        organization_id: str | None,
+        outcome: str,
+        at: datetime,
+    ) -> bool:
+        """Record a delivery; False when this event id was already recorded (a replay)."""
+        statement = _insert(self._session)(WebhookEventRow).values(
+            provider=provider.value,
+            event_id=event_id,
+            event_type=event_type,
+            organization_id=organization_id,
+            outcome=outcome,
+            received_at=at,
+        )
+        result = await self._session.execute(
+            statement.on_conflict_do_nothing(index_elements=["provider", "event_id"])
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def set_webhook_outcome(self, provider: Provider, event_id: str, outcome: str) -> None:
+        await self._session.execute(
+            update(WebhookEventRow)
+            .where(WebhookEventRow.provider == provider.value, WebhookEventRow.event_id == event_id)
+            .values(outcome=outcome)
+        )
+
+    # idempotency --------------------------------------------------------------------------
+
+    async def claim_idempotency_key(self, record: IdempotencyRecord) -> bool:
+        """Insert the record; False when the organization already holds this key."""
+        statement = _insert(self._session)(IdempotencyRow).values(
+            id=record.id,
+            organization_id=record.organization_id,
+            key=record.key,
+            operation=record.operation,
+            fingerprint=record.fingerprint,
+            state=record.state,
+            attempts=record.attempts,
+            result=record.result,
+            locked_until=record.locked_until,
+            created_at=record.created_at,
+            expires_at=record.expires_at,
+        )
+        result = await self._session.execute(
+            statement.on_conflict_do_nothing(index_elements=["organization_id", "key"])
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def get_idempotency_record(
+        self, organization_id: str, key: str, *, lock: bool = False
+    ) -> IdempotencyRecord | None:
+        query = select(IdempotencyRow).where(
+            IdempotencyRow.organization_id == organization_id, IdempotencyRow.key == key
+        )
+        if lock:
+            query = query.with_for_update()
+        row = await self._session.scalar(query)
+        return _idempotency(row) if row else None
+
+    async def take_over_idempotency_key(
+        self, record_id: str, *, expected_attempts: int, locked_until: datetime
+    ) -> bool:
+        """Compare-and-set: the caller becomes the holder only if nobody did in between."""
+        result = await self._session.execute(
+            update(IdempotencyRow)
+            .where(
+                IdempotencyRow.id == record_id,
+                IdempotencyRow.state == "started",
+                IdempotencyRow.attempts == expected_attempts,
+            )
+            .values(attempts=expected_attempts + 1, locked_until=locked_until)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def finish_idempotency_key(
+        self, record_id: str, *, result: dict[str, Any], expires_at: datetime
+    ) -> None:
+        await self._session.execute(
+            update(IdempotencyRow)
+            .where(IdempotencyRow.id == record_id)
+            .values(state="completed", result=result, expires_at=expires_at)
+        )
+
+    async def release_idempotency_key(self, record_id: str, *, at: datetime) -> None:
+        """Let the next request with this key take over at once (it will reconcile)."""
+        await self._session.execute(
+            update(IdempotencyRow).where(IdempotencyRow.id == record_id).values(locked_until=at)
+        )
+
+    async def delete_idempotency_key(self, record_id: str) -> None:
+        await self._session.execute(delete(IdempotencyRow).where(IdempotencyRow.id == record_id))
+
+    async def purge_expired_idempotency_keys(self, now: datetime) -> int:
+        result = await self._session.execute(
+            delete(IdempotencyRow).where(IdempotencyRow.expires_at < now)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
     # audit --------------------------------------------------------------------------------
+
+    async def status_changes(
+        self, organization_id: str, *, first: int, object_id: str | None = None
+    ) -> list[StatusChanged]:
+        query = select(StatusChangeRow).where(StatusChangeRow.organization_id == organization_id)
+        if object_id is not None:
+            query = query.where(StatusChangeRow.object_id == object_id)
+        rows = await self._session.scalars(
+            query.order_by(StatusChangeRow.at.desc(), StatusChangeRow.id.desc()).limit(first)
+        )
+        return [
+            StatusChanged(
+                organization_id=row.organization_id,
+                object_type=ObjectType(row.object_type),
+                object_id=row.object_id,
+                from_status=row.from_status,
+                to_status=row.to_status,
+                provider_status=row.provider_status,
+                source=ChangeSource(row.source),
+                at=row.at,
+            )
+            for row in rows
+        ]
 
     async def record_status_change(
         self,
@@ -361,6 +662,7 @@ def _organization(row: OrganizationRow) -> Organization:
             bank_name=row.bank_name,
             holder_type=HolderType(row.holder_type) if row.holder_type else None,
         ),
+        webhook_secret=SecretStr(row.webhook_secret) if row.webhook_secret else None,
         created_at=row.created_at,
     )
 
@@ -415,4 +717,51 @@ def _payout_account(row: PayoutAccountRow) -> PayoutAccountRecord:
         created_at=row.created_at,
         updated_at=row.updated_at,
         status_changed_at=row.status_changed_at,
+    )
+
+
+def _insert(session: AsyncSession) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT DO NOTHING (SQLite and PostgreSQL)."""
+    return sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
+
+
+def _payout(row: PayoutRow) -> Payout:
+    currency = row.currency
+    return Payout(
+        id=row.id,
+        organization_id=row.organization_id,
+        provider=Provider(row.provider),
+        provider_payout_id=row.provider_payout_id,
+        status=PayoutStatus(row.status),
+        provider_status=row.provider_status,
+        amount=Money(amount_minor=row.amount_minor, currency=currency),
+        fee=Money(amount_minor=row.fee_minor, currency=currency)
+        if row.fee_minor is not None
+        else None,
+        net_amount=Money(amount_minor=row.net_minor, currency=currency)
+        if row.net_minor is not None
+        else None,
+        description=row.description,
+        destination_provider_account_id=None,
+        destination_bank_account_id=row.destination_bank_account_id,
+        livemode=row.livemode,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        status_changed_at=row.status_changed_at,
+    )
+
+
+def _idempotency(row: IdempotencyRow) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        id=row.id,
+        organization_id=row.organization_id,
+        key=row.key,
+        operation=row.operation,
+        fingerprint=row.fingerprint,
+        state=row.state,
+        attempts=row.attempts,
+        result=row.result,
+        locked_until=row.locked_until,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
     )

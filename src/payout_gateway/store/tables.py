@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -72,6 +74,9 @@ class OrganizationRow(Base):
     currency: Mapped[str] = mapped_column(String(3))
     bank_name: Mapped[str | None] = mapped_column(String(200))
     holder_type: Mapped[str | None] = mapped_column(String(20))
+    # Secret that signs the provider's webhooks to this organization (Commet hex HMAC key or
+    # Paygentic/Svix ``whsec_…``).
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
 
 
@@ -145,3 +150,61 @@ class StatusChangeRow(Base):
     provider_status: Mapped[str] = mapped_column(String(60))
     source: Mapped[str] = mapped_column(String(30))
     at: Mapped[datetime]
+
+
+class PayoutRow(Base):
+    __tablename__ = "payouts"
+    __table_args__ = (Index("ix_payouts_org_page", "organization_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    provider: Mapped[str] = mapped_column(String(20))
+    provider_payout_id: Mapped[str] = mapped_column(String(100), index=True)
+    status: Mapped[str] = mapped_column(String(30))
+    provider_status: Mapped[str] = mapped_column(String(60))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    fee_minor: Mapped[int | None] = mapped_column(BigInteger)
+    net_minor: Mapped[int | None] = mapped_column(BigInteger)
+    description: Mapped[str | None] = mapped_column(String(500))
+    destination_bank_account_id: Mapped[str | None] = mapped_column(String(40))
+    livemode: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    status_changed_at: Mapped[datetime]
+
+
+class IdempotencyRow(Base):
+    """One idempotency key of one organization: who holds it, for which request, what it gave."""
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("organization_id", "key"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    key: Mapped[str] = mapped_column(String(255))
+    operation: Mapped[str] = mapped_column(String(60))
+    # HMAC of the canonical request (numbers included), so no number is stored or guessable.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    locked_until: Mapped[datetime]
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class WebhookEventRow(Base):
+    """Every delivery the gateway accepted, kept for good: Commet signs no timestamp, so only
+    permanent de-duplication by event id stops a replayed delivery."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (UniqueConstraint("provider", "event_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    event_id: Mapped[str] = mapped_column(String(200))
+    event_type: Mapped[str] = mapped_column(String(100))
+    organization_id: Mapped[str | None] = mapped_column(String(40))
+    outcome: Mapped[str] = mapped_column(String(30))
+    received_at: Mapped[datetime]

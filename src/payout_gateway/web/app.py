@@ -15,6 +15,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from payout_gateway.domain.enums import Provider
+from payout_gateway.events.broker import EventBroker
+from payout_gateway.events.factory import build_broker
+from payout_gateway.events.pipeline import StatusPipeline
 from payout_gateway.graphql.context import GatewayContext, PagingLimits
 from payout_gateway.graphql.schema import build_schema
 from payout_gateway.ports import PayoutProvider
@@ -27,6 +30,7 @@ from payout_gateway.tenancy import Tenancy
 from payout_gateway.web.access_log import AccessLogMiddleware
 from payout_gateway.web.graphql_router import GatewayGraphQLRouter
 from payout_gateway.web.limits import BodyLimitMiddleware
+from payout_gateway.web.webhooks import router as webhook_router
 
 logger = logging.getLogger("payout_gateway")
 
@@ -42,6 +46,8 @@ class Gateway:
     service: PayoutService
     tenancy: Tenancy
     providers: Mapping[Provider, PayoutProvider]
+    broker: EventBroker
+    pipeline: StatusPipeline
 
 
 def _ensure_sqlite_directory(database_url: str) -> None:
@@ -89,14 +95,17 @@ def create_app(
         store = Store.from_url(settings.database_url)
         await store.create_schema()
         adapters = dict(providers) if providers is not None else build_providers()
-        service = PayoutService(store, adapters)
+        broker = await build_broker(settings)
+        pipeline = StatusPipeline(store, broker)
+        service = PayoutService(store, adapters, pipeline=pipeline)
         tenancy = Tenancy(store, settings.api_key_pepper)
         if settings.demo_enabled:
             await tenancy.ensure_demo_organizations()
-        app.state.gateway = Gateway(settings, store, service, tenancy, adapters)
+        app.state.gateway = Gateway(settings, store, service, tenancy, adapters, broker, pipeline)
         try:
             yield
         finally:
+            await broker.aclose()
             if providers is None:
                 for adapter in adapters.values():
                     await adapter.aclose()
@@ -136,6 +145,7 @@ def create_app(
         allow_queries_via_get=False,
     )
     app.include_router(graphql_app, prefix="/graphql")
+    app.include_router(webhook_router, prefix="/webhooks")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

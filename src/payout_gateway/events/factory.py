@@ -1,0 +1,12 @@
+"""Picks the broker from settings: in-process for one replica, Redis for several."""
+
+from __future__ import annotations
+
+from payout_gateway.events.broker import EventBroker, InProcessBroker
+from payout_gateway.settings import Settings
+
+
+async def build_broker(settings: Settings) -> EventBroker:
+    if settings.redis_url is None:
+        return InProcessBroker()
+    raise NotImplementedError("the Redis broker is not wired yet")

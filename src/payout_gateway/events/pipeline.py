@@ -1,0 +1,141 @@
+"""The one status pipeline: dedupe by event id -> refuse backwards moves -> persist with an
+audit row -> publish. Mutation responses, webhooks and refreshes all feed it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from payout_gateway.domain.enums import (
+    BankAccountStatus,
+    PayoutAccountStatus,
+    PayoutStatus,
+    Provider,
+)
+from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
+from payout_gateway.domain.transitions import (
+    BANK_ACCOUNT_MOVES,
+    PAYOUT_ACCOUNT_MOVES,
+    PAYOUT_MOVES,
+    is_forward,
+)
+from payout_gateway.events.broker import EventBroker
+from payout_gateway.store import Store, StoreSession
+
+logger = logging.getLogger("payout_gateway.events")
+
+MOVES = {
+    ObjectType.BANK_ACCOUNT: BANK_ACCOUNT_MOVES,
+    ObjectType.PAYOUT_ACCOUNT: PAYOUT_ACCOUNT_MOVES,
+    ObjectType.PAYOUT: PAYOUT_MOVES,
+}
+STATUS_TYPES: dict[ObjectType, type[StrEnum]] = {
+    ObjectType.BANK_ACCOUNT: BankAccountStatus,
+    ObjectType.PAYOUT_ACCOUNT: PayoutAccountStatus,
+    ObjectType.PAYOUT: PayoutStatus,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredEvent:
+    """A provider event that carries the update: recorded once, for good, by its id."""
+
+    provider: Provider
+    event_id: str
+    event_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """What a source learned: object (by gateway id or provider id) is now ``status``."""
+
+    organization_id: str
+    object_type: ObjectType
+    status: StrEnum
+    provider_status: str
+    source: ChangeSource
+    at: datetime
+    object_id: str | None = None
+    provider_object_id: str | None = None
+
+
+class StatusPipeline:
+    def __init__(self, store: Store, broker: EventBroker) -> None:
+        self._store = store
+        self._broker = broker
+
+    async def apply(
+        self, update: StatusUpdate, *, event: DeliveredEvent | None = None
+    ) -> StatusChanged | None:
+        """Apply one update; the change when it moved the object forward, else None."""
+        async with self._store.session() as session:
+            if event is not None and not await session.record_webhook_event(
+                provider=event.provider,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                organization_id=update.organization_id,
+                outcome="received",
+                at=update.at,
+            ):
+                logger.info("duplicate delivery ignored", extra={"event_id": event.event_id})
+                return None
+            change = await self.apply_in(session, update)
+            if event is not None:
+                await session.set_webhook_outcome(
+                    event.provider, event.event_id, "applied" if change else "stale"
+                )
+        if change is not None:
+            await self.publish(change)
+        return change
+
+    async def publish(self, change: StatusChanged) -> None:
+        """Fan out a change whose transaction has committed."""
+        await self._broker.publish(change)
+
+    async def apply_in(self, session: StoreSession, update: StatusUpdate) -> StatusChanged | None:
+        """The persist step inside the caller's transaction (publish after commit is theirs)."""
+        found = await session.lock_status(
+            update.object_type,
+            update.organization_id,
+            object_id=update.object_id,
+            provider_object_id=update.provider_object_id,
+        )
+        if found is None:
+            return None
+        object_id, current_value = found
+        current = STATUS_TYPES[update.object_type](current_value)
+        if not is_forward(MOVES[update.object_type], current, update.status):
+            return None
+        await session.set_status(
+            update.object_type,
+            object_id,
+            status=update.status.value,
+            provider_status=update.provider_status,
+            at=update.at,
+            transfers_enabled=update.status is PayoutAccountStatus.VERIFIED
+            if update.object_type is ObjectType.PAYOUT_ACCOUNT
+            else None,
+        )
+        change = StatusChanged(
+            organization_id=update.organization_id,
+            object_type=update.object_type,
+            object_id=object_id,
+            from_status=current.value,
+            to_status=update.status.value,
+            provider_status=update.provider_status,
+            source=update.source,
+            at=update.at,
+        )
+        await session.record_status_change(
+            organization_id=change.organization_id,
+            object_type=change.object_type.value,
+            object_id=change.object_id,
+            from_status=change.from_status,
+            to_status=change.to_status,
+            provider_status=change.provider_status,
+            source=change.source.value,
+            at=change.at,
+        )
+        return change
