@@ -10,8 +10,10 @@ from typing import TypeVar
 
 import click
 import uvicorn
+from alembic.util import CommandError
 from pydantic import SecretStr
 
+import payout_gateway.store.migrate as migrations
 from payout_gateway.domain.enums import HolderType, Provider
 from payout_gateway.domain.errors import PayoutGatewayError
 from payout_gateway.domain.models import (
@@ -69,11 +71,16 @@ def serve(host: str, port: int) -> None:
 @click.option("--port", default=8100, show_default=True, type=int)
 def sandbox(provider: str, host: str, port: int) -> None:
     """Run one provider simulator on its own."""
-    from payout_gateway.sandbox.registry import SANDBOXES
+    from payout_gateway.sandbox.registry import SANDBOXES, SandboxOptions
 
     root = "/api/v1" if provider == "commet" else "/v0"
     click.echo(f"{provider} sandbox on http://{host}:{port}{root}  (OpenAPI: /openapi.json)")
-    uvicorn.run(SANDBOXES[Provider(provider.upper())](), host=host, port=port, log_level="warning")
+    uvicorn.run(
+        SANDBOXES[Provider(provider.upper())](SandboxOptions()),
+        host=host,
+        port=port,
+        log_level="warning",
+    )
 
 
 @main.command("export-schema")
@@ -89,6 +96,36 @@ def export_schema(output: Path | None) -> None:
         output.write_text(sdl, encoding="utf-8")
 
 
+# --- database schema -----------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--revision", default="head", show_default=True, help="The revision to reach.")
+@click.option("--show", is_flag=True, help="Print the current revision and change nothing.")
+def migrate(revision: str, show: bool) -> None:
+    """Bring the database (PAYOUT_GATEWAY_DATABASE_URL) to --revision with its migrations."""
+    from payout_gateway.web.app import _ensure_sqlite_directory
+
+    url = Settings().database_url
+    if not show:
+        _ensure_sqlite_directory(url)
+        asyncio.run(_upgrade(url, revision))
+    found = asyncio.run(migrations.current(url))
+    if found is None:
+        shown = "none (no migration applied)"
+    else:
+        shown = f"{found} (head)" if found == migrations.head() else found
+    click.echo(shown if show else f"database at revision {shown}")
+
+
+async def _upgrade(url: str, revision: str = "head") -> None:
+    """Migrate; a refused schema or an unknown revision is a plain command-line error."""
+    try:
+        await migrations.upgrade(url, revision)
+    except (migrations.MigrationError, CommandError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 # --- organizations and keys ----------------------------------------------------------------
 
 
@@ -100,7 +137,7 @@ def _run(action: Callable[[Tenancy, Store], Awaitable[T]]) -> T:
         _ensure_sqlite_directory(settings.database_url)
         store = Store.from_url(settings.database_url)
         try:
-            await store.create_schema()
+            await _upgrade(settings.database_url)
             return await action(Tenancy(store, settings.api_key_pepper), store)
         finally:
             await store.dispose()
@@ -242,3 +279,57 @@ def org_revoke_key(key_id: str) -> None:
 
     _run(action)
     click.echo(f"revoked {key_id}")
+
+
+@org.command("set-webhook-secret")
+@click.argument("organization")
+@click.option(
+    "--secret",
+    prompt="Webhook signing secret",
+    hide_input=True,
+    envvar="PAYOUT_GATEWAY_WEBHOOK_SECRET",
+    help="The provider's signing secret (whsec_…) for this organization (prompted for when "
+    "omitted; never echoed).",
+)
+@click.option(
+    "--provider-org-id",
+    default=None,
+    help="Also set the provider's id of the organization: how its webhooks name it.",
+)
+def org_set_webhook_secret(organization: str, secret: str, provider_org_id: str | None) -> None:
+    """Set the secret that signs ORGANIZATION's provider webhooks (name or id)."""
+    secret = secret.strip()
+    if not secret:
+        raise click.UsageError("the webhook secret must not be empty")
+    if provider_org_id is not None and not (
+        0 < len(provider_org_id) <= 100 and all("!" <= char <= "~" for char in provider_org_id)
+    ):
+        raise click.UsageError("--provider-org-id must be 1 to 100 printable ASCII characters")
+
+    async def action(_tenancy: Tenancy, store: Store) -> Organization:
+        from payout_gateway.providers.paygentic.webhooks import is_usable_secret
+
+        found = await _find_org(store, organization)
+        # Svix secrets are base64 keys: refuse one the verifier could never use.
+        if found.provider is Provider.PAYGENTIC and not is_usable_secret(secret):
+            raise click.UsageError("a Paygentic (Svix) secret looks like whsec_<base64>")
+        async with store.session() as session:
+            await session.set_webhook_secret(found.id, secret)
+            if provider_org_id is not None:
+                await session.set_provider_organization_id(found.id, provider_org_id)
+        async with store.session() as session:
+            updated = await session.get_organization(found.id)
+        return updated or found
+
+    updated = _run(action)
+    click.echo(f"webhook secret set for {updated.name} ({updated.provider.value})")
+    provider_org = updated.credentials.provider_organization_id
+    if provider_org is None:
+        # Deliveries are matched to organizations by the provider's organization id.
+        click.echo(
+            "note: no provider organization id is set, so its webhooks cannot be matched "
+            "to it yet; pass --provider-org-id",
+            err=True,
+        )
+    else:
+        click.echo(f"webhooks naming {provider_org} are verified with this secret")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from payout_gateway.domain.enums import Provider
+from payout_gateway.domain.enums import BusinessType, Provider
 from payout_gateway.domain.models import (
     AddBankAccountRequest,
+    PayoutAccount,
     PayoutRequest,
     PayoutVerificationOutcome,
     PayoutVerificationRequest,
@@ -68,6 +69,26 @@ class PayoutProvider(Protocol):
         retry reconciles instead of creating a duplicate. Providers that dedupe by key return
         None: resending with the same key is the safe way there.
         """
+        ...
+
+    async def get_payout_account(
+        self,
+        context: ProviderContext,
+        provider_account_id: str,
+        *,
+        business_type: BusinessType | None = None,
+    ) -> PayoutAccount:
+        """Re-read the payout account; UnsupportedOperationError where it cannot be read."""
+        ...
+
+    async def get_payout(self, context: ProviderContext, provider_payout_id: str) -> ProviderPayout:
+        """Re-read one payout; UnsupportedOperationError where it cannot be read."""
+        ...
+
+    async def find_payout_by_reference(
+        self, context: ProviderContext, reference: str
+    ) -> ProviderPayout | None:
+        """Like ``find_bank_account_by_reference``, for payouts."""
         ...
 
     async def request_payout(

@@ -2,30 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
 
+from pydantic import BaseModel, SecretStr
+
+from payout_gateway.domain import errors
 from payout_gateway.domain.enums import BankAccountStatus, Provider
-from payout_gateway.domain.events import ChangeSource, ObjectType
+from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
 from payout_gateway.domain.models import (
     AddBankAccountRequest,
     BankAccount,
     Organization,
+    Payout,
     PayoutAccountRecord,
+    PayoutRequest,
+    PayoutVerificationOutcome,
     PayoutVerificationRequest,
     ProviderBankAccount,
     ProviderCapabilities,
 )
 from payout_gateway.events.broker import InProcessBroker
 from payout_gateway.events.pipeline import StatusPipeline, StatusUpdate
+from payout_gateway.idempotency import Hold, IdempotencyKeys, Replay
 from payout_gateway.ports import PayoutProvider
 from payout_gateway.store import Store, StoreSession
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
+Item = TypeVar("Item")
 
 
 def utcnow() -> datetime:
@@ -59,9 +70,63 @@ class VerificationResult:
 
 
 @dataclass(frozen=True, slots=True)
-class BankAccountPage:
-    items: list[BankAccount]
+class Page(Generic[Item]):
+    items: list[Item]
     has_next: bool
+
+
+BankAccountPage = Page[BankAccount]
+
+
+class _VerificationSnapshot(BaseModel):
+    """How a finished verification is kept for replay."""
+
+    payout_account: PayoutAccountRecord
+    bank_account: BankAccount | None
+    already_existed: bool
+
+
+# Refusals that do not change on retry: remembered with the key and replayed (Stripe keeps every
+# result but 5xx/429). Transport failures are not: the next request with the key reconciles.
+_REMEMBERED_REFUSALS: tuple[type[errors.PayoutGatewayError], ...] = (
+    errors.ProviderRejectedError,
+    errors.PayoutAccountRequiredError,
+)
+
+
+def _encode_refusal(exc: errors.PayoutGatewayError) -> dict[str, Any]:
+    fields = {
+        name: getattr(exc, name)
+        for name in ("http_status", "provider_code", "request_id", "doc_url", "param")
+        if hasattr(exc, name)
+    }
+    provider = getattr(exc, "provider", None)
+    return {
+        "refusal": type(exc).__name__,
+        "message": exc.message,
+        "provider": provider.value if provider else None,
+        **fields,
+    }
+
+
+def _decode_refusal(result: dict[str, Any]) -> errors.PayoutGatewayError:
+    kind = result["refusal"]
+    if kind == "PayoutAccountRequiredError":
+        return errors.PayoutAccountRequiredError(result["message"])
+    cls: type[errors.ProviderRejectedError] = {
+        "ProviderRejectedError": errors.ProviderRejectedError,
+        "ProviderAuthenticationError": errors.ProviderAuthenticationError,
+        "OperationRetiredError": errors.OperationRetiredError,
+    }[kind]
+    return cls(
+        result["message"],
+        provider=Provider(result["provider"]),
+        http_status=result.get("http_status"),
+        provider_code=result.get("provider_code"),
+        request_id=result.get("request_id"),
+        doc_url=result.get("doc_url"),
+        param=result.get("param"),
+    )
 
 
 class PayoutService:
@@ -74,11 +139,18 @@ class PayoutService:
         providers: Mapping[Provider, PayoutProvider],
         *,
         pipeline: StatusPipeline | None = None,
+        keys: IdempotencyKeys | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self._store = store
         self._providers = dict(providers)
         self._pipeline = pipeline or StatusPipeline(store, InProcessBroker())
+        self._keys = keys or IdempotencyKeys(
+            store,
+            pepper=SecretStr("payout-gateway-development-pepper"),
+            retention=timedelta(hours=24),
+            lease=timedelta(seconds=60),
+        )
         self._clock = clock
 
     def provider_for(self, org: Organization) -> PayoutProvider:
@@ -86,6 +158,46 @@ class PayoutService:
 
     def capabilities(self, org: Organization) -> ProviderCapabilities:
         return self.provider_for(org).capabilities
+
+    # idempotency --------------------------------------------------------------------------
+
+    async def _idempotent(
+        self,
+        org: Organization,
+        key: str | None,
+        operation: str,
+        request: BaseModel,
+        run: Callable[[Hold | None], Awaitable[T]],
+        decode: Callable[[dict[str, Any]], T],
+    ) -> T:
+        """Run ``run`` once per (organization, key); replay, refuse or recover otherwise."""
+        if key is None:
+            return await run(None)
+        now = self._clock()
+        begun = await self._keys.begin(
+            organization_id=org.id,
+            key=key,
+            operation=operation,
+            fingerprint=self._keys.fingerprint(operation, request),
+            record_id=new_id("idem"),
+            now=now,
+        )
+        if isinstance(begun, Replay):
+            if "refusal" in begun.result:
+                raise _decode_refusal(begun.result)
+            return decode(begun.result)
+        try:
+            return await run(begun)
+        except _REMEMBERED_REFUSALS as exc:
+            await self._keys.finish(begun, _encode_refusal(exc), self._clock())
+            raise
+        except errors.InputValidationError:
+            await self._keys.forget(begun)
+            raise
+        except BaseException:
+            # Shielded: a cancelled request must still hand its key on to the next one.
+            await asyncio.shield(self._keys.release(begun, self._clock()))
+            raise
 
     # mutations ----------------------------------------------------------------------------
 
@@ -96,21 +208,40 @@ class PayoutService:
         *,
         idempotency_key: str | None = None,
     ) -> BankAccount:
-        adapter = self.provider_for(org)
-        created = await adapter.add_bank_account(
-            org.provider_context(),
-            request,
-            idempotency_key=provider_reference(org.id, "addBankAccount", idempotency_key),
+        reference = provider_reference(org.id, "addBankAccount", idempotency_key)
+
+        async def run(hold: Hold | None) -> BankAccount:
+            adapter = self.provider_for(org)
+            created = None
+            if hold is not None and hold.recovering and not adapter.capabilities.has_idempotency:
+                # An earlier attempt may have created it: find it instead of creating another.
+                created = await adapter.find_bank_account_by_reference(
+                    org.provider_context(), reference
+                )
+            if created is None:
+                created = await adapter.add_bank_account(
+                    org.provider_context(), request, idempotency_key=reference
+                )
+            async with self._store.session() as session:
+                if adapter.capabilities.has_default_accounts:
+                    is_default = created.is_default
+                else:
+                    # The gateway keeps defaults where the provider has none: asked, or first.
+                    is_default = request.set_default or (
+                        await session.count_bank_accounts(org.id) == 0
+                    )
+                account = await self._record_bank_account(
+                    session, org, created, is_default=is_default, metadata=request.metadata
+                )
+                if hold is not None:
+                    await self._keys.finish_in(
+                        session, hold, account.model_dump(mode="json"), self._clock()
+                    )
+            return account
+
+        return await self._idempotent(
+            org, idempotency_key, "addBankAccount", request, run, BankAccount.model_validate
         )
-        async with self._store.session() as session:
-            if adapter.capabilities.has_default_accounts:
-                is_default = created.is_default
-            else:
-                # The gateway keeps defaults where the provider has none: asked for, or first.
-                is_default = request.set_default or (await session.count_bank_accounts(org.id) == 0)
-            return await self._record_bank_account(
-                session, org, created, is_default=is_default, metadata=request.metadata
-            )
 
     async def complete_payout_verification(
         self,
@@ -119,20 +250,57 @@ class PayoutService:
         *,
         idempotency_key: str | None = None,
     ) -> VerificationResult:
+        reference = provider_reference(org.id, "completePayoutVerification", idempotency_key)
+
+        async def run(hold: Hold | None) -> VerificationResult:
+            result, change = await self._verify(org, request, reference, hold)
+            if change is not None:
+                await self._pipeline.publish(change)
+            return result
+
+        def decode(stored: dict[str, Any]) -> VerificationResult:
+            snapshot = _VerificationSnapshot.model_validate(stored)
+            return VerificationResult(
+                snapshot.payout_account, snapshot.bank_account, snapshot.already_existed
+            )
+
+        return await self._idempotent(
+            org, idempotency_key, "completePayoutVerification", request, run, decode
+        )
+
+    async def _verify(
+        self,
+        org: Organization,
+        request: PayoutVerificationRequest,
+        reference: str,
+        hold: Hold | None,
+    ) -> tuple[VerificationResult, StatusChanged | None]:
         adapter = self.provider_for(org)
         if not adapter.capabilities.takes_kyc:
             # Providers without a KYC API cannot dedupe per organization; the gateway does.
             async with self._store.session() as session:
                 existing = await session.get_payout_account(org.id)
             if existing is not None:
-                return VerificationResult(existing, None, already_existed=True)
-        outcome = await adapter.complete_payout_verification(
-            org.provider_context(),
-            request,
-            idempotency_key=provider_reference(
-                org.id, "completePayoutVerification", idempotency_key
-            ),
-        )
+                result = VerificationResult(existing, None, already_existed=True)
+                if hold is not None:
+                    await self._keys.finish(hold, _snapshot(result), self._clock())
+                return result, None
+        outcome = None
+        if hold is not None and hold.recovering and not adapter.capabilities.has_idempotency:
+            found = await adapter.find_bank_account_by_reference(org.provider_context(), reference)
+            if found is not None and found.provider_account_id is not None:
+                payout_account = await adapter.get_payout_account(
+                    org.provider_context(),
+                    found.provider_account_id,
+                    business_type=request.business_type,
+                )
+                outcome = PayoutVerificationOutcome(
+                    payout_account=payout_account, bank_account=found, already_existed=False
+                )
+        if outcome is None:
+            outcome = await adapter.complete_payout_verification(
+                org.provider_context(), request, idempotency_key=reference
+            )
         now = self._clock()
         change = None
         async with self._store.session() as session:
@@ -148,7 +316,7 @@ class PayoutService:
                     status_changed_at=now,
                 )
                 await session.save_payout_account(record)
-                await self._audit(session, org, "payout_account", record.id, None, record, now)
+                await self._audit(session, ObjectType.PAYOUT_ACCOUNT, record, now)
             else:
                 # The provider's answer is one more status report: forward moves only.
                 change = await self._pipeline.apply_in(
@@ -170,10 +338,78 @@ class PayoutService:
                 bank_account = await self._record_bank_account(
                     session, org, outcome.bank_account, is_default=True, metadata={}
                 )
-        if change is not None:
-            await self._pipeline.publish(change)
-        return VerificationResult(
-            record, bank_account, already_existed=outcome.already_existed or existing is not None
+            result = VerificationResult(
+                record,
+                bank_account,
+                already_existed=outcome.already_existed or existing is not None,
+            )
+            if hold is not None:
+                await self._keys.finish_in(session, hold, _snapshot(result), now)
+        return result, change
+
+    async def request_payout(
+        self,
+        org: Organization,
+        request: PayoutRequest,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Payout:
+        reference = provider_reference(org.id, "requestPayout", idempotency_key)
+
+        async def run(hold: Hold | None) -> Payout:
+            adapter = self.provider_for(org)
+            destination = await self._payout_destination(org, adapter)
+            created = None
+            if hold is not None and hold.recovering and not adapter.capabilities.has_idempotency:
+                created = await adapter.find_payout_by_reference(org.provider_context(), reference)
+            if created is None:
+                created = await adapter.request_payout(
+                    org.provider_context(),
+                    request,
+                    destination_provider_account_id=None
+                    if adapter.capabilities.has_default_accounts or destination is None
+                    else destination.provider_account_id,
+                    idempotency_key=reference,
+                )
+            now = self._clock()
+            payout = Payout(
+                **created.model_dump(exclude={"destination_provider_account_id"}),
+                destination_provider_account_id=None,
+                id=new_id("po"),
+                organization_id=org.id,
+                destination_bank_account_id=destination.id if destination else None,
+                updated_at=now,
+                status_changed_at=now,
+            )
+            async with self._store.session() as session:
+                await session.add_payout(payout)
+                await self._audit(session, ObjectType.PAYOUT, payout, now)
+                if hold is not None:
+                    await self._keys.finish_in(session, hold, payout.model_dump(mode="json"), now)
+            return payout
+
+        return await self._idempotent(
+            org, idempotency_key, "requestPayout", request, run, Payout.model_validate
+        )
+
+    async def _payout_destination(
+        self, org: Organization, adapter: PayoutProvider
+    ) -> BankAccount | None:
+        """The organization's default account; where the gateway keeps defaults it must be
+        usable (active), since the gateway names it to the provider."""
+        async with self._store.session() as session:
+            accounts, _ = await session.page_bank_accounts(org.id, first=100)
+        default = next((a for a in accounts if a.is_default), None)
+        if adapter.capabilities.has_default_accounts:
+            return default
+        usable = [a for a in accounts if a.status is BankAccountStatus.ACTIVE]
+        if default is not None and default.status is BankAccountStatus.ACTIVE:
+            return default
+        if usable:
+            return usable[0]
+        raise errors.PayoutAccountRequiredError(
+            "No verified destination account yet: payouts need a bank account the provider "
+            "has verified."
         )
 
     # reads --------------------------------------------------------------------------------
@@ -186,6 +422,11 @@ class PayoutService:
             found = await session.bank_accounts_by_ids(org.id, ids)
         return [found.get(account_id) for account_id in ids]
 
+    async def payouts_by_ids(self, org: Organization, ids: Sequence[str]) -> list[Payout | None]:
+        async with self._store.session() as session:
+            found = await session.payouts_by_ids(org.id, ids)
+        return [found.get(payout_id) for payout_id in ids]
+
     async def page_bank_accounts(
         self,
         org: Organization,
@@ -193,16 +434,29 @@ class PayoutService:
         first: int,
         after: tuple[datetime, str] | None = None,
         status: BankAccountStatus | None = None,
-    ) -> BankAccountPage:
+    ) -> Page[BankAccount]:
         async with self._store.session() as session:
             items, has_next = await session.page_bank_accounts(
                 org.id, first=first, after=after, status=status
             )
-        return BankAccountPage(items, has_next)
+        return Page(items, has_next)
+
+    async def page_payouts(
+        self, org: Organization, *, first: int, after: tuple[datetime, str] | None = None
+    ) -> Page[Payout]:
+        async with self._store.session() as session:
+            items, has_next = await session.page_payouts(org.id, first=first, after=after)
+        return Page(items, has_next)
 
     async def payout_account(self, org: Organization) -> PayoutAccountRecord | None:
         async with self._store.session() as session:
             return await session.get_payout_account(org.id)
+
+    async def status_changes(
+        self, org: Organization, *, first: int, object_id: str | None = None
+    ) -> list[StatusChanged]:
+        async with self._store.session() as session:
+            return await session.status_changes(org.id, first=first, object_id=object_id)
 
     # helpers ------------------------------------------------------------------------------
 
@@ -228,26 +482,32 @@ class PayoutService:
         await session.add_bank_account(account)
         if is_default:
             await session.clear_default_bank_accounts(org.id, account.id)
-        await self._audit(session, org, "bank_account", account.id, None, account, now)
+        await self._audit(session, ObjectType.BANK_ACCOUNT, account, now)
         return account
 
     async def _audit(
         self,
         session: StoreSession,
-        org: Organization,
-        object_type: str,
-        object_id: str,
-        from_status: object,
-        current: BankAccount | PayoutAccountRecord,
+        object_type: ObjectType,
+        created: BankAccount | PayoutAccountRecord | Payout,
         at: datetime,
     ) -> None:
+        """The first audit row of an object: its status at creation."""
         await session.record_status_change(
-            organization_id=org.id,
-            object_type=object_type,
-            object_id=object_id,
-            from_status=str(from_status) if from_status is not None else None,
-            to_status=current.status.value,
-            provider_status=current.provider_status,
-            source="provider_response",
+            organization_id=created.organization_id,
+            object_type=object_type.value,
+            object_id=created.id,
+            from_status=None,
+            to_status=created.status.value,
+            provider_status=created.provider_status,
+            source=ChangeSource.PROVIDER_RESPONSE.value,
             at=at,
         )
+
+
+def _snapshot(result: VerificationResult) -> dict[str, Any]:
+    return _VerificationSnapshot(
+        payout_account=result.payout_account,
+        bank_account=result.bank_account,
+        already_existed=result.already_existed,
+    ).model_dump(mode="json")

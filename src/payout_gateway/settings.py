@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Fan-out across replicas: unset = in-process (one replica); redis://host:6379/0 = Redis.
     redis_url: str | None = None
+    # Channels are <prefix><organization id>; deployments sharing one Redis need distinct ones.
+    redis_channel_prefix: Annotated[str, Field(min_length=1, max_length=200)] = (
+        "payout-gateway:status:"
+    )
     # Idempotency keys are kept this long after the first request (Stripe: 24 h).
     idempotency_retention_hours: Annotated[float, Field(gt=0)] = 24.0
     # A request holding a key longer than this is presumed dead; a retry may take over.

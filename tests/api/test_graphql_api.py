@@ -355,7 +355,9 @@ async def test_deep_and_wide_queries_are_rejected_cleanly(gw: RunningGateway) ->
         deep = deep.replace("node { id }", "node { ... on Node { id } }", 1)
     nested = "{" + "bankAccounts { edges { node { id " * 20 + "} } }" * 20 + "}"
     aliases = "{" + " ".join(f"a{n}: organization {{ name }}" for n in range(1000)) + "}"
-    for query in (nested, aliases):
+    # ~300 levels inside the token budget overflowed older parsers' recursion (hardening.md).
+    very_deep = ["{" + "organization {" * n + "name" + "}" * n + "}" for n in (300, 1000)]
+    for query in (nested, aliases, *very_deep):
         body = await gql(gw, query)
         assert body.get("data") is None
         assert "Traceback" not in str(body)
@@ -370,3 +372,29 @@ async def test_access_log_never_contains_query_strings(
     lines = [r.getMessage() for r in caplog.records if r.name == "payout_gateway.access"]
     assert any(line.startswith("GET /graphql 200") for line in lines), lines
     assert not any("canary-value" in line for line in lines)
+
+
+async def test_batched_operations_are_refused_and_nothing_runs(
+    gw: RunningGateway, fakes: dict[Provider, FakeProvider]
+) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            gw.graphql_url, json=[{"query": INLINE_ADD}] * 10, headers=gw.headers("commet-a")
+        )
+    assert response.status_code == 400
+    assert fakes[Provider.COMMET].calls["add_bank_account"] == 0
+
+
+async def test_cors_never_allows_an_unlisted_origin(gw: RunningGateway) -> None:
+    async with httpx.AsyncClient() as client:
+        preflight = await client.options(
+            gw.graphql_url,
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        simple = await client.post(
+            gw.graphql_url,
+            json={"query": "{ organization { name } }"},
+            headers={**gw.headers("commet-a"), "Origin": "https://evil.example"},
+        )
+    assert "access-control-allow-origin" not in preflight.headers
+    assert "access-control-allow-origin" not in simple.headers

@@ -25,7 +25,11 @@ def readme_examples() -> list[tuple[str, str]]:
 @pytest.fixture
 def sandbox_gateway(tmp_path: Path) -> Iterator[str]:
     # Exactly `payout-gateway serve` with no configuration, but with its own database file.
-    settings = Settings(database_url=f"sqlite:///{tmp_path}/readme.db")
+    # The demo's simulators move pending statuses after a delay; the examples show the state
+    # right after the mutations, so the delay is pushed out of this test's way.
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/readme.db", sandbox_status_delay_seconds=600
+    )
     assert settings.sandbox_mode
     assert settings.demo_enabled
     with live_server(create_app(settings)) as url:

@@ -33,6 +33,8 @@ class SeededOrg:
     provider_org_id: str | None = None
     bank_name: str | None = None
     holder_type: HolderType | None = None
+    # The secret its provider's webhooks are signed with (Commet or Svix ``whsec_…``).
+    webhook_secret: str | None = None
 
 
 DEFAULT_ORGS = (
@@ -90,6 +92,9 @@ def seed_organizations(database_url: str, orgs: tuple[SeededOrg, ...]) -> dict[s
                     holder_type=seeded.holder_type,
                 ),
             )
+            if seeded.webhook_secret is not None:
+                async with store.session() as session:
+                    await session.set_webhook_secret(org.id, seeded.webhook_secret)
             _, keys[seeded.name] = await tenancy.issue_api_key(org.id)
         await store.dispose()
         return keys
@@ -105,6 +110,7 @@ def running_gateway(
     commet_url: str | None = "http://commet.invalid/api/v1",
     paygentic_url: str | None = "http://paygentic.invalid",
     orgs: tuple[SeededOrg, ...] = DEFAULT_ORGS,
+    read_timeout: float = 10.0,
     **settings: Any,
 ) -> Iterator[RunningGateway]:
     database_url = f"sqlite:///{tmp_path}/gateway.db"
@@ -112,8 +118,10 @@ def running_gateway(
     app = create_app(
         Settings(
             database_url=database_url,
-            commet=ProviderSettings(base_url=commet_url, max_retries=1),
-            paygentic=ProviderSettings(base_url=paygentic_url, max_retries=1),
+            commet=ProviderSettings(base_url=commet_url, max_retries=1, read_timeout=read_timeout),
+            paygentic=ProviderSettings(
+                base_url=paygentic_url, max_retries=1, read_timeout=read_timeout
+            ),
             api_key_pepper=PEPPER,
             demo_organizations=False,
             **settings,

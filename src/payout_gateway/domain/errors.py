@@ -6,6 +6,7 @@
     ├── NotPermittedError           the credential may not do this
     ├── PayoutAccountRequiredError  complete payout verification first
     ├── UnsupportedOperationError   the organization's provider cannot do this
+    ├── WebhookRejectedError        a provider webhook delivery refused (malformed or unsigned)
     ├── IdempotencyError
     │   ├── IdempotencyConflictError    same key, different request
     │   └── IdempotencyInProgressError  same key, first request still running
@@ -98,6 +99,18 @@ class UnsupportedOperationError(PayoutGatewayError):
         super().__init__(f"{provider.value} does not support {operation}.")
         self.provider = provider
         self.operation = operation
+
+
+class WebhookRejectedError(PayoutGatewayError):
+    """A webhook delivery the gateway refuses, with the HTTP status to answer: 400 malformed,
+    401 not signed by the organization's secret (or no such organization), 413 too large."""
+
+    code = "WEBHOOK_REJECTED"
+
+    def __init__(self, status_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status_code = status_code
+        self.reason = reason
 
 
 class IdempotencyError(PayoutGatewayError):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
+
+from payout_gateway.domain.enums import Provider
 
 
 class ObjectType(StrEnum):
@@ -33,3 +36,26 @@ class StatusChanged(BaseModel):
     provider_status: str
     source: ChangeSource
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredEvent:
+    """A provider event that carries the update: recorded once, for good, by its id."""
+
+    provider: Provider
+    event_id: str
+    event_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """What a source learned: object (by gateway id or provider id) is now ``status``."""
+
+    organization_id: str
+    object_type: ObjectType
+    status: StrEnum
+    provider_status: str
+    source: ChangeSource
+    at: datetime
+    object_id: str | None = None
+    provider_object_id: str | None = None

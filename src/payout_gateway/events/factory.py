@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from payout_gateway.events.broker import EventBroker, InProcessBroker
+from payout_gateway.events.redis_broker import RedisBroker
 from payout_gateway.settings import Settings
 
 
 async def build_broker(settings: Settings) -> EventBroker:
     if settings.redis_url is None:
         return InProcessBroker()
-    raise NotImplementedError("the Redis broker is not wired yet")
+    return await RedisBroker.connect(settings.redis_url, prefix=settings.redis_channel_prefix)

@@ -4,17 +4,15 @@ audit row -> publish. Mutation responses, webhooks and refreshes all feed it."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 
-from payout_gateway.domain.enums import (
-    BankAccountStatus,
-    PayoutAccountStatus,
-    PayoutStatus,
-    Provider,
+from payout_gateway.domain.enums import BankAccountStatus, PayoutAccountStatus, PayoutStatus
+from payout_gateway.domain.events import (
+    DeliveredEvent,
+    ObjectType,
+    StatusChanged,
+    StatusUpdate,
 )
-from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
 from payout_gateway.domain.transitions import (
     BANK_ACCOUNT_MOVES,
     PAYOUT_ACCOUNT_MOVES,
@@ -36,29 +34,6 @@ STATUS_TYPES: dict[ObjectType, type[StrEnum]] = {
     ObjectType.PAYOUT_ACCOUNT: PayoutAccountStatus,
     ObjectType.PAYOUT: PayoutStatus,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveredEvent:
-    """A provider event that carries the update: recorded once, for good, by its id."""
-
-    provider: Provider
-    event_id: str
-    event_type: str
-
-
-@dataclass(frozen=True, slots=True)
-class StatusUpdate:
-    """What a source learned: object (by gateway id or provider id) is now ``status``."""
-
-    organization_id: str
-    object_type: ObjectType
-    status: StrEnum
-    provider_status: str
-    source: ChangeSource
-    at: datetime
-    object_id: str | None = None
-    provider_object_id: str | None = None
 
 
 class StatusPipeline:
@@ -139,3 +114,6 @@ class StatusPipeline:
             at=change.at,
         )
         return change
+
+
+__all__ = ["MOVES", "DeliveredEvent", "StatusPipeline", "StatusUpdate"]

@@ -6,22 +6,40 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiodataloader import DataLoader
+from starlette.websockets import WebSocket
 from strawberry.fastapi import BaseContext
 
-from payout_gateway.domain.models import BankAccount, Organization
+from payout_gateway.domain.models import BankAccount, Organization, Payout
+from payout_gateway.events.broker import EventBroker
 from payout_gateway.service import PayoutService
 
 
 class BankAccountLoader(DataLoader[str, BankAccount | None]):
     """Batches every bank-account read of one request into one store query, for one org."""
 
-    def __init__(self, service: PayoutService, organization: Organization) -> None:
-        super().__init__()
+    def __init__(
+        self, service: PayoutService, organization: Organization, *, cache: bool = True
+    ) -> None:
+        super().__init__(cache=cache)
         self._service = service
         self._organization = organization
 
     async def batch_load_fn(self, keys: Sequence[str]) -> list[BankAccount | None]:
         return await self._service.bank_accounts_by_ids(self._organization, list(keys))
+
+
+class PayoutLoader(DataLoader[str, Payout | None]):
+    """Batches every payout read of one request into one store query, for one org."""
+
+    def __init__(
+        self, service: PayoutService, organization: Organization, *, cache: bool = True
+    ) -> None:
+        super().__init__(cache=cache)
+        self._service = service
+        self._organization = organization
+
+    async def batch_load_fn(self, keys: Sequence[str]) -> list[Payout | None]:
+        return await self._service.payouts_by_ids(self._organization, list(keys))
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +49,8 @@ class PagingLimits:
 
 
 class GatewayContext(BaseContext):
-    """Built for every request by the app; resolvers read everything they need from here."""
+    """Built for every request (for a WebSocket: once per connection) by the app; resolvers
+    read everything they need from here. ``broker`` feeds subscriptions (None: none offered)."""
 
     def __init__(
         self,
@@ -39,12 +58,15 @@ class GatewayContext(BaseContext):
         service: PayoutService,
         organization: Organization | None,
         paging: PagingLimits,
+        broker: EventBroker | None = None,
     ) -> None:
         super().__init__()
         self.service = service
         self.organization = organization
         self.paging = paging
+        self.broker = broker
         self._bank_accounts: BankAccountLoader | None = None
+        self._payouts: PayoutLoader | None = None
 
     @property
     def org(self) -> Organization:
@@ -56,5 +78,16 @@ class GatewayContext(BaseContext):
     @property
     def bank_accounts(self) -> BankAccountLoader:
         if self._bank_accounts is None:
-            self._bank_accounts = BankAccountLoader(self.service, self.org)
+            # A WebSocket's context outlives each operation on it: batch, but never serve a
+            # read cached by an earlier operation.
+            cache = not isinstance(self.request, WebSocket)
+            self._bank_accounts = BankAccountLoader(self.service, self.org, cache=cache)
         return self._bank_accounts
+
+    @property
+    def payouts(self) -> PayoutLoader:
+        if self._payouts is None:
+            # Same reason as bank accounts: a WebSocket context lives for the whole connection.
+            cache = not isinstance(self.request, WebSocket)
+            self._payouts = PayoutLoader(self.service, self.org, cache=cache)
+        return self._payouts

@@ -15,6 +15,7 @@ from strawberry.scalars import JSON
 from payout_gateway.domain.enums import AccountType, BusinessType, HolderType
 from payout_gateway.domain.models import (
     AddBankAccountRequest,
+    PayoutRequest,
     PayoutVerificationRequest,
     validated,
 )
@@ -176,5 +177,23 @@ class CompletePayoutVerificationInput:
                 bank=self.bank_account.to_domain(),
                 individual=self.individual.to_domain() if self.individual else None,
                 company=self.company.to_domain() if self.company else None,
+            ),
+        )
+
+
+@strawberry.input
+class RequestPayoutInput:
+    amount: int = strawberry.field(description="Integer minor units (cents), e.g. 1500 = 15.00.")
+    currency: str | None = strawberry.field(
+        default=None, description="ISO 4217; defaults to the organization's currency."
+    )
+    description: str | None = strawberry.field(default=None, description="Up to 500 characters.")
+
+    def to_domain(self, default_currency: str) -> PayoutRequest:
+        return validated(
+            PayoutRequest,
+            _present(
+                amount={"amount_minor": self.amount, "currency": self.currency or default_currency},
+                description=self.description,
             ),
         )

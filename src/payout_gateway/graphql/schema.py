@@ -40,9 +40,20 @@ from payout_gateway.graphql.errors import (
     ValidationError,
     to_graphql_error,
 )
-from payout_gateway.graphql.inputs import AddBankAccountInput, CompletePayoutVerificationInput
+from payout_gateway.graphql.inputs import (
+    AddBankAccountInput,
+    CompletePayoutVerificationInput,
+    RequestPayoutInput,
+)
 from payout_gateway.graphql.safety import IsAuthenticated, SafeErrors, log_errors
-from payout_gateway.graphql.types import BankAccount, Organization, PayoutAccount
+from payout_gateway.graphql.subscriptions import Subscription
+from payout_gateway.graphql.types import (
+    BankAccount,
+    Organization,
+    Payout,
+    PayoutAccount,
+    StatusChange,
+)
 
 Ctx = Info[GatewayContext, None]
 AUTH: list[type[BasePermission]] = [IsAuthenticated]
@@ -65,6 +76,11 @@ class CompletePayoutVerificationSuccess:
     already_existed: bool
 
 
+@strawberry.type
+class RequestPayoutSuccess:
+    payout: Payout
+
+
 _ERRORS = (
     ValidationError
     | PayoutAccountRequiredError
@@ -79,6 +95,9 @@ _ERRORS = (
 )
 AddBankAccountResult = Annotated[
     AddBankAccountSuccess | _ERRORS, strawberry.union("AddBankAccountResult")
+]
+RequestPayoutResult = Annotated[
+    RequestPayoutSuccess | _ERRORS, strawberry.union("RequestPayoutResult")
 ]
 CompletePayoutVerificationResult = Annotated[
     CompletePayoutVerificationSuccess | _ERRORS,
@@ -95,6 +114,18 @@ class BankAccountEdge:
 @strawberry.type
 class BankAccountConnection:
     edges: list[BankAccountEdge]
+    page_info: relay.PageInfo
+
+
+@strawberry.type
+class PayoutEdge:
+    cursor: str
+    node: Payout
+
+
+@strawberry.type
+class PayoutConnection:
+    edges: list[PayoutEdge]
     page_info: relay.PageInfo
 
 
@@ -115,13 +146,18 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         ) from None
 
 
-def bank_account_id(global_or_raw: str) -> str | None:
-    """The gateway id inside a Relay global id; None when it is not a BankAccount id."""
+def decode_global_id(global_or_raw: str) -> tuple[str, str] | None:
+    """(type name, gateway id) of a Relay global id; None when it is not one of ours."""
     try:
         global_id = relay.GlobalID.from_id(global_or_raw)
     except (relay.GlobalIDValueError, ValueError, binascii.Error, UnicodeDecodeError):
         return None
-    return global_id.node_id if global_id.type_name == "BankAccount" else None
+    return global_id.type_name, global_id.node_id
+
+
+def bank_account_id(global_or_raw: str) -> str | None:
+    decoded = decode_global_id(global_or_raw)
+    return decoded[1] if decoded and decoded[0] == "BankAccount" else None
 
 
 async def _load_bank_account(info: Ctx, id: strawberry.ID) -> BankAccount | None:
@@ -131,6 +167,30 @@ async def _load_bank_account(info: Ctx, id: strawberry.ID) -> BankAccount | None
     # A foreign id reads exactly like a nonexistent one: the loader is scoped to the org.
     account = await info.context.bank_accounts.load(account_id)
     return BankAccount.from_domain(account) if account is not None else None
+
+
+async def _load_node(info: Ctx, id: strawberry.ID) -> relay.Node | None:
+    decoded = decode_global_id(str(id))
+    if decoded is None:
+        return None
+    type_name, object_id = decoded
+    if type_name == "BankAccount":
+        return await _load_bank_account(info, id)
+    if type_name == "Payout":
+        payout = await info.context.payouts.load(object_id)
+        return Payout.from_domain(payout) if payout is not None else None
+    return None
+
+
+def _page_size(info: Ctx, first: int | None) -> int:
+    paging = info.context.paging
+    size = paging.default if first is None else first
+    if not 1 <= size <= paging.maximum:
+        raise GraphQLError(
+            f"'first' must be between 1 and {paging.maximum} (the maximum page size).",
+            extensions={"code": "BAD_USER_INPUT"},
+        )
+    return size
 
 
 def _checked_idempotency_key(key: str | None) -> None:
@@ -152,7 +212,7 @@ def _argument_path(path: tuple[str | int, ...]) -> list[str]:
 class Query:
     @strawberry.field(permission_classes=AUTH, description="Fetch any object by its global id.")
     async def node(self, info: Ctx, id: strawberry.ID) -> relay.Node | None:
-        return await _load_bank_account(info, id)
+        return await _load_node(info, id)
 
     @strawberry.field(
         permission_classes=AUTH,
@@ -164,7 +224,7 @@ class Query:
             raise GraphQLError(
                 f"'ids' takes at most {MAX_NODES} ids.", extensions={"code": "BAD_USER_INPUT"}
             )
-        return list(await asyncio.gather(*(_load_bank_account(info, i) for i in ids)))
+        return list(await asyncio.gather(*(_load_node(info, i) for i in ids)))
 
     @strawberry.field(permission_classes=AUTH)
     async def bank_account(self, info: Ctx, id: strawberry.ID) -> BankAccount | None:
@@ -182,13 +242,7 @@ class Query:
         after: str | None = None,
         status: BankAccountStatus | None = None,
     ) -> BankAccountConnection:
-        paging = info.context.paging
-        size = paging.default if first is None else first
-        if not 1 <= size <= paging.maximum:
-            raise GraphQLError(
-                f"'first' must be between 1 and {paging.maximum} (the maximum page size).",
-                extensions={"code": "BAD_USER_INPUT"},
-            )
+        size = _page_size(info, first)
         page = await info.context.service.page_bank_accounts(
             info.context.org,
             first=size,
@@ -210,6 +264,48 @@ class Query:
                 end_cursor=edges[-1].cursor if edges else None,
             ),
         )
+
+    @strawberry.field(
+        permission_classes=AUTH,
+        description="The organization's payouts, newest first (same paging rules as bankAccounts).",
+    )
+    async def payouts(
+        self, info: Ctx, first: int | None = None, after: str | None = None
+    ) -> PayoutConnection:
+        size = _page_size(info, first)
+        page = await info.context.service.page_payouts(
+            info.context.org, first=size, after=decode_cursor(after) if after else None
+        )
+        edges = [
+            PayoutEdge(cursor=encode_cursor(p.created_at, p.id), node=Payout.from_domain(p))
+            for p in page.items
+        ]
+        return PayoutConnection(
+            edges=edges,
+            page_info=relay.PageInfo(
+                has_next_page=page.has_next,
+                has_previous_page=after is not None,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+        )
+
+    @strawberry.field(
+        permission_classes=AUTH,
+        description="The audit trail: every status the organization's objects took (from, to, "
+        "source, at), newest first; `objectId` narrows it to one object.",
+    )
+    async def status_changes(
+        self, info: Ctx, first: int = 50, object_id: strawberry.ID | None = None
+    ) -> list[StatusChange]:
+        size = _page_size(info, first)
+        decoded = decode_global_id(str(object_id)) if object_id is not None else None
+        if object_id is not None and decoded is None:
+            return []
+        changes = await info.context.service.status_changes(
+            info.context.org, first=size, object_id=decoded[1] if decoded else None
+        )
+        return [StatusChange.from_domain(change) for change in changes]
 
     @strawberry.field(permission_classes=AUTH)
     async def payout_account(self, info: Ctx) -> PayoutAccount | None:
@@ -265,6 +361,27 @@ class Mutation:
             already_existed=result.already_existed,
         )
 
+    @strawberry.mutation(
+        permission_classes=AUTH,
+        description="Pay out to the organization's default (verified) bank account. Status "
+        "changes arrive by webhook (Commet) or refresh (Paygentic).",
+    )
+    async def request_payout(
+        self,
+        info: Ctx,
+        input: RequestPayoutInput,
+        idempotency_key: str | None = None,
+    ) -> RequestPayoutResult:
+        org = info.context.org
+        try:
+            _checked_idempotency_key(idempotency_key)
+            payout = await info.context.service.request_payout(
+                org, input.to_domain(org.profile.currency), idempotency_key=idempotency_key
+            )
+        except PayoutGatewayError as exc:
+            return to_graphql_error(exc, _argument_path)
+        return RequestPayoutSuccess(payout=Payout.from_domain(payout))
+
 
 class GatewaySchema(strawberry.Schema):
     def process_errors(
@@ -296,7 +413,8 @@ def build_schema(
     return GatewaySchema(
         query=Query,
         mutation=Mutation,
-        types=[BankAccount],
+        subscription=Subscription,
+        types=[BankAccount, Payout],
         extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=not field_suggestions),
     )

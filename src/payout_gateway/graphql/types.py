@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import strawberry
 from strawberry import relay
 from strawberry.scalars import JSON
+from strawberry.types import Info
 
 from payout_gateway.domain import enums
+from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
 from payout_gateway.domain.models import BankAccount as DomainBankAccount
+from payout_gateway.domain.models import Money as DomainMoney
 from payout_gateway.domain.models import (
     Organization as DomainOrganization,
 )
+from payout_gateway.domain.models import Payout as DomainPayout
 from payout_gateway.domain.models import (
     PayoutAccountRecord,
     ProviderCapabilities,
 )
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-    from strawberry.types import Info
 
 # GraphQL enums are the domain enums themselves (registered here), so the two cannot drift.
 strawberry.enum(enums.Provider, name="ProviderName")
@@ -205,4 +205,110 @@ class Organization:
                     if from_profile.get(f, False)
                 ],
             ),
+        )
+
+
+strawberry.enum(ObjectType, name="StatusObjectType")
+strawberry.enum(ChangeSource, name="StatusChangeSource")
+PayoutStatus = enums.PayoutStatus
+
+
+@strawberry.type(description="An amount of money.")
+class Money:
+    amount: int = strawberry.field(description="Integer minor units (cents for USD).")
+    currency: str = strawberry.field(description="ISO 4217, upper case.")
+
+    @classmethod
+    def from_domain(cls, money: DomainMoney | None) -> Money | None:
+        return None if money is None else cls(amount=money.amount_minor, currency=money.currency)
+
+
+@strawberry.type(description="A payout the gateway requested from the organization's provider.")
+class Payout(relay.Node):
+    id: relay.NodeID[str]
+    provider: ProviderName
+    provider_payout_id: str
+    status: PayoutStatus
+    provider_status: str = strawberry.field(description="The provider's own status value.")
+    amount: Money
+    fee: Money | None
+    net_amount: Money | None
+    description: str | None
+    livemode: bool
+    created_at: datetime
+    updated_at: datetime
+    status_changed_at: datetime
+    destination_bank_account_id: strawberry.Private[str | None]
+
+    @strawberry.field(description="Where the money goes (the default account at request time).")
+    async def destination_bank_account(self, info: Info[Any, Any]) -> BankAccount | None:
+        if self.destination_bank_account_id is None:
+            return None
+        account = await info.context.bank_accounts.load(self.destination_bank_account_id)
+        return BankAccount.from_domain(account) if account is not None else None
+
+    @classmethod
+    def from_domain(cls, payout: DomainPayout) -> Payout:
+        amount = Money.from_domain(payout.amount)
+        assert amount is not None
+        return cls(
+            id=payout.id,
+            provider=payout.provider,
+            provider_payout_id=payout.provider_payout_id,
+            status=payout.status,
+            provider_status=payout.provider_status,
+            amount=amount,
+            fee=Money.from_domain(payout.fee),
+            net_amount=Money.from_domain(payout.net_amount),
+            description=payout.description,
+            livemode=payout.livemode,
+            created_at=payout.created_at,
+            updated_at=payout.updated_at,
+            status_changed_at=payout.status_changed_at,
+            destination_bank_account_id=payout.destination_bank_account_id,
+        )
+
+    @classmethod
+    async def resolve_nodes(  # type: ignore[override]
+        cls,
+        *,
+        info: Info[Any, Any],
+        node_ids: Iterable[str],
+        required: bool = False,
+    ) -> list[Payout | None]:
+        payouts = await info.context.payouts.load_many(list(node_ids))
+        return [cls.from_domain(p) if p is not None else None for p in payouts]
+
+
+_GLOBAL_TYPE = {
+    ObjectType.BANK_ACCOUNT: "BankAccount",
+    ObjectType.PAYOUT_ACCOUNT: "PayoutAccount",
+    ObjectType.PAYOUT: "Payout",
+}
+
+
+@strawberry.type(description="One entry of the audit trail: a status an object took, and why.")
+class StatusChange:
+    object_type: ObjectType
+    object_id: strawberry.ID = strawberry.field(
+        description="Global id of the object (`node(id:)` resolves bank accounts and payouts)."
+    )
+    from_status: str | None = strawberry.field(description="Null for the status at creation.")
+    to_status: str
+    provider_status: str
+    source: ChangeSource
+    at: datetime
+
+    @classmethod
+    def from_domain(cls, change: StatusChanged) -> StatusChange:
+        return cls(
+            object_type=change.object_type,
+            object_id=strawberry.ID(
+                relay.to_base64(_GLOBAL_TYPE[change.object_type], change.object_id)
+            ),
+            from_status=change.from_status,
+            to_status=change.to_status,
+            provider_status=change.provider_status,
+            source=change.source,
+            at=change.at,
         )

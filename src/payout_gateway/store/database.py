@@ -354,6 +354,17 @@ class StoreSession:
         )
         return bool(getattr(result, "rowcount", 0))
 
+    async def set_provider_organization_id(
+        self, organization_id: str, provider_organization_id: str | None
+    ) -> bool:
+        """The provider's id of the organization: how a webhook names whom it is for."""
+        result = await self._session.execute(
+            update(OrganizationRow)
+            .where(OrganizationRow.id == organization_id)
+            .values(provider_organization_id=provider_organization_id)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
     # payouts ------------------------------------------------------------------------------
 
     async def add_payout(self, payout: Payout) -> None:

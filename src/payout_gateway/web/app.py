@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -13,28 +16,38 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.requests import HTTPConnection
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from payout_gateway.domain.enums import Provider
+from payout_gateway.domain.models import Organization
 from payout_gateway.events.broker import EventBroker
 from payout_gateway.events.factory import build_broker
 from payout_gateway.events.pipeline import StatusPipeline
+from payout_gateway.events.refresh import StatusRefresher
 from payout_gateway.graphql.context import GatewayContext, PagingLimits
 from payout_gateway.graphql.schema import build_schema
+from payout_gateway.idempotency import IdempotencyKeys
 from payout_gateway.ports import PayoutProvider
 from payout_gateway.providers.registry import REGISTRY
-from payout_gateway.sandbox.registry import SANDBOXES
-from payout_gateway.service import PayoutService
+from payout_gateway.sandbox.registry import SANDBOXES, SandboxOptions
+from payout_gateway.service import PayoutService, utcnow
 from payout_gateway.settings import Settings
 from payout_gateway.store import Store, normalize_database_url
+from payout_gateway.store.migrate import upgrade as upgrade_schema
 from payout_gateway.tenancy import Tenancy
 from payout_gateway.web.access_log import AccessLogMiddleware
-from payout_gateway.web.graphql_router import GatewayGraphQLRouter
+from payout_gateway.web.graphql_router import GatewayGraphQLRouter, bearer_credential
 from payout_gateway.web.limits import BodyLimitMiddleware
+from payout_gateway.web.sandbox_mode import (
+    DEMO_STARTING_BALANCE,
+    SANDBOX_HOST,
+    LateBoundApp,
+    connect_demo_webhooks,
+)
 from payout_gateway.web.webhooks import router as webhook_router
 
 logger = logging.getLogger("payout_gateway")
-
-SANDBOX_HOST = "http://sandbox.internal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +78,15 @@ def create_app(
 ) -> FastAPI:
     """Build the gateway. ``providers`` replaces the adapters (tests pass fakes here)."""
     settings = settings or Settings()
+    # Sandbox mode: simulators are built first and deliver their webhooks to this very app.
+    this_app = LateBoundApp()
+    sandbox_options = SandboxOptions(
+        status_delay=settings.sandbox_status_delay_seconds or None,
+        webhook_transport=httpx.ASGITransport(app=this_app),
+        starting_balance=DEMO_STARTING_BALANCE if settings.demo_enabled else 0,
+    )
     sandboxes = {
-        provider: SANDBOXES[provider]()
+        provider: SANDBOXES[provider](sandbox_options)
         for provider, provider_settings in (
             (Provider.COMMET, settings.commet),
             (Provider.PAYGENTIC, settings.paygentic),
@@ -92,19 +112,43 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _ensure_sqlite_directory(settings.database_url)
+        # Schema to the newest migration first; replicas starting together take turns.
+        await upgrade_schema(settings.database_url)
         store = Store.from_url(settings.database_url)
-        await store.create_schema()
         adapters = dict(providers) if providers is not None else build_providers()
         broker = await build_broker(settings)
         pipeline = StatusPipeline(store, broker)
-        service = PayoutService(store, adapters, pipeline=pipeline)
+        keys = IdempotencyKeys(
+            store,
+            pepper=settings.api_key_pepper,
+            retention=timedelta(hours=settings.idempotency_retention_hours),
+            lease=timedelta(seconds=settings.idempotency_lease_seconds),
+        )
+        service = PayoutService(store, adapters, pipeline=pipeline, keys=keys)
         tenancy = Tenancy(store, settings.api_key_pepper)
         if settings.demo_enabled:
             await tenancy.ensure_demo_organizations()
+            await connect_demo_webhooks(store, sandboxes)
         app.state.gateway = Gateway(settings, store, service, tenancy, adapters, broker, pipeline)
+        refresher = None
+        if settings.refresh_interval_seconds > 0:
+            refresher = asyncio.create_task(
+                StatusRefresher(
+                    store,
+                    adapters,
+                    pipeline,
+                    interval=settings.refresh_interval_seconds,
+                    clock=utcnow,
+                ).run_forever(),
+                name="status-refresh",
+            )
         try:
             yield
         finally:
+            if refresher is not None:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
             await broker.aclose()
             if providers is None:
                 for adapter in adapters.values():
@@ -118,17 +162,25 @@ def create_app(
         redoc_url=None,
         openapi_url=None if settings.is_production else "/openapi.json",
     )
+    this_app.app = app
 
-    async def context(request: Request) -> GatewayContext:
-        gateway: Gateway = request.app.state.gateway
-        organization = None
-        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and credential.strip():
-            organization = await gateway.tenancy.authenticate(credential.strip())
+    async def authenticate(connection: HTTPConnection, authorization: str) -> Organization | None:
+        credential = bearer_credential(authorization)
+        if credential is None:
+            return None
+        gateway: Gateway = connection.app.state.gateway
+        return await gateway.tenancy.authenticate(credential)
+
+    async def context(connection: HTTPConnection) -> GatewayContext:
+        # An HTTP request, or a WebSocket once per connection: there the header is optional
+        # and ``on_ws_connect`` decides the organization from the connection_init payload.
+        gateway: Gateway = connection.app.state.gateway
+        authorization = connection.headers.get("authorization")
         return GatewayContext(
             service=gateway.service,
-            organization=organization,
+            organization=await authenticate(connection, authorization) if authorization else None,
             paging=PagingLimits(settings.default_page_size, settings.max_page_size),
+            broker=gateway.broker,
         )
 
     schema = build_schema(
@@ -143,6 +195,9 @@ def create_app(
         context_getter=context,
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         allow_queries_via_get=False,
+        # The documented protocol only: the legacy graphql-ws one is a second attack surface.
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        authenticate=authenticate,
     )
     app.include_router(graphql_app, prefix="/graphql")
     app.include_router(webhook_router, prefix="/webhooks")

@@ -1,16 +1,43 @@
-"""The GraphQL HTTP endpoint: Strawberry's FastAPI router with a body parser that cannot 500."""
+"""The GraphQL endpoint: Strawberry's FastAPI router with a body parser that cannot 500 and
+authentication of WebSocket connections at ``connection_init``."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from cross_web import HTTPException
+from starlette.requests import HTTPConnection
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
+from strawberry.types.unset import UnsetType
 
+from payout_gateway.domain.models import Organization
 from payout_gateway.graphql.context import GatewayContext
+
+# (the connection, the value of an Authorization header) -> its organization, or None.
+Authenticator = Callable[[HTTPConnection, str], Awaitable[Organization | None]]
+
+# A bare connection_ack (no payload): UnsetType is a singleton, typed unlike strawberry's UNSET.
+ACK = UnsetType()
+REJECTED = "Authentication required: send {'Authorization': 'Bearer <API key>'} in connection_init."
+
+
+def bearer_credential(authorization: str) -> str | None:
+    """The credential of ``Bearer <credential>``; None for any other shape."""
+    scheme, _, credential = authorization.partition(" ")
+    credential = credential.strip()
+    return credential if scheme.lower() == "bearer" and credential else None
 
 
 class GatewayGraphQLRouter(GraphQLRouter[GatewayContext, None]):
+    def __init__(
+        self, *args: Any, authenticate: Authenticator | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._authenticate = authenticate
+
     def decode_json(self, data: str | bytes) -> object:
         # Strawberry maps only JSONDecodeError to 400; 5,000 "[" overflow the decoder's
         # recursion instead, which would otherwise surface as a 500.
@@ -18,3 +45,29 @@ class GatewayGraphQLRouter(GraphQLRouter[GatewayContext, None]):
             return json.loads(data)
         except RecursionError:
             raise HTTPException(400, "Unable to parse request body as JSON") from None
+
+    async def on_ws_connect(self, context: GatewayContext) -> UnsetType | dict[str, object] | None:
+        """Decide the connection's organization from the ``connection_init`` payload.
+
+        Browsers cannot set headers on a WebSocket handshake, so the credential travels in the
+        payload (``Authorization`` or ``authorization``; GraphiQL sends its Headers tab there).
+        A payload without one keeps what a handshake ``Authorization`` header authenticated
+        (server-side clients); with neither, or with a bad one, the socket is closed with 4403.
+        """
+        params = context.connection_params if isinstance(context.connection_params, dict) else {}
+        authorization = params.get("Authorization", params.get("authorization"))
+        if authorization is None and context.organization is not None:
+            return ACK
+        organization = None
+        if (
+            isinstance(authorization, str)
+            and self._authenticate is not None
+            and isinstance(context.request, HTTPConnection)
+        ):
+            organization = await self._authenticate(context.request, authorization)
+        if organization is None:
+            raise ConnectionRejectionError({"reason": REJECTED})
+        # The one place a connection's organization is decided; operations never take it as
+        # an argument.
+        context.organization = organization
+        return ACK

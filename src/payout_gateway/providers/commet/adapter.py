@@ -17,6 +17,7 @@ import httpx
 
 from payout_gateway.domain.enums import (
     BankAccountStatus,
+    BusinessType,
     PayoutAccountStatus,
     PayoutStatus,
     Provider,
@@ -29,6 +30,7 @@ from payout_gateway.domain.errors import (
 )
 from payout_gateway.domain.models import (
     AddBankAccountRequest,
+    PayoutAccount,
     PayoutRequest,
     PayoutVerificationOutcome,
     PayoutVerificationRequest,
@@ -173,6 +175,26 @@ class CommetAdapter:
     ) -> ProviderBankAccount | None:
         # Commet dedupes POSTs by Idempotency-Key for 24 h: resending with the same key is the
         # safe recovery, so there is nothing to look up.
+        return None
+
+    async def get_payout_account(
+        self,
+        context: ProviderContext,
+        provider_account_id: str,
+        *,
+        business_type: BusinessType | None = None,
+    ) -> PayoutAccount:
+        # Commet's only way to read it is resending the full KYC body (commet.md).
+        raise UnsupportedOperationError(Provider.COMMET, "reading the payout account")
+
+    async def get_payout(self, context: ProviderContext, provider_payout_id: str) -> ProviderPayout:
+        # No read endpoint; payout status arrives by payout.* webhooks.
+        raise UnsupportedOperationError(Provider.COMMET, "reading payouts")
+
+    async def find_payout_by_reference(
+        self, context: ProviderContext, reference: str
+    ) -> ProviderPayout | None:
+        # Commet dedupes by Idempotency-Key: resending with the same key is the safe path.
         return None
 
     async def request_payout(

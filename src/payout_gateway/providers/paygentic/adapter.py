@@ -248,6 +248,19 @@ class PaygenticAdapter:
             payout = await self._reconcile(exc, idempotency_key, self._find_payout, context)
         return tf.payout_from_wire(payout, livemode=self._livemode)
 
+    async def get_payout(self, context: ProviderContext, provider_payout_id: str) -> ProviderPayout:
+        organization_id = self._organization_id(context)
+        if _SAFE_ID.fullmatch(provider_payout_id) is None:
+            raise NotFoundError("No such payout.")
+        raw = await self._http.request(
+            "GET", f"{_PAYOUTS}/{provider_payout_id}", headers=_auth(context), replay_safe=True
+        )
+        self._raise_for_status(raw, "get_payout")
+        payout = tf.parse_payout(raw.body, http_status=raw.status_code, request_id=raw.request_id)
+        if payout.organization_id != organization_id:
+            raise NotFoundError("No such payout.")
+        return tf.payout_from_wire(payout, livemode=self._livemode)
+
     async def find_payout_by_reference(
         self, context: ProviderContext, reference: str
     ) -> ProviderPayout | None:

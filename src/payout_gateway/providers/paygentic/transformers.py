@@ -56,6 +56,7 @@ Operation = Literal[
     "get_external_account",
     "list_external_accounts",
     "create_payout",
+    "get_payout",
     "list_payouts",
 ]
 WRITE_OPERATIONS: Final[frozenset[Operation]] = frozenset(
@@ -545,6 +546,8 @@ def error_from_response(
     message = _scrub(info.message, redact)
     if status_code == 404 and operation == "get_external_account":
         return NotFoundError("No such bank account.")
+    if status_code == 404 and operation == "get_payout":
+        return NotFoundError("No such payout.")
     if status_code in (401, 403):
         return ProviderAuthenticationError(
             f"Paygentic refused the organization's credentials: {message}",

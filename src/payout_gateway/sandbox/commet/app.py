@@ -95,9 +95,26 @@ Choices this sandbox makes where the contract is silent or inferred ([I]):
     only the answer they hit: a stored idempotent result is always the real one.
 22. Request counts: every request reaching one of the three API routes, before any check,
     replays and faulted ones included (``SandboxState.request_counts``).
-23. Webhooks are not delivered yet: ``payout.created``/``payout.paid``/``payout.failed``/
-    ``payout.available`` events accumulate in ``SandboxState.events`` (the outbox a dispatcher
-    will drain; ``GET /_sandbox/events`` shows them).
+23. Events: ``payout.created``/``payout.paid``/``payout.failed``/``payout.available`` accumulate
+    in ``SandboxState.events`` (the outbox; ``GET /_sandbox/events`` shows them) whether or not
+    an endpoint is set.
+24. Webhooks: ``POST /_sandbox/webhooks`` ``{url, secret?}`` sets the key's organization's one
+    endpoint (no ``secret``: the sandbox makes up a ``whsec_…``) and answers ``{organizationId,
+    url, secret}``; ``GET`` shows it with every delivery attempt, ``DELETE`` removes it. Only
+    events emitted while an endpoint is set are delivered (nothing is backfilled).
+25. Delivery: one asyncio task per event, started when the event is recorded, with a client of
+    its own (it works mounted in-process, where a sub-app's lifespan never runs). Body: the
+    envelope as compact JSON, ``apiVersion`` = the organization's pin resolved, else the default
+    version; the same bytes on every retry. Headers ``X-Commet-Signature`` (hex HMAC-SHA256 of
+    the body keyed with the secret's text), ``X-Commet-Event``, ``X-Commet-Timestamp`` (the
+    event's time), ``X-Commet-Event-Id``, ``User-Agent: Commet-Webhooks/sandbox``.
+26. Retries: 8 attempts like Commet, but ``CommetSandboxConfig.webhook_retry_delays`` apart
+    (0.1 s to 8 s instead of 1 min to 1 h); any non-2xx, connection error or a
+    ``webhook_timeout_seconds`` (10 s) timeout is retried, redirects are not followed. Events are
+    delivered concurrently, so they may arrive out of order (Commet promises no order either).
+27. ``POST /_sandbox/webhooks/redeliver/{event_id}`` sends one event again at once, a single
+    attempt with the same id and bytes, and answers that attempt (``statusCode``,
+    ``delivered``); 404 without such event or endpoint.
 """
 
 from __future__ import annotations
@@ -132,6 +149,7 @@ from payout_gateway.sandbox.commet.pipeline import (
 )
 from payout_gateway.sandbox.commet.state import Fault, Organization, SandboxState, iso8601
 from payout_gateway.sandbox.commet.versions import VersionError, resolve_version
+from payout_gateway.sandbox.commet.webhooks import DeliveryAttempt, WebhookDispatcher
 from payout_gateway.sandbox.commet.wire import (
     AddPayoutBankAccountParams,
     BalanceControl,
@@ -153,6 +171,10 @@ from payout_gateway.sandbox.commet.wire import (
     PayoutVerificationExisting,
     RequestCountsOut,
     RequestPayoutParams,
+    WebhookDeliveryOut,
+    WebhookEndpointControl,
+    WebhookEndpointOut,
+    WebhookEndpointStateOut,
     WireModel,
     bank_account_out,
     dumps,
@@ -176,6 +198,7 @@ _REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     PayoutStatusControl,
     OrganizationControl,
     FaultControl,
+    WebhookEndpointControl,
 )
 # Responses are described by reference too: ``response_model`` and ``"model"`` make FastAPI build
 # a validator per route, which made creating an app (once per test) several times slower.
@@ -191,6 +214,9 @@ _RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     BalanceOut,
     FaultOut,
     RequestCountsOut,
+    WebhookEndpointOut,
+    WebhookEndpointStateOut,
+    WebhookDeliveryOut,
 )
 
 _ERROR_DESCRIPTIONS = {
@@ -327,10 +353,11 @@ def create_commet_sandbox(config: CommetSandboxConfig | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     app.state.sandbox = state
+    app.state.webhooks = dispatcher = WebhookDispatcher(state)
     app.add_middleware(_RequestIdMiddleware)
     _install_error_handlers(app, state)
     app.include_router(_api_router(ApiPipeline(state)), prefix="/api/v1")
-    app.include_router(_control_router(state), prefix="/_sandbox")
+    app.include_router(_control_router(state, dispatcher), prefix="/_sandbox")
     return app
 
 
@@ -439,7 +466,19 @@ def _api_router(pipeline: ApiPipeline) -> APIRouter:
     return router
 
 
-def _control_router(state: SandboxState) -> APIRouter:
+def _delivery_out(attempt: DeliveryAttempt) -> WebhookDeliveryOut:
+    return WebhookDeliveryOut(
+        event_id=attempt.event_id,
+        event=attempt.event,
+        attempt=attempt.attempt,
+        status_code=attempt.status_code,
+        error=attempt.error,
+        delivered=attempt.delivered,
+        at=attempt.at,
+    )
+
+
+def _control_router(state: SandboxState, dispatcher: WebhookDispatcher) -> APIRouter:
     router = APIRouter(tags=["Sandbox controls"])
     operation_names = {operation.name for operation in OPERATIONS}
 
@@ -605,5 +644,39 @@ def _control_router(state: SandboxState) -> APIRouter:
                 if event.organization_id == org.id
             ]
         )
+
+    @controls("POST", "/webhooks", WebhookEndpointControl, _ref(WebhookEndpointOut))
+    async def set_webhook_endpoint(request: Request) -> Response:
+        """Deliver the key's organization's new events to ``url``, signed with ``secret``."""
+        org = org_of(request)
+        params = await body_of(request, WebhookEndpointControl)
+        endpoint = dispatcher.configure(org, params.url, params.secret)
+        return _ok(
+            WebhookEndpointOut(organization_id=org.id, url=endpoint.url, secret=endpoint.secret)
+        )
+
+    @controls("GET", "/webhooks", None, _ref(WebhookEndpointStateOut))
+    async def get_webhook_endpoint(request: Request) -> Response:
+        """The organization's endpoint (or nulls) and every delivery attempt so far."""
+        org = org_of(request)
+        endpoint = dispatcher.endpoints.get(org.id)
+        return _ok(
+            WebhookEndpointStateOut(
+                organization_id=org.id,
+                url=endpoint.url if endpoint else None,
+                secret=endpoint.secret if endpoint else None,
+                deliveries=[_delivery_out(a) for a in dispatcher.attempts_of(org)],
+            )
+        )
+
+    @controls("DELETE", "/webhooks", None, {"type": "object"})
+    async def remove_webhook_endpoint(request: Request) -> Response:
+        """Stop delivering (events still accumulate in the outbox)."""
+        return _ok({"removed": dispatcher.remove(org_of(request))})
+
+    @controls("POST", "/webhooks/redeliver/{event_id}", None, _ref(WebhookDeliveryOut))
+    async def redeliver_webhook(request: Request, event_id: str) -> Response:
+        """Send one event again now: one attempt, same id and bytes (replays)."""
+        return _ok(_delivery_out(await dispatcher.redeliver(org_of(request), event_id)))
 
     return router

@@ -7,9 +7,12 @@ derived bank name only, and idempotency records keep a hash of the request, not 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 import string
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -38,6 +41,9 @@ PAYOUT_TRANSITIONS: dict[PayoutStatus, frozenset[PayoutStatus]] = {
 }
 
 _ID_ALPHABET = string.ascii_letters + string.digits
+
+
+logger = logging.getLogger("payout_gateway.sandbox.commet")
 
 
 def new_id(prefix: str) -> str:
@@ -140,8 +146,8 @@ class IdempotencyRecord:
 
 @dataclass(frozen=True, slots=True)
 class SandboxEvent:
-    """An event Commet would announce by webhook. Delivery (signing, retries) is not built yet:
-    events accumulate in ``SandboxState.events``, the outbox a future dispatcher will drain."""
+    """An event Commet announces by webhook. Every event stays in ``SandboxState.events`` (the
+    outbox); ``webhooks.WebhookDispatcher`` delivers it when the organization set an endpoint."""
 
     id: str
     name: str
@@ -199,6 +205,8 @@ class SandboxState:
         # authentication so a test can assert how many attempts reached the provider.
         self.request_counts: Counter[str] = Counter()
         self.events: list[SandboxEvent] = []
+        # Called with each new event (the webhook dispatcher listens here).
+        self.event_listeners: list[Callable[[Organization, SandboxEvent], None]] = []
 
     def now(self) -> datetime:
         moment = self.config.clock()
@@ -259,7 +267,7 @@ class SandboxState:
         if self.idempotency.get((org.api_key, key)) is record and record.response is None:
             del self.idempotency[(org.api_key, key)]
 
-    # --- events (the future webhook outbox) -------------------------------------------------
+    # --- events (the webhook outbox) --------------------------------------------------------
 
     def emit(self, org: Organization, name: str, data: dict[str, Any]) -> SandboxEvent:
         event = SandboxEvent(
@@ -271,6 +279,8 @@ class SandboxState:
             data=data,
         )
         self.events.append(event)
+        for listener in self.event_listeners:
+            listener(org, event)
         return event
 
     def _payout_event_data(self, org: Organization, payout: PayoutRecord) -> dict[str, Any]:
@@ -411,7 +421,17 @@ class SandboxState:
         org.available_amount -= amount
         org.payouts[payout.id] = payout
         self.emit(org, "payout.created", self._payout_event_data(org, payout))
+        if self.config.auto_pay_after_seconds is not None:
+            asyncio.get_running_loop().call_later(
+                self.config.auto_pay_after_seconds, self._auto_pay, org, payout.id
+            )
         return payout
+
+    def _auto_pay(self, org: Organization, payout_id: str) -> None:
+        try:
+            self.set_payout_status(org, payout_id, "paid")
+        except CommetError:  # moved meanwhile (e.g. canceled through a control route)
+            logger.info("auto-pay skipped a payout that had already moved")
 
     # --- control operations (sandbox only) --------------------------------------------------
 

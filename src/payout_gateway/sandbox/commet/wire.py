@@ -302,6 +302,13 @@ class PayoutStatusControl(WireModel):
     failure_message: str | None = None
 
 
+class WebhookEndpointControl(WireModel):
+    """Where the organization's events go; no ``secret``: the sandbox makes one up."""
+
+    url: Uri
+    secret: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
+
+
 class OrganizationControl(WireModel):
     """Omitted fields stay unchanged; ``versionPin: null`` removes the pin."""
 
@@ -356,6 +363,26 @@ class OrganizationOut(_Out):
     bank_accounts: list[PayoutBankAccount]
     payouts: list[Payout]
     faults: list[FaultOut]
+
+
+class WebhookEndpointOut(_Out):
+    organization_id: str
+    url: str | None
+    secret: str | None
+
+
+class WebhookDeliveryOut(_Out):
+    event_id: str
+    event: str
+    attempt: int
+    status_code: int | None
+    error: str | None
+    delivered: bool
+    at: str
+
+
+class WebhookEndpointStateOut(WebhookEndpointOut):
+    deliveries: list[WebhookDeliveryOut]
 
 
 class BalanceOut(_Out):

@@ -30,6 +30,9 @@ class PaygenticSandboxConfig:
     clock: Callable[[], datetime] = _utc_now
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     auto_verify_after_seconds: float | None = None
+    # When set, a pending payout reads as ``success`` this long after its creation (lazily on
+    # read, like auto-verification): the demo's payouts settle on their own.
+    auto_pay_after_seconds: float | None = None
     page_max: int = 100
     page_default: int = 10
     seed: int | None = None
@@ -39,6 +42,8 @@ class PaygenticSandboxConfig:
     def __post_init__(self) -> None:
         if self.auto_verify_after_seconds is not None and self.auto_verify_after_seconds < 0:
             raise ValueError("auto_verify_after_seconds must be >= 0")
+        if self.auto_pay_after_seconds is not None and self.auto_pay_after_seconds < 0:
+            raise ValueError("auto_pay_after_seconds must be >= 0")
         if self.page_max < 1:
             raise ValueError("page_max must be >= 1")
         if not 1 <= self.page_default <= self.page_max:

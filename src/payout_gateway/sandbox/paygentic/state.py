@@ -270,14 +270,23 @@ class PaygenticSandboxState:
         payout = self._payouts.get(payout_id)
         if payout is None:
             raise PaygenticApiError.not_found("Payout")
-        return payout
+        return self._auto_pay(payout)
+
+    def _auto_pay(self, payout: Payout) -> Payout:
+        """Apply a due auto-settlement before anyone reads the payout."""
+        delay = self.config.auto_pay_after_seconds
+        if delay is None or payout.status != "pending":
+            return payout
+        if self.now() < payout.createdAt + timedelta(seconds=delay):
+            return payout
+        return self.settle_payout(payout.id, PayoutStatusChange(status="success"))
 
     def list_payouts(
         self, organization_id: str, status: PayoutStatus | None, limit: int, offset: int
     ) -> tuple[list[Payout], int]:
         matching = [
             payout
-            for payout in self._payouts.values()
+            for payout in map(self._auto_pay, list(self._payouts.values()))
             if payout.organizationId == organization_id and status in (None, payout.status)
         ]
         return self._page(matching, limit, offset), len(matching)

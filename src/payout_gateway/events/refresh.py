@@ -1,0 +1,161 @@
+"""Refresh of non-final objects from providers that can be read (Paygentic publishes no
+webhook for account or payout status): a GET, then the same pipeline as webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from payout_gateway.domain.enums import (
+    BankAccountStatus,
+    PayoutAccountStatus,
+    PayoutStatus,
+    Provider,
+)
+from payout_gateway.domain.errors import NotFoundError, PayoutGatewayError
+from payout_gateway.domain.events import ChangeSource, ObjectType
+from payout_gateway.domain.models import Organization
+from payout_gateway.events.pipeline import StatusPipeline, StatusUpdate
+from payout_gateway.ports import PayoutProvider
+from payout_gateway.store import Store
+
+logger = logging.getLogger("payout_gateway.refresh")
+
+# Statuses still expected to move. ACTIVE bank accounts and VERIFIED payout accounts could in
+# principle fail later, but polling every settled object forever would not scale.
+NON_FINAL: dict[ObjectType, tuple[str, ...]] = {
+    ObjectType.BANK_ACCOUNT: (BankAccountStatus.PENDING, BankAccountStatus.UNKNOWN),
+    ObjectType.PAYOUT_ACCOUNT: (
+        PayoutAccountStatus.PENDING_VERIFICATION,
+        PayoutAccountStatus.RESTRICTED,
+        PayoutAccountStatus.UNKNOWN,
+    ),
+    ObjectType.PAYOUT: (PayoutStatus.PENDING, PayoutStatus.IN_TRANSIT, PayoutStatus.UNKNOWN),
+}
+BATCH = 200
+
+
+@dataclass
+class _Backoff:
+    """Per object: when to look again. Unchanged answers double the wait, up to a cap."""
+
+    base: float
+    cap: float
+    due: dict[str, float] = field(default_factory=dict)
+    wait: dict[str, float] = field(default_factory=dict)
+
+    def is_due(self, object_id: str, now: float) -> bool:
+        return self.due.get(object_id, 0.0) <= now
+
+    def unchanged(self, object_id: str, now: float) -> None:
+        wait = min(self.cap, self.wait.get(object_id, self.base / 2) * 2)
+        self.wait[object_id] = wait
+        self.due[object_id] = now + wait
+
+    def changed(self, object_id: str) -> None:
+        self.wait.pop(object_id, None)
+        self.due.pop(object_id, None)
+
+
+class StatusRefresher:
+    def __init__(
+        self,
+        store: Store,
+        providers: Mapping[Provider, PayoutProvider],
+        pipeline: StatusPipeline,
+        *,
+        interval: float,
+        clock: Callable[[], datetime],
+        monotonic: Callable[[], float] | None = None,
+        max_backoff: float = 300.0,
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self._pipeline = pipeline
+        self._interval = interval
+        self._clock = clock
+        self._monotonic = monotonic or asyncio.get_running_loop().time
+        self._backoff = _Backoff(base=interval, cap=max_backoff)
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:  # one bad cycle must not stop refreshing for good
+                logger.exception("status refresh cycle failed")
+            await asyncio.sleep(self._interval)
+
+    async def run_once(self) -> int:
+        """One pass over every readable provider; returns how many objects moved."""
+        moved = 0
+        for provider, adapter in self._providers.items():
+            if not adapter.capabilities.can_read_bank_accounts:
+                continue
+            async with self._store.session() as session:
+                orgs = {o.id: o for o in await session.organizations_of_provider(provider)}
+                due = {
+                    object_type: await session.non_final_objects(
+                        object_type, provider, [str(s) for s in statuses], BATCH
+                    )
+                    for object_type, statuses in NON_FINAL.items()
+                }
+            for object_type, rows in due.items():
+                for organization_id, object_id, provider_id in rows:
+                    org = orgs.get(organization_id)
+                    if org is None or not self._backoff.is_due(object_id, self._monotonic()):
+                        continue
+                    if await self._refresh(adapter, org, object_type, object_id, provider_id):
+                        moved += 1
+                        self._backoff.changed(object_id)
+                    else:
+                        self._backoff.unchanged(object_id, self._monotonic())
+        return moved
+
+    async def _refresh(
+        self,
+        adapter: PayoutProvider,
+        org: Organization,
+        object_type: ObjectType,
+        object_id: str,
+        provider_id: str,
+    ) -> bool:
+        context = org.provider_context()
+        status: StrEnum
+        try:
+            if object_type is ObjectType.BANK_ACCOUNT:
+                account = await adapter.get_bank_account(context, provider_id)
+                status, provider_status = account.status, account.provider_status
+            elif object_type is ObjectType.PAYOUT_ACCOUNT:
+                payout_account = await adapter.get_payout_account(context, provider_id)
+                status, provider_status = payout_account.status, payout_account.provider_status
+            else:
+                payout = await adapter.get_payout(context, provider_id)
+                status, provider_status = payout.status, payout.provider_status
+        except NotFoundError:
+            logger.warning(
+                "refresh: the provider no longer knows an object",
+                extra={"object_type": object_type.value, "object_id": object_id},
+            )
+            return False
+        except PayoutGatewayError as exc:
+            logger.warning(
+                "refresh: provider read failed",
+                extra={"object_type": object_type.value, "object_id": object_id, "code": exc.code},
+            )
+            return False
+        change = await self._pipeline.apply(
+            StatusUpdate(
+                organization_id=org.id,
+                object_type=object_type,
+                object_id=object_id,
+                status=status,
+                provider_status=provider_status,
+                source=ChangeSource.REFRESH,
+                at=self._clock(),
+            )
+        )
+        return change is not None

@@ -1,0 +1,142 @@
+"""Subscription root: the caller's organization's status changes, as the pipeline publishes them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from datetime import datetime
+
+import strawberry
+from graphql import GraphQLError
+from strawberry import relay
+from strawberry.types import Info
+from strawberry.types.enum import has_enum_definition
+
+from payout_gateway.domain.enums import BankAccountStatus, PayoutAccountStatus
+from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
+from payout_gateway.graphql.context import GatewayContext
+from payout_gateway.graphql.safety import IsAuthenticated
+from payout_gateway.graphql.types import BankAccount, PayoutAccount
+
+Ctx = Info[GatewayContext, None]
+
+if not has_enum_definition(ChangeSource):
+    # graphql/types.py may register it already (the audit trail has it too): one definition.
+    strawberry.enum(ChangeSource, name="StatusChangeSource")
+
+
+@strawberry.type(description="A bank account of the organization moved to another status.")
+class BankAccountStatusChange:
+    bank_account: BankAccount = strawberry.field(
+        description="The account as stored when the event was delivered (it may have moved "
+        "further since the change)."
+    )
+    from_status: BankAccountStatus | None
+    to_status: BankAccountStatus
+    provider_status: str = strawberry.field(description="The provider's value for `toStatus`.")
+    source: ChangeSource
+    at: datetime
+
+
+@strawberry.type(description="The organization's payout account moved to another status.")
+class PayoutAccountStatusChange:
+    payout_account: PayoutAccount = strawberry.field(
+        description="The payout account as stored when the event was delivered."
+    )
+    from_status: PayoutAccountStatus | None
+    to_status: PayoutAccountStatus
+    provider_status: str = strawberry.field(description="The provider's value for `toStatus`.")
+    source: ChangeSource
+    at: datetime
+
+
+@strawberry.type(
+    description="A payout of the organization moved to another status. Minimal for now: the "
+    "payout's global id and the canonical status values (a PayoutStatus name) as strings."
+)
+class PayoutStatusChange:
+    payout_id: strawberry.ID = strawberry.field(
+        description="The payout's Relay global id (`Payout:<gateway id>`, base64)."
+    )
+    from_status: str | None
+    to_status: str
+    provider_status: str = strawberry.field(description="The provider's value for `toStatus`.")
+    source: ChangeSource
+    at: datetime
+
+
+async def _changes(info: Ctx, object_type: ObjectType) -> AsyncGenerator[StatusChanged, None]:
+    """The organization's changes of one object type, from now until the client unsubscribes."""
+    broker = info.context.broker
+    if broker is None:
+        raise GraphQLError(
+            "Subscriptions are not available on this endpoint.",
+            extensions={"code": "UNSUPPORTED_OPERATION"},
+        )
+    # The organization is the connection's, decided at connection_init, never an argument.
+    async with broker.subscribe(info.context.org.id) as queue:
+        while True:
+            change = await queue.get()
+            if change.object_type is object_type:
+                yield change
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        permission_classes=[IsAuthenticated],
+        description="Status changes of the organization's bank accounts.",
+    )
+    async def bank_account_status_changed(
+        self, info: Ctx
+    ) -> AsyncGenerator[BankAccountStatusChange, None]:
+        service, org = info.context.service, info.context.org
+        async for change in _changes(info, ObjectType.BANK_ACCOUNT):
+            # Straight from the store, not the connection's loader: a connection lives for
+            # hours and each event needs the account as it is now.
+            (account,) = await service.bank_accounts_by_ids(org, [change.object_id])
+            if account is None:
+                continue
+            yield BankAccountStatusChange(
+                bank_account=BankAccount.from_domain(account),
+                from_status=BankAccountStatus(change.from_status) if change.from_status else None,
+                to_status=BankAccountStatus(change.to_status),
+                provider_status=change.provider_status,
+                source=change.source,
+                at=change.at,
+            )
+
+    @strawberry.subscription(
+        permission_classes=[IsAuthenticated],
+        description="Status changes of the organization's payout account.",
+    )
+    async def payout_account_status_changed(
+        self, info: Ctx
+    ) -> AsyncGenerator[PayoutAccountStatusChange, None]:
+        service, org = info.context.service, info.context.org
+        async for change in _changes(info, ObjectType.PAYOUT_ACCOUNT):
+            record = await service.payout_account(org)
+            if record is None:
+                continue
+            yield PayoutAccountStatusChange(
+                payout_account=PayoutAccount.from_domain(record),
+                from_status=PayoutAccountStatus(change.from_status) if change.from_status else None,
+                to_status=PayoutAccountStatus(change.to_status),
+                provider_status=change.provider_status,
+                source=change.source,
+                at=change.at,
+            )
+
+    @strawberry.subscription(
+        permission_classes=[IsAuthenticated],
+        description="Status changes of the organization's payouts.",
+    )
+    async def payout_status_changed(self, info: Ctx) -> AsyncGenerator[PayoutStatusChange, None]:
+        async for change in _changes(info, ObjectType.PAYOUT):
+            yield PayoutStatusChange(
+                payout_id=strawberry.ID(relay.to_base64("Payout", change.object_id)),
+                from_status=change.from_status,
+                to_status=change.to_status,
+                provider_status=change.provider_status,
+                source=change.source,
+                at=change.at,
+            )

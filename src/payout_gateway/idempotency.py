@@ -1,0 +1,155 @@
+"""Idempotency keys of gateway mutations, scoped per organization, with Stripe's semantics.
+
+Same key + same request: the stored result, replayed. Same key + another request: conflict, no
+provider call. Same key while the first request runs: in progress. A holder that died (its lease
+ran out) or failed retryably is taken over by the next request with the key, which then
+*recovers*: it reconciles with the provider instead of creating a second object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
+
+from payout_gateway.domain.errors import IdempotencyConflictError, IdempotencyInProgressError
+from payout_gateway.domain.models import IdempotencyRecord
+from payout_gateway.store import Store, StoreSession
+
+STARTED = "started"
+COMPLETED = "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """The key's request already finished: answer with its stored result."""
+
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """This request holds the key. ``recovering``: an earlier holder may have reached the
+    provider without recording the outcome, so reconcile before creating anything."""
+
+    record_id: str
+    recovering: bool
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _reveal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_reveal(v) for v in value]
+    return value
+
+
+class IdempotencyKeys:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        pepper: SecretStr,
+        retention: timedelta,
+        lease: timedelta,
+    ) -> None:
+        self._store = store
+        self._pepper = pepper.get_secret_value().encode()
+        self.retention = retention
+        self.lease = lease
+
+    def fingerprint(self, operation: str, request: BaseModel) -> str:
+        """HMAC of the whole request, secrets included, so that a different account number is a
+        different request; the HMAC keeps the number itself out of the database."""
+        canonical = json.dumps(
+            _reveal(request.model_dump(mode="python")), sort_keys=True, default=str
+        )
+        return hmac.new(
+            self._pepper, f"{operation}\x00{canonical}".encode(), hashlib.sha256
+        ).hexdigest()
+
+    async def begin(
+        self,
+        *,
+        organization_id: str,
+        key: str,
+        operation: str,
+        fingerprint: str,
+        record_id: str,
+        now: Any,
+    ) -> Replay | Hold:
+        async with self._store.session() as session:
+            claimed = await session.claim_idempotency_key(
+                IdempotencyRecord(
+                    id=record_id,
+                    organization_id=organization_id,
+                    key=key,
+                    operation=operation,
+                    fingerprint=fingerprint,
+                    state=STARTED,
+                    attempts=1,
+                    result=None,
+                    locked_until=now + self.lease,
+                    created_at=now,
+                    expires_at=now + self.retention,
+                )
+            )
+            if claimed:
+                return Hold(record_id, recovering=False)
+            existing = await session.get_idempotency_record(organization_id, key, lock=True)
+            if existing is None:  # expired and purged between the two statements
+                raise IdempotencyInProgressError("Retry: the idempotency key was just released.")
+            if existing.expires_at <= now:
+                await session.delete_idempotency_key(existing.id)
+                raise IdempotencyInProgressError("Retry: the idempotency key was just released.")
+            if existing.operation != operation or existing.fingerprint != fingerprint:
+                raise IdempotencyConflictError(
+                    "This idempotency key was already used with a different request."
+                )
+            if existing.state == COMPLETED and existing.result is not None:
+                return Replay(existing.result)
+            if existing.locked_until > now:
+                raise IdempotencyInProgressError(
+                    "A request with this idempotency key is still being processed; retry later."
+                )
+            if not await session.take_over_idempotency_key(
+                existing.id, expected_attempts=existing.attempts, locked_until=now + self.lease
+            ):
+                raise IdempotencyInProgressError(
+                    "A request with this idempotency key is still being processed; retry later."
+                )
+            return Hold(existing.id, recovering=True)
+
+    async def finish_in(
+        self, session: StoreSession, hold: Hold, result: dict[str, Any], now: Any
+    ) -> None:
+        """Record the result inside the transaction that records the outcome itself, so the
+        two commit together."""
+        await session.finish_idempotency_key(
+            hold.record_id, result=result, expires_at=now + self.retention
+        )
+
+    async def finish(self, hold: Hold, result: dict[str, Any], now: Any) -> None:
+        async with self._store.session() as session:
+            await self.finish_in(session, hold, result, now)
+
+    async def release(self, hold: Hold, now: Any) -> None:
+        """A retryable failure: the next request with the key takes over and reconciles."""
+        async with self._store.session() as session:
+            await session.release_idempotency_key(hold.record_id, at=now)
+
+    async def forget(self, hold: Hold) -> None:
+        """Nothing reached the provider (invalid input): the key may be used afresh."""
+        async with self._store.session() as session:
+            await session.delete_idempotency_key(hold.record_id)
+
+    async def purge_expired(self, now: Any) -> int:
+        async with self._store.session() as session:
+            return await session.purge_expired_idempotency_keys(now)

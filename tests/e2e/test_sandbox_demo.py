@@ -1,0 +1,85 @@
+"""The README's sandbox demo, as a user runs it: no configuration, demo keys, and statuses that
+move on their own — seen through GraphQL subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from payout_gateway.settings import Settings
+from payout_gateway.web import create_app
+from tests.realtime.support import PAYOUT_ACCOUNT_CHANGES, kyc, run, subscribed
+from tests.support.live_server import live_server
+
+COMMET = "pgw_demo_commet"
+PAYGENTIC = "pgw_demo_paygentic"
+PAYOUT_CHANGES = "subscription { payoutStatusChanged { payoutId fromStatus toStatus source } }"
+REQUEST_PAYOUT = """mutation { requestPayout(input: {amount: 2500, description: "demo"}) {
+  __typename ... on RequestPayoutSuccess { payout { id status } } ... on UserError { code message }
+} }"""
+PAYGENTIC_KYC = {
+    **kyc("000987654321"),
+    "businessType": "COMPANY",
+    "individual": None,
+    "company": {
+        "name": "Acme Inc",
+        "taxId": "12-3456789",
+        "address": {"line1": "1 Main St", "city": "SF", "postalCode": "94105", "country": "US"},
+        "representative": {"firstName": "Grace", "lastName": "Hopper"},
+    },
+}
+VERIFY = """mutation($input: CompletePayoutVerificationInput!) {
+  completePayoutVerification(input: $input) {
+    __typename ... on CompletePayoutVerificationSuccess { payoutAccount { status } } } }"""
+
+
+@pytest.fixture
+def graphql_url(tmp_path: Path) -> Iterator[str]:
+    # `payout-gateway serve` with no configuration, only with shorter delays for the test.
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/demo.db",
+        sandbox_status_delay_seconds=0.5,
+        refresh_interval_seconds=0.2,
+    )
+    with live_server(create_app(settings)) as url:
+        yield f"{url}/graphql"
+
+
+async def test_paygentic_payout_account_is_verified_live(graphql_url: str) -> None:
+    async with subscribed(
+        graphql_url, PAYOUT_ACCOUNT_CHANGES, init_payload={"Authorization": f"Bearer {PAYGENTIC}"}
+    ) as subscriber:
+        verified = await run(graphql_url, PAYGENTIC, VERIFY, {"input": PAYGENTIC_KYC})
+        assert (
+            verified["completePayoutVerification"]["payoutAccount"]["status"]
+            == "PENDING_VERIFICATION"
+        )
+        event = (await subscriber.next())["payoutAccountStatusChanged"]
+    assert (event["fromStatus"], event["toStatus"]) == ("PENDING_VERIFICATION", "VERIFIED")
+    assert event["source"] == "REFRESH"
+
+
+async def test_commet_payout_is_paid_through_a_signed_webhook(graphql_url: str) -> None:
+    verified = await run(graphql_url, COMMET, VERIFY, {"input": kyc()})
+    assert (
+        verified["completePayoutVerification"]["__typename"] == "CompletePayoutVerificationSuccess"
+    )
+    await asyncio.sleep(0.6)  # the simulator verifies the payout account after the delay
+    async with subscribed(
+        graphql_url, PAYOUT_CHANGES, init_payload={"Authorization": f"Bearer {COMMET}"}
+    ) as subscriber:
+        requested = (await run(graphql_url, COMMET, REQUEST_PAYOUT))["requestPayout"]
+        assert requested["__typename"] == "RequestPayoutSuccess", requested
+        assert requested["payout"]["status"] == "PENDING"
+        event = (await subscriber.next())["payoutStatusChanged"]
+    assert event["payoutId"] == requested["payout"]["id"]
+    assert (event["fromStatus"], event["toStatus"], event["source"]) == (
+        "PENDING",
+        "PAID",
+        "WEBHOOK",
+    )
+    listing = await run(graphql_url, COMMET, "{ payouts { edges { node { status } } } }")
+    assert listing["payouts"]["edges"][0]["node"]["status"] == "PAID"

@@ -1,0 +1,232 @@
+"""RedisBroker against the real Redis: two brokers stand for two replicas sharing one server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from redis.asyncio import Redis
+
+from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
+from payout_gateway.events.redis_broker import RedisBroker
+
+pytestmark = pytest.mark.redis
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+WAIT = 5.0
+
+
+def change(org: str, object_id: str = "pa_1", to: str = "VERIFIED") -> StatusChanged:
+    return StatusChanged(
+        organization_id=org,
+        object_type=ObjectType.PAYOUT_ACCOUNT,
+        object_id=object_id,
+        from_status="PENDING_VERIFICATION",
+        to_status=to,
+        provider_status=to.lower(),
+        source=ChangeSource.WEBHOOK,
+        at=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+
+
+async def next_change(queue: asyncio.Queue[StatusChanged]) -> StatusChanged:
+    return await asyncio.wait_for(queue.get(), WAIT)
+
+
+@pytest.fixture
+def prefix() -> str:
+    # Unique per test: other suites may share this Redis at the same time.
+    return f"pgw-test-{uuid.uuid4().hex[:10]}:status:"
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL, socket_timeout=5)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def replicas(prefix: str) -> AsyncIterator[tuple[RedisBroker, RedisBroker]]:
+    name = prefix.split(":")[0]
+    a = await RedisBroker.connect(REDIS_URL, prefix=prefix, client_name=f"{name}-a")
+    b = await RedisBroker.connect(REDIS_URL, prefix=prefix, client_name=f"{name}-b")
+    try:
+        yield a, b
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_change_published_on_one_replica_reaches_the_other_for_its_org_only(
+    replicas: tuple[RedisBroker, RedisBroker],
+) -> None:
+    a, b = replicas
+    async with a.subscribe("org_1") as org1_on_a, a.subscribe("org_2") as org2_on_a:
+        await b.publish(change("org_1", "pa_1"))
+        await b.publish(change("org_2", "pa_2"))
+        assert await next_change(org1_on_a) == change("org_1", "pa_1")
+        assert await next_change(org2_on_a) == change("org_2", "pa_2")
+        # Each queue got exactly its organization's change.
+        assert org1_on_a.empty()
+        assert org2_on_a.empty()
+
+
+async def test_the_publishing_replica_delivers_its_own_change_once(
+    replicas: tuple[RedisBroker, RedisBroker],
+) -> None:
+    a, b = replicas
+    async with b.subscribe("org_1") as on_b, a.subscribe("org_1") as on_a:
+        first, second = change("org_1", "pa_1"), change("org_1", "pa_1", to="RESTRICTED")
+        await b.publish(first)
+        await b.publish(second)
+        # Redis keeps one publisher's order; a duplicate of the first would come before the
+        # second.
+        for queue in (on_b, on_a):
+            assert await next_change(queue) == first
+            assert await next_change(queue) == second
+        await asyncio.sleep(0.2)
+        assert on_b.empty()
+        assert on_a.empty()
+
+
+async def test_malformed_and_misrouted_publications_are_dropped(
+    replicas: tuple[RedisBroker, RedisBroker], redis: Redis, prefix: str
+) -> None:
+    a, _ = replicas
+    async with a.subscribe("org_1") as on_a, a.subscribe("org_2") as org2_on_a:
+        await redis.publish(f"{prefix}org_1", b"{not json")
+        # A payload naming org_2, sent on org_1's channel: delivered to nobody.
+        await redis.publish(f"{prefix}org_1", change("org_2").model_dump_json())
+        await redis.publish(f"{prefix}org_1", change("org_1", "pa_sentinel").model_dump_json())
+        assert await next_change(on_a) == change("org_1", "pa_sentinel")
+        assert org2_on_a.empty()
+
+
+async def test_other_prefixes_are_not_received(
+    replicas: tuple[RedisBroker, RedisBroker], redis: Redis, prefix: str
+) -> None:
+    a, _ = replicas
+    async with a.subscribe("org_1") as on_a:
+        await redis.publish(f"x{prefix}org_1", change("org_1", "pa_other").model_dump_json())
+        await redis.publish(f"{prefix}org_1", change("org_1", "pa_mine").model_dump_json())
+        assert (await next_change(on_a)).object_id == "pa_mine"
+
+
+async def test_the_subscription_survives_a_killed_connection(
+    replicas: tuple[RedisBroker, RedisBroker], redis: Redis, prefix: str
+) -> None:
+    a, b = replicas
+    name = f"{prefix.split(':')[0]}-a"
+    clients = await redis.client_list(_type="pubsub")
+    (killed,) = [c["id"] for c in clients if c.get("name") == name]
+    made = a.subscriptions_made
+    assert await redis.client_kill_filter(_id=killed) == 1
+
+    async def resubscribed() -> None:
+        while a.subscriptions_made == made:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(resubscribed(), 10)
+    clients = await redis.client_list(_type="pubsub")
+    assert [c["id"] for c in clients if c.get("name") == name] not in ([], [killed])
+    async with a.subscribe("org_1") as on_a:
+        await b.publish(change("org_1", "pa_after"))
+        assert (await next_change(on_a)).object_id == "pa_after"
+
+
+class TcpProxy:
+    """A loopback TCP proxy to the real Redis that can go down and come back on the same port:
+    an outage longer than redis-py's own retries."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def down(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        # Closing both ends ends every pipe with EOF (cancelling the handlers instead makes
+        # asyncio log an error on 3.11).
+        for writer in self._writers:
+            writer.close()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        await self._server.wait_closed()
+        self._writers.clear()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        self._writers += [writer, upstream_writer]
+        try:
+            await asyncio.gather(
+                self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer)
+            )
+        finally:
+            writer.close()
+            upstream_writer.close()
+            self._tasks.discard(task)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+
+async def test_the_subscription_comes_back_after_an_outage(redis: Redis, prefix: str) -> None:
+    proxy = TcpProxy()
+    await proxy.up()
+    broker = await RedisBroker.connect(
+        f"redis://127.0.0.1:{proxy.port}/0", prefix=prefix, backoff_max=0.3
+    )
+    try:
+        async with broker.subscribe("org_1") as queue:
+            await redis.publish(f"{prefix}org_1", change("org_1", "pa_before").model_dump_json())
+            assert (await next_change(queue)).object_id == "pa_before"
+
+            await proxy.down()
+
+            async def lost() -> None:
+                while broker.subscribed:
+                    await asyncio.sleep(0.02)
+
+            await asyncio.wait_for(lost(), 10)
+            await proxy.up()
+            assert await broker.wait_until_subscribed(10)
+            await redis.publish(f"{prefix}org_1", change("org_1", "pa_after").model_dump_json())
+            assert (await next_change(queue)).object_id == "pa_after"
+    finally:
+        await broker.aclose()
+        await proxy.down()
+
+
+async def test_connect_fails_fast_without_redis() -> None:
+    with pytest.raises(ConnectionError):
+        await RedisBroker.connect("redis://127.0.0.1:1/0", startup_timeout=1.0)
+
+
+async def test_a_failed_publish_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    broker = RedisBroker(Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5))
+    try:
+        await broker.publish(change("org_1"))
+    finally:
+        await broker.aclose()
+    assert "could not publish a status change" in caplog.text

@@ -1,0 +1,336 @@
+"""Two gateway processes sharing PostgreSQL and Redis: a change made on one reaches the other's
+subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from payout_gateway.domain.enums import Provider
+from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
+from payout_gateway.sandbox.commet import create_commet_sandbox
+from payout_gateway.store import Store
+from tests.conftest import POSTGRES_URL
+from tests.realtime.support import (
+    PAYOUT_ACCOUNT_CHANGES,
+    Subscriber,
+    commet_verifies_payout_account,
+    run,
+    subscribed,
+    verify,
+)
+from tests.support.gateway import PEPPER, SeededOrg, seed_organizations
+from tests.support.live_server import live_server
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+ORG = SeededOrg("rt2-a", Provider.COMMET, "ck_live_replicasA0001")
+WEBHOOK_ORG_KEY = "ck_live_replicasW0002"
+WEBHOOK_SECRET = "whsec_replicas_test_secret"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+PROBE = "probe"
+
+
+@dataclass(frozen=True)
+class Replica:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def graphql_url(self) -> str:
+        return f"{self.url}/graphql"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    a: Replica
+    b: Replica
+    commet_url: str
+    keys: dict[str, str]
+    org_ids: dict[str, str]
+    channel_prefix: str
+
+    async def commet_control(
+        self, provider_key: str, path: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.post(
+                f"{self.commet_url}/_sandbox{path}", json=body, headers={"x-api-key": provider_key}
+            )
+        assert response.status_code < 300, response.text
+        return dict(response.json())
+
+
+async def _admin(statement: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A database of its own on the shared server: the replicas' one state, dropped after."""
+    name = f"pgw_rt_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{POSTGRES_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _org_ids(
+    database_url: str, names: list[str], webhook_secrets: dict[str, str]
+) -> dict[str, str]:
+    async def read() -> dict[str, str]:
+        store = Store.from_url(database_url)
+        try:
+            async with store.session() as session:
+                orgs = {name: await session.organization_by_name(name) for name in names}
+                ids = {name: org.id for name, org in orgs.items() if org is not None}
+                for name, secret in webhook_secrets.items():
+                    await session.set_webhook_secret(ids[name], secret)
+        finally:
+            await store.dispose()
+        return ids
+
+    return asyncio.run(read())
+
+
+def _commet_organization_id(commet_url: str, provider_key: str) -> str:
+    response = httpx.get(
+        f"{commet_url}/_sandbox/organization", headers={"x-api-key": provider_key}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["data"]["id"])  # Commet's envelope: {success, data}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def replica(name: str, env: dict[str, str], workdir: Path) -> Iterator[Replica]:
+    """``uvicorn --factory payout_gateway.web:create_app`` configured by environment only."""
+    port = _free_port()
+    log = workdir / f"{name}.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "uvicorn", "payout_gateway.web:create_app", "--factory"),
+                *("--host", "127.0.0.1", "--port", str(port), "--ws", "websockets-sansio"),
+                *("--log-level", "warning", "--no-access-log"),
+            ],
+            env=env,
+            cwd=workdir,  # no stray .env file is read
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield Replica(name, f"http://127.0.0.1:{port}", process, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT)
+
+
+def wait_ready(replicas: list[Replica]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    pending = list(replicas)
+    while pending:
+        current = pending[0]
+        if current.process.poll() is not None:
+            raise RuntimeError(f"{current.name} exited:\n{current.log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{current.name} not ready:\n{current.log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{current.url}/readyz", timeout=1.0).status_code == 200:
+                pending.pop(0)
+                continue
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    workdir = tmp_path_factory.mktemp("replicas")
+    prefix = f"pgw-test-{uuid.uuid4().hex[:10]}:status:"
+    with ExitStack() as stack:
+        database_url = stack.enter_context(fresh_database())
+        commet_url = stack.enter_context(live_server(create_commet_sandbox()))
+        # Commet's webhooks name its own organization id: the gateway org must know it.
+        webhook_org = SeededOrg(
+            "rt2-w",
+            Provider.COMMET,
+            WEBHOOK_ORG_KEY,
+            provider_org_id=_commet_organization_id(commet_url, WEBHOOK_ORG_KEY),
+        )
+        keys = seed_organizations(database_url, (ORG, webhook_org))
+        org_ids = _org_ids(
+            database_url, [ORG.name, webhook_org.name], {webhook_org.name: WEBHOOK_SECRET}
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUT_GATEWAY_")}
+        env |= {
+            "PAYOUT_GATEWAY_DATABASE_URL": database_url,
+            "PAYOUT_GATEWAY_REDIS_URL": REDIS_URL,
+            "PAYOUT_GATEWAY_REDIS_CHANNEL_PREFIX": prefix,
+            "PAYOUT_GATEWAY_COMMET__BASE_URL": f"{commet_url}/api/v1",
+            "PAYOUT_GATEWAY_PAYGENTIC__BASE_URL": "http://paygentic.invalid",
+            "PAYOUT_GATEWAY_API_KEY_PEPPER": PEPPER.get_secret_value(),
+            "PAYOUT_GATEWAY_DEMO_ORGANIZATIONS": "false",
+            "PAYOUT_GATEWAY_LOG_LEVEL": "WARNING",
+        }
+        a = stack.enter_context(replica("replica-a", env, workdir))
+        b = stack.enter_context(replica("replica-b", env, workdir))
+        wait_ready([a, b])
+        yield Cluster(a, b, commet_url, keys, org_ids, prefix)
+
+
+async def wait_until_live(
+    subscriber: Subscriber, cluster: Cluster, org: str, object_type: ObjectType, field: str
+) -> None:
+    """Publish probes straight to Redis until one comes through replica A's subscription: from
+    then on A's pattern subscription and this GraphQL subscription are both in place."""
+    probe = StatusChanged(
+        organization_id=cluster.org_ids[org],
+        object_type=object_type,
+        object_id=PROBE,
+        from_status=None,
+        to_status="PENDING_VERIFICATION" if object_type is ObjectType.PAYOUT_ACCOUNT else "PENDING",
+        provider_status=PROBE,
+        source=ChangeSource.REFRESH,
+        at=datetime.now(UTC),
+    )
+    redis = Redis.from_url(REDIS_URL, socket_timeout=5)
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while asyncio.get_running_loop().time() < deadline:
+            await redis.publish(
+                f"{cluster.channel_prefix}{probe.organization_id}", probe.model_dump_json()
+            )
+            try:
+                event = (await subscriber.next(timeout=0.25))[field]
+            except TimeoutError:
+                continue
+            assert event["providerStatus"] == PROBE
+            return
+        raise TimeoutError("replica A's subscription never came live")
+    finally:
+        await redis.aclose()
+
+
+async def next_real_event(subscriber: Subscriber, field: str) -> dict[str, Any]:
+    while True:
+        event: dict[str, Any] = (await subscriber.next())[field]
+        if event["providerStatus"] != PROBE:  # probes still in flight are skipped
+            return event
+
+
+async def test_a_change_made_on_replica_b_reaches_a_subscriber_on_replica_a(
+    cluster: Cluster,
+) -> None:
+    key = cluster.keys[ORG.name]
+    created = await verify(cluster.b.graphql_url, key)
+    assert created["payoutAccount"]["status"] == "PENDING_VERIFICATION"
+
+    init = {"Authorization": f"Bearer {key}"}
+    async with subscribed(cluster.a.graphql_url, PAYOUT_ACCOUNT_CHANGES, init_payload=init) as on_a:
+        await wait_until_live(
+            on_a, cluster, ORG.name, ObjectType.PAYOUT_ACCOUNT, "payoutAccountStatusChanged"
+        )
+
+        # The provider approves; replica B learns it from Commet's answer and publishes.
+        await commet_verifies_payout_account(cluster.commet_url, ORG.provider_api_key)
+        again = await verify(cluster.b.graphql_url, key)
+        assert again["payoutAccount"]["status"] == "VERIFIED"
+
+        event = await next_real_event(on_a, "payoutAccountStatusChanged")
+        assert event["fromStatus"] == "PENDING_VERIFICATION"
+        assert event["toStatus"] == "VERIFIED"
+        assert event["source"] == "PROVIDER_RESPONSE"
+        # Replica A read the object from the shared database as B committed it.
+        assert event["payoutAccount"]["status"] == "VERIFIED"
+        assert event["payoutAccount"]["transfersEnabled"] is True
+        assert (
+            event["payoutAccount"]["providerAccountId"]
+            == (created["payoutAccount"]["providerAccountId"])
+        )
+
+
+PAYOUT_CHANGES = """
+subscription { payoutStatusChanged { payoutId fromStatus toStatus providerStatus source at } }
+"""
+REQUEST_PAYOUT = """
+mutation Pay($input: RequestPayoutInput!) {
+  requestPayout(input: $input) {
+    __typename
+    ... on RequestPayoutSuccess { payout { id providerPayoutId status } }
+    ... on UserError { message code }
+  }
+}
+"""
+
+
+async def test_a_webhook_delivered_to_replica_b_reaches_a_subscriber_on_replica_a(
+    cluster: Cluster,
+) -> None:
+    key = cluster.keys["rt2-w"]
+    await verify(cluster.b.graphql_url, key)
+    await commet_verifies_payout_account(cluster.commet_url, WEBHOOK_ORG_KEY)
+    assert (await verify(cluster.b.graphql_url, key))["payoutAccount"]["status"] == "VERIFIED"
+    await cluster.commet_control(WEBHOOK_ORG_KEY, "/balance", {"availableAmount": 100_000})
+    # Commet delivers this organization's events, signed, to replica B only.
+    await cluster.commet_control(
+        WEBHOOK_ORG_KEY,
+        "/webhooks",
+        {"url": f"{cluster.b.url}/webhooks/commet", "secret": WEBHOOK_SECRET},
+    )
+    requested = (
+        await run(cluster.b.graphql_url, key, REQUEST_PAYOUT, {"input": {"amount": 5000}})
+    )["requestPayout"]
+    assert requested["__typename"] == "RequestPayoutSuccess", requested
+    payout = requested["payout"]
+    assert payout["status"] == "PENDING"
+
+    init = {"Authorization": f"Bearer {key}"}
+    async with subscribed(cluster.a.graphql_url, PAYOUT_CHANGES, init_payload=init) as on_a:
+        await wait_until_live(on_a, cluster, "rt2-w", ObjectType.PAYOUT, "payoutStatusChanged")
+
+        # The processor pays out; Commet's payout.paid webhook goes to B, B's pipeline applies
+        # it and publishes through Redis.
+        await cluster.commet_control(
+            WEBHOOK_ORG_KEY, f"/payouts/{payout['providerPayoutId']}/status", {"status": "paid"}
+        )
+        event = await next_real_event(on_a, "payoutStatusChanged")
+        assert event["payoutId"] == payout["id"]
+        assert event["fromStatus"] == "PENDING"
+        assert event["toStatus"] == "PAID"
+        assert event["providerStatus"] == "paid"
+        assert event["source"] == "WEBHOOK"
