@@ -4,6 +4,7 @@ move on their own — seen through GraphQL subscriptions."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,15 +12,24 @@ import pytest
 
 from payout_gateway.settings import Settings
 from payout_gateway.web import create_app
-from tests.realtime.support import PAYOUT_ACCOUNT_CHANGES, kyc, run, subscribed
+from tests.realtime.support import kyc, run, subscribed
 from tests.support.live_server import live_server
 
 COMMET = "pgw_demo_commet"
 PAYGENTIC = "pgw_demo_paygentic"
-PAYOUT_CHANGES = "subscription { payoutStatusChanged { payoutId fromStatus toStatus source } }"
-REQUEST_PAYOUT = """mutation { requestPayout(input: {amount: 2500, description: "demo"}) {
-  __typename ... on RequestPayoutSuccess { payout { id status } } ... on UserError { code message }
-} }"""
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_block(name: str) -> str:
+    """A GraphQL example of the README, by its ``# demo: name`` tag: run as written."""
+    match = re.search(rf"```graphql\n# demo: {name}\n(.*?)```", README.read_text(), re.S)
+    assert match, f"README has no '{name}' example"
+    return match.group(1)
+
+
+PAYOUT_ACCOUNT_CHANGES = readme_block("payout-account-subscription")
+PAYOUT_CHANGES = readme_block("payout-subscription")
+REQUEST_PAYOUT = readme_block("request-payout")
 PAYGENTIC_KYC = {
     **kyc("000987654321"),
     "businessType": "COMPANY",
