@@ -7,6 +7,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from cachetools import TTLCache
 from pydantic import SecretStr
 
 from payout_gateway.domain.enums import HolderType, Provider
@@ -64,10 +65,23 @@ DEMO_ORGANIZATIONS = (
 class Tenancy:
     """Answers "which organization is this credential?" and manages organizations and keys."""
 
-    def __init__(self, store: Store, pepper: SecretStr, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        store: Store,
+        pepper: SecretStr,
+        *,
+        clock: Clock = utcnow,
+        cache_seconds: float = 5.0,
+    ) -> None:
         self._store = store
         self._pepper = pepper.get_secret_value().encode()
         self._clock = clock
+        # Key hash -> organization for a few seconds: authentication then costs no database
+        # round trip per request. A revocation here clears it at once; one made elsewhere
+        # (another replica, the CLI) takes effect within ``cache_seconds``.
+        self._cache: TTLCache[str, Organization] | None = (
+            TTLCache(maxsize=10_000, ttl=cache_seconds) if cache_seconds > 0 else None
+        )
 
     def hash_key(self, api_key: str) -> str:
         # HMAC with a server-side pepper: a leaked database alone cannot be used to test keys.
@@ -76,8 +90,14 @@ class Tenancy:
     async def authenticate(self, api_key: str) -> Organization | None:
         if not api_key.startswith(API_KEY_PREFIX) or len(api_key) > 200:
             return None
+        key_hash = self.hash_key(api_key)
+        if self._cache is not None and (cached := self._cache.get(key_hash)) is not None:
+            return cached
         async with self._store.session() as session:
-            return await session.organization_for_key_hash(self.hash_key(api_key))
+            org = await session.organization_for_key_hash(key_hash)
+        if org is not None and self._cache is not None:
+            self._cache[key_hash] = org
+        return org
 
     async def create_organization(
         self,
@@ -128,6 +148,8 @@ class Tenancy:
         async with self._store.session() as session:
             if not await session.revoke_api_key(key_id, self._clock()):
                 raise NotFoundError("No such active API key.")
+        if self._cache is not None:
+            self._cache.clear()
 
     async def ensure_demo_organizations(self) -> list[Organization]:
         """Create the demo organizations and their fixed keys when missing (idempotent)."""

@@ -131,3 +131,15 @@ async def test_api_keys_are_hashed_and_revocable(store: Store) -> None:
     assert await tenancy.authenticate(key + "x") is None
     await tenancy.revoke_api_key(record.id)
     assert await tenancy.authenticate(key) is None
+
+
+async def test_authentication_is_cached_but_revocation_here_is_immediate(store: Store) -> None:
+    _, tenancy = await make(store, FakeProvider())
+    org = await new_org(tenancy, "c", Provider.COMMET)
+    record, key = await tenancy.issue_api_key(org.id)
+    assert await tenancy.authenticate(key) == org
+    before = store.statements
+    assert await tenancy.authenticate(key) == org
+    assert store.statements == before  # served from the cache
+    await tenancy.revoke_api_key(record.id)
+    assert await tenancy.authenticate(key) is None

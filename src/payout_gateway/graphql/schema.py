@@ -10,16 +10,16 @@ from functools import partial
 from typing import Annotated, Any
 
 import strawberry
-from graphql import GraphQLError, NoSchemaIntrospectionCustomRule
+from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
 from strawberry import relay
 from strawberry.extensions import (
     AddValidationRules,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.extensions.max_aliases import create_validator as create_alias_rule
+from strawberry.extensions.query_depth_limiter import create_validator as create_depth_rule
 from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, Info
@@ -399,17 +399,22 @@ def build_schema(
     max_aliases: int = 100,
 ) -> strawberry.Schema:
     # Factories, not instances: Strawberry builds fresh extensions per request (its parser and
-    # validation caches live at module level, so they still span requests).
+    # validation caches live at module level, so they still span requests). The depth and
+    # alias rules are built here once: the validation cache is keyed by the rule classes, and
+    # the stock limiters would make new classes per request, so nothing would ever hit.
+    rules: list[type[ASTValidationRule]] = [
+        create_depth_rule(max_depth, should_ignore=None),
+        create_alias_rule(max_aliases),
+    ]
+    if not introspection:
+        rules.append(NoSchemaIntrospectionCustomRule)
     extensions: list[Any] = [
         SafeErrors,
         partial(MaxTokensLimiter, max_token_count=max_tokens),
-        partial(QueryDepthLimiter, max_depth=max_depth),
-        partial(MaxAliasesLimiter, max_alias_count=max_aliases),
+        partial(AddValidationRules, rules),
         partial(ParserCache, maxsize=1024),
         partial(ValidationCache, maxsize=1024),
     ]
-    if not introspection:
-        extensions.append(partial(AddValidationRules, [NoSchemaIntrospectionCustomRule]))
     return GatewaySchema(
         query=Query,
         mutation=Mutation,
