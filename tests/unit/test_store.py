@@ -10,6 +10,7 @@ from pydantic import SecretStr
 from payout_gateway.domain.enums import BankAccountStatus, Provider
 from payout_gateway.domain.models import (
     BankAccount,
+    IdempotencyRecord,
     Organization,
     OrganizationProfile,
     ProviderCredentials,
@@ -167,3 +168,78 @@ async def test_a_failed_transaction_leaves_nothing(store: Store) -> None:
             raise RuntimeError("boom")
     async with store.session() as session:
         assert await session.count_bank_accounts("org_a") == 0
+
+
+def idem(record_id: str, *, key: str = "k", attempts: int = 1) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        id=record_id,
+        organization_id="org_a",
+        key=key,
+        operation="addBankAccount",
+        fingerprint="f" * 64,
+        state="started",
+        attempts=attempts,
+        result=None,
+        locked_until=T0 + timedelta(seconds=60),
+        created_at=T0,
+        expires_at=T0 + timedelta(hours=24),
+    )
+
+
+async def test_an_idempotency_key_is_claimed_once_and_taken_over_once(store: Store) -> None:
+    await seed(store, "a", "b")
+    async with store.session() as session:
+        assert await session.claim_idempotency_key(idem("i1"))
+        assert not await session.claim_idempotency_key(idem("i2"))  # same org, same key
+    async with store.session() as session:
+        other_org = idem("i3").model_copy(update={"organization_id": "org_b"})
+        assert await session.claim_idempotency_key(other_org)  # keys are per organization
+    async with store.session() as session:
+        held = await session.get_idempotency_record("org_a", "k", lock=True)
+        assert held is not None
+        assert held.attempts == 1
+        later = T0 + timedelta(minutes=5)
+        assert await session.take_over_idempotency_key(
+            "i1", expected_attempts=1, locked_until=later
+        )
+        # A second contender that read the same attempt count loses the compare-and-set.
+        assert not await session.take_over_idempotency_key(
+            "i1", expected_attempts=1, locked_until=later
+        )
+        await session.finish_idempotency_key(
+            "i1", result={"id": "ba_1"}, expires_at=T0 + timedelta(hours=24)
+        )
+    async with store.session() as session:
+        done = await session.get_idempotency_record("org_a", "k")
+        assert done is not None
+        assert (done.state, done.result, done.attempts) == ("completed", {"id": "ba_1"}, 2)
+        assert await session.purge_expired_idempotency_keys(T0 + timedelta(hours=25)) == 2
+
+
+async def test_a_webhook_event_is_recorded_once_for_good(store: Store) -> None:
+    async with store.session() as session:
+        first = await session.record_webhook_event(
+            provider=Provider.COMMET,
+            event_id="whev_1",
+            event_type="payout.paid",
+            organization_id=None,
+            outcome="received",
+            at=T0,
+        )
+        again = await session.record_webhook_event(
+            provider=Provider.COMMET,
+            event_id="whev_1",
+            event_type="payout.paid",
+            organization_id=None,
+            outcome="received",
+            at=T0 + timedelta(days=3),
+        )
+        other_provider = await session.record_webhook_event(
+            provider=Provider.PAYGENTIC,
+            event_id="whev_1",
+            event_type="x",
+            organization_id=None,
+            outcome="ignored",
+            at=T0,
+        )
+    assert (first, again, other_provider) == (True, False, True)
