@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
 from typing import Annotated, Any
@@ -54,6 +55,7 @@ from payout_gateway.graphql.types import (
     PayoutAccount,
     StatusChange,
 )
+from payout_gateway.service import Page
 
 Ctx = Info[GatewayContext, None]
 AUTH: list[type[BasePermission]] = [IsAuthenticated]
@@ -182,6 +184,17 @@ async def _load_node(info: Ctx, id: strawberry.ID) -> relay.Node | None:
     return None
 
 
+def _page_info(
+    edges: Sequence[BankAccountEdge] | Sequence[PayoutEdge], page: Page[Any], after: str | None
+) -> relay.PageInfo:
+    return relay.PageInfo(
+        has_next_page=page.has_next,
+        has_previous_page=after is not None,
+        start_cursor=edges[0].cursor if edges else None,
+        end_cursor=edges[-1].cursor if edges else None,
+    )
+
+
 def _page_size(info: Ctx, first: int | None) -> int:
     paging = info.context.paging
     size = paging.default if first is None else first
@@ -255,15 +268,7 @@ class Query:
             )
             for a in page.items
         ]
-        return BankAccountConnection(
-            edges=edges,
-            page_info=relay.PageInfo(
-                has_next_page=page.has_next,
-                has_previous_page=after is not None,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
-            ),
-        )
+        return BankAccountConnection(edges=edges, page_info=_page_info(edges, page, after))
 
     @strawberry.field(
         permission_classes=AUTH,
@@ -280,15 +285,7 @@ class Query:
             PayoutEdge(cursor=encode_cursor(p.created_at, p.id), node=Payout.from_domain(p))
             for p in page.items
         ]
-        return PayoutConnection(
-            edges=edges,
-            page_info=relay.PageInfo(
-                has_next_page=page.has_next,
-                has_previous_page=after is not None,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
-            ),
-        )
+        return PayoutConnection(edges=edges, page_info=_page_info(edges, page, after))
 
     @strawberry.field(
         permission_classes=AUTH,

@@ -113,6 +113,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor.close()
 
 
+# The objects whose status the pipeline moves: their table and their provider-id column.
+_STATUS_TABLES: dict[ObjectType, Any] = {
+    ObjectType.BANK_ACCOUNT: BankAccountRow,
+    ObjectType.PAYOUT_ACCOUNT: PayoutAccountRow,
+    ObjectType.PAYOUT: PayoutRow,
+}
+_PROVIDER_ID_COLUMNS: dict[ObjectType, Any] = {
+    ObjectType.BANK_ACCOUNT: BankAccountRow.provider_account_id,
+    ObjectType.PAYOUT_ACCOUNT: PayoutAccountRow.provider_account_id,
+    ObjectType.PAYOUT: PayoutRow.provider_payout_id,
+}
+
+
 class StoreSession:
     """The queries of one transaction. Every read is scoped by organization id."""
 
@@ -424,16 +437,8 @@ class StoreSession:
         self, object_type: ObjectType, provider: Provider, statuses: Sequence[str], limit: int
     ) -> list[tuple[str, str, str]]:
         """(organization id, gateway id, provider id) of objects still in ``statuses``."""
-        table: Any = {
-            ObjectType.BANK_ACCOUNT: BankAccountRow,
-            ObjectType.PAYOUT_ACCOUNT: PayoutAccountRow,
-            ObjectType.PAYOUT: PayoutRow,
-        }[object_type]
-        provider_id = {
-            ObjectType.BANK_ACCOUNT: BankAccountRow.provider_account_id,
-            ObjectType.PAYOUT_ACCOUNT: PayoutAccountRow.provider_account_id,
-            ObjectType.PAYOUT: PayoutRow.provider_payout_id,
-        }[object_type]
+        table: Any = _STATUS_TABLES[object_type]
+        provider_id = _PROVIDER_ID_COLUMNS[object_type]
         rows = await self._session.execute(
             select(table.organization_id, table.id, provider_id)
             .where(table.provider == provider.value, table.status.in_(list(statuses)))
@@ -455,21 +460,12 @@ class StoreSession:
     ) -> tuple[str, str] | None:
         """(gateway id, current status) of one object, locked for this transaction where the
         database can (PostgreSQL ``FOR UPDATE``; SQLite serializes writers anyway)."""
-        table: Any = {
-            ObjectType.BANK_ACCOUNT: BankAccountRow,
-            ObjectType.PAYOUT_ACCOUNT: PayoutAccountRow,
-            ObjectType.PAYOUT: PayoutRow,
-        }[object_type]
+        table: Any = _STATUS_TABLES[object_type]
         query = select(table.id, table.status).where(table.organization_id == organization_id)
         if object_id is not None:
             query = query.where(table.id == object_id)
         elif provider_object_id is not None:
-            column = {
-                ObjectType.BANK_ACCOUNT: BankAccountRow.provider_account_id,
-                ObjectType.PAYOUT_ACCOUNT: PayoutAccountRow.provider_account_id,
-                ObjectType.PAYOUT: PayoutRow.provider_payout_id,
-            }[object_type]
-            query = query.where(column == provider_object_id)
+            query = query.where(_PROVIDER_ID_COLUMNS[object_type] == provider_object_id)
         else:
             raise ValueError("object_id or provider_object_id is needed")
         row = (await self._session.execute(query.with_for_update())).first()
@@ -485,11 +481,7 @@ class StoreSession:
         at: datetime,
         transfers_enabled: bool | None = None,
     ) -> None:
-        table: Any = {
-            ObjectType.BANK_ACCOUNT: BankAccountRow,
-            ObjectType.PAYOUT_ACCOUNT: PayoutAccountRow,
-            ObjectType.PAYOUT: PayoutRow,
-        }[object_type]
+        table: Any = _STATUS_TABLES[object_type]
         values: dict[str, Any] = {
             "status": status,
             "provider_status": provider_status,
