@@ -82,6 +82,11 @@ class Store:
             engine_options.setdefault("pool_size", 10)
             engine_options.setdefault("max_overflow", 10)
             engine_options.setdefault("pool_pre_ping", True)
+        elif url.startswith("sqlite") and ":memory:" not in url:
+            # Kept open rather than opened per request under load: each aiosqlite connection is
+            # a thread, and churning them costs CPU and lock contention.
+            engine_options.setdefault("pool_size", 20)
+            engine_options.setdefault("max_overflow", 10)
         return cls(create_async_engine(url, **engine_options))
 
     def _count(self, *_: object) -> None:
@@ -106,9 +111,14 @@ class Store:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor = dbapi_connection.cursor()
-    # WAL lets readers proceed during a write; busy_timeout waits instead of failing at once.
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # First: every later statement, these pragmas included, waits for a lock instead of
+    # failing at once with "database is locked".
     cursor.execute("PRAGMA busy_timeout=5000")
+    # WAL lets readers proceed during a write. It is stored in the file, so it is switched on
+    # once; switching needs an exclusive lock, which new connections under load would fight for.
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() != "wal":
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

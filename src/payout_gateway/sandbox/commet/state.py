@@ -257,9 +257,15 @@ class SandboxState:
         return record
 
     def idempotency_claim(self, org: Organization, key: str, fingerprint: str) -> IdempotencyRecord:
-        for scoped_key in [k for k, r in self.idempotency.items() if self._expired(r)]:
-            del self.idempotency[scoped_key]
+        # Records sit in creation order (a re-claimed key moves to the end), so the expired
+        # ones are a prefix: trimming it costs O(expired), not a scan of every stored key.
+        while self.idempotency:
+            oldest_key, oldest = next(iter(self.idempotency.items()))
+            if not self._expired(oldest):
+                break
+            del self.idempotency[oldest_key]
         record = IdempotencyRecord(fingerprint=fingerprint, created_at=self.now())
+        self.idempotency.pop((org.api_key, key), None)
         self.idempotency[(org.api_key, key)] = record
         return record
 

@@ -1,0 +1,131 @@
+"""Drives one wrk run with bench/wrk/load.lua and reads back its JSON summary and CPU use."""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil  # type: ignore[import-untyped]
+
+SCRIPT = Path(__file__).resolve().parent / "wrk" / "load.lua"
+MARK = "BENCHJSON "
+
+
+@dataclass
+class LoadResult:
+    """One wrk run: counts, latency percentiles (ms) and CPU seconds spent per process."""
+
+    label: str
+    connections: int
+    duration_s: float
+    requests: int
+    failed: int
+    socket_errors: int
+    timeouts: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    max_ms: float
+    sample: str
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def errors(self) -> int:
+        return self.failed + self.socket_errors + self.timeouts
+
+    def cpu_us_per_request(self, name: str) -> float:
+        return 1e6 * self.cpu_s.get(name, 0.0) / self.requests if self.requests else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rps": self.rps, "errors": self.errors}
+
+
+def wrk_binary() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise RuntimeError("wrk is not installed (scripts/bench installs it)")
+    return found
+
+
+def _cpu_seconds(pids: Mapping[str, int]) -> dict[str, float]:
+    seconds = {}
+    for name, pid in pids.items():
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        seconds[name] = times.user + times.system
+    return seconds
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_wrk(
+    label: str,
+    base_url: str,
+    *,
+    connections: int,
+    duration: float,
+    options: Mapping[str, str | int],
+    watch: Mapping[str, int],
+    timeout_s: float = 10.0,
+) -> LoadResult:
+    """Run wrk with one thread against ``base_url`` for ``duration`` seconds; ``watch`` names
+    the server processes whose CPU is counted."""
+    args = [
+        wrk_binary(),
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        f"--timeout={timeout_s:g}s",
+        "-s",
+        str(SCRIPT),
+        base_url,
+        "--",
+        *(f"{key}={value}" for key, value in options.items()),
+    ]
+    before = _cpu_seconds(watch)
+    children_before = _children_cpu()
+    completed = subprocess.run(
+        args, capture_output=True, text=True, timeout=duration + timeout_s + 30, check=False
+    )
+    after = _cpu_seconds(watch)
+    cpu = {name: after[name] - before[name] for name in after if name in before}
+    cpu["wrk"] = _children_cpu() - children_before
+    line = next((x for x in completed.stdout.splitlines() if x.startswith(MARK)), None)
+    if completed.returncode != 0 or line is None:
+        raise RuntimeError(
+            f"wrk failed for {label} (exit {completed.returncode}):\n"
+            f"{completed.stdout[-2000:]}\n{completed.stderr[-2000:]}"
+        )
+    raw = json.loads(line.removeprefix(MARK))
+    return LoadResult(
+        label=label,
+        connections=connections,
+        duration_s=raw["duration_us"] / 1e6,
+        requests=raw["requests"],
+        failed=raw["failed"],
+        socket_errors=raw["socket_errors"],
+        timeouts=raw["timeouts"],
+        p50_ms=raw["p50_us"] / 1000,
+        p90_ms=raw["p90_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        mean_ms=raw["mean_us"] / 1000,
+        max_ms=raw["max_us"] / 1000,
+        sample=raw["sample"],
+        cpu_s=cpu,
+    )

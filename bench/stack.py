@@ -1,0 +1,194 @@
+"""The processes under test: two sandboxes and the gateway, on loopback, always torn down."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "payout-gateway")
+HOST = "127.0.0.1"
+PEPPER = "bench-pepper-not-a-secret"
+COMMET_KEY = "ck_live_bench0commet0gateway"
+PAYGENTIC_TOKEN = "pgx_bench_paygentic_token"
+PAYGENTIC_ORG = "org_bench"
+MAX_PAGE_SIZE = 500
+ENVIRONMENT = "production"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Service:
+    """One child process, in its own process group, its output in a log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    log: IO[bytes]
+
+    @property
+    def base(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=timeout)
+        self.log.close()
+
+
+def start(name: str, args: list[str], port: int, workdir: Path, env: dict[str, str]) -> Service:
+    log_path = workdir / f"{name}.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        args,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=workdir,
+        start_new_session=True,
+    )
+    return Service(name, process, port, log_path, log)
+
+
+def wait_ready(service: Service, path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            tail = service.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{service.name} exited early:\n{tail}")
+        try:
+            if httpx.get(service.base + path, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{service.name} not ready on {service.base}{path} after {timeout}s")
+
+
+@dataclass(frozen=True)
+class Keys:
+    commet: str
+    paygentic: str
+
+
+def _cli(args: list[str], env: dict[str, str], workdir: Path) -> str:
+    done = subprocess.run(
+        [CLI, *args], env=env, cwd=workdir, capture_output=True, text=True, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"payout-gateway {args[:2]} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def seed(env: dict[str, str], workdir: Path) -> Keys:
+    """Create both organizations and a gateway API key for each with the CLI."""
+    commet = ["--name", "bench-commet", "--provider", "commet", "--provider-api-key", COMMET_KEY]
+    paygentic = [
+        *("--name", "bench-paygentic", "--provider", "paygentic"),
+        *("--provider-api-key", PAYGENTIC_TOKEN, "--provider-org-id", PAYGENTIC_ORG),
+        *(
+            "--payout-source-id",
+            "src_bench",
+            "--bank-name",
+            "Bench Bank",
+            "--holder-type",
+            "company",
+        ),
+    ]
+    for options in (commet, paygentic):
+        _cli(["org", "create", *options, "--country", "US", "--currency", "USD"], env, workdir)
+    keys = []
+    for name in ("bench-commet", "bench-paygentic"):
+        shown = _cli(["org", "issue-key", name, "--label", "bench"], env, workdir)
+        found = re.search(r"api key[^:]*:\s*(\S+)", shown)
+        if found is None:
+            raise RuntimeError(f"no API key in the output of org issue-key:\n{shown}")
+        keys.append(found.group(1))
+    return Keys(*keys)
+
+
+def gateway_env(commet: Service, paygentic: Service, database_url: str) -> dict[str, str]:
+    return {
+        "PAYOUT_GATEWAY_ENVIRONMENT": ENVIRONMENT,
+        "PAYOUT_GATEWAY_DATABASE_URL": database_url,
+        "PAYOUT_GATEWAY_COMMET__BASE_URL": f"{commet.base}/api/v1",
+        "PAYOUT_GATEWAY_PAYGENTIC__BASE_URL": paygentic.base,
+        "PAYOUT_GATEWAY_API_KEY_PEPPER": PEPPER,
+        "PAYOUT_GATEWAY_MAX_PAGE_SIZE": str(MAX_PAGE_SIZE),
+        # The background status refresh polls Paygentic on its own: off, so that every provider
+        # call and statement counted belongs to a request.
+        "PAYOUT_GATEWAY_REFRESH_INTERVAL_SECONDS": "0",
+    }
+
+
+@dataclass
+class Stack:
+    commet: Service
+    paygentic: Service
+    gateway: Service
+    keys: Keys
+    database_url: str
+    env: dict[str, str]
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUT_GATEWAY_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+@contextlib.contextmanager
+def running_stack(workdir: Path) -> Iterator[Stack]:
+    """Start both sandboxes, seed the database, start the gateway; stop all of them on exit."""
+    services: list[Service] = []
+    base_env = _clean_env()
+    try:
+        for name in ("commet", "paygentic"):
+            port = free_port()
+            args = [sys.executable, "-m", "bench.sandbox", name, "--port", str(port)]
+            args += ["--page-max", str(MAX_PAGE_SIZE)]
+            services.append(start(name, args, port, workdir, base_env))
+        commet, paygentic = services
+        wait_ready(commet, "/_sandbox/requests")
+        wait_ready(paygentic, "/_sandbox/requests")
+        database_url = f"sqlite:///{workdir / 'bench.db'}"
+        env = gateway_env(commet, paygentic, database_url)
+        keys = seed({**base_env, **env}, workdir)
+        port = free_port()
+        args = [CLI, "serve", "--host", HOST, "--port", str(port)]
+        gateway = start("gateway", args, port, workdir, {**base_env, **env})
+        services.append(gateway)
+        wait_ready(gateway, "/healthz")
+        yield Stack(commet, paygentic, gateway, keys, database_url, env)
+    finally:
+        for service in reversed(services):
+            service.stop()
