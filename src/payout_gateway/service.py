@@ -397,7 +397,7 @@ class PayoutService:
     ) -> BankAccount | None:
         """The organization's default account; where the gateway keeps defaults it must be
         usable (active), since the gateway names it to the provider."""
-        async with self._store.session() as session:
+        async with self._store.session(write=False) as session:
             accounts, _ = await session.page_bank_accounts(org.id, first=100)
         default = next((a for a in accounts if a.is_default), None)
         if adapter.capabilities.has_default_accounts:
@@ -418,12 +418,12 @@ class PayoutService:
         self, org: Organization, ids: Sequence[str]
     ) -> list[BankAccount | None]:
         """One store read for any number of ids, in order; foreign ids read as missing."""
-        async with self._store.session() as session:
+        async with self._store.session(write=False) as session:
             found = await session.bank_accounts_by_ids(org.id, ids)
         return [found.get(account_id) for account_id in ids]
 
     async def payouts_by_ids(self, org: Organization, ids: Sequence[str]) -> list[Payout | None]:
-        async with self._store.session() as session:
+        async with self._store.session(write=False) as session:
             found = await session.payouts_by_ids(org.id, ids)
         return [found.get(payout_id) for payout_id in ids]
 
@@ -435,7 +435,7 @@ class PayoutService:
         after: tuple[datetime, str] | None = None,
         status: BankAccountStatus | None = None,
     ) -> Page[BankAccount]:
-        async with self._store.session() as session:
+        async with self._store.session(write=False) as session:
             items, has_next = await session.page_bank_accounts(
                 org.id, first=first, after=after, status=status
             )
@@ -444,18 +444,18 @@ class PayoutService:
     async def page_payouts(
         self, org: Organization, *, first: int, after: tuple[datetime, str] | None = None
     ) -> Page[Payout]:
-        async with self._store.session() as session:
+        async with self._store.session(write=False) as session:
             items, has_next = await session.page_payouts(org.id, first=first, after=after)
         return Page(items, has_next)
 
     async def payout_account(self, org: Organization) -> PayoutAccountRecord | None:
-        async with self._store.session() as session:
+        async with self._store.session(write=False) as session:
             return await session.get_payout_account(org.id)
 
     async def status_changes(
         self, org: Organization, *, first: int, object_id: str | None = None
     ) -> list[StatusChanged]:
-        async with self._store.session() as session:
+        async with self._store.session(write=False) as session:
             return await session.status_changes(org.id, first=first, object_id=object_id)
 
     # helpers ------------------------------------------------------------------------------

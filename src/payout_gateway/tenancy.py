@@ -93,7 +93,7 @@ class Tenancy:
         key_hash = self.hash_key(api_key)
         if self._cache is not None and (cached := self._cache.get(key_hash)) is not None:
             return cached
-        async with self._store.session() as session:
+        async with self._store.session(write=False) as session:
             org = await session.organization_for_key_hash(key_hash)
         if org is not None and self._cache is not None:
             self._cache[key_hash] = org

@@ -68,7 +68,8 @@ class World:
         return dict(body["data"])
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+async def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    # A bound, not a timing claim: the refresher backs off (up to seconds) on unchanged reads.
     deadline = asyncio.get_running_loop().time() + timeout
     while not check():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -71,6 +72,7 @@ class Store:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.statements = 0
+        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         event.listen(engine.sync_engine, "before_cursor_execute", self._count)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -87,6 +89,9 @@ class Store:
             # a thread, and churning them costs CPU and lock contention.
             engine_options.setdefault("pool_size", 20)
             engine_options.setdefault("max_overflow", 10)
+            # The most recently used connection first: warm connections serve sequential
+            # requests, and the rest stay idle instead of being cycled through.
+            engine_options.setdefault("pool_use_lifo", True)
         return cls(create_async_engine(url, **engine_options))
 
     def _count(self, *_: object) -> None:
@@ -104,7 +109,15 @@ class Store:
         await self.engine.dispose()
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[StoreSession]:
+    async def session(self, *, write: bool = True) -> AsyncIterator[StoreSession]:
+        """One transaction. On SQLite, writers queue here: the file has one writer at a time,
+        and SQLite's own busy waiting is unfair and gives up ("database is locked") under
+        load, while a transaction that read first cannot upgrade to a write in WAL mode at
+        all. Readers (``write=False``) never wait: WAL gives them a snapshot."""
+        if write and self._write_lock is not None:
+            async with self._write_lock, self._sessions() as session, session.begin():
+                yield StoreSession(session)
+            return
         async with self._sessions() as session, session.begin():
             yield StoreSession(session)
 
