@@ -53,7 +53,8 @@ def fakes() -> dict[Provider, FakeProvider]:
 
 @pytest.fixture
 def gw(tmp_path: Path, fakes: dict[Provider, FakeProvider]) -> Iterator[RunningGateway]:
-    with running_gateway(tmp_path, providers=fakes) as running:
+    # No background refresh: these tests count the store's statements exactly.
+    with running_gateway(tmp_path, providers=fakes, refresh_interval_seconds=0) as running:
         yield running
 
 

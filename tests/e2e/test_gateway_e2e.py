@@ -156,8 +156,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     commet, paygentic = create_commet_sandbox(), create_paygentic_sandbox()
     with live_server(commet) as commet_url, live_server(paygentic) as paygentic_url:
         tmp: Path = tmp_path_factory.mktemp("e2e")
+        # No background refresh: the batching test counts the store's statements exactly.
         with running_gateway(
-            tmp, commet_url=f"{commet_url}/api/v1", paygentic_url=paygentic_url, orgs=ORGS
+            tmp,
+            commet_url=f"{commet_url}/api/v1",
+            paygentic_url=paygentic_url,
+            orgs=ORGS,
+            refresh_interval_seconds=0,
         ) as gateway:
             yield World(tmp, gateway, commet, commet_url, paygentic, paygentic_url)
 

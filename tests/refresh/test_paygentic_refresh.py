@@ -100,7 +100,13 @@ async def test_verification_and_payout_move_forward_by_refresh(world: World) -> 
     state = (
         "{ payoutAccount { status transfersEnabled } bankAccounts { edges { node { status } } } }"
     )
-    await eventually(lambda: world.gql(state)["payoutAccount"]["status"] == "VERIFIED")
+    # The payout account and its destination bank account are refreshed as separate objects.
+    await eventually(
+        lambda: (
+            (now := world.gql(state))["payoutAccount"]["status"] == "VERIFIED"
+            and [e["node"]["status"] for e in now["bankAccounts"]["edges"]] == ["ACTIVE"]
+        )
+    )
     now = world.gql(state)
     assert now["payoutAccount"]["transfersEnabled"] is True
     assert [e["node"]["status"] for e in now["bankAccounts"]["edges"]] == ["ACTIVE"]
