@@ -351,18 +351,7 @@ class PaygenticAdapter:
     async def _list_accounts(
         self, context: ProviderContext, *, limit: int, offset: int
     ) -> wire.ExternalAccountList:
-        raw = await self._http.request(
-            "GET",
-            _ACCOUNTS,
-            headers=_auth(context),
-            params={
-                "organizationId": self._organization_id(context),
-                "limit": limit,
-                "offset": offset,
-            },
-            replay_safe=True,
-        )
-        self._raise_for_status(raw, "list_external_accounts")
+        raw = await self._list(context, _ACCOUNTS, "list_external_accounts", limit, offset)
         return tf.parse_account_list(
             raw.body, http_status=raw.status_code, request_id=raw.request_id
         )
@@ -370,9 +359,23 @@ class PaygenticAdapter:
     async def _list_payouts(
         self, context: ProviderContext, *, limit: int, offset: int
     ) -> wire.PayoutList:
+        raw = await self._list(context, _PAYOUTS, "list_payouts", limit, offset)
+        return tf.parse_payout_list(
+            raw.body, http_status=raw.status_code, request_id=raw.request_id
+        )
+
+    async def _list(
+        self,
+        context: ProviderContext,
+        path: str,
+        operation: tf.Operation,
+        limit: int,
+        offset: int,
+    ) -> RawResponse:
+        """One page of one organization's list (paygentic.md "Lists": limit/offset)."""
         raw = await self._http.request(
             "GET",
-            _PAYOUTS,
+            path,
             headers=_auth(context),
             params={
                 "organizationId": self._organization_id(context),
@@ -381,10 +384,8 @@ class PaygenticAdapter:
             },
             replay_safe=True,
         )
-        self._raise_for_status(raw, "list_payouts")
-        return tf.parse_payout_list(
-            raw.body, http_status=raw.status_code, request_id=raw.request_id
-        )
+        self._raise_for_status(raw, operation)
+        return raw
 
     async def _find_account(
         self, context: ProviderContext, reference: str
