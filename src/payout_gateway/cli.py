@@ -23,7 +23,7 @@ from payout_gateway.domain.models import (
     validated,
 )
 from payout_gateway.settings import Settings
-from payout_gateway.store import Store
+from payout_gateway.store import Store, ensure_sqlite_directory
 from payout_gateway.tenancy import DEMO_ORGANIZATIONS, Tenancy
 
 T = TypeVar("T")
@@ -104,11 +104,10 @@ def export_schema(output: Path | None) -> None:
 @click.option("--show", is_flag=True, help="Print the current revision and change nothing.")
 def migrate(revision: str, show: bool) -> None:
     """Bring the database (PAYOUT_GATEWAY_DATABASE_URL) to --revision with its migrations."""
-    from payout_gateway.web.app import _ensure_sqlite_directory
 
     url = Settings().database_url
     if not show:
-        _ensure_sqlite_directory(url)
+        ensure_sqlite_directory(url)
         asyncio.run(_upgrade(url, revision))
     found = asyncio.run(migrations.current(url))
     if found is None:
@@ -132,9 +131,8 @@ async def _upgrade(url: str, revision: str = "head") -> None:
 def _run(action: Callable[[Tenancy, Store], Awaitable[T]]) -> T:
     async def run() -> T:
         settings = Settings()
-        from payout_gateway.web.app import _ensure_sqlite_directory
 
-        _ensure_sqlite_directory(settings.database_url)
+        ensure_sqlite_directory(settings.database_url)
         store = Store.from_url(settings.database_url)
         try:
             await _upgrade(settings.database_url)

@@ -75,9 +75,6 @@ class Page(Generic[Item]):
     has_next: bool
 
 
-BankAccountPage = Page[BankAccount]
-
-
 class _VerificationSnapshot(BaseModel):
     """How a finished verification is kept for replay."""
 

@@ -197,14 +197,14 @@ class PayoutVerificationRequest(_Frozen):
     def _branch_matches_business_type(self) -> Self:
         if self.business_type is BusinessType.INDIVIDUAL:
             if self.individual is None:
-                raise _branch_error("individual", "is required when business_type is INDIVIDUAL")
+                raise _BranchError("individual", "is required when business_type is INDIVIDUAL")
             if self.company is not None:
-                raise _branch_error("company", "must be omitted when business_type is INDIVIDUAL")
+                raise _BranchError("company", "must be omitted when business_type is INDIVIDUAL")
         else:
             if self.company is None:
-                raise _branch_error("company", "is required when business_type is COMPANY")
+                raise _BranchError("company", "is required when business_type is COMPANY")
             if self.individual is not None:
-                raise _branch_error("individual", "must be omitted when business_type is COMPANY")
+                raise _BranchError("individual", "must be omitted when business_type is COMPANY")
         return self
 
 
@@ -212,10 +212,6 @@ class _BranchError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
-
-
-def _branch_error(field: str, message: str) -> _BranchError:
-    return _BranchError(field, message)
 
 
 class PayoutRequest(_Frozen):

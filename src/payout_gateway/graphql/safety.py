@@ -26,7 +26,6 @@ _VARIABLE_VALUE = re.compile(
 )
 _REPRESENT_VALUE = re.compile(r"(cannot represent [^:]*?value)\s*:.*$", re.S)
 _EXPECTED_FOUND = re.compile(r"^(Expected value of type '[^']+'), found .*$", re.S)
-_EXPECTED_TYPE = re.compile(r"^(Expected type '[^']+')(?:\.|,)?.*$", re.S)
 _ENUM_VALUE = re.compile(r"^(Value) .* (does not exist in '[^']+' enum)\.?.*$", re.S)
 _SCALAR_MESSAGES = (
     "Int cannot represent non-integer value",

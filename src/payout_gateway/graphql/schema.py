@@ -39,6 +39,7 @@ from payout_gateway.graphql.errors import (
     ProviderUnavailableError,
     UnsupportedOperationError,
     ValidationError,
+    default_path,
     to_graphql_error,
 )
 from payout_gateway.graphql.inputs import (
@@ -214,8 +215,6 @@ def _checked_idempotency_key(key: str | None) -> None:
 
 
 def _argument_path(path: tuple[str | int, ...]) -> list[str]:
-    from payout_gateway.graphql.errors import default_path
-
     if path == ("idempotency_key",):
         return ["idempotencyKey"]
     return default_path(path)

@@ -7,6 +7,7 @@ import itertools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
@@ -62,6 +63,15 @@ def normalize_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url.removeprefix(prefix)
     return url
+
+
+def ensure_sqlite_directory(database_url: str) -> None:
+    """Create the folder of a SQLite file URL, so a first start needs no set-up."""
+    url = normalize_database_url(database_url)
+    if url.startswith("sqlite+aiosqlite:///") and ":memory:" not in url:
+        Path(url.removeprefix("sqlite+aiosqlite:///")).expanduser().parent.mkdir(
+            parents=True, exist_ok=True
+        )
 
 
 class Store:

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 from fastapi import FastAPI, Request
@@ -33,7 +32,7 @@ from payout_gateway.providers.registry import REGISTRY
 from payout_gateway.sandbox.registry import SANDBOXES, SandboxOptions
 from payout_gateway.service import PayoutService, utcnow
 from payout_gateway.settings import Settings
-from payout_gateway.store import Store, normalize_database_url
+from payout_gateway.store import Store, ensure_sqlite_directory
 from payout_gateway.store.migrate import upgrade as upgrade_schema
 from payout_gateway.tenancy import Tenancy
 from payout_gateway.web.access_log import AccessLogMiddleware
@@ -61,14 +60,6 @@ class Gateway:
     providers: Mapping[Provider, PayoutProvider]
     broker: EventBroker
     pipeline: StatusPipeline
-
-
-def _ensure_sqlite_directory(database_url: str) -> None:
-    url = normalize_database_url(database_url)
-    if url.startswith("sqlite+aiosqlite:///") and ":memory:" not in url:
-        Path(url.removeprefix("sqlite+aiosqlite:///")).expanduser().parent.mkdir(
-            parents=True, exist_ok=True
-        )
 
 
 def create_app(
@@ -111,7 +102,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        _ensure_sqlite_directory(settings.database_url)
+        ensure_sqlite_directory(settings.database_url)
         # Schema to the newest migration first; replicas starting together take turns.
         await upgrade_schema(settings.database_url)
         store = Store.from_url(settings.database_url)
