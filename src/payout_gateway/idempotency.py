@@ -8,11 +8,14 @@ ran out) or failed retryably is taken over by the next request with the key, whi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
@@ -20,6 +23,8 @@ from pydantic import BaseModel, SecretStr
 from payout_gateway.domain.errors import IdempotencyConflictError, IdempotencyInProgressError
 from payout_gateway.domain.models import IdempotencyRecord
 from payout_gateway.store import Store, StoreSession
+
+logger = logging.getLogger("payout_gateway.idempotency")
 
 STARTED = "started"
 COMPLETED = "completed"
@@ -153,3 +158,18 @@ class IdempotencyKeys:
     async def purge_expired(self, now: Any) -> int:
         async with self._store.session() as session:
             return await session.purge_expired_idempotency_keys(now)
+
+
+async def purge_expired_forever(
+    keys: IdempotencyKeys, *, interval: float, clock: Callable[[], datetime]
+) -> None:
+    """Delete keys past their retention, now and every ``interval`` seconds; expired keys are
+    already ignored by ``begin``, this keeps the table from growing without bound."""
+    while True:
+        try:
+            purged = await keys.purge_expired(clock())
+            if purged:
+                logger.info("purged expired idempotency keys", extra={"count": purged})
+        except Exception:  # housekeeping must not stop for one failed pass
+            logger.exception("purging expired idempotency keys failed")
+        await asyncio.sleep(interval)

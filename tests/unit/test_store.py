@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +17,7 @@ from payout_gateway.domain.models import (
     OrganizationProfile,
     ProviderCredentials,
 )
+from payout_gateway.idempotency import IdempotencyKeys, purge_expired_forever
 from payout_gateway.store import Store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -243,3 +246,30 @@ async def test_a_webhook_event_is_recorded_once_for_good(store: Store) -> None:
             at=T0,
         )
     assert (first, again, other_provider) == (True, False, True)
+
+
+async def test_the_purge_loop_deletes_expired_keys_and_keeps_live_ones(store: Store) -> None:
+    await seed(store, "a")
+    async with store.session() as session:
+        await session.claim_idempotency_key(idem("old", key="old"))
+        live = idem("new", key="new").model_copy(update={"expires_at": T0 + timedelta(days=30)})
+        await session.claim_idempotency_key(live)
+    keys = IdempotencyKeys(
+        store, pepper=SecretStr("p"), retention=timedelta(hours=24), lease=timedelta(seconds=60)
+    )
+    purger = asyncio.create_task(
+        purge_expired_forever(keys, interval=0.01, clock=lambda: T0 + timedelta(days=2))
+    )
+    try:
+        for _ in range(500):
+            async with store.session(write=False) as session:
+                if await session.get_idempotency_record("org_a", "old") is None:
+                    break
+            await asyncio.sleep(0.01)
+    finally:
+        purger.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purger
+    async with store.session(write=False) as session:
+        assert await session.get_idempotency_record("org_a", "old") is None
+        assert await session.get_idempotency_record("org_a", "new") is not None

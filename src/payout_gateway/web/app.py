@@ -26,7 +26,7 @@ from payout_gateway.events.pipeline import StatusPipeline
 from payout_gateway.events.refresh import StatusRefresher
 from payout_gateway.graphql.context import GatewayContext, PagingLimits
 from payout_gateway.graphql.schema import build_schema
-from payout_gateway.idempotency import IdempotencyKeys
+from payout_gateway.idempotency import IdempotencyKeys, purge_expired_forever
 from payout_gateway.ports import PayoutProvider
 from payout_gateway.providers.registry import REGISTRY
 from payout_gateway.sandbox.registry import SANDBOXES, SandboxOptions
@@ -47,6 +47,9 @@ from payout_gateway.web.sandbox_mode import (
 from payout_gateway.web.webhooks import router as webhook_router
 
 logger = logging.getLogger("payout_gateway")
+
+# How often keys past their retention are deleted (they are ignored as soon as they expire).
+IDEMPOTENCY_PURGE_SECONDS = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +136,16 @@ def create_app(
                 ).run_forever(),
                 name="status-refresh",
             )
+        purger = asyncio.create_task(
+            purge_expired_forever(keys, interval=IDEMPOTENCY_PURGE_SECONDS, clock=utcnow),
+            name="idempotency-purge",
+        )
         try:
             yield
         finally:
+            purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purger
             if refresher is not None:
                 refresher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
