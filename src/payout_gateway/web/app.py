@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.requests import HTTPConnection
+from starlette.routing import Route, WebSocketRoute
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from payout_gateway.domain.enums import Provider
@@ -36,7 +37,7 @@ from payout_gateway.store import Store, ensure_sqlite_directory
 from payout_gateway.store.migrate import upgrade as upgrade_schema
 from payout_gateway.tenancy import Tenancy
 from payout_gateway.web.access_log import AccessLogMiddleware
-from payout_gateway.web.graphql_router import GatewayGraphQLRouter, bearer_credential
+from payout_gateway.web.graphql_router import GatewayGraphQL, bearer_credential
 from payout_gateway.web.limits import BodyLimitMiddleware
 from payout_gateway.web.sandbox_mode import (
     DEMO_STARTING_BALANCE,
@@ -191,16 +192,19 @@ def create_app(
         max_tokens=settings.max_query_tokens,
         max_aliases=settings.max_aliases,
     )
-    graphql_app = GatewayGraphQLRouter(
+    graphql_app = GatewayGraphQL(
         schema,
-        context_getter=context,
+        context=context,
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         allow_queries_via_get=False,
         # The documented protocol only: the legacy graphql-ws one is a second attack surface.
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         authenticate=authenticate,
     )
-    app.include_router(graphql_app, prefix="/graphql")
+    # An ASGI app as the endpoint: Starlette calls it as is, for any method (Strawberry
+    # answers 405 itself) and for the WebSocket upgrade.
+    app.router.routes.append(Route("/graphql", graphql_app, include_in_schema=False))
+    app.router.routes.append(WebSocketRoute("/graphql", graphql_app))
     app.include_router(webhook_router, prefix="/webhooks")
 
     @app.get("/healthz", include_in_schema=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -349,6 +350,13 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) else None
 
 
+@functools.cache
+def _success_envelope(model: type[W]) -> type[wire.SuccessEnvelope[W]]:
+    # pydantic caches parametrized generics only weakly: after a GC pass the class (and its
+    # validator) would be rebuilt on the next call, which profiling showed at ~4 % of an add.
+    return wire.SuccessEnvelope[model]  # type: ignore[valid-type]
+
+
 def data_from_response(status_code: int, body: bytes, request_id: str | None, model: type[W]) -> W:
     """Unwrap a 2xx ``{"success": true, "data": …}`` into ``model``, or raise
     ProviderBadResponseError (a 2xx may have applied the write: the outcome is unknown)."""
@@ -358,7 +366,7 @@ def data_from_response(status_code: int, body: bytes, request_id: str | None, mo
     if document.get("success") is False or "data" not in document:
         raise _bad_response("no success envelope", status_code=status_code, request_id=request_id)
     try:
-        envelope = wire.SuccessEnvelope[model].model_validate(document)  # type: ignore[valid-type]
+        envelope = _success_envelope(model).model_validate(document)
     except ValidationError:
         raise _bad_response(
             f"missing or invalid fields in {model.__name__}",
