@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -37,11 +38,28 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes sharing the port. More than 1 needs both providers configured "
+    "(the sandbox simulators live in one process) and a database file or server.",
+)
+def serve(host: str, port: int, workers: int) -> None:
     """Run the gateway. With no provider configured: sandbox mode with demo organizations."""
     from payout_gateway.web import create_app
 
     settings = Settings()
+    if workers > 1:
+        if settings.sandbox_mode:
+            raise click.UsageError(
+                "--workers > 1 needs PAYOUT_GATEWAY_COMMET__BASE_URL and "
+                "PAYOUT_GATEWAY_PAYGENTIC__BASE_URL: each worker would get its own in-process "
+                "simulators, with state the other workers cannot see."
+            )
+        if ":memory:" in settings.database_url:
+            raise click.UsageError("--workers > 1 needs a database file or server, not :memory:.")
     base = f"http://{host}:{port}"
     click.echo(f"payout-gateway on {base}/graphql  (database: {settings.database_url})")
     if settings.sandbox_mode:
@@ -54,8 +72,8 @@ def serve(host: str, port: int) -> None:
         click.echo("Demo organizations (send 'Authorization: Bearer <key>'):")
         for demo in DEMO_ORGANIZATIONS:
             click.echo(f"  {demo.name:<16} {demo.provider.value:<10} key: {demo.api_key}")
-    uvicorn.run(
-        create_app(settings),
+    run = functools.partial(
+        uvicorn.run,
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
@@ -63,6 +81,14 @@ def serve(host: str, port: int) -> None:
         access_log=False,
         proxy_headers=False,
     )
+    if workers == 1:
+        run(create_app(settings))
+        return
+    # Migrated once here, so that the workers' start-ups find the schema current instead of
+    # racing to migrate it; each worker then builds its app from the same environment.
+    ensure_sqlite_directory(settings.database_url)
+    asyncio.run(_upgrade(settings.database_url))
+    run("payout_gateway.web:create_app", factory=True, workers=workers)
 
 
 @main.command()

@@ -1,0 +1,177 @@
+"""``payout-gateway serve --workers 2``: two processes on one port and one SQLite file, under
+concurrent writes, lose nothing and fail nothing; sandbox mode refuses more than one worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from payout_gateway.cli import main
+from payout_gateway.domain.enums import HolderType, Provider
+from payout_gateway.sandbox.commet import create_commet_sandbox
+from payout_gateway.sandbox.paygentic import create_paygentic_sandbox
+from tests.realtime.support import verify
+from tests.support.gateway import PEPPER, SeededOrg, seed_organizations
+from tests.support.live_server import live_server
+
+ORGS = (
+    SeededOrg("workers-commet", Provider.COMMET, "ck_live_workers0000001"),
+    SeededOrg(
+        "workers-paygentic",
+        Provider.PAYGENTIC,
+        "pgx_token_workers",
+        provider_org_id="org_workers",
+        bank_name="Test Bank",
+        holder_type=HolderType.INDIVIDUAL,
+    ),
+)
+PER_ORG = 40
+ADD = (
+    "mutation($input: AddBankAccountInput!, $key: String) { "
+    "addBankAccount(input: $input, idempotencyKey: $key) { __typename "
+    "... on AddBankAccountSuccess { bankAccount { id last4 } } ... on UserError { code } } }"
+)
+LIST = "{ bankAccounts(first: 100) { edges { node { id last4 } } } }"
+
+
+@dataclass(frozen=True)
+class Workers:
+    url: str
+    keys: dict[str, str]
+    process: subprocess.Popen[bytes]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+    workdir = tmp_path_factory.mktemp("workers")
+    database_url = f"sqlite+aiosqlite:///{workdir}/gateway.db"
+    keys = seed_organizations(database_url, ORGS)
+    port = _free_port()
+    with ExitStack() as stack:
+        commet_url = stack.enter_context(live_server(create_commet_sandbox()))
+        paygentic_url = stack.enter_context(live_server(create_paygentic_sandbox()))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUT_GATEWAY_")}
+        env |= {
+            "PAYOUT_GATEWAY_DATABASE_URL": database_url,
+            "PAYOUT_GATEWAY_COMMET__BASE_URL": f"{commet_url}/api/v1",
+            "PAYOUT_GATEWAY_PAYGENTIC__BASE_URL": paygentic_url,
+            "PAYOUT_GATEWAY_API_KEY_PEPPER": PEPPER.get_secret_value(),
+            "PAYOUT_GATEWAY_REFRESH_INTERVAL_SECONDS": "0",
+            "PAYOUT_GATEWAY_LOG_LEVEL": "WARNING",
+        }
+        log = (workdir / "serve.log").open("wb")
+        stack.callback(log.close)
+        process = subprocess.Popen(
+            [
+                *(str(Path(sys.executable).parent / "payout-gateway"), "serve"),
+                *("--port", str(port), "--workers", "2"),
+            ],
+            env=env,
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+        def stop() -> None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+        stack.callback(stop)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError((workdir / "serve.log").read_text()[-3000:])
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError((workdir / "serve.log").read_text()[-3000:])
+            time.sleep(0.1)
+        yield Workers(url, keys, process)
+        stop()
+        output = (workdir / "serve.log").read_text()
+        assert "Traceback" not in output, output[-3000:]
+
+
+def _variables(index: int, org: str) -> dict[str, object]:
+    return {
+        "input": {
+            "bankAccount": {
+                "accountNumber": f"77{index:010d}",
+                "holderName": "Worker Holder",
+                "routingNumber": "021000021",
+            }
+        },
+        # Half with an idempotency key: the claim and finish are writes of their own.
+        "key": f"{org}-{index}" if index % 2 else None,
+    }
+
+
+async def test_concurrent_adds_across_two_workers_all_land_once(workers: Workers) -> None:
+    # Commet takes bank accounts once the payout account exists (this saves one account too).
+    await verify(f"{workers.url}/graphql", workers.keys["workers-commet"])
+    async with httpx.AsyncClient(base_url=workers.url, timeout=30) as client:
+
+        async def add(org: str, index: int) -> str:
+            answer = await client.post(
+                "/graphql",
+                json={"query": ADD, "variables": _variables(index, org)},
+                headers={"Authorization": f"Bearer {workers.keys[org]}"},
+            )
+            assert answer.status_code == 200, answer.text
+            result = answer.json()["data"]["addBankAccount"]
+            assert result["__typename"] == "AddBankAccountSuccess", result
+            return str(result["bankAccount"]["id"])
+
+        ids = await asyncio.gather(
+            *(add(org.name, index) for index in range(PER_ORG) for org in ORGS)
+        )
+        assert len(set(ids)) == PER_ORG * len(ORGS)
+        for org in ORGS:
+            listed = await client.post(
+                "/graphql",
+                json={"query": LIST},
+                headers={"Authorization": f"Bearer {workers.keys[org.name]}"},
+            )
+            edges = listed.json()["data"]["bankAccounts"]["edges"]
+            saved_by_verification = 1 if org.provider is Provider.COMMET else 0
+            assert len(edges) == PER_ORG + saved_by_verification
+    # Both processes still serving: no worker died on a locked database.
+    assert workers.process.poll() is None
+
+
+def test_sandbox_mode_refuses_more_than_one_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("PAYOUT_GATEWAY_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["serve", "--workers", "2"])
+    assert result.exit_code == 2
+    assert "--workers > 1 needs PAYOUT_GATEWAY_COMMET__BASE_URL" in result.output
