@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from payout_gateway.providers.transport import HttpPolicy
+from payout_gateway.providers.transport import HttpBackend, HttpPolicy
 
 
 class Environment(StrEnum):
@@ -25,6 +25,8 @@ class ProviderSettings(BaseModel):
     total_deadline: float = 25.0
     max_retries: Annotated[int, Field(ge=0, le=5)] = 2
     max_connections: Annotated[int, Field(ge=1)] = 100
+    # httpcore: httpx's own transport, to measure the aiohttp lever both ways.
+    http_backend: HttpBackend = HttpBackend.AIOHTTP
 
     def http_policy(self) -> HttpPolicy:
         return HttpPolicy(
@@ -35,6 +37,7 @@ class ProviderSettings(BaseModel):
             max_retries=self.max_retries,
             max_connections=self.max_connections,
             max_keepalive_connections=self.max_connections,
+            backend=self.http_backend,
         )
 
 

@@ -1,0 +1,488 @@
+"""The aiohttp backend: every aiohttp error read as "not sent" only when it provably was not, and
+ProviderHttp over real loopback sockets behaving the same on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+from aiohttp.client_exceptions import UnixClientConnectorError
+from aiohttp.client_reqrep import ConnectionKey
+from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from payout_gateway.domain.enums import Provider
+from payout_gateway.domain.errors import (
+    ProviderBadResponseError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
+from payout_gateway.providers.aiohttp_transport import AiohttpProviderTransport, translate
+from payout_gateway.providers.transport import (
+    FailureKind,
+    HttpBackend,
+    HttpPolicy,
+    ProviderHttp,
+    build_client,
+    failure_kind,
+    map_transport_error,
+)
+from payout_gateway.settings import ProviderSettings
+
+PROVIDER = Provider.PAYGENTIC
+NOT_SENT, MAYBE_SENT = FailureKind.NOT_SENT, FailureKind.SENT_NO_ANSWER
+
+# --- every aiohttp error through httpx-aiohttp's mapping and ours -------------------------------
+
+# What the transport can raise: every aiohttp client error, plus the builtins aiohttp lets through.
+EXPECTED: dict[type[BaseException], tuple[type[httpx.TransportError], FailureKind]] = {
+    # raised only while waiting for or opening a connection
+    aiohttp.ConnectionTimeoutError: (httpx.ConnectTimeout, NOT_SENT),
+    aiohttp.ClientConnectorError: (httpx.ConnectError, NOT_SENT),
+    aiohttp.ClientConnectorDNSError: (httpx.ConnectError, NOT_SENT),
+    aiohttp.ClientConnectorSSLError: (httpx.ConnectError, NOT_SENT),
+    aiohttp.ClientConnectorCertificateError: (httpx.ConnectError, NOT_SENT),
+    aiohttp.ClientSSLError: (httpx.ConnectError, NOT_SENT),
+    aiohttp.ClientProxyConnectionError: (httpx.ConnectError, NOT_SENT),
+    UnixClientConnectorError: (httpx.ConnectError, NOT_SENT),
+    # raised before connecting
+    aiohttp.InvalidURL: (httpx.UnsupportedProtocol, NOT_SENT),
+    aiohttp.InvalidUrlClientError: (httpx.UnsupportedProtocol, NOT_SENT),
+    aiohttp.NonHttpUrlClientError: (httpx.UnsupportedProtocol, NOT_SENT),
+    # everything else may follow a written request
+    aiohttp.ServerDisconnectedError: (httpx.RemoteProtocolError, MAYBE_SENT),
+    aiohttp.ServerTimeoutError: (httpx.ReadTimeout, MAYBE_SENT),
+    aiohttp.SocketTimeoutError: (httpx.ReadTimeout, MAYBE_SENT),
+    aiohttp.ServerConnectionError: (httpx.ReadError, MAYBE_SENT),
+    aiohttp.ServerFingerprintMismatch: (httpx.ReadError, MAYBE_SENT),
+    aiohttp.ClientConnectionResetError: (httpx.WriteError, MAYBE_SENT),
+    aiohttp.ClientOSError: (httpx.ReadError, MAYBE_SENT),
+    aiohttp.ClientConnectionError: (httpx.ReadError, MAYBE_SENT),
+    aiohttp.ClientPayloadError: (httpx.ReadError, MAYBE_SENT),
+    aiohttp.ClientResponseError: (httpx.RemoteProtocolError, MAYBE_SENT),
+    aiohttp.ContentTypeError: (httpx.RemoteProtocolError, MAYBE_SENT),
+    aiohttp.WSServerHandshakeError: (httpx.RemoteProtocolError, MAYBE_SENT),
+    aiohttp.ClientHttpProxyError: (httpx.RemoteProtocolError, MAYBE_SENT),
+    aiohttp.TooManyRedirects: (httpx.RemoteProtocolError, MAYBE_SENT),
+    aiohttp.RedirectClientError: (httpx.RemoteProtocolError, MAYBE_SENT),
+    aiohttp.InvalidUrlRedirectClientError: (httpx.RemoteProtocolError, MAYBE_SENT),
+    aiohttp.NonHttpUrlRedirectClientError: (httpx.RemoteProtocolError, MAYBE_SENT),
+    aiohttp.UploadAbortedError: (httpx.ReadError, MAYBE_SENT),
+    aiohttp.ClientError: (httpx.ReadError, MAYBE_SENT),
+    TimeoutError: (httpx.ReadTimeout, MAYBE_SENT),
+    OSError: (httpx.ReadError, MAYBE_SENT),
+    ConnectionResetError: (httpx.ReadError, MAYBE_SENT),
+}
+
+REQUEST = httpx.Request("POST", "https://provider.test/v0/things")
+KEY = ConnectionKey("provider.test", 443, True, True, None, None, None)
+
+
+def aiohttp_error_classes() -> list[type[BaseException]]:
+    found: set[type[BaseException]] = {aiohttp.ClientError}
+
+    def walk(cls: type[BaseException]) -> Iterator[type[BaseException]]:
+        for sub in cls.__subclasses__():
+            if sub.__module__.startswith("aiohttp"):
+                yield sub
+                yield from walk(sub)
+
+    found.update(walk(aiohttp.ClientError))
+    return sorted(found, key=lambda c: c.__name__)
+
+
+def instantiate(cls: type[BaseException]) -> BaseException:
+    refused = OSError(111, "Connection refused")
+    if issubclass(cls, aiohttp.ClientConnectorCertificateError):
+        return cls(KEY, ssl.CertificateError("hostname mismatch"))
+    if issubclass(cls, UnixClientConnectorError):
+        return cls("/run/provider.sock", KEY, refused)
+    if issubclass(cls, aiohttp.ClientConnectorError):
+        return cls(KEY, refused)
+    if issubclass(cls, aiohttp.ClientResponseError):
+        url = URL("https://provider.test/v0/things")
+        info = aiohttp.RequestInfo(url, "POST", CIMultiDictProxy(CIMultiDict()), url)
+        return cls(info, (), status=502, message="bad")
+    if issubclass(cls, aiohttp.ServerFingerprintMismatch):
+        return cls(b"expected", b"got", "provider.test", 443)
+    if issubclass(cls, aiohttp.InvalidURL):
+        return cls("https://", "no host")
+    return cls("boom")
+
+
+def through_the_transport(exc: BaseException) -> Exception:
+    """What ProviderHttp receives: httpx-aiohttp's mapping first, then ours."""
+    try:
+        with map_aiohttp_exceptions():
+            raise exc
+    except Exception as raised:
+        return translate(raised, REQUEST) or raised
+    raise AssertionError("unreachable")
+
+
+def test_the_table_names_every_aiohttp_client_error() -> None:
+    missing = set(aiohttp_error_classes()) - set(EXPECTED)
+    assert not missing, sorted(c.__name__ for c in missing)
+
+
+@pytest.mark.parametrize("cls", list(EXPECTED), ids=lambda c: c.__name__)
+def test_every_aiohttp_error_becomes_an_httpx_error_the_seam_reads_conservatively(
+    cls: type[BaseException],
+) -> None:
+    expected, kind = EXPECTED[cls]
+    original = instantiate(cls)
+    error = through_the_transport(original)
+    assert type(error) is expected
+    assert error.__cause__ is original
+    assert isinstance(error, httpx.RequestError)
+    assert error.request is REQUEST
+    assert failure_kind(error) is kind
+    domain = map_transport_error(error, PROVIDER)
+    assert getattr(domain, "outcome_unknown") is (kind is MAYBE_SENT)  # noqa: B009
+
+
+def test_httpx_aiohttp_alone_would_call_a_disconnect_after_sending_a_connect_timeout() -> None:
+    # Why the transport is wrapped: without it, a POST cut after sending would be resent.
+    with pytest.raises(httpx.ConnectTimeout), map_aiohttp_exceptions():
+        raise aiohttp.ServerDisconnectedError()
+
+
+@pytest.mark.parametrize("exc", [ValueError("x"), RuntimeError("Session is closed")])
+def test_errors_that_are_not_network_failures_pass_through(exc: Exception) -> None:
+    assert translate(exc, REQUEST) is None
+
+
+class _FailingContent:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    async def iter_chunked(self, size: int) -> AsyncIterator[bytes]:
+        yield b"{"
+        raise self.exc
+
+
+class _FailingAiohttpResponse:
+    def __init__(self, exc: BaseException) -> None:
+        self.content = _FailingContent(exc)
+
+    async def __aexit__(self, *_: object) -> None:
+        raise aiohttp.ClientConnectionResetError("Connection lost")
+
+
+async def test_failures_while_reading_the_body_are_translated_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def answered(self: AiohttpTransport, request: httpx.Request) -> httpx.Response:
+        failing: Any = _FailingAiohttpResponse(aiohttp.ServerDisconnectedError())
+        return httpx.Response(200, stream=AiohttpResponseStream(failing), request=request)
+
+    monkeypatch.setattr(AiohttpTransport, "handle_async_request", answered)
+    transport = AiohttpProviderTransport(httpx.Limits())
+    response = await transport.handle_async_request(REQUEST)
+    with pytest.raises(httpx.RemoteProtocolError) as read:
+        await response.aread()
+    assert isinstance(read.value.__cause__, aiohttp.ServerDisconnectedError)
+    with pytest.raises(httpx.WriteError):
+        await response.aclose()
+
+
+# --- choosing the backend -----------------------------------------------------------------------
+
+
+async def test_the_policy_chooses_the_backend_and_a_given_transport_wins() -> None:
+    clients = [
+        build_client("http://p.test", HttpPolicy()),
+        build_client("http://p.test", HttpPolicy(backend=HttpBackend.HTTPCORE)),
+        build_client(
+            "http://p.test",
+            HttpPolicy(),
+            transport=httpx.MockTransport(lambda _: httpx.Response(200)),
+        ),
+    ]
+    try:
+        kinds = [type(client._transport) for client in clients]
+        assert kinds == [AiohttpProviderTransport, httpx.AsyncHTTPTransport, httpx.MockTransport]
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+def test_the_backend_is_a_provider_setting() -> None:
+    assert ProviderSettings().http_policy().backend is HttpBackend.AIOHTTP
+    chosen = ProviderSettings.model_validate({"http_backend": "httpcore"})
+    assert chosen.http_policy().backend is HttpBackend.HTTPCORE
+
+
+# --- ProviderHttp over real sockets, on both backends -------------------------------------------
+
+Respond = Callable[["RawServer", asyncio.StreamWriter], Awaitable[bool]]
+
+
+class RawServer:
+    """A loopback HTTP/1.1 server written in bytes, so a test decides exactly when it answers,
+    stalls or hangs up. ``respond`` returns whether to keep the connection for another request."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.sent_bytes = 0
+        self.respond: Respond = answer
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.url = ""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                self.requests.append(head + await reader.readexactly(length))
+                if not await self.respond(self, writer):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def answer(server: RawServer, writer: asyncio.StreamWriter) -> bool:
+    body = b'{"ok":true}'
+    writer.write(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nset-cookie: session=s1\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    await writer.drain()
+    return True
+
+
+async def hang_up(server: RawServer, writer: asyncio.StreamWriter) -> bool:
+    return False
+
+
+async def stall(server: RawServer, writer: asyncio.StreamWriter) -> bool:
+    await asyncio.sleep(3600)
+    return False  # pragma: no cover
+
+
+async def reset(server: RawServer, writer: asyncio.StreamWriter) -> bool:
+    # An RST instead of an answer (a load balancer giving up): httpx-aiohttp alone reads
+    # aiohttp's ClientOSError as a connect timeout.
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+    return False
+
+
+async def cut_body(server: RawServer, writer: asyncio.StreamWriter) -> bool:
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n" + b"x" * 10)
+    await writer.drain()
+    return False
+
+
+async def garbage(server: RawServer, writer: asyncio.StreamWriter) -> bool:
+    writer.write(b"SPLAT\r\n\r\n")
+    await writer.drain()
+    return False
+
+
+async def endless(server: RawServer, writer: asyncio.StreamWriter) -> bool:
+    # No length: the body ends when the connection does, 50 MiB later.
+    writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n")
+    chunk = b"x" * 65536
+    for _ in range(800):
+        writer.write(chunk)
+        await writer.drain()
+        server.sent_bytes += len(chunk)
+    return False
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[RawServer]:
+    raw = RawServer()
+    listener = await asyncio.start_server(raw.serve, "127.0.0.1", 0)
+    raw.url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    yield raw
+    listener.close()
+    for task in raw.tasks:
+        task.cancel()
+    await asyncio.gather(*raw.tasks, return_exceptions=True)
+    await listener.wait_closed()
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
+MakeHttp = Callable[..., ProviderHttp]
+
+
+@pytest.fixture(params=list(HttpBackend), ids=lambda b: b.value)
+async def make_http(request: pytest.FixtureRequest, server: RawServer) -> AsyncIterator[MakeHttp]:
+    made: list[ProviderHttp] = []
+
+    def make(url: str | None = None, **policy: Any) -> ProviderHttp:
+        chosen = HttpPolicy(backend=request.param, **policy)
+        http = ProviderHttp(
+            provider=PROVIDER,
+            client=build_client(url or server.url, chosen),
+            policy=chosen,
+            sleep=Sleeps(),
+            jitter=lambda: 0.0,
+        )
+        made.append(http)
+        return http
+
+    yield make
+    for http in made:
+        await http.aclose()
+
+
+async def test_answers_reuse_one_kept_alive_connection(
+    server: RawServer, make_http: MakeHttp
+) -> None:
+    http = make_http()
+    for n in range(5):
+        raw = await http.request("POST", "/v0/things", json={"n": n}, replay_safe=False)
+        assert (raw.status_code, raw.body) == (200, b'{"ok":true}')
+    assert server.connections == 1
+    assert len(server.requests) == 5
+    first = server.requests[0].lower()
+    assert first.endswith(b'\r\n\r\n{"n":0}')
+    assert first.count(b"content-length: 7\r\n") == 1
+    # httpx keeps the cookie; the aiohttp session must not send it a second time.
+    assert server.requests[1].lower().count(b"session=s1") == 1
+
+
+async def test_a_post_cut_off_after_sending_is_maybe_sent_and_not_resent(
+    server: RawServer, make_http: MakeHttp
+) -> None:
+    server.respond = hang_up
+    http = make_http(max_retries=2)
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await http.request("POST", "/v0/things", json={"a": 1}, replay_safe=False)
+    assert caught.value.outcome_unknown is True
+    assert isinstance(caught.value.__cause__, httpx.RemoteProtocolError)
+    assert len(server.requests) == 1
+
+
+async def test_a_read_cut_off_is_resent_only_by_our_retry_policy(
+    server: RawServer, make_http: MakeHttp
+) -> None:
+    # aiohttp would resend a GET once on its own; the retry budget must be the policy's alone.
+    server.respond = hang_up
+    with pytest.raises(ProviderUnavailableError):
+        await make_http(max_retries=0).request("GET", "/v0/things/1", replay_safe=True)
+    assert len(server.requests) == 1
+    with pytest.raises(ProviderUnavailableError):
+        await make_http(max_retries=1).request("GET", "/v0/things/1", replay_safe=True)
+    assert len(server.requests) == 3
+
+
+async def test_a_refused_connection_is_not_sent_and_is_retried(make_http: MakeHttp) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    http = make_http(f"http://127.0.0.1:{closed_port}", max_retries=2)
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await http.request("POST", "/v0/things", json={"a": 1}, replay_safe=False)
+    assert caught.value.outcome_unknown is False
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert isinstance(http.sleep, Sleeps)
+    assert http.sleep.delays == [0.125, 0.25]
+
+
+async def test_a_read_timeout_is_maybe_sent_and_a_post_is_not_resent(
+    server: RawServer, make_http: MakeHttp
+) -> None:
+    server.respond = stall
+    http = make_http(read_timeout=0.2, max_retries=2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ProviderTimeoutError) as caught:
+        await http.request("POST", "/v0/things", json={"a": 1}, replay_safe=False)
+    assert loop.time() - started < 2
+    assert caught.value.outcome_unknown is True
+    assert isinstance(caught.value.__cause__, httpx.ReadTimeout)
+    assert len(server.requests) == 1
+
+
+async def test_waiting_for_a_pooled_connection_times_out_as_not_sent(
+    server: RawServer, make_http: MakeHttp
+) -> None:
+    server.respond = stall
+    http = make_http(
+        max_connections=1, max_keepalive_connections=1, pool_timeout=0.2, max_retries=0
+    )
+    first = asyncio.create_task(http.request("POST", "/a", json={}, replay_safe=False))
+    while not server.requests:
+        await asyncio.sleep(0.01)
+    with pytest.raises(ProviderTimeoutError) as caught:
+        await http.request("POST", "/b", json={}, replay_safe=False)
+    assert caught.value.outcome_unknown is False
+    assert len(server.requests) == 1
+    first.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+
+
+@pytest.mark.parametrize("respond", [reset, cut_body, garbage], ids=lambda f: f.__name__)
+async def test_a_broken_answer_is_maybe_sent_and_a_post_is_not_resent(
+    server: RawServer, make_http: MakeHttp, respond: Respond
+) -> None:
+    server.respond = respond
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await make_http(max_retries=2).request(
+            "POST", "/v0/things", json={"a": 1}, replay_safe=False
+        )
+    assert caught.value.outcome_unknown is True
+    assert failure_kind(caught.value.__cause__) is MAYBE_SENT  # type: ignore[arg-type]
+    assert len(server.requests) == 1
+
+
+async def test_an_endless_body_is_cut_at_the_cap_without_reading_it_all(
+    server: RawServer, make_http: MakeHttp
+) -> None:
+    server.respond = endless
+    http = make_http(max_response_bytes=1024 * 1024)
+    with pytest.raises(ProviderBadResponseError):
+        await http.request("GET", "/v0/things", replay_safe=True)
+    # The cut connection is not pooled: the next call opens a fresh one and gets its answer.
+    server.respond = answer
+    raw = await http.request("GET", "/v0/things", replay_safe=True)
+    assert raw.status_code == 200
+    assert server.connections == 2
+    assert server.sent_bytes < 16 * 1024 * 1024
+
+
+async def test_a_header_that_would_inject_lines_is_refused_before_sending(
+    server: RawServer, make_http: MakeHttp
+) -> None:
+    http = make_http(max_retries=0)
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await http.request(
+            "POST", "/v0/things", headers={"x-note": "a\r\nx-evil: 1"}, replay_safe=False
+        )
+    assert caught.value.outcome_unknown is False
+    assert isinstance(caught.value.__cause__, httpx.LocalProtocolError)
+    assert server.requests == []
