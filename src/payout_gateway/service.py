@@ -224,9 +224,7 @@ class PayoutService:
                     is_default = created.is_default
                 else:
                     # The gateway keeps defaults where the provider has none: asked, or first.
-                    is_default = request.set_default or (
-                        await session.count_bank_accounts(org.id) == 0
-                    )
+                    is_default = request.set_default or not await session.has_bank_accounts(org.id)
                 account = await self._record_bank_account(
                     session, org, created, is_default=is_default, metadata=request.metadata
                 )

@@ -11,7 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy import and_, delete, event, func, or_, select, update
+from sqlalchemy import (
+    Column,
+    Table,
+    and_,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import (
@@ -51,7 +63,6 @@ from payout_gateway.store.tables import (
     PayoutAccountRow,
     PayoutRow,
     StatusChangeRow,
-    WebhookEventRow,
 )
 
 
@@ -146,21 +157,41 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor.close()
 
 
+# The hot writes (adds, audit rows, status moves, idempotency keys, webhook events) are Core
+# statements on these tables: the ORM unit of work (flush, identity map, ORM statement
+# compilation) was most of the store's CPU per write and none of it is needed to send one row.
+# Reads that build domain objects stay ORM; the rare admin writes (organizations, keys) too.
+_BANK_ACCOUNTS: Table = Base.metadata.tables["bank_accounts"]
+_PAYOUT_ACCOUNTS: Table = Base.metadata.tables["payout_accounts"]
+_PAYOUTS: Table = Base.metadata.tables["payouts"]
+_STATUS_CHANGES: Table = Base.metadata.tables["status_changes"]
+_IDEMPOTENCY: Table = Base.metadata.tables["idempotency_records"]
+_WEBHOOK_EVENTS: Table = Base.metadata.tables["webhook_events"]
+
+_INSERT_BANK_ACCOUNT = insert(_BANK_ACCOUNTS)
+_INSERT_PAYOUT = insert(_PAYOUTS)
+# Inline: no RETURNING of the generated id on PostgreSQL, as nothing reads it.
+_INSERT_STATUS_CHANGE = insert(_STATUS_CHANGES).inline()
+
 # The objects whose status the pipeline moves: their table and their provider-id column.
-_STATUS_TABLES: dict[ObjectType, Any] = {
-    ObjectType.BANK_ACCOUNT: BankAccountRow,
-    ObjectType.PAYOUT_ACCOUNT: PayoutAccountRow,
-    ObjectType.PAYOUT: PayoutRow,
+_STATUS_TABLES: dict[ObjectType, Table] = {
+    ObjectType.BANK_ACCOUNT: _BANK_ACCOUNTS,
+    ObjectType.PAYOUT_ACCOUNT: _PAYOUT_ACCOUNTS,
+    ObjectType.PAYOUT: _PAYOUTS,
 }
-_PROVIDER_ID_COLUMNS: dict[ObjectType, Any] = {
-    ObjectType.BANK_ACCOUNT: BankAccountRow.provider_account_id,
-    ObjectType.PAYOUT_ACCOUNT: PayoutAccountRow.provider_account_id,
-    ObjectType.PAYOUT: PayoutRow.provider_payout_id,
+_PROVIDER_ID_COLUMNS: dict[ObjectType, Column[Any]] = {
+    ObjectType.BANK_ACCOUNT: _BANK_ACCOUNTS.c.provider_account_id,
+    ObjectType.PAYOUT_ACCOUNT: _PAYOUT_ACCOUNTS.c.provider_account_id,
+    ObjectType.PAYOUT: _PAYOUTS.c.provider_payout_id,
 }
 
 
 class StoreSession:
-    """The queries of one transaction. Every read is scoped by organization id."""
+    """The queries of one transaction. Every read is scoped by organization id.
+
+    Core writes bypass the session's identity map, so an ORM read of a table written that way
+    asks for ``populate_existing``: a row loaded earlier in the transaction is refreshed rather
+    than served as it was before the write."""
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
@@ -258,30 +289,30 @@ class StoreSession:
     # bank accounts ------------------------------------------------------------------------
 
     async def add_bank_account(self, account: BankAccount) -> None:
-        self._session.add(
-            BankAccountRow(
-                id=account.id,
-                organization_id=account.organization_id,
-                provider=account.provider.value,
-                provider_account_id=account.provider_account_id,
-                holder_name=account.holder_name,
-                holder_type=account.holder_type.value if account.holder_type else None,
-                bank_name=account.bank_name,
-                last4=account.last4,
-                country=account.country,
-                currency=account.currency,
-                account_type=account.account_type.value if account.account_type else None,
-                is_default=account.is_default,
-                status=account.status.value,
-                provider_status=account.provider_status,
-                livemode=account.livemode,
-                metadata_=dict(account.metadata),
-                created_at=account.created_at,
-                updated_at=account.updated_at,
-                status_changed_at=account.status_changed_at,
-            )
+        await self._session.execute(
+            _INSERT_BANK_ACCOUNT,
+            {
+                "id": account.id,
+                "organization_id": account.organization_id,
+                "provider": account.provider.value,
+                "provider_account_id": account.provider_account_id,
+                "holder_name": account.holder_name,
+                "holder_type": account.holder_type.value if account.holder_type else None,
+                "bank_name": account.bank_name,
+                "last4": account.last4,
+                "country": account.country,
+                "currency": account.currency,
+                "account_type": account.account_type.value if account.account_type else None,
+                "is_default": account.is_default,
+                "status": account.status.value,
+                "provider_status": account.provider_status,
+                "livemode": account.livemode,
+                "metadata": dict(account.metadata),
+                "created_at": account.created_at,
+                "updated_at": account.updated_at,
+                "status_changed_at": account.status_changed_at,
+            },
         )
-        await self._session.flush()
 
     async def bank_accounts_by_ids(
         self, organization_id: str, ids: Sequence[str]
@@ -290,10 +321,12 @@ class StoreSession:
         if not ids:
             return {}
         rows = await self._session.scalars(
-            select(BankAccountRow).where(
+            select(BankAccountRow)
+            .where(
                 BankAccountRow.organization_id == organization_id,
                 BankAccountRow.id.in_(set(ids)),
             )
+            .execution_options(populate_existing=True)
         )
         return {row.id: _bank_account(row) for row in rows}
 
@@ -318,7 +351,8 @@ class StoreSession:
                 )
             )
         query = query.order_by(BankAccountRow.created_at.desc(), BankAccountRow.id.desc())
-        rows = list(await self._session.scalars(query.limit(first + 1)))
+        query = query.limit(first + 1).execution_options(populate_existing=True)
+        rows = list(await self._session.scalars(query))
         return [_bank_account(row) for row in itertools.islice(rows, first)], len(rows) > first
 
     async def count_bank_accounts(
@@ -333,13 +367,21 @@ class StoreSession:
             query = query.where(BankAccountRow.status == status.value)
         return int(await self._session.scalar(query) or 0)
 
+    async def has_bank_accounts(self, organization_id: str) -> bool:
+        """Whether the organization has any account: stops at the first row, unlike a count."""
+        found = await self._session.scalar(
+            select(exists().where(_BANK_ACCOUNTS.c.organization_id == organization_id))
+        )
+        return bool(found)
+
     async def clear_default_bank_accounts(self, organization_id: str, except_id: str) -> None:
+        table = _BANK_ACCOUNTS
         await self._session.execute(
-            update(BankAccountRow)
+            update(table)
             .where(
-                BankAccountRow.organization_id == organization_id,
-                BankAccountRow.id != except_id,
-                BankAccountRow.is_default.is_(True),
+                table.c.organization_id == organization_id,
+                table.c.id != except_id,
+                table.c.is_default.is_(True),
             )
             .values(is_default=False)
         )
@@ -348,12 +390,15 @@ class StoreSession:
 
     async def get_payout_account(self, organization_id: str) -> PayoutAccountRecord | None:
         row = await self._session.scalar(
-            select(PayoutAccountRow).where(PayoutAccountRow.organization_id == organization_id)
+            select(PayoutAccountRow)
+            .where(PayoutAccountRow.organization_id == organization_id)
+            .execution_options(populate_existing=True)
         )
         return _payout_account(row) if row else None
 
     async def save_payout_account(self, record: PayoutAccountRecord) -> None:
-        row = await self._session.get(PayoutAccountRow, record.id)
+        """Insert the record, or overwrite the one with its id (one upsert statement). Another
+        record of the same organization still fails with IntegrityError."""
         values = {
             "organization_id": record.organization_id,
             "provider": record.provider.value,
@@ -368,12 +413,10 @@ class StoreSession:
             "updated_at": record.updated_at,
             "status_changed_at": record.status_changed_at,
         }
-        if row is None:
-            self._session.add(PayoutAccountRow(id=record.id, **values))
-        else:
-            for key, value in values.items():
-                setattr(row, key, value)
-        await self._session.flush()
+        statement = _insert(self._session)(_PAYOUT_ACCOUNTS).values(id=record.id, **values)
+        await self._session.execute(
+            statement.on_conflict_do_update(index_elements=["id"], set_=values)
+        )
 
     async def organizations_by_provider_id(
         self, provider: Provider, provider_organization_id: str
@@ -414,27 +457,27 @@ class StoreSession:
     # payouts ------------------------------------------------------------------------------
 
     async def add_payout(self, payout: Payout) -> None:
-        self._session.add(
-            PayoutRow(
-                id=payout.id,
-                organization_id=payout.organization_id,
-                provider=payout.provider.value,
-                provider_payout_id=payout.provider_payout_id,
-                status=payout.status.value,
-                provider_status=payout.provider_status,
-                currency=payout.amount.currency,
-                amount_minor=payout.amount.amount_minor,
-                fee_minor=payout.fee.amount_minor if payout.fee else None,
-                net_minor=payout.net_amount.amount_minor if payout.net_amount else None,
-                description=payout.description,
-                destination_bank_account_id=payout.destination_bank_account_id,
-                livemode=payout.livemode,
-                created_at=payout.created_at,
-                updated_at=payout.updated_at,
-                status_changed_at=payout.status_changed_at,
-            )
+        await self._session.execute(
+            _INSERT_PAYOUT,
+            {
+                "id": payout.id,
+                "organization_id": payout.organization_id,
+                "provider": payout.provider.value,
+                "provider_payout_id": payout.provider_payout_id,
+                "status": payout.status.value,
+                "provider_status": payout.provider_status,
+                "currency": payout.amount.currency,
+                "amount_minor": payout.amount.amount_minor,
+                "fee_minor": payout.fee.amount_minor if payout.fee else None,
+                "net_minor": payout.net_amount.amount_minor if payout.net_amount else None,
+                "description": payout.description,
+                "destination_bank_account_id": payout.destination_bank_account_id,
+                "livemode": payout.livemode,
+                "created_at": payout.created_at,
+                "updated_at": payout.updated_at,
+                "status_changed_at": payout.status_changed_at,
+            },
         )
-        await self._session.flush()
 
     async def page_payouts(
         self,
@@ -453,16 +496,17 @@ class StoreSession:
                 )
             )
         query = query.order_by(PayoutRow.created_at.desc(), PayoutRow.id.desc())
-        rows = list(await self._session.scalars(query.limit(first + 1)))
+        query = query.limit(first + 1).execution_options(populate_existing=True)
+        rows = list(await self._session.scalars(query))
         return [_payout(row) for row in itertools.islice(rows, first)], len(rows) > first
 
     async def payouts_by_ids(self, organization_id: str, ids: Sequence[str]) -> dict[str, Payout]:
         if not ids:
             return {}
         rows = await self._session.scalars(
-            select(PayoutRow).where(
-                PayoutRow.organization_id == organization_id, PayoutRow.id.in_(set(ids))
-            )
+            select(PayoutRow)
+            .where(PayoutRow.organization_id == organization_id, PayoutRow.id.in_(set(ids)))
+            .execution_options(populate_existing=True)
         )
         return {row.id: _payout(row) for row in rows}
 
@@ -470,13 +514,13 @@ class StoreSession:
         self, object_type: ObjectType, provider: Provider, statuses: Sequence[str], limit: int
     ) -> list[tuple[str, str, str]]:
         """(organization id, gateway id, provider id) of objects still in ``statuses``."""
-        table: Any = _STATUS_TABLES[object_type]
+        table = _STATUS_TABLES[object_type]
         provider_id = _PROVIDER_ID_COLUMNS[object_type]
         rows = await self._session.execute(
-            select(table.organization_id, table.id, provider_id)
-            .where(table.provider == provider.value, table.status.in_(list(statuses)))
+            select(table.c.organization_id, table.c.id, provider_id)
+            .where(table.c.provider == provider.value, table.c.status.in_(list(statuses)))
             .where(provider_id.is_not(None))
-            .order_by(table.updated_at)
+            .order_by(table.c.updated_at)
             .limit(limit)
         )
         return [(row[0], row[1], row[2]) for row in rows]
@@ -493,10 +537,10 @@ class StoreSession:
     ) -> tuple[str, str] | None:
         """(gateway id, current status) of one object, locked for this transaction where the
         database can (PostgreSQL ``FOR UPDATE``; SQLite serializes writers anyway)."""
-        table: Any = _STATUS_TABLES[object_type]
-        query = select(table.id, table.status).where(table.organization_id == organization_id)
+        table = _STATUS_TABLES[object_type]
+        query = select(table.c.id, table.c.status).where(table.c.organization_id == organization_id)
         if object_id is not None:
-            query = query.where(table.id == object_id)
+            query = query.where(table.c.id == object_id)
         elif provider_object_id is not None:
             query = query.where(_PROVIDER_ID_COLUMNS[object_type] == provider_object_id)
         else:
@@ -514,7 +558,7 @@ class StoreSession:
         at: datetime,
         transfers_enabled: bool | None = None,
     ) -> None:
-        table: Any = _STATUS_TABLES[object_type]
+        table = _STATUS_TABLES[object_type]
         values: dict[str, Any] = {
             "status": status,
             "provider_status": provider_status,
@@ -523,7 +567,7 @@ class StoreSession:
         }
         if object_type is ObjectType.PAYOUT_ACCOUNT and transfers_enabled is not None:
             values["transfers_enabled"] = transfers_enabled
-        await self._session.execute(update(table).where(table.id == object_id).values(**values))
+        await self._session.execute(update(table).where(table.c.id == object_id).values(**values))
 
     # webhooks -----------------------------------------------------------------------------
 
@@ -538,7 +582,7 @@ class StoreSession:
         at: datetime,
     ) -> bool:
         """Record a delivery; False when this event id was already recorded (a replay)."""
-        statement = _insert(self._session)(WebhookEventRow).values(
+        statement = _insert(self._session)(_WEBHOOK_EVENTS).values(
             provider=provider.value,
             event_id=event_id,
             event_type=event_type,
@@ -552,9 +596,10 @@ class StoreSession:
         return bool(getattr(result, "rowcount", 0))
 
     async def set_webhook_outcome(self, provider: Provider, event_id: str, outcome: str) -> None:
+        table = _WEBHOOK_EVENTS
         await self._session.execute(
-            update(WebhookEventRow)
-            .where(WebhookEventRow.provider == provider.value, WebhookEventRow.event_id == event_id)
+            update(table)
+            .where(table.c.provider == provider.value, table.c.event_id == event_id)
             .values(outcome=outcome)
         )
 
@@ -562,7 +607,7 @@ class StoreSession:
 
     async def claim_idempotency_key(self, record: IdempotencyRecord) -> bool:
         """Insert the record; False when the organization already holds this key."""
-        statement = _insert(self._session)(IdempotencyRow).values(
+        statement = _insert(self._session)(_IDEMPOTENCY).values(
             id=record.id,
             organization_id=record.organization_id,
             key=record.key,
@@ -588,19 +633,20 @@ class StoreSession:
         )
         if lock:
             query = query.with_for_update()
-        row = await self._session.scalar(query)
+        row = await self._session.scalar(query.execution_options(populate_existing=True))
         return _idempotency(row) if row else None
 
     async def take_over_idempotency_key(
         self, record_id: str, *, expected_attempts: int, locked_until: datetime
     ) -> bool:
         """Compare-and-set: the caller becomes the holder only if nobody did in between."""
+        table = _IDEMPOTENCY
         result = await self._session.execute(
-            update(IdempotencyRow)
+            update(table)
             .where(
-                IdempotencyRow.id == record_id,
-                IdempotencyRow.state == "started",
-                IdempotencyRow.attempts == expected_attempts,
+                table.c.id == record_id,
+                table.c.state == "started",
+                table.c.attempts == expected_attempts,
             )
             .values(attempts=expected_attempts + 1, locked_until=locked_until)
         )
@@ -610,23 +656,23 @@ class StoreSession:
         self, record_id: str, *, result: dict[str, Any], expires_at: datetime
     ) -> None:
         await self._session.execute(
-            update(IdempotencyRow)
-            .where(IdempotencyRow.id == record_id)
+            update(_IDEMPOTENCY)
+            .where(_IDEMPOTENCY.c.id == record_id)
             .values(state="completed", result=result, expires_at=expires_at)
         )
 
     async def release_idempotency_key(self, record_id: str, *, at: datetime) -> None:
         """Let the next request with this key take over at once (it will reconcile)."""
         await self._session.execute(
-            update(IdempotencyRow).where(IdempotencyRow.id == record_id).values(locked_until=at)
+            update(_IDEMPOTENCY).where(_IDEMPOTENCY.c.id == record_id).values(locked_until=at)
         )
 
     async def delete_idempotency_key(self, record_id: str) -> None:
-        await self._session.execute(delete(IdempotencyRow).where(IdempotencyRow.id == record_id))
+        await self._session.execute(delete(_IDEMPOTENCY).where(_IDEMPOTENCY.c.id == record_id))
 
     async def purge_expired_idempotency_keys(self, now: datetime) -> int:
         result = await self._session.execute(
-            delete(IdempotencyRow).where(IdempotencyRow.expires_at < now)
+            delete(_IDEMPOTENCY).where(_IDEMPOTENCY.c.expires_at < now)
         )
         return int(getattr(result, "rowcount", 0) or 0)
 
@@ -667,19 +713,19 @@ class StoreSession:
         source: str,
         at: datetime,
     ) -> None:
-        self._session.add(
-            StatusChangeRow(
-                organization_id=organization_id,
-                object_type=object_type,
-                object_id=object_id,
-                from_status=from_status,
-                to_status=to_status,
-                provider_status=provider_status,
-                source=source,
-                at=at,
-            )
+        await self._session.execute(
+            _INSERT_STATUS_CHANGE,
+            {
+                "organization_id": organization_id,
+                "object_type": object_type,
+                "object_id": object_id,
+                "from_status": from_status,
+                "to_status": to_status,
+                "provider_status": provider_status,
+                "source": source,
+                "at": at,
+            },
         )
-        await self._session.flush()
 
 
 def _organization(row: OrganizationRow) -> Organization:
