@@ -19,7 +19,8 @@ MARK = "BENCHJSON "
 
 @dataclass
 class LoadResult:
-    """One wrk run: counts, latency percentiles (ms) and CPU seconds spent per process."""
+    """One wrk run: counts, latency percentiles (ms) and CPU seconds spent per watched process
+    (its children included), plus wrk's own under ``"wrk"``."""
 
     label: str
     connections: int
@@ -58,15 +59,48 @@ def wrk_binary() -> str:
     return found
 
 
-def _cpu_seconds(pids: Mapping[str, int]) -> dict[str, float]:
-    seconds = {}
+# A process is keyed by pid and start time, so that a reused pid is not taken for the same one.
+ProcessKey = tuple[int, float]
+
+
+def _cpu_snapshot(pids: Mapping[str, int]) -> dict[str, dict[ProcessKey, float]]:
+    """User + system CPU seconds of each watched process and of all its descendants (uvicorn's
+    supervisor spawns the workers with ``--workers N``), per process. A watched process that is
+    gone is left out."""
+    snapshot: dict[str, dict[ProcessKey, float]] = {}
     for name, pid in pids.items():
         try:
-            times = psutil.Process(pid).cpu_times()
+            root = psutil.Process(pid)
+            family = [root, *root.children(recursive=True)]
         except psutil.Error:
             continue
-        seconds[name] = times.user + times.system
-    return seconds
+        seconds: dict[ProcessKey, float] = {}
+        for process in family:
+            try:
+                with process.oneshot():
+                    times = process.cpu_times()
+                    seconds[(process.pid, process.create_time())] = times.user + times.system
+            except psutil.Error:
+                continue  # exited between listing and reading
+        snapshot[name] = seconds
+    return snapshot
+
+
+def _cpu_used(
+    before: Mapping[str, Mapping[ProcessKey, float]],
+    after: Mapping[str, Mapping[ProcessKey, float]],
+) -> dict[str, float]:
+    """CPU seconds spent between two snapshots, per watched name: the difference for a process
+    present in both, all of it for a process started in between (it had spent none before). A
+    process that exited in between is missed (its CPU cannot be read any more); a gateway's
+    workers live as long as it does."""
+    used = {}
+    for name, now in after.items():
+        if name not in before:
+            continue
+        then = before[name]
+        used[name] = sum(seconds - then.get(key, 0.0) for key, seconds in now.items())
+    return used
 
 
 def _children_cpu() -> float:
@@ -85,7 +119,7 @@ def run_wrk(
     timeout_s: float = 10.0,
 ) -> LoadResult:
     """Run wrk with one thread against ``base_url`` for ``duration`` seconds; ``watch`` names
-    the server processes whose CPU is counted."""
+    the server processes whose CPU is counted, each with its children (see ``_cpu_snapshot``)."""
     args = [
         wrk_binary(),
         "-t1",
@@ -98,13 +132,12 @@ def run_wrk(
         "--",
         *(f"{key}={value}" for key, value in options.items()),
     ]
-    before = _cpu_seconds(watch)
+    before = _cpu_snapshot(watch)
     children_before = _children_cpu()
     completed = subprocess.run(
         args, capture_output=True, text=True, timeout=duration + timeout_s + 30, check=False
     )
-    after = _cpu_seconds(watch)
-    cpu = {name: after[name] - before[name] for name in after if name in before}
+    cpu = _cpu_used(before, _cpu_snapshot(watch))
     cpu["wrk"] = _children_cpu() - children_before
     line = next((x for x in completed.stdout.splitlines() if x.startswith(MARK)), None)
     if completed.returncode != 0 or line is None:

@@ -34,6 +34,36 @@ def _mark(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+def _add_runs(raw: Run) -> list[Run]:
+    """The addBankAccount rows, each with its gateway worker count (1 in runs from before the
+    bench measured several)."""
+    return [{"workers": 1, **run} for run in raw["add"]]
+
+
+def _worker_counts(raw: Run) -> list[int]:
+    """The worker counts in run order: every part ran with the first, addBankAccount again with
+    each further one."""
+    counts = raw["machine"].get("gateway_workers", 1)
+    return [counts] if isinstance(counts, int) else list(counts)
+
+
+def _workers(n: int) -> str:
+    return f"{n} worker{'s' if n != 1 else ''}"
+
+
+def _gateway_workers(counts: Sequence[int]) -> str:
+    first, rest = counts[0], counts[1:]
+    text = f"{first} uvicorn worker{'s' if first != 1 else ''}"
+    if rest:
+        flags = [f"`--workers {n}`" for n in rest]
+        again = " and ".join([", ".join(flags[:-1]), flags[-1]] if len(flags) > 1 else flags)
+        text += (
+            f" for every part, then restarted with {again} (same database and sandboxes) and "
+            "addBankAccount measured again"
+        )
+    return text
+
+
 def markdown(raw: Run) -> str:
     m = raw["machine"]
     plan = raw["plan"]
@@ -44,7 +74,8 @@ def markdown(raw: Run) -> str:
         f"{'quick smoke run' if plan['quick'] else 'full run'}, {raw['seconds']:.0f} s",
         f"- **Machine:** {m['nproc']} cores ({m['cpu']}), Python {m['python']}, {m['platform']}; "
         f"load average {m['loadavg_before']:.2f} before the run, {raw['loadavg_after']:.2f} after",
-        f"- **Gateway:** {m['gateway_workers']} uvicorn worker (uvloop {_yes(m['uvloop'])}, "
+        f"- **Gateway:** {_gateway_workers(_worker_counts(raw))} "
+        f"(uvloop {_yes(m['uvloop'])}, "
         f"httptools {_yes(m['httptools'])}), `PAYOUT_GATEWAY_ENVIRONMENT={m['environment']}`, "
         f"{m['database']}, `PAYOUT_GATEWAY_MAX_PAGE_SIZE={m['max_page_size']}`, background "
         f"status refresh {m['status_refresh']}",
@@ -54,14 +85,16 @@ def markdown(raw: Run) -> str:
         f"- **Load:** {m['wrk']}, 1 thread, on loopback; every run {plan['add_seconds']:g} s "
         f"(reads {plan['read_seconds']:g} s) after a warm-up; all processes share the "
         f"{m['nproc']} cores",
-        "- **Ratio** = gateway ÷ direct, both measured in this run. CPU/req = CPU time of the "
-        "gateway process per request during the run (from /proc).",
+        "- **Ratio** = gateway ÷ direct, both measured in this run (for addBankAccount, back "
+        "to back with the same gateway workers). CPU/req = CPU time of the gateway's processes "
+        "(with several workers: the uvicorn supervisor and its workers) per request during the "
+        "run (from /proc).",
         "",
     ]
-    lines += _adds(raw["add"])
+    lines += _adds(_add_runs(raw))
     lines += _reads(raw["read"], plan["read_concurrency"])
     lines += _by_ids(raw["by_ids"])
-    lines += _soak(raw["soak"])
+    lines += _soak(raw["soak"], _worker_counts(raw)[0])
     lines += _targets(raw)
     lines += _log_errors(raw.get("gateway_log_errors", {}))
     return "\n".join(lines) + "\n"
@@ -75,23 +108,30 @@ def _adds(runs: Sequence[Run]) -> list[str]:
     lines = [
         "## addBankAccount: gateway vs `POST` straight to the provider",
         "",
-        "| provider | c | gateway req/s | direct req/s | ratio | gateway p50 / p99 ms | "
+        "Each worker count's rows: gateway and direct measured back to back, after a warm-up.",
+        "",
+        "| provider | workers | c | gateway req/s | direct req/s | ratio | gateway p50 / p99 ms | "
         "direct p50 / p99 ms | added p50 ms | gateway CPU/req | direct sandbox CPU/req | "
         "errors g / d |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for provider in ("commet", "paygentic"):
-        for c in sorted({r["connections"] for r in runs}):
-            g = _find(runs, provider=provider, side="gateway", connections=c)
-            d = _find(runs, provider=provider, side="direct", connections=c)
-            lines.append(
-                f"| {provider.capitalize()} | {c} | {g['rps']:.0f} | {d['rps']:.0f} | "
-                f"**{100 * g['rps'] / d['rps']:.1f} %** | {g['p50_ms']:.1f} / {g['p99_ms']:.1f} | "
-                f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f} | {g['p50_ms'] - d['p50_ms']:.1f} | "
-                f"{_cpu_us(g, 'gateway') / 1000:.2f} ms | {_cpu_us(d, provider) / 1000:.2f} ms | "
-                f"{g['errors']} / {d['errors']} |"
-            )
+        for w in sorted({r["workers"] for r in runs}):
+            for c in sorted({r["connections"] for r in runs if r["workers"] == w}):
+                lines.append(_add_row(runs, provider, w, c))
     return [*lines, ""]
+
+
+def _add_row(runs: Sequence[Run], provider: str, w: int, c: int) -> str:
+    g = _find(runs, provider=provider, side="gateway", workers=w, connections=c)
+    d = _find(runs, provider=provider, side="direct", workers=w, connections=c)
+    return (
+        f"| {provider.capitalize()} | {w} | {c} | {g['rps']:.0f} | {d['rps']:.0f} | "
+        f"**{100 * g['rps'] / d['rps']:.1f} %** | {g['p50_ms']:.1f} / {g['p99_ms']:.1f} | "
+        f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f} | {g['p50_ms'] - d['p50_ms']:.1f} | "
+        f"{_cpu_us(g, 'gateway') / 1000:.2f} ms | {_cpu_us(d, provider) / 1000:.2f} ms | "
+        f"{g['errors']} / {d['errors']} |"
+    )
 
 
 def _reads(runs: Sequence[Run], concurrency: int) -> list[str]:
@@ -183,7 +223,7 @@ def _by_ids(data: Run) -> list[str]:
     return [*lines, ""]
 
 
-def _soak(data: Run) -> list[str]:
+def _soak(data: Run, workers: int) -> list[str]:
     series = data["series"]
     before, after = series[0]["rss_mb"], series[-1]["rss_mb"]
     capped = data["requests"] < data["target"]
@@ -191,7 +231,8 @@ def _soak(data: Run) -> list[str]:
         "## Gateway RSS under load",
         "",
         f"`bankAccounts(first: 10)` with one `addBankAccount` in 10, c={data['concurrency']}, "
-        "after every other part had run (warm).",
+        f"on the gateway with {_workers(workers)} (the RSS of that one process), after every "
+        "other part had run (warm).",
         "",
         "| requests | time | req/s | errors | RSS before | RSS after | growth |",
         "|---:|---:|---:|---:|---:|---:|---:|",
@@ -210,24 +251,27 @@ def _soak(data: Run) -> list[str]:
 
 
 def _targets(raw: Run) -> list[str]:
-    adds, reads, ids, soak = raw["add"], raw["read"], raw["by_ids"], raw["soak"]
+    adds, reads, ids, soak = _add_runs(raw), raw["read"], raw["by_ids"], raw["soak"]
     lines = ["## Targets (issue 5)", "", "| target | measured | |", "|---|---|---|"]
-    concurrencies = {r["connections"] for r in adds}
+    counts = sorted({r["workers"] for r in adds})
     for provider in ("commet", "paygentic"):
-        if 32 in concurrencies:
-            g = _find(adds, provider=provider, side="gateway", connections=32)
-            d = _find(adds, provider=provider, side="direct", connections=32)
+        name = provider.capitalize()
+        for w in counts:
+            if not any(r["workers"] == w and r["connections"] == 32 for r in adds):
+                continue
+            g = _find(adds, provider=provider, side="gateway", workers=w, connections=32)
+            d = _find(adds, provider=provider, side="direct", workers=w, connections=32)
             ratio = 100 * g["rps"] / d["rps"]
             lines.append(
-                f"| {provider.capitalize()} add throughput ≥ 40 % of direct at c=32 | "
-                f"{ratio:.1f} % | {_mark(ratio >= 40)} |"
+                f"| {name} add throughput ≥ 40 % of direct at c=32, gateway with "
+                f"{_workers(w)} | {ratio:.1f} % | {_mark(ratio >= 40)} |"
             )
-        g = _find(adds, provider=provider, side="gateway", connections=1)
-        d = _find(adds, provider=provider, side="direct", connections=1)
+        g = _find(adds, provider=provider, side="gateway", workers=counts[0], connections=1)
+        d = _find(adds, provider=provider, side="direct", workers=counts[0], connections=1)
         added = g["p50_ms"] - d["p50_ms"]
         lines.append(
-            f"| {provider.capitalize()} added p50 at c=1 ≤ 2 ms | {added:.1f} ms | "
-            f"{_mark(added <= 2)} |"
+            f"| {name} added p50 at c=1 ≤ 2 ms, gateway with {_workers(counts[0])} | "
+            f"{added:.1f} ms | {_mark(added <= 2)} |"
         )
     auth = ids["in_process"]["auth only"]["statements"]
     for name in ("aliases", "nodes"):
@@ -273,65 +317,79 @@ def plot(raw: Run, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    adds = raw["add"]
+    adds = _add_runs(raw)
+    counts = sorted({r["workers"] for r in adds})
     concurrencies = sorted({r["connections"] for r in adds})
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    styles = {
-        ("commet", "gateway"): ("tab:blue", "o", "Commet via gateway"),
-        ("commet", "direct"): ("tab:blue", "s", "Commet direct"),
-        ("paygentic", "gateway"): ("tab:orange", "o", "Paygentic via gateway"),
-        ("paygentic", "direct"): ("tab:orange", "s", "Paygentic direct"),
-    }
+    colors = {"commet": "tab:blue", "paygentic": "tab:orange"}
+    # Colour: provider. Gateway: one line style and marker per worker count. Direct: dashed
+    # squares, from the first worker count's round (each round's own direct run is in the table
+    # and is what the % labels divide by).
+    gateway_styles = [("-", "o"), ("-.", "^"), (":", "D"), ((0, (5, 1)), "v")]
+    lines: list[tuple[str, str, int, Any, str, str]] = []
+    for provider in colors:
+        for index, w in enumerate(counts):
+            dash, marker = gateway_styles[index % len(gateway_styles)]
+            label = f"{provider.capitalize()} via gateway, {_workers(w)}"
+            lines.append((provider, "gateway", w, dash, marker, label))
+        lines.append((provider, "direct", counts[0], "--", "s", f"{provider.capitalize()} direct"))
     ax_rps, ax_lat, ax_n, ax_rss = axes.flat
-    for (provider, side), (color, marker, label) in styles.items():
-        runs = [_find(adds, provider=provider, side=side, connections=c) for c in concurrencies]
-        dash = "-" if side == "gateway" else "--"
-        ax_rps.plot(
-            concurrencies, [r["rps"] for r in runs], dash, color=color, marker=marker, label=label
-        )
-        ax_lat.plot(
-            concurrencies,
-            [r["p50_ms"] for r in runs],
-            dash,
-            color=color,
-            marker=marker,
-            label=f"{label} p50",
-        )
-        ax_lat.plot(
-            concurrencies,
-            [r["p99_ms"] for r in runs],
-            dash,
-            color=color,
-            marker=marker,
-            alpha=0.45,
-            label=f"{label} p99",
-        )
-    for provider, color in (("commet", "tab:blue"), ("paygentic", "tab:orange")):
-        for c in concurrencies:
-            g = _find(adds, provider=provider, side="gateway", connections=c)
-            d = _find(adds, provider=provider, side="direct", connections=c)
+    for provider, side, w, dash, marker, label in lines:
+        xs = [
+            c
+            for c in concurrencies
+            if any(r["workers"] == w and r["connections"] == c for r in adds)
+        ]
+        runs = [_find(adds, provider=provider, side=side, workers=w, connections=c) for c in xs]
+        style = {"linestyle": dash, "color": colors[provider], "marker": marker}
+        ax_rps.plot(xs, [r["rps"] for r in runs], label=label, **style)
+        ax_lat.plot(xs, [r["p50_ms"] for r in runs], label=label, **style)
+        ax_lat.plot(xs, [r["p99_ms"] for r in runs], alpha=0.45, **style)
+    for provider, color in colors.items():
+        for g in (r for r in adds if r["provider"] == provider and r["side"] == "gateway"):
+            d = _find(
+                adds,
+                provider=provider,
+                side="direct",
+                workers=g["workers"],
+                connections=g["connections"],
+            )
+            text = f"{100 * g['rps'] / d['rps']:.1f} %"
+            # Commet's labels below its points, Paygentic's above; with several worker counts,
+            # each count's label on its own side (then row) and prefixed with the count.
+            dx, dy, ha = 0, -13 if provider == "commet" else 7, "center"
+            if len(counts) > 1:
+                index = counts.index(g["workers"])
+                dx, ha = (-4, "right") if index % 2 == 0 else (4, "left")
+                dy += (index // 2) * (-10 if provider == "commet" else 10)
+                text = f"{g['workers']}w: {text}"
             ax_rps.annotate(
-                f"{100 * g['rps'] / d['rps']:.1f} %",
-                (c, g["rps"]),
+                text,
+                (g["connections"], g["rps"]),
                 textcoords="offset points",
-                xytext=(0, -13 if provider == "commet" else 7),
-                ha="center",
+                xytext=(dx, dy),
+                ha=ha,
                 fontsize=8,
                 color=color,
             )
     for ax in (ax_rps, ax_lat):
         ax.set_xscale("log", base=2)
+        # room for the labels beside the outermost points
+        ax.set_xlim(min(concurrencies) / 1.7, max(concurrencies) * 1.7)
         ax.set_xticks(concurrencies, [str(c) for c in concurrencies])
         ax.set_xlabel("concurrent connections")
         ax.grid(True, which="both", alpha=0.3)
     ax_rps.set_yscale("log")
     ax_rps.set_ylim(bottom=min(r["rps"] for r in adds) / 2)
     ax_rps.set_ylabel("requests / s (log)")
-    ax_rps.set_title("addBankAccount throughput (labels: gateway as % of direct)")
+    ax_rps.set_title(
+        "addBankAccount throughput (labels: gateway as % of direct"
+        + ("; Nw: N workers)" if len(counts) > 1 else ")")
+    )
     ax_rps.legend(fontsize=8)
     ax_lat.set_yscale("log")
     ax_lat.set_ylabel("latency ms (log)")
-    ax_lat.set_title("addBankAccount latency: p50 (strong) and p99 (faint)")
+    ax_lat.set_title("addBankAccount latency: p50 (strong) and p99 (faint, same style)")
     ax_lat.legend(fontsize=7, ncol=2)
 
     reads = raw["read"]
@@ -365,7 +423,9 @@ def plot(raw: Run, path: Path) -> None:
     )
     ax_rss.set_xlabel("requests (thousands)")
     ax_rss.set_ylabel("gateway RSS MB")
-    ax_rss.set_title("Gateway memory under load (queries + 1 add in 10)")
+    ax_rss.set_title(
+        f"Gateway memory under load, {_workers(_worker_counts(raw)[0])} (queries + 1 add in 10)"
+    )
     ax_rss.grid(True, alpha=0.3)
     low = min(p["rss_mb"] for p in series)
     ax_rss.set_ylim(max(0, low - 20), max(p["rss_mb"] for p in series) + 20)
@@ -373,12 +433,20 @@ def plot(raw: Run, path: Path) -> None:
     m = raw["machine"]
     fig.suptitle(
         f"payout-gateway vs direct sandbox calls · {m['date']} · {m['nproc']} cores · "
-        f"Python {m['python']} · 1 gateway worker · {m['environment']} · SQLite",
+        f"Python {m['python']} · {_workers_title(_worker_counts(raw))} · {m['environment']} · "
+        "SQLite",
         fontsize=11,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _workers_title(counts: Sequence[int]) -> str:
+    if len(counts) == 1:
+        return f"gateway: {_workers(counts[0])}"
+    rest = ", ".join(str(n) for n in counts[1:])
+    return f"gateway: {_workers(counts[0])} (addBankAccount also with {rest})"
 
 
 def write(raw: Run, md_path: Path, png_path: Path) -> None:

@@ -39,6 +39,7 @@ from bench.stack import (
     PAYGENTIC_TOKEN,
     ROOT,
     Stack,
+    restart_gateway,
     running_stack,
 )
 
@@ -123,13 +124,14 @@ class Bench:
         self.plan = plan
         self.workdir = workdir
         self.salts: Iterator[int] = itertools.count(100)
+        # CPU is counted for each of these processes and its children (the gateway's workers).
         self.watch = {
             "gateway": stack.gateway.pid,
             "commet": stack.commet.pid,
             "paygentic": stack.paygentic.pid,
         }
         self.http = httpx.Client(timeout=30)
-        self.raw: dict[str, Any] = {}
+        self.raw: dict[str, Any] = {"add": []}
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -178,7 +180,27 @@ class Bench:
         return total
 
     def rss_mb(self) -> float:
+        """The gateway process's own RSS: with 1 worker, the process that serves (the soak
+        runs before any restart with more workers)."""
+        if self.stack.workers != 1:
+            raise RuntimeError("rss_mb reads one process: the gateway must run 1 worker")
         return float(psutil.Process(self.stack.gateway.pid).memory_info().rss) / 2**20
+
+    def restart(self, workers: int) -> None:
+        """Restart the gateway with ``workers`` worker processes (same database and sandboxes)
+        and warm it up before anything is measured on it."""
+        log(f"restarting the gateway with {workers} workers")
+        restart_gateway(self.stack, workers)
+        self.watch["gateway"] = self.stack.gateway.pid
+        for provider, sides in self.add_targets().items():
+            base, options = sides["gateway"]
+            self.wrk(
+                f"warm-up {provider} w{workers}",
+                base,
+                options,
+                connections=8,
+                seconds=self.plan.warmup_seconds,
+            )
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -267,7 +289,10 @@ class Bench:
         }
 
     def adds(self) -> None:
-        log("addBankAccount: gateway vs direct")
+        """Both providers, gateway and direct side by side at each concurrency; the rows are
+        tagged with the gateway's worker count and added to ``raw["add"]``."""
+        workers = self.stack.workers
+        log(f"addBankAccount: gateway ({workers} worker{'s' if workers > 1 else ''}) vs direct")
         plan = self.plan
         targets = self.add_targets()
         for provider, sides in targets.items():
@@ -290,8 +315,15 @@ class Bench:
                         connections=connections,
                         seconds=plan.add_seconds,
                     )
-                    runs.append({"provider": provider, "side": side, **result.as_dict()})
-        self.raw["add"] = runs
+                    runs.append(
+                        {
+                            "provider": provider,
+                            "side": side,
+                            "workers": workers,
+                            **result.as_dict(),
+                        }
+                    )
+        self.raw["add"].extend(runs)
 
     def reads(self) -> None:
         log(f"bankAccounts(first: N) vs Paygentic's list (c=1 and c={self.plan.read_concurrency})")
@@ -479,7 +511,7 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def machine() -> dict[str, Any]:
+def machine(workers: tuple[int, ...]) -> dict[str, Any]:
     model = "unknown"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -518,7 +550,8 @@ def machine() -> dict[str, Any]:
         "wrk": wrk_version.strip(),
         "commit": commit,
         "src_sha256": digest.hexdigest()[:12],
-        "gateway_workers": 1,
+        # Every part with the first count; addBankAccount again with each further one.
+        "gateway_workers": list(workers),
         "environment": ENVIRONMENT,
         "database": "SQLite file (aiosqlite), persistence on",
         "status_refresh": "off (PAYOUT_GATEWAY_REFRESH_INTERVAL_SECONDS=0)",
@@ -537,13 +570,27 @@ def keep_logs(workdir: Path, target: Path) -> dict[str, int]:
     target.mkdir(parents=True, exist_ok=True)
     for log_file in workdir.glob("*.log"):
         shutil.copyfile(log_file, target / log_file.name)
-    gateway_log = workdir / "gateway.log"
     counts: Counter[str] = Counter()
-    if gateway_log.exists():
+    # gateway.log, and gateway-wN.log for each restart with N workers
+    for gateway_log in sorted(workdir.glob("gateway*.log")):
         for line in gateway_log.read_text(errors="replace").splitlines():
             if ERROR_LINE.match(line):
                 counts[line[:160]] += 1
     return dict(counts.most_common(10))
+
+
+def worker_counts(text: str) -> tuple[int, ...]:
+    """``--workers``: a comma list starting with 1 (every part runs on the 1-worker gateway;
+    the RSS soak reads one process), duplicates dropped."""
+    try:
+        counts = tuple(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a comma list of integers: {text!r}") from error
+    if not counts or counts[0] != 1 or not all(1 <= n <= 64 for n in counts):
+        raise argparse.ArgumentTypeError(
+            f"worker counts from 1 to 64, the first one 1 (e.g. 1,2 or 1,2,4): {text!r}"
+        )
+    return counts
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -555,12 +602,21 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a ~1-minute smoke run")
     parser.add_argument("--soak-requests", type=int, default=100_000)
     parser.add_argument("--soak-seconds", type=float, default=None, help="time cap of the RSS soak")
+    parser.add_argument(
+        "--workers",
+        type=worker_counts,
+        default=(1, 2),
+        metavar="1,N,...",
+        help="gateway worker counts (default 1,2): every part runs with 1 worker, then the "
+        "gateway is restarted with each further count and addBankAccount runs again",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _terminate)
     plan = Plan.make(args.quick, args.soak_requests, args.soak_seconds)
+    workers: tuple[int, ...] = args.workers
     started = time.monotonic()
-    raw: dict[str, Any] = {"machine": machine(), "plan": plan.__dict__}
+    raw: dict[str, Any] = {"machine": machine(workers), "plan": plan.__dict__}
     raw_dir = args.out / "raw"
     raw_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -570,7 +626,7 @@ def main() -> int:
             workdir = Path(tmp)
             log(f"starting sandboxes and gateway in {workdir}")
             try:
-                with running_stack(workdir) as stack:
+                with running_stack(workdir, workers[0]) as stack:
                     bench = Bench(stack, plan, workdir)
                     try:
                         bench.prepare()
@@ -578,6 +634,9 @@ def main() -> int:
                         bench.by_ids()
                         bench.adds()
                         bench.soak()
+                        for count in workers[1:]:
+                            bench.restart(count)
+                            bench.adds()
                     finally:
                         bench.http.close()
                         raw.update(bench.raw)

@@ -152,12 +152,16 @@ def gateway_env(commet: Service, paygentic: Service, database_url: str) -> dict[
 
 @dataclass
 class Stack:
+    """The running processes; ``gateway`` is replaced by ``restart_gateway``."""
+
     commet: Service
     paygentic: Service
     gateway: Service
     keys: Keys
     database_url: str
     env: dict[str, str]
+    workdir: Path
+    workers: int = 1
 
 
 def _clean_env() -> dict[str, str]:
@@ -166,29 +170,70 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
+def start_gateway(workdir: Path, env: dict[str, str], workers: int) -> Service:
+    """``payout-gateway serve`` on a free port, with ``--workers N`` past 1 (its log:
+    gateway.log for 1 worker, gateway-wN.log otherwise); returns once it answers /healthz and,
+    with several workers, once the supervisor has spawned all of them."""
+    port = free_port()
+    args = [CLI, "serve", "--host", HOST, "--port", str(port)]
+    name = "gateway"
+    if workers > 1:
+        args += ["--workers", str(workers)]
+        name = f"gateway-w{workers}"
+    gateway = start(name, args, port, workdir, {**_clean_env(), **env})
+    try:
+        wait_ready(gateway, "/healthz")
+        if workers > 1:
+            _wait_workers(gateway, workers)
+    except BaseException:
+        gateway.stop()
+        raise
+    return gateway
+
+
+def _wait_workers(service: Service, workers: int, timeout: float = 30.0) -> None:
+    import psutil  # type: ignore[import-untyped]  # installed by scripts/bench
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(psutil.Process(service.pid).children()) >= workers:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{service.name}: fewer than {workers} workers after {timeout}s")
+
+
+def restart_gateway(stack: Stack, workers: int) -> None:
+    """Stop the gateway and start it again with ``workers`` worker processes, on the same
+    database (organizations, keys and accounts kept) and the same sandboxes."""
+    stack.gateway.stop()
+    stack.gateway = start_gateway(stack.workdir, stack.env, workers)
+    stack.workers = workers
+
+
 @contextlib.contextmanager
-def running_stack(workdir: Path) -> Iterator[Stack]:
+def running_stack(workdir: Path, workers: int = 1) -> Iterator[Stack]:
     """Start both sandboxes, seed the database, start the gateway; stop all of them on exit."""
-    services: list[Service] = []
+    sandboxes: list[Service] = []
+    stack: Stack | None = None
     base_env = _clean_env()
     try:
         for name in ("commet", "paygentic"):
             port = free_port()
             args = [sys.executable, "-m", "bench.sandbox", name, "--port", str(port)]
             args += ["--page-max", str(MAX_PAGE_SIZE)]
-            services.append(start(name, args, port, workdir, base_env))
-        commet, paygentic = services
+            sandboxes.append(start(name, args, port, workdir, base_env))
+        commet, paygentic = sandboxes
         wait_ready(commet, "/_sandbox/requests")
         wait_ready(paygentic, "/_sandbox/requests")
         database_url = f"sqlite:///{workdir / 'bench.db'}"
         env = gateway_env(commet, paygentic, database_url)
         keys = seed({**base_env, **env}, workdir)
-        port = free_port()
-        args = [CLI, "serve", "--host", HOST, "--port", str(port)]
-        gateway = start("gateway", args, port, workdir, {**base_env, **env})
-        services.append(gateway)
-        wait_ready(gateway, "/healthz")
-        yield Stack(commet, paygentic, gateway, keys, database_url, env)
+        gateway = start_gateway(workdir, env, workers)
+        stack = Stack(commet, paygentic, gateway, keys, database_url, env, workdir, workers)
+        yield stack
     finally:
-        for service in reversed(services):
+        # The gateway first (whichever one is running after restarts), then the sandboxes.
+        if stack is not None:
+            stack.gateway.stop()
+        for service in reversed(sandboxes):
             service.stop()
