@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -97,6 +98,7 @@ class Store:
         event.listen(engine.sync_engine, "before_cursor_execute", self._count)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "begin", _sqlite_begin)
 
     @classmethod
     def from_url(cls, url: str, **engine_options: Any) -> Store:
@@ -115,8 +117,10 @@ class Store:
             engine_options.setdefault("pool_use_lifo", True)
         return cls(create_async_engine(url, **engine_options))
 
-    def _count(self, *_: object) -> None:
-        self.statements += 1
+    def _count(self, _connection: object, _cursor: object, statement: str, *_: object) -> None:
+        # Transaction control is not a query: SQLite's BEGIN is sent as SQL, PostgreSQL's isn't.
+        if not statement.startswith("BEGIN"):
+            self.statements += 1
 
     async def create_schema(self) -> None:
         async with self.engine.begin() as connection:
@@ -137,6 +141,10 @@ class Store:
         all. Readers (``write=False``) never wait: WAL gives them a snapshot."""
         if write and self._write_lock is not None:
             async with self._write_lock, self._sessions() as session, session.begin():
+                # BEGIN IMMEDIATE: the file's write lock from the first statement on, so that
+                # a read-then-write (first account? status forward?) is one atomic step even
+                # against another process (serve --workers) writing the same file.
+                await session.connection(execution_options={_SQLITE_BEGIN: "IMMEDIATE"})
                 yield StoreSession(session)
             return
         async with self._sessions() as session, session.begin():
@@ -155,6 +163,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # The driver would issue BEGIN itself, and only before a write, leaving a transaction's
+    # reads outside it; _sqlite_begin opens every transaction instead.
+    dbapi_connection.isolation_level = None
+
+
+_SQLITE_BEGIN = "payout_gateway_sqlite_begin"
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    """BEGIN (a read snapshot) or, for a write session, BEGIN IMMEDIATE."""
+    mode = connection.get_execution_options().get(_SQLITE_BEGIN, "DEFERRED")
+    connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 # The hot writes (adds, audit rows, status moves, idempotency keys, webhook events) are Core
