@@ -18,7 +18,6 @@ from sqlalchemy import (
     delete,
     event,
     exists,
-    func,
     insert,
     or_,
     select,
@@ -374,18 +373,6 @@ class StoreSession:
         query = query.limit(first + 1).execution_options(populate_existing=True)
         rows = list(await self._session.scalars(query))
         return [_bank_account(row) for row in itertools.islice(rows, first)], len(rows) > first
-
-    async def count_bank_accounts(
-        self, organization_id: str, status: BankAccountStatus | None = None
-    ) -> int:
-        query = (
-            select(func.count())
-            .select_from(BankAccountRow)
-            .where(BankAccountRow.organization_id == organization_id)
-        )
-        if status is not None:
-            query = query.where(BankAccountRow.status == status.value)
-        return int(await self._session.scalar(query) or 0)
 
     async def has_bank_accounts(self, organization_id: str) -> bool:
         """Whether the organization has any account: stops at the first row, unlike a count."""
