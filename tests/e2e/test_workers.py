@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from payout_gateway.sandbox.commet import create_commet_sandbox
 from payout_gateway.sandbox.paygentic import create_paygentic_sandbox
 from tests.realtime.support import verify
 from tests.support.gateway import PEPPER, SeededOrg, seed_organizations
-from tests.support.live_server import live_server
+from tests.support.live_server import free_port, live_server
 
 ORGS = (
     SeededOrg("workers-commet", Provider.COMMET, "ck_live_workers0000001"),
@@ -53,18 +52,12 @@ class Workers:
     process: subprocess.Popen[bytes]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
     workdir = tmp_path_factory.mktemp("workers")
     database_url = f"sqlite+aiosqlite:///{workdir}/gateway.db"
     keys = seed_organizations(database_url, ORGS)
-    port = _free_port()
+    port = free_port()
     with ExitStack() as stack:
         commet_url = stack.enter_context(live_server(create_commet_sandbox()))
         paygentic_url = stack.enter_context(live_server(create_paygentic_sandbox()))

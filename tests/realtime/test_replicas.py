@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ from tests.realtime.support import (
     verify,
 )
 from tests.support.gateway import PEPPER, SeededOrg, seed_organizations
-from tests.support.live_server import live_server
+from tests.support.live_server import free_port, live_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -126,16 +125,10 @@ def _commet_organization_id(commet_url: str, provider_key: str) -> str:
     return str(response.json()["data"]["id"])  # Commet's envelope: {success, data}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def replica(name: str, env: dict[str, str], workdir: Path) -> Iterator[Replica]:
     """``uvicorn --factory payout_gateway.web:create_app`` configured by environment only."""
-    port = _free_port()
+    port = free_port()
     log = workdir / f"{name}.log"
     with log.open("wb") as output:
         process = subprocess.Popen(

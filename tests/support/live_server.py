@@ -12,6 +12,13 @@ from typing import Any
 import uvicorn
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a server started as its own process."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @contextmanager
 def live_server(app: Any, *, host: str = "127.0.0.1") -> Iterator[str]:
     """Yield the base URL (``http://127.0.0.1:PORT``) of ``app`` served over a real socket."""
