@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -54,6 +58,7 @@ from payout_gateway.domain.models import (
     PayoutAccountRecord,
     ProviderCredentials,
 )
+from payout_gateway.store.inline_sqlite import BUSY_TIMEOUT_MS, InlineConnection, inline_connector
 from payout_gateway.store.tables import (
     ApiKeyRow,
     BankAccountRow,
@@ -89,11 +94,14 @@ class Store:
     """Owns the engine. ``session()`` is one transaction; ``statements`` counts SQL sent (the
     batching tests and the benchmark read it)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, owned_executor: ThreadPoolExecutor | None = None
+    ) -> None:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.statements = 0
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._owned_executor = owned_executor
         event.listen(engine.sync_engine, "before_cursor_execute", self._count)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -107,13 +115,20 @@ class Store:
             engine_options.setdefault("max_overflow", 10)
             engine_options.setdefault("pool_pre_ping", True)
         elif url.startswith("sqlite") and ":memory:" not in url:
-            # Kept open rather than opened per request under load: each aiosqlite connection is
-            # a thread, and churning them costs CPU and lock contention.
+            # Statements run on the event loop's thread and only a writing COMMIT goes to this
+            # one thread (see inline_sqlite): aiosqlite's thread hand-off per call cost several
+            # times the SQL itself.
+            commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+            engine_options.setdefault(
+                "async_creator", inline_connector(url.removeprefix("sqlite+aiosqlite:///"), commits)
+            )
+            # Kept open rather than opened per request under load.
             engine_options.setdefault("pool_size", 20)
             engine_options.setdefault("max_overflow", 10)
             # The most recently used connection first: warm connections serve sequential
             # requests, and the rest stay idle instead of being cycled through.
             engine_options.setdefault("pool_use_lifo", True)
+            return cls(create_async_engine(url, **engine_options), owned_executor=commits)
         return cls(create_async_engine(url, **engine_options))
 
     def _count(self, _connection: object, _cursor: object, statement: str, *_: object) -> None:
@@ -131,6 +146,8 @@ class Store:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._owned_executor is not None:
+            self._owned_executor.shutdown(wait=True)
 
     @asynccontextmanager
     async def session(self, *, write: bool = True) -> AsyncIterator[StoreSession]:
@@ -139,22 +156,55 @@ class Store:
         load, while a transaction that read first cannot upgrade to a write in WAL mode at
         all. Readers (``write=False``) never wait: WAL gives them a snapshot."""
         if write and self._write_lock is not None:
-            async with self._write_lock, self._sessions() as session, session.begin():
-                # BEGIN IMMEDIATE: the file's write lock from the first statement on, so that
-                # a read-then-write (first account? status forward?) is one atomic step even
-                # against another process (serve --workers) writing the same file.
-                await session.connection(execution_options={_SQLITE_BEGIN: "IMMEDIATE"})
-                yield StoreSession(session)
+            async with self._write_lock:
+                session = await self._begin_sqlite_write()
+                async with session:
+                    try:
+                        yield StoreSession(session)
+                    except BaseException:
+                        await session.rollback()
+                        raise
+                    await session.commit()
             return
         async with self._sessions() as session, session.begin():
             yield StoreSession(session)
+
+    async def _begin_sqlite_write(self) -> AsyncSession:
+        """A session holding the file's write lock (BEGIN IMMEDIATE), so that a
+        read-then-write (first account? status forward?) is one atomic step even against
+        another process (serve --workers) writing the same file. While another process holds
+        the lock, this waits here, asynchronously, rather than in SQLite's busy handler on
+        the event loop's thread."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        delay = 0.001
+        while True:
+            session = self._sessions()
+            try:
+                await session.connection(execution_options={_SQLITE_BEGIN: "IMMEDIATE"})
+            except (OperationalError, sqlite3.OperationalError) as error:
+                await session.close()
+                if not _is_locked(error) or time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                continue
+            except BaseException:
+                await session.close()
+                raise
+            return session
+
+
+def _is_locked(error: OperationalError | sqlite3.OperationalError) -> bool:
+    # The inline connection's BEGIN IMMEDIATE raises the driver's error unwrapped.
+    original = error.orig if isinstance(error, OperationalError) else error
+    return "database is locked" in str(original)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor = dbapi_connection.cursor()
     # First: every later statement, these pragmas included, waits for a lock instead of
     # failing at once with "database is locked".
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # WAL lets readers proceed during a write. It is stored in the file, so it is switched on
     # once; switching needs an exclusive lock, which new connections under load would fight for.
     cursor.execute("PRAGMA journal_mode")
@@ -173,7 +223,11 @@ _SQLITE_BEGIN = "payout_gateway_sqlite_begin"
 def _sqlite_begin(connection: Connection) -> None:
     """BEGIN (a read snapshot) or, for a write session, BEGIN IMMEDIATE."""
     mode = connection.get_execution_options().get(_SQLITE_BEGIN, "DEFERRED")
-    connection.exec_driver_sql(f"BEGIN {mode}")
+    driver_connection = connection.connection.driver_connection
+    if isinstance(driver_connection, InlineConnection):
+        driver_connection.begin(mode)
+    else:
+        connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 # The hot writes (adds, audit rows, status moves, idempotency keys, webhook events) are Core

@@ -1,0 +1,166 @@
+"""The SQLite store's inline connection: statements on the loop's thread, a writing COMMIT on
+the commit thread, and another process's write lock waited for without blocking the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
+
+from payout_gateway.store import Store, database
+from payout_gateway.store.database import StoreSession
+from payout_gateway.store.inline_sqlite import InlineConnection
+from tests.store.test_core_writes import seed
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = Store.from_url(f"sqlite:///{tmp_path}/gateway.db")
+    await store.create_schema()
+    await seed(store, "a")
+    yield store
+    await store.dispose()
+
+
+async def write_audit_row(session: StoreSession) -> None:
+    await session.record_status_change(
+        organization_id="org_a",
+        object_type="bank_account",
+        object_id="ba_1",
+        from_status=None,
+        to_status="PENDING",
+        provider_status="pending",
+        source="provider_response",
+        at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def trace_threads(store: Store) -> list[tuple[str, str]]:
+    """(thread name, SQL) of every statement SQLite runs on connections opened from now on."""
+    seen: list[tuple[str, str]] = []
+
+    def on_connect(dbapi_connection: Any, _record: object) -> None:
+        raw = dbapi_connection.driver_connection
+        assert isinstance(raw, InlineConnection)
+        raw._conn.set_trace_callback(
+            lambda sql: seen.append((threading.current_thread().name, sql))
+        )
+
+    event.listen(store.engine.sync_engine, "connect", on_connect)
+    return seen
+
+
+async def test_statements_run_on_the_loop_thread_and_a_writing_commit_on_the_commit_thread(
+    tmp_path: Path,
+) -> None:
+    store = Store.from_url(f"sqlite:///{tmp_path}/gateway.db")
+    seen = trace_threads(store)
+    try:
+        await store.create_schema()
+        await seed(store, "a")
+        seen.clear()
+        async with store.session() as session:
+            await session.has_bank_accounts("org_a")
+            await write_audit_row(session)
+        # The busy timeout is switched off around BEGIN IMMEDIATE (see the next tests).
+        writes = [(thread, sql) for thread, sql in seen if not sql.startswith("PRAGMA")]
+        seen.clear()
+        async with store.session(write=False) as session:
+            await session.has_bank_accounts("org_a")
+        reads = list(seen)
+    finally:
+        await store.dispose()
+
+    loop_thread = threading.current_thread().name
+    assert writes[0] == (loop_thread, "BEGIN IMMEDIATE")
+    assert [thread for thread, sql in writes if sql.startswith(("SELECT", "INSERT"))] == [
+        loop_thread,
+        loop_thread,
+    ]
+    assert writes[-1][1] == "COMMIT"
+    assert writes[-1][0].startswith("sqlite-commit")
+    # A transaction that wrote nothing has no fsync to wait for: it ends on the loop thread.
+    assert reads[0] == (loop_thread, "BEGIN DEFERRED")
+    assert reads[-1] == (loop_thread, "COMMIT")
+
+
+def hold_write_lock(path: Path, held: threading.Event, release: threading.Event) -> None:
+    """Another process's writer, as far as SQLite can tell: its own connection and thread."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    held.set()
+    release.wait()
+    other.execute("COMMIT")
+    other.close()
+
+
+async def test_a_writer_waits_for_another_connections_lock_without_blocking_the_loop(
+    store: Store, tmp_path: Path
+) -> None:
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_write_lock, args=(tmp_path / "gateway.db", held, release))
+    holder.start()
+    try:
+        await asyncio.to_thread(held.wait)
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        async def write() -> bool:
+            async with store.session() as session:
+                return await session.has_bank_accounts("org_a")
+
+        ticking = asyncio.create_task(ticker())
+        writing = asyncio.create_task(write())
+        await asyncio.sleep(0.5)
+        # Still waiting for the lock, and the loop kept running meanwhile (a busy wait in
+        # SQLite on this thread would have allowed no tick at all for the whole 0.5 s).
+        assert not writing.done()
+        assert ticks >= 10
+        release.set()
+        assert await asyncio.wait_for(writing, 5) is False
+        ticking.cancel()
+    finally:
+        release.set()
+        holder.join()
+
+
+async def test_a_writer_gives_up_with_database_is_locked_after_the_busy_timeout(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "BUSY_TIMEOUT_MS", 200)
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_write_lock, args=(tmp_path / "gateway.db", held, release))
+    holder.start()
+    try:
+        await asyncio.to_thread(held.wait)
+        with pytest.raises((OperationalError, sqlite3.OperationalError), match="locked"):
+            async with store.session() as session:
+                await session.has_bank_accounts("org_a")
+    finally:
+        release.set()
+        holder.join()
+    # The lock released, the store writes again: nothing was left half open.
+    async with store.session() as session:
+        assert await session.has_bank_accounts("org_a") is False
+
+
+async def test_a_failed_write_session_rolls_back_and_keeps_nothing(store: Store) -> None:
+    with pytest.raises(RuntimeError):
+        async with store.session() as session:
+            await write_audit_row(session)
+            raise RuntimeError("after the write")
+    async with store.session(write=False) as session:
+        assert await session.status_changes("org_a", first=10) == []
