@@ -2,9 +2,9 @@
 
 For measuring one lever: check the change out next to the baseline (``git worktree add``) and
 name both trees. Each round starts a fresh stack per tree (both sandboxes, a new SQLite file,
-the gateway from that tree's ``src`` with 1 worker), warms it up, then drives the gateway and
-the direct sandbox back to back with wrk. Rounds alternate the trees, so drift on a shared
-machine falls on both; the table gives medians.
+the gateway from that tree's ``src`` with ``--workers``, default 1), warms it up, then drives
+the gateway and the direct sandbox back to back with wrk. Rounds alternate the trees, so drift
+on a shared machine falls on both; the table gives medians.
 
     .venv/bin/python -m bench.compare --tree before=/tmp/wt-base --tree after=. \\
         --provider commet --connections 32 --seconds 6 --rounds 3
@@ -59,13 +59,13 @@ def python_path(source: Path) -> Iterator[None]:
             os.environ["PYTHONPATH"] = before
 
 
-def one_run(source: Path, provider: str, connections: int, seconds: float) -> Samples:
+def one_run(source: Path, provider: str, connections: int, seconds: float, workers: int) -> Samples:
     plan = Plan.make(quick=False, soak_requests=0, soak_seconds=1)
     samples = Samples()
     with (
         python_path(source),
         tempfile.TemporaryDirectory(prefix="payout-compare-") as folder,
-        running_stack(Path(folder)) as stack,
+        running_stack(Path(folder), workers) as stack,
     ):
         bench = Bench(stack, plan, Path(folder))
         try:
@@ -100,18 +100,19 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
     args = parser.parse_args()
     results: dict[str, Samples] = {name: Samples() for name, _ in args.tree}
     for round_ in range(args.rounds):
         for name, source in args.tree:
             log(f"round {round_ + 1}: {name} ({source})")
-            run = one_run(source, args.provider, args.connections, args.seconds)
+            run = one_run(source, args.provider, args.connections, args.seconds, args.workers)
             for key, values in vars(run).items():
                 getattr(results[name], key).extend(values)
     median = statistics.median
     print(
         f"\naddBankAccount ({args.provider}), c={args.connections}, {args.seconds:g} s per "
-        f"run, medians of {args.rounds} rounds, 1 gateway worker"
+        f"run, medians of {args.rounds} rounds, {args.workers} gateway worker(s)"
     )
     print(
         "| tree | gateway req/s | direct req/s | ratio | gateway CPU/req | p50 ms | added p50 ms |"
