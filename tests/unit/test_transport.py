@@ -19,6 +19,7 @@ from payout_gateway.domain.errors import (
     ProviderUnavailableError,
 )
 from payout_gateway.providers.transport import (
+    URL_CACHE_SIZE,
     FailureKind,
     HttpPolicy,
     ProviderHttp,
@@ -439,3 +440,101 @@ async def test_429_is_retried_after_the_advertised_delay_even_for_writes(
     assert raw.status_code == 200
     assert isinstance(http.sleep, Sleeps)
     assert http.sleep.delays == [2.0]
+
+
+# --- URLs merged once per path; no cookies kept -------------------------------------------------
+
+
+class Recorder:
+    """A provider answering 200 to everything, remembering what it was sent."""
+
+    def __init__(self, *answer_headers: tuple[str, str]) -> None:
+        self.requests: list[httpx.Request] = []
+        self.answer_headers = list(answer_headers)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return httpx.Response(200, headers=self.answer_headers, content=b"{}")
+
+    @property
+    def urls(self) -> list[str]:
+        return [str(request.url) for request in self.requests]
+
+
+def http_for(base_url: str, recorder: Recorder) -> ProviderHttp:
+    return ProviderHttp(
+        provider=PROVIDER,
+        client=build_client(base_url, HttpPolicy(), transport=httpx.MockTransport(recorder)),
+    )
+
+
+BASE_URLS = ["https://provider.test", "https://provider.test/api/v1", "https://provider.test/api/"]
+PATHS = [
+    "/v0/things",
+    "v0/things",
+    "/v0/things?limit=5&after=a%2Fb",
+    "/v0/things/ac%C3%A7ount one",
+    "/",
+    "",
+    "https://elsewhere.test/v0/things?x=1",
+]
+
+
+@pytest.mark.parametrize("base_url", BASE_URLS)
+async def test_urls_are_merged_as_httpx_merges_them_every_time(base_url: str) -> None:
+    recorder = Recorder()
+    http = http_for(base_url, recorder)
+    reference = httpx.AsyncClient(base_url=base_url.rstrip("/"))
+    expected: list[str] = []
+    for _ in range(2):  # merged, then cached
+        for path in PATHS:
+            for params in (None, {"offset": 10}):
+                await http.request("GET", path, params=params, replay_safe=True)
+                expected.append(str(reference.build_request("GET", path, params=params).url))
+    assert recorder.urls == expected
+    await http.aclose()
+    await reference.aclose()
+
+
+async def test_the_same_path_goes_to_each_client_s_own_base_url() -> None:
+    recorder = Recorder()
+    first = http_for("https://one.test/api", recorder)
+    second = http_for("https://two.test/v2", recorder)
+    for http in (first, second, first):
+        await http.request("GET", "/things?a=1", replay_safe=True)
+    first.client.base_url = httpx.URL("https://three.test/")
+    await first.request("GET", "/things?a=1", replay_safe=True)
+    assert recorder.urls == [
+        "https://one.test/api/things?a=1",
+        "https://two.test/v2/things?a=1",
+        "https://one.test/api/things?a=1",
+        "https://three.test/things?a=1",
+    ]
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_the_url_cache_keeps_the_recently_used_paths_up_to_its_size() -> None:
+    http = http_for("https://provider.test", Recorder())
+    for n in range(URL_CACHE_SIZE + 10):
+        await http.request("GET", f"/v0/payouts/po_{n}", replay_safe=True)
+        await http.request("POST", "/v0/payouts", replay_safe=False)
+    assert len(http._urls) == URL_CACHE_SIZE
+    assert "/v0/payouts" in http._urls
+    assert "/v0/payouts/po_0" not in http._urls
+    await http.aclose()
+
+
+async def test_cookies_set_by_an_answer_are_never_kept_or_sent() -> None:
+    # One client serves every organization: a kept cookie would cross from one to the others.
+    recorder = Recorder(("Set-Cookie", "session=s1; Path=/"))
+    http = http_for("https://provider.test", recorder)
+    await http.request("GET", "/a", replay_safe=True)
+    await http.request("GET", "/b", replay_safe=True)
+    assert [request.headers.get("cookie") for request in recorder.requests] == [None, None]
+    assert len(http.client.cookies.jar) == 0
+    with pytest.raises(TypeError, match="no cookies"):
+        http.client.cookies = {"chosen": "c1"}
+    with pytest.raises(TypeError, match="no cookies"):
+        http.client.cookies.set("chosen", "c1")
+    await http.aclose()

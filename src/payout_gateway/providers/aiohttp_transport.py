@@ -1,9 +1,12 @@
-"""httpx-aiohttp's transport with aiohttp's errors translated by what they prove about sending.
+"""httpx's transport interface over one pooled aiohttp session, with aiohttp's errors translated by
+what they prove about whether the request was sent.
 
-httpx-aiohttp maps every ``aiohttp.ClientConnectionError`` it has no closer entry for, including
-``ServerDisconnectedError`` after the request was written, to ``httpx.ConnectTimeout``; our seam
-reads that as "never sent" and may resend a POST. Here only errors aiohttp raises before any byte
-of the request is written become connect errors; every other one reads as "maybe sent".
+Here only errors aiohttp raises before any byte of the request is written become connect errors;
+every other one reads as "maybe sent". This replaces httpx-aiohttp's transport, which maps every
+``aiohttp.ClientConnectionError`` it has no closer entry for, including ``ServerDisconnectedError``
+after the request was written, to ``httpx.ConnectTimeout`` (our seam would read that as "never
+sent" and might resend a POST): re-mapping its errors and wrapping its body stream again cost more
+than the whole transport, which sends the same bytes.
 """
 
 from __future__ import annotations
@@ -15,14 +18,13 @@ from typing import NoReturn
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 # aiohttp (or builtin) error -> the httpx error our seam reads. First isinstance match wins, so a
 # subclass comes before its base.
 ERROR_MAP: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
     # Not sent. aiohttp raises these only while it waits for a pooled connection or opens one
     # (client.py around connector.connect; connector.py), and, with its own retry switched off
-    # (see get_client), only before the first and only write of the request.
+    # (see _open_session), only before the first and only write of the request.
     (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
     (aiohttp.ClientConnectorError, httpx.ConnectError),  # refused, DNS, TLS, proxy connect
     # URLs are checked before connecting, except a redirect's (after sending; redirects are off).
@@ -44,6 +46,9 @@ ERROR_MAP: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = 
 # raises LocalProtocolError for them, which the seam reads as "not sent", as it is.
 _FORBIDDEN_HEADER_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
+# How much of the body one read hands to httpx at most: ProviderHttp checks its size cap per chunk.
+_CHUNK_BYTES = 16 * 1024
+
 
 def httpx_error_for(exc: BaseException) -> type[httpx.TransportError] | None:
     """The httpx error an aiohttp failure stands for; None for anything that is not one."""
@@ -54,16 +59,12 @@ def httpx_error_for(exc: BaseException) -> type[httpx.TransportError] | None:
 
 
 def translate(exc: Exception, request: httpx.Request) -> httpx.TransportError | None:
-    """``exc`` as our seam must see it, or None to let it through. httpx-aiohttp raises its own
-    choice ``from`` the aiohttp error, so that error is its cause; others arrive as they are."""
-    origin: BaseException = exc
-    if isinstance(exc, httpx.TransportError) and exc.__cause__ is not None:
-        origin = exc.__cause__
-    target = httpx_error_for(origin)
+    """``exc`` as our seam must see it, or None to let it through."""
+    target = httpx_error_for(exc)
     if target is None:
         return None
-    error = target(f"{type(origin).__name__}: {origin}", request=request)
-    error.__cause__ = origin
+    error = target(f"{type(exc).__name__}: {exc}", request=request)
+    error.__cause__ = exc
     return error
 
 
@@ -71,12 +72,13 @@ def _reraise(exc: Exception, request: httpx.Request) -> NoReturn:
     error = translate(exc, request)
     if error is None:
         raise exc
-    raise error from error.__cause__
+    raise error from exc
 
 
-class AiohttpProviderTransport(AiohttpTransport):
-    """aiohttp under httpx for provider calls: one pooled session, no redirects (httpx-aiohttp
-    passes ``allow_redirects=False``), no retries of its own, no cookie jar of its own.
+class AiohttpProviderTransport(httpx.AsyncBaseTransport):
+    """aiohttp under httpx for provider calls: one pooled session, no redirects, no retries of its
+    own, no cookie jar of its own, no decompression of its own (httpx decodes, so the size cap
+    counts decoded bytes).
 
     Timeouts come per request from httpx: connect -> ``sock_connect``, read -> ``sock_read``,
     pool -> ``connect`` (pool wait and connecting together). aiohttp has no write timeout and no
@@ -85,22 +87,27 @@ class AiohttpProviderTransport(AiohttpTransport):
     """
 
     def __init__(self, limits: httpx.Limits) -> None:
-        super().__init__(limits=limits)
+        self._limits = limits
+        # httpx's default: certifi's roots, or SSL_CERT_FILE / SSL_CERT_DIR when set.
+        self._ssl_context = httpx.create_ssl_context()
+        self._session: aiohttp.ClientSession | None = None
 
-    def get_client(self) -> aiohttp.ClientSession:
+    def _open_session(self) -> aiohttp.ClientSession:
+        # Opened on the first request: aiohttp binds a session to the running event loop.
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=self.limits.max_connections or 0,
-                keepalive_timeout=self.limits.keepalive_expiry,
-                ssl=self.ssl_context,
+                limit=self._limits.max_connections or 0,
+                keepalive_timeout=self._limits.keepalive_expiry,
+                ssl=self._ssl_context,
             ),
-            # httpx keeps the cookies; a second jar would send them twice.
+            # Provider calls keep no cookies (see transport.NoCookies).
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         # aiohttp resends GET/PUT/DELETE once on a dropped connection: the resend could then fail
         # to connect and look "never sent". ProviderHttp owns retries. (aiohttp's own TestClient
         # sets this attribute the same way.)
         session._retry_connection = False
+        self._session = session
         return session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -108,31 +115,61 @@ class AiohttpProviderTransport(AiohttpTransport):
             b"\t".join(itertools.chain.from_iterable(request.headers.raw))
         ):
             raise httpx.LocalProtocolError("Illegal header name or value", request=request)
+        session = self._session or self._open_session()
+        timeout = request.extensions.get("timeout", {})
         try:
-            response = await super().handle_async_request(request)
+            response = await session.request(
+                request.method,
+                str(request.url),
+                headers=request.headers,
+                # ProviderHttp's bodies are built in memory, so already read.
+                data=request.content or None,
+                allow_redirects=False,
+                auto_decompress=False,
+                compress=False,
+                timeout=aiohttp.ClientTimeout(
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                    connect=timeout.get("pool"),
+                ),
+                server_hostname=request.extensions.get("sni_hostname"),
+            )
         except Exception as exc:
             _reraise(exc, request)
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _TranslatedStream(response.stream, request)
-        return response
+        extensions = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode()
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=AiohttpResponseBody(response, request),
+            request=request,
+            extensions=extensions,
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
-class _TranslatedStream(httpx.AsyncByteStream):
-    """The response body, with read failures translated like send failures."""
+class AiohttpResponseBody(httpx.AsyncByteStream):
+    """aiohttp's response body for httpx, read failures translated like send failures."""
 
-    def __init__(self, stream: httpx.AsyncByteStream, request: httpx.Request) -> None:
-        self._stream = stream
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._stream:
+            async for chunk in self._response.content.iter_chunked(_CHUNK_BYTES):
                 yield chunk
         except Exception as exc:
             _reraise(exc, self._request)
 
     async def aclose(self) -> None:
+        # A connection whose body was not read to the end is closed here, never pooled.
         try:
-            await self._stream.aclose()
+            self._response.release()
+            await self._response.wait_for_close()
         except Exception as exc:
             _reraise(exc, self._request)
