@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.load import LoadResult
 from bench.run import VERIFY, Bench, Plan, log
-from bench.stack import running_stack
+from bench.stack import postmaster_pid, running_stack
 
 
 @dataclass
@@ -32,6 +32,7 @@ class Samples:
     gateway_rps: list[float] = field(default_factory=list)
     direct_rps: list[float] = field(default_factory=list)
     gateway_cpu_ms: list[float] = field(default_factory=list)
+    database_cpu_ms: list[float] = field(default_factory=list)
     gateway_p50_ms: list[float] = field(default_factory=list)
     added_p50_ms: list[float] = field(default_factory=list)
 
@@ -59,15 +60,24 @@ def python_path(source: Path) -> Iterator[None]:
             os.environ["PYTHONPATH"] = before
 
 
-def one_run(source: Path, provider: str, connections: int, seconds: float, workers: int) -> Samples:
+def one_run(
+    source: Path,
+    provider: str,
+    connections: int,
+    seconds: float,
+    workers: int,
+    postgres_url: str | None,
+) -> Samples:
     plan = Plan.make(quick=False, soak_requests=0, soak_seconds=1)
     samples = Samples()
     with (
         python_path(source),
         tempfile.TemporaryDirectory(prefix="payout-compare-") as folder,
-        running_stack(Path(folder), workers) as stack,
+        running_stack(Path(folder), workers, postgres_url) as stack,
     ):
         bench = Bench(stack, plan, Path(folder))
+        if postgres_url is not None:
+            bench.watch["postgres"] = postmaster_pid(postgres_url)
         try:
             if provider == "commet":
                 bench.gql(stack.keys.commet, VERIFY)
@@ -88,6 +98,7 @@ def one_run(source: Path, provider: str, connections: int, seconds: float, worke
     samples.gateway_rps.append(gateway.rps)
     samples.direct_rps.append(direct.rps)
     samples.gateway_cpu_ms.append(gateway.cpu_us_per_request("gateway") / 1000)
+    samples.database_cpu_ms.append(gateway.cpu_us_per_request("postgres") / 1000)
     samples.gateway_p50_ms.append(gateway.p50_ms)
     samples.added_p50_ms.append(gateway.p50_ms - direct.p50_ms)
     return samples
@@ -101,12 +112,25 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="a PostgreSQL server (e.g. postgresql://127.0.0.1/test) to store in, in a new "
+        "database per run, instead of a SQLite file; its CPU per request is reported",
+    )
     args = parser.parse_args()
     results: dict[str, Samples] = {name: Samples() for name, _ in args.tree}
     for round_ in range(args.rounds):
         for name, source in args.tree:
             log(f"round {round_ + 1}: {name} ({source})")
-            run = one_run(source, args.provider, args.connections, args.seconds, args.workers)
+            run = one_run(
+                source,
+                args.provider,
+                args.connections,
+                args.seconds,
+                args.workers,
+                args.postgres,
+            )
             for key, values in vars(run).items():
                 getattr(results[name], key).extend(values)
     median = statistics.median
@@ -114,15 +138,18 @@ def main() -> int:
         f"\naddBankAccount ({args.provider}), c={args.connections}, {args.seconds:g} s per "
         f"run, medians of {args.rounds} rounds, {args.workers} gateway worker(s)"
     )
+    store = "PostgreSQL" if args.postgres else "SQLite"
     print(
-        "| tree | gateway req/s | direct req/s | ratio | gateway CPU/req | p50 ms | added p50 ms |"
+        f"| tree | gateway req/s | direct req/s | ratio | gateway CPU/req | {store} server "
+        "CPU/req | p50 ms | added p50 ms |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, samples in results.items():
         ratios = [g / d for g, d in zip(samples.gateway_rps, samples.direct_rps, strict=True)]
         print(
             f"| {name} | {median(samples.gateway_rps):.0f} | {median(samples.direct_rps):.0f} | "
             f"{100 * median(ratios):.1f} % | {median(samples.gateway_cpu_ms):.2f} ms | "
+            f"{median(samples.database_cpu_ms):.2f} ms | "
             f"{median(samples.gateway_p50_ms):.2f} | {median(samples.added_p50_ms):.2f} |"
         )
     return 0

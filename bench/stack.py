@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -14,7 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,12 +213,60 @@ def restart_gateway(stack: Stack, workers: int) -> None:
     stack.workers = workers
 
 
+def postmaster_pid(server_url: str) -> int:
+    """The PostgreSQL server's main process: its children are the backends, so watching it
+    counts the database's CPU (bench.load counts a watched process with its descendants)."""
+
+    async def ask() -> int:
+        connection = await asyncpg.connect(_asyncpg_dsn(server_url))
+        try:
+            backend = int(await connection.fetchval("SELECT pg_backend_pid()"))
+        finally:
+            await connection.close()
+        return backend
+
+    import psutil  # installed by scripts/bench
+
+    return int(psutil.Process(asyncio.run(ask())).ppid())
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return re.sub(r"^postgres(ql)?(\+asyncpg)?://", "postgresql://", url)
+
+
 @contextlib.contextmanager
-def running_stack(workdir: Path, workers: int = 1) -> Iterator[Stack]:
-    """Start both sandboxes, seed the database, start the gateway; stop all of them on exit."""
+def fresh_postgres_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the server ``server_url`` names, dropped on exit: runs never
+    see each other's rows. Yields its URL."""
+    parts = urlsplit(_asyncpg_dsn(server_url))
+    name = f"payout_gateway_bench_{os.getpid()}"
+
+    async def run(statement: str) -> None:
+        connection = await asyncpg.connect(_asyncpg_dsn(server_url))
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def running_stack(
+    workdir: Path, workers: int = 1, postgres_url: str | None = None
+) -> Iterator[Stack]:
+    """Start both sandboxes, seed the database, start the gateway; stop all of them on exit.
+    The database is a SQLite file in ``workdir``, or with ``postgres_url`` a new database on
+    that PostgreSQL server."""
     sandboxes: list[Service] = []
     stack: Stack | None = None
     base_env = _clean_env()
+    stack_resources = contextlib.ExitStack()
     try:
         for name in ("commet", "paygentic"):
             port = free_port()
@@ -225,8 +276,13 @@ def running_stack(workdir: Path, workers: int = 1) -> Iterator[Stack]:
         commet, paygentic = sandboxes
         wait_ready(commet, "/_sandbox/requests")
         wait_ready(paygentic, "/_sandbox/requests")
-        database_url = f"sqlite:///{workdir / 'bench.db'}"
+        if postgres_url is None:
+            database_url = f"sqlite:///{workdir / 'bench.db'}"
+        else:
+            database_url = stack_resources.enter_context(fresh_postgres_database(postgres_url))
         env = gateway_env(commet, paygentic, database_url)
+        if postgres_url is not None:
+            _cli(["migrate"], {**base_env, **env}, workdir)
         keys = seed({**base_env, **env}, workdir)
         gateway = start_gateway(workdir, env, workers)
         stack = Stack(commet, paygentic, gateway, keys, database_url, env, workdir, workers)
@@ -237,3 +293,4 @@ def running_stack(workdir: Path, workers: int = 1) -> Iterator[Stack]:
             stack.gateway.stop()
         for service in reversed(sandboxes):
             service.stop()
+        stack_resources.close()  # the PostgreSQL database, once nothing uses it
