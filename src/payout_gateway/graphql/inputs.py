@@ -19,6 +19,7 @@ from payout_gateway.domain.models import (
     PayoutVerificationRequest,
     validated,
 )
+from payout_gateway.graphql.input_conversion import use_compiled_conversion
 
 
 def _present(**values: Any) -> dict[str, Any]:
@@ -197,3 +198,7 @@ class RequestPayoutInput:
                 description=self.description,
             ),
         )
+
+
+# The mutations' arguments; the inputs nested in them are compiled along with them.
+use_compiled_conversion(AddBankAccountInput, CompletePayoutVerificationInput, RequestPayoutInput)

@@ -13,12 +13,6 @@ from typing import Annotated, Any
 import strawberry
 from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
 from strawberry import relay
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxTokensLimiter,
-    ParserCache,
-    ValidationCache,
-)
 from strawberry.extensions.max_aliases import create_validator as create_alias_rule
 from strawberry.extensions.query_depth_limiter import create_validator as create_depth_rule
 from strawberry.permission import BasePermission
@@ -28,6 +22,7 @@ from strawberry.types import ExecutionContext, Info
 from payout_gateway.domain.enums import BankAccountStatus
 from payout_gateway.domain.errors import InputValidationError, PayoutGatewayError
 from payout_gateway.graphql.context import GatewayContext
+from payout_gateway.graphql.documents import DocumentChecks, document_cache
 from payout_gateway.graphql.errors import (
     IdempotencyConflictError,
     IdempotencyInProgressError,
@@ -394,23 +389,18 @@ def build_schema(
     max_tokens: int = 5000,
     max_aliases: int = 100,
 ) -> strawberry.Schema:
-    # Factories, not instances: Strawberry builds fresh extensions per request (its parser and
-    # validation caches live at module level, so they still span requests). The depth and
-    # alias rules are built here once: the validation cache is keyed by the rule classes, and
-    # the stock limiters would make new classes per request, so nothing would ever hit.
+    # Factories, not instances: Strawberry builds fresh extensions per request; the document
+    # cache is built here once, so it spans requests. The depth and alias rules are built once
+    # too: the stock limiters would make new rule classes per request, so a validation result
+    # cached for a document would never be reused.
     rules: list[type[ASTValidationRule]] = [
         create_depth_rule(max_depth, should_ignore=None),
         create_alias_rule(max_aliases),
     ]
     if not introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
-    extensions: list[Any] = [
-        SafeErrors,
-        partial(MaxTokensLimiter, max_token_count=max_tokens),
-        partial(AddValidationRules, rules),
-        partial(ParserCache, maxsize=1024),
-        partial(ValidationCache, maxsize=1024),
-    ]
+    documents = document_cache(max_tokens=max_tokens, maxsize=1024)
+    extensions: list[Any] = [SafeErrors, partial(DocumentChecks, documents, rules)]
     return GatewaySchema(
         query=Query,
         mutation=Mutation,

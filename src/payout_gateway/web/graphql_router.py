@@ -7,12 +7,14 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLRequestData
+from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.base import BaseSchema
 from strawberry.types.unset import UnsetType
 
@@ -52,6 +54,10 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         super().__init__(schema, **kwargs)
         self._build_context = context
         self._authenticate = authenticate
+        # Streaming over HTTP (SSE, multipart) is offered only if a protocol asks for it.
+        self._http_streaming = any(
+            p in self.stream_transport_classes_by_protocol for p in self.protocols
+        )
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -60,6 +66,22 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         context.request = request
         context.response = response if isinstance(response, Response) else None
         return context
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        # A JSON POST is parsed here: the gateway's every request, an object sent as plain
+        # application/json, skips Strawberry's content-type parser (the email package's) and
+        # its scan of the Accept header for streaming transports; and a body that is JSON but
+        # neither an object nor a (refused) batch gets a 400, where Strawberry's parser would
+        # fail with an AttributeError, a 500. Anything else is Strawberry's to parse.
+        if not self._http_streaming and request.method == "POST" and _is_json(request.content_type):
+            data = self.parse_json(await request.get_body())
+            if isinstance(data, dict):
+                return _one_operation(data)
+            if not isinstance(data, list):
+                raise HTTPException(400, "The GraphQL request body must be a JSON object.")
+        return await super().parse_http_body(request)
 
     def decode_json(self, data: str | bytes) -> object:
         # Strawberry maps only JSONDecodeError to 400; 5,000 "[" overflow the decoder's
@@ -94,3 +116,37 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         # an argument.
         context.organization = organization
         return ACK
+
+
+def _is_json(content_type: str | None) -> bool:
+    """Whether Strawberry's parser would read the body as JSON."""
+    return content_type == "application/json" or (
+        "application/json" in parse_content_type(content_type or "")[0]
+    )
+
+
+def _one_operation(data: dict[str, Any]) -> GraphQLRequestData:
+    """The operation of a JSON request body, refused as Strawberry's ``parse_http_body``
+    refuses it."""
+    query = data.get("query")
+    if not isinstance(query, str | None):
+        raise HTTPException(
+            400, "The GraphQL operation's `query` must be a string or null, if provided."
+        )
+    variables = data.get("variables")
+    if not isinstance(variables, dict | None):
+        raise HTTPException(
+            400, "The GraphQL operation's `variables` must be an object or null, if provided."
+        )
+    extensions = data.get("extensions")
+    if not isinstance(extensions, dict | None):
+        raise HTTPException(
+            400, "The GraphQL operation's `extensions` must be an object or null, if provided."
+        )
+    return GraphQLRequestData(
+        query=query,
+        variables=variables,
+        operation_name=data.get("operationName"),
+        extensions=extensions,
+        protocol="http",
+    )

@@ -1,0 +1,116 @@
+"""The schema's document checks answer as Strawberry's stock extensions did, and validate once."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytest
+import strawberry
+from graphql import ASTValidationRule, NoSchemaIntrospectionCustomRule
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxTokensLimiter,
+    ParserCache,
+    ValidationCache,
+)
+from strawberry.extensions.max_aliases import create_validator as create_alias_rule
+from strawberry.extensions.query_depth_limiter import create_validator as create_depth_rule
+from strawberry.schema.config import StrawberryConfig
+
+from payout_gateway.graphql.documents import DocumentChecks, document_cache
+from payout_gateway.graphql.safety import SafeErrors
+from payout_gateway.graphql.schema import (
+    GatewaySchema,
+    Mutation,
+    Query,
+    Subscription,
+    build_schema,
+)
+from payout_gateway.graphql.types import BankAccount, Payout
+
+LIMITS = {"max_depth": 2, "max_tokens": 60, "max_aliases": 2}
+
+
+def stock_schema(*, production: bool) -> strawberry.Schema:
+    """The schema as build_schema made it with Strawberry's own extensions."""
+    rules: list[type[ASTValidationRule]] = [
+        create_depth_rule(LIMITS["max_depth"], should_ignore=None),
+        create_alias_rule(LIMITS["max_aliases"]),
+    ]
+    if production:
+        rules.append(NoSchemaIntrospectionCustomRule)
+    return GatewaySchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        types=[BankAccount, Payout],
+        extensions=[
+            SafeErrors,
+            partial(MaxTokensLimiter, max_token_count=LIMITS["max_tokens"]),
+            partial(AddValidationRules, rules),
+            partial(ParserCache, maxsize=1024),
+            partial(ValidationCache, maxsize=1024),
+        ],
+        config=StrawberryConfig(disable_field_suggestions=production),
+    )
+
+
+QUERIES = [
+    "{ __typename }",
+    "query Named { __typename }",
+    "{ organization { name }",
+    "{ organizaton { name } }",
+    "{ " + " ".join(["__typename"] * 60) + " }",
+    "{ organization { name } }",
+    "{ bankAccounts { edges { node { id } } } }",
+    "{ bankAccounts { edges { node { ... on Node { id } } } } }",
+    "{ a: __typename b: __typename c: __typename }",
+    "{ __schema { queryType { name } } }",
+    "mutation { addBankAccount(input: {bankAccount: {accountNumber: 1}}) { __typename } }",
+    "subscription { statusChanges { objectId } }",
+]
+
+
+def answer(result: Any) -> tuple[Any, Any]:
+    return result.data, [error.formatted for error in result.errors or ()]
+
+
+@pytest.mark.parametrize("production", [False, True])
+async def test_every_document_gets_the_stock_extensions_answer(production: bool) -> None:
+    ours = build_schema(introspection=not production, field_suggestions=not production, **LIMITS)
+    stock = stock_schema(production=production)
+    for query in QUERIES:
+        for _ in range(2):  # the second time from the caches
+            expected = answer(await stock.execute(query))
+            assert answer(await ours.execute(query)) == expected, query
+
+
+@strawberry.type
+class Hello:
+    @strawberry.field
+    def hello(self) -> str:
+        return "world"
+
+
+async def test_a_document_is_validated_once_and_its_errors_kept() -> None:
+    documents = document_cache(max_tokens=100, maxsize=8)
+    schema = strawberry.Schema(Hello, extensions=[partial(DocumentChecks, documents, [])])
+    for query, valid in (("{ hello }", True), ("{ goodbye }", False)):
+        first = await schema.execute(query)
+        checked = documents(query)
+        errors = checked.errors
+        assert errors is not None
+        assert not errors if valid else errors
+        second = await schema.execute(query)
+        assert documents(query).errors is errors
+        assert answer(first) == answer(second)
+
+
+async def test_a_document_over_the_token_budget_is_refused_every_time() -> None:
+    documents = document_cache(max_tokens=5, maxsize=8)
+    schema = strawberry.Schema(Hello, extensions=[partial(DocumentChecks, documents, [])])
+    for _ in range(2):
+        result = await schema.execute("{ hello hello hello hello }")
+        assert result.errors
+        assert "more than 5 tokens" in result.errors[0].message
