@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,15 +18,6 @@ from payout_gateway.store import Store, database
 from payout_gateway.store.database import StoreSession
 from payout_gateway.store.inline_sqlite import InlineConnection
 from tests.store.test_core_writes import seed
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = Store.from_url(f"sqlite:///{tmp_path}/gateway.db")
-    await store.create_schema()
-    await seed(store, "a")
-    yield store
-    await store.dispose()
 
 
 async def write_audit_row(session: StoreSession) -> None:
@@ -43,7 +33,7 @@ async def write_audit_row(session: StoreSession) -> None:
     )
 
 
-def trace_threads(store: Store) -> list[tuple[str, str]]:
+def trace_threads(sqlite_store: Store) -> list[tuple[str, str]]:
     """(thread name, SQL) of every statement SQLite runs on connections opened from now on."""
     seen: list[tuple[str, str]] = []
 
@@ -54,30 +44,30 @@ def trace_threads(store: Store) -> list[tuple[str, str]]:
             lambda sql: seen.append((threading.current_thread().name, sql))
         )
 
-    event.listen(store.engine.sync_engine, "connect", on_connect)
+    event.listen(sqlite_store.engine.sync_engine, "connect", on_connect)
     return seen
 
 
 async def test_statements_run_on_the_loop_thread_and_a_writing_commit_on_the_commit_thread(
     tmp_path: Path,
 ) -> None:
-    store = Store.from_url(f"sqlite:///{tmp_path}/gateway.db")
-    seen = trace_threads(store)
+    sqlite_store = Store.from_url(f"sqlite:///{tmp_path}/gateway.db")
+    seen = trace_threads(sqlite_store)
     try:
-        await store.create_schema()
-        await seed(store, "a")
+        await sqlite_store.create_schema()
+        await seed(sqlite_store, "a")
         seen.clear()
-        async with store.session() as session:
+        async with sqlite_store.session() as session:
             await session.has_bank_accounts("org_a")
             await write_audit_row(session)
         # The busy timeout is switched off around BEGIN IMMEDIATE (see the next tests).
         writes = [(thread, sql) for thread, sql in seen if not sql.startswith("PRAGMA")]
         seen.clear()
-        async with store.session(write=False) as session:
+        async with sqlite_store.session(write=False) as session:
             await session.has_bank_accounts("org_a")
         reads = list(seen)
     finally:
-        await store.dispose()
+        await sqlite_store.dispose()
 
     loop_thread = threading.current_thread().name
     assert writes[0] == (loop_thread, "BEGIN IMMEDIATE")
@@ -103,7 +93,7 @@ def hold_write_lock(path: Path, held: threading.Event, release: threading.Event)
 
 
 async def test_a_writer_waits_for_another_connections_lock_without_blocking_the_loop(
-    store: Store, tmp_path: Path
+    sqlite_store: Store, tmp_path: Path
 ) -> None:
     held, release = threading.Event(), threading.Event()
     holder = threading.Thread(target=hold_write_lock, args=(tmp_path / "gateway.db", held, release))
@@ -119,7 +109,7 @@ async def test_a_writer_waits_for_another_connections_lock_without_blocking_the_
                 ticks += 1
 
         async def write() -> bool:
-            async with store.session() as session:
+            async with sqlite_store.session() as session:
                 return await session.has_bank_accounts("org_a")
 
         ticking = asyncio.create_task(ticker())
@@ -138,7 +128,7 @@ async def test_a_writer_waits_for_another_connections_lock_without_blocking_the_
 
 
 async def test_a_writer_gives_up_with_database_is_locked_after_the_busy_timeout(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(database, "BUSY_TIMEOUT_MS", 200)
     held, release = threading.Event(), threading.Event()
@@ -147,20 +137,20 @@ async def test_a_writer_gives_up_with_database_is_locked_after_the_busy_timeout(
     try:
         await asyncio.to_thread(held.wait)
         with pytest.raises((OperationalError, sqlite3.OperationalError), match="locked"):
-            async with store.session() as session:
+            async with sqlite_store.session() as session:
                 await session.has_bank_accounts("org_a")
     finally:
         release.set()
         holder.join()
-    # The lock released, the store writes again: nothing was left half open.
-    async with store.session() as session:
+    # The lock released, the sqlite_store writes again: nothing was left half open.
+    async with sqlite_store.session() as session:
         assert await session.has_bank_accounts("org_a") is False
 
 
-async def test_a_failed_write_session_rolls_back_and_keeps_nothing(store: Store) -> None:
+async def test_a_failed_write_session_rolls_back_and_keeps_nothing(sqlite_store: Store) -> None:
     with pytest.raises(RuntimeError):
-        async with store.session() as session:
+        async with sqlite_store.session() as session:
             await write_audit_row(session)
             raise RuntimeError("after the write")
-    async with store.session(write=False) as session:
+    async with sqlite_store.session(write=False) as session:
         assert await session.status_changes("org_a", first=10) == []

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,8 @@ class Store:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.statements = 0
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._group: _WriteGroup | None = None
+        self._committers: set[asyncio.Task[None]] = set()
         self._owned_executor = owned_executor
         event.listen(engine.sync_engine, "before_cursor_execute", self._count)
         if engine.dialect.name == "sqlite":
@@ -132,8 +135,9 @@ class Store:
         return cls(create_async_engine(url, **engine_options))
 
     def _count(self, _connection: object, _cursor: object, statement: str, *_: object) -> None:
-        # Transaction control is not a query: SQLite's BEGIN is sent as SQL, PostgreSQL's isn't.
-        if not statement.startswith("BEGIN"):
+        # Transaction control is not a query: SQLite's BEGIN is sent as SQL, PostgreSQL's isn't,
+        # and a SQLite write session is a savepoint in its group's transaction.
+        if not statement.startswith(_TRANSACTION_CONTROL):
             self.statements += 1
 
     async def create_schema(self) -> None:
@@ -145,29 +149,61 @@ class Store:
             await connection.run_sync(Base.metadata.drop_all)
 
     async def dispose(self) -> None:
+        await asyncio.gather(*self._committers, return_exceptions=True)
         await self.engine.dispose()
         if self._owned_executor is not None:
             self._owned_executor.shutdown(wait=True)
 
     @asynccontextmanager
     async def session(self, *, write: bool = True) -> AsyncIterator[StoreSession]:
-        """One transaction. On SQLite, writers queue here: the file has one writer at a time,
-        and SQLite's own busy waiting is unfair and gives up ("database is locked") under
-        load, while a transaction that read first cannot upgrade to a write in WAL mode at
-        all. Readers (``write=False``) never wait: WAL gives them a snapshot."""
+        """One transaction. Readers (``write=False``) never wait: on SQLite, WAL gives them a
+        snapshot.
+
+        On SQLite, writers queue here: the file has one writer at a time, SQLite's own busy
+        waiting is unfair and gives up ("database is locked") under load, and a transaction
+        that read first cannot upgrade to a write in WAL mode at all. The writers queued
+        together share one transaction, each in a savepoint of its own, and one COMMIT (group
+        commit): a COMMIT that wrote waits for an fsync, which under load would otherwise be
+        most of the file's time per write. A writer's changes are undone alone if its block
+        raises; it returns once the COMMIT of its group is done, and raises if that failed.
+        """
         if write and self._write_lock is not None:
             async with self._write_lock:
-                session = await self._begin_sqlite_write()
-                async with session:
-                    try:
-                        yield StoreSession(session)
-                    except BaseException:
-                        await session.rollback()
-                        raise
-                    await session.commit()
+                group = self._group or await self._open_group()
+                async with group.session.begin_nested():
+                    yield StoreSession(group.session)
+            # Shielded: a caller cancelled here must not cancel the group's outcome for the rest.
+            await asyncio.shield(group.committed)
             return
         async with self._sessions() as session, session.begin():
             yield StoreSession(session)
+
+    async def _open_group(self) -> _WriteGroup:
+        group = self._group = _WriteGroup(
+            await self._begin_sqlite_write(), asyncio.get_running_loop().create_future()
+        )
+        # The committer queues for the write lock behind the writers already waiting (the lock
+        # is first come, first served): they join this transaction, later ones the next.
+        committer = asyncio.create_task(self._commit_group(group))
+        self._committers.add(committer)
+        committer.add_done_callback(self._committers.discard)
+        return group
+
+    async def _commit_group(self, group: _WriteGroup) -> None:
+        assert self._write_lock is not None
+        async with self._write_lock:
+            self._group = None
+            try:
+                await group.session.commit()
+            except asyncio.CancelledError:
+                group.committed.cancel()
+                raise
+            except Exception as error:
+                group.committed.set_exception(error)
+            else:
+                group.committed.set_result(None)
+            finally:
+                await group.session.close()
 
     async def _begin_sqlite_write(self) -> AsyncSession:
         """A session holding the file's write lock (BEGIN IMMEDIATE), so that a
@@ -196,6 +232,17 @@ class Store:
                 await session.close()
                 raise
             return session
+
+
+@dataclass(eq=False)
+class _WriteGroup:
+    """SQLite write sessions sharing one transaction; ``committed`` resolves with its COMMIT."""
+
+    session: AsyncSession
+    committed: asyncio.Future[None]
+
+
+_TRANSACTION_CONTROL = ("BEGIN", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")
 
 
 def _is_locked(error: OperationalError | sqlite3.OperationalError) -> bool:

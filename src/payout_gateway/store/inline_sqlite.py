@@ -167,9 +167,21 @@ class InlineConnection:
             return
         if self._conn.total_changes == self._changes_at_begin:
             # Nothing written: no fsync to wait for.
-            self._conn.commit()
+            self._commit_or_roll_back()
             return
-        await asyncio.get_running_loop().run_in_executor(self._commits, self._conn.commit)
+        await asyncio.get_running_loop().run_in_executor(self._commits, self._commit_or_roll_back)
+
+    def _commit_or_roll_back(self) -> None:
+        """COMMIT; if it fails, the transaction is rolled back before the error is raised.
+        SQLite can keep a transaction open after a failed COMMIT (deferred constraints, a
+        full disk), and SQLAlchemy, taking the transaction for ended, does not roll it back:
+        the pooled connection would then refuse every later BEGIN."""
+        try:
+            self._conn.commit()
+        except sqlite3.Error:
+            if self._conn.in_transaction:
+                self._conn.rollback()
+            raise
 
     async def rollback(self) -> None:
         self._conn.rollback()

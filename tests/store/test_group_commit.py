@@ -1,0 +1,150 @@
+"""SQLite write sessions queued together share one transaction and one COMMIT: each one's
+changes are undone alone when its block raises, and a failed COMMIT fails every one of them."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError
+
+from payout_gateway.store import Store
+from payout_gateway.store.database import StoreSession
+
+
+async def audit(session: StoreSession, object_id: str, organization_id: str = "org_a") -> None:
+    await session.record_status_change(
+        organization_id=organization_id,
+        object_type="bank_account",
+        object_id=object_id,
+        from_status=None,
+        to_status="PENDING",
+        provider_status="pending",
+        source="provider_response",
+        at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+async def audited_ids(sqlite_store: Store) -> list[str]:
+    async with sqlite_store.session(write=False) as session:
+        changes = await session.status_changes("org_a", first=100)
+    return sorted(change.object_id for change in changes)
+
+
+def count_commits(sqlite_store: Store) -> list[str]:
+    """One entry per COMMIT sent (SQLAlchemy's event comes just before it)."""
+    commits: list[str] = []
+
+    def on_commit(_connection: Any) -> None:
+        commits.append("COMMIT")
+
+    event.listen(sqlite_store.engine.sync_engine, "commit", on_commit)
+    return commits
+
+
+async def test_writers_queued_together_share_one_commit(sqlite_store: Store) -> None:
+    commits = count_commits(sqlite_store)
+
+    async def write(n: int) -> None:
+        async with sqlite_store.session() as session:
+            await audit(session, f"ba_{n}")
+
+    await asyncio.gather(*(write(n) for n in range(10)))
+    assert await audited_ids(sqlite_store) == sorted(f"ba_{n}" for n in range(10))
+    # Ten writers queued at once: far fewer COMMITs than writers (one per group).
+    assert 1 <= len(commits) < 10
+
+
+async def test_a_writer_returns_only_once_its_group_has_committed(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    other = Store.from_url(f"sqlite:///{tmp_path}/gateway.db")  # another process's view
+    try:
+        async with sqlite_store.session() as session:
+            await audit(session, "ba_1")
+        async with other.session(write=False) as session:
+            changes = await session.status_changes("org_a", first=10)
+        assert [change.object_id for change in changes] == ["ba_1"]
+    finally:
+        await other.dispose()
+
+
+async def test_a_writer_that_raises_loses_only_its_own_changes(sqlite_store: Store) -> None:
+    started = asyncio.Event()
+
+    async def good(n: int) -> None:
+        await started.wait()
+        async with sqlite_store.session() as session:
+            await audit(session, f"ba_good_{n}")
+
+    async def bad() -> None:
+        async with sqlite_store.session() as session:
+            started.set()
+            await audit(session, "ba_bad")
+            # Yields to the loop with the write queue held: the good writers queue up behind
+            # this one and join its transaction.
+            await asyncio.sleep(0.05)
+            raise RuntimeError("after writing")
+
+    outcomes = await asyncio.gather(bad(), good(1), good(2), return_exceptions=True)
+    assert isinstance(outcomes[0], RuntimeError)
+    assert outcomes[1:] == [None, None]
+    assert await audited_ids(sqlite_store) == ["ba_good_1", "ba_good_2"]
+
+
+async def test_a_failed_commit_fails_every_writer_of_the_group(sqlite_store: Store) -> None:
+    started = asyncio.Event()
+
+    async def breaks_the_commit() -> None:
+        async with sqlite_store.session() as session:
+            started.set()
+            # Foreign keys checked at COMMIT only: the row for an unknown organization is
+            # accepted now and fails the whole transaction's COMMIT.
+            await session._session.execute(text("PRAGMA defer_foreign_keys=ON"))
+            await audit(session, "ba_orphan", organization_id="org_missing")
+            await asyncio.sleep(0.05)
+
+    async def innocent() -> None:
+        await started.wait()
+        async with sqlite_store.session() as session:
+            await audit(session, "ba_innocent")
+
+    outcomes = await asyncio.gather(breaks_the_commit(), innocent(), return_exceptions=True)
+    assert [type(outcome) for outcome in outcomes] == [IntegrityError, IntegrityError]
+    assert await audited_ids(sqlite_store) == []
+    # The sqlite_store goes on: the next writer starts a new transaction.
+    async with sqlite_store.session() as session:
+        await audit(session, "ba_after")
+    assert await audited_ids(sqlite_store) == ["ba_after"]
+
+
+async def test_a_cancelled_writer_does_not_cancel_its_groups_commit(sqlite_store: Store) -> None:
+    # The commit thread busy: the group's COMMIT waits, and so do its writers.
+    assert sqlite_store._owned_executor is not None
+    gate = threading.Event()
+    sqlite_store._owned_executor.submit(gate.wait)
+    started = asyncio.Event()
+
+    async def write(object_id: str) -> None:
+        async with sqlite_store.session() as session:
+            started.set()
+            await audit(session, object_id)
+            await asyncio.sleep(0.05)
+
+    try:
+        first = asyncio.create_task(write("ba_first"))
+        await started.wait()
+        second = asyncio.create_task(write("ba_second"))
+        await asyncio.sleep(0.3)
+        assert not first.done() and not second.done()
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+    finally:
+        gate.set()
+    await asyncio.wait_for(second, 5)
+    # Cancelled while waiting for the COMMIT, not before: its row is committed with the rest.
+    assert await audited_ids(sqlite_store) == ["ba_first", "ba_second"]
