@@ -553,8 +553,8 @@ def machine(workers: tuple[int, ...]) -> dict[str, Any]:
         # Every part with the first count; addBankAccount again with each further one.
         "gateway_workers": list(workers),
         "environment": ENVIRONMENT,
-        "database": "SQLite file (statements on the loop's thread, a writing COMMIT on a "
-        "commit thread: store/inline_sqlite.py), persistence on",
+        "database": "SQLite file (statements on the loop's thread; writers queued together "
+        "share one transaction and one COMMIT, run on a commit thread: store/), persistence on",
         "status_refresh": "off (PAYOUT_GATEWAY_REFRESH_INTERVAL_SECONDS=0)",
         "max_page_size": MAX_PAGE_SIZE,
         "uvloop": has("uvloop"),

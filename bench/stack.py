@@ -217,17 +217,18 @@ def postmaster_pid(server_url: str) -> int:
     """The PostgreSQL server's main process: its children are the backends, so watching it
     counts the database's CPU (bench.load counts a watched process with its descendants)."""
 
+    import psutil  # installed by scripts/bench
+
     async def ask() -> int:
         connection = await asyncpg.connect(_asyncpg_dsn(server_url))
         try:
-            backend = int(await connection.fetchval("SELECT pg_backend_pid()"))
+            # Read while connected: the backend process exits with its connection.
+            backend = psutil.Process(int(await connection.fetchval("SELECT pg_backend_pid()")))
+            return int(backend.ppid())
         finally:
             await connection.close()
-        return backend
 
-    import psutil  # installed by scripts/bench
-
-    return int(psutil.Process(asyncio.run(ask())).ppid())
+    return asyncio.run(ask())
 
 
 def _asyncpg_dsn(url: str) -> str:
