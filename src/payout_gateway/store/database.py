@@ -92,7 +92,8 @@ def ensure_sqlite_directory(database_url: str) -> None:
 
 
 class Store:
-    """Owns the engine. ``session()`` is one transaction; ``statements`` counts SQL sent (the
+    """Owns the engine. ``session()`` is one unit of work, all or nothing (on SQLite, writers
+    share their group's transaction, see ``session``); ``statements`` counts SQL sent (the
     batching tests and the benchmark read it)."""
 
     def __init__(
