@@ -96,6 +96,49 @@ async def test_a_writer_that_raises_loses_only_its_own_changes(sqlite_store: Sto
     assert await audited_ids(sqlite_store) == ["ba_good_1", "ba_good_2"]
 
 
+async def test_a_later_writer_that_raises_loses_only_its_own_changes(
+    sqlite_store: Store,
+) -> None:
+    first_writing = asyncio.Event()
+
+    async def first() -> None:
+        async with sqlite_store.session() as session:
+            first_writing.set()
+            await audit(session, "ba_first")
+            await asyncio.sleep(0.05)  # the others queue up and join this transaction
+
+    async def failing() -> None:
+        await first_writing.wait()
+        async with sqlite_store.session() as session:
+            await audit(session, "ba_failing")
+            raise RuntimeError("after writing")
+
+    async def last() -> None:
+        await first_writing.wait()
+        async with sqlite_store.session() as session:
+            await audit(session, "ba_last")
+
+    commits = count_commits(sqlite_store)
+    outcomes = await asyncio.gather(first(), failing(), last(), return_exceptions=True)
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], RuntimeError)
+    assert commits == ["COMMIT"]  # one group: the failure was undone within it
+    assert await audited_ids(sqlite_store) == ["ba_first", "ba_last"]
+
+
+async def test_a_lone_writer_commits_without_a_savepoint(sqlite_store: Store) -> None:
+    statements: list[str] = []
+
+    def record(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.split()[0])
+
+    event.listen(sqlite_store.engine.sync_engine, "before_cursor_execute", record)
+    async with sqlite_store.session() as session:
+        await audit(session, "ba_alone")
+    assert statements == ["INSERT"]
+    assert await audited_ids(sqlite_store) == ["ba_alone"]
+
+
 async def test_a_failed_commit_fails_every_writer_of_the_group(sqlite_store: Store) -> None:
     started = asyncio.Event()
 

@@ -163,32 +163,53 @@ class Store:
         On SQLite, writers queue here: the file has one writer at a time, SQLite's own busy
         waiting is unfair and gives up ("database is locked") under load, and a transaction
         that read first cannot upgrade to a write in WAL mode at all. The writers queued
-        together share one transaction, each in a savepoint of its own, and one COMMIT (group
-        commit): a COMMIT that wrote waits for an fsync, which under load would otherwise be
-        most of the file's time per write. A writer's changes are undone alone if its block
-        raises; it returns once the COMMIT of its group is done, and raises if that failed.
+        together share one transaction, each after the first in a savepoint of its own, and
+        one COMMIT (group commit): a COMMIT that wrote waits for an fsync, which under load
+        would otherwise be most of the file's time per write. A writer's changes are undone
+        alone if its block raises; it returns once the COMMIT of its group is done, and raises
+        if that failed.
         """
         if write and self._write_lock is not None:
-            async with self._write_lock:
-                group = self._group or await self._open_group()
-                async with group.session.begin_nested():
-                    yield StoreSession(group.session)
-            # Shielded: a caller cancelled here must not cancel the group's outcome for the rest.
-            await asyncio.shield(group.committed)
+            async with self._sqlite_write() as writer:
+                yield writer
             return
         async with self._sessions() as session, session.begin():
             yield StoreSession(session)
 
+    @asynccontextmanager
+    async def _sqlite_write(self) -> AsyncIterator[StoreSession]:
+        assert self._write_lock is not None
+        async with self._write_lock:
+            group = self._group
+            if group is None:
+                group = self._group = await self._open_group()
+                # The group's first writer needs no savepoint: if it raises, the transaction,
+                # its own alone so far, is rolled back whole.
+                try:
+                    yield StoreSession(group.session)
+                except BaseException:
+                    self._group = None
+                    await group.session.close()
+                    raise
+                # The committer queues for the lock behind the writers waiting by the time it
+                # runs (the lock is first come, first served): they join this transaction,
+                # later ones the next. Its one turn of the event loop lets writers whose
+                # provider answers arrived together share the COMMIT.
+                committer = asyncio.create_task(self._commit_group(group))
+                self._committers.add(committer)
+                committer.add_done_callback(self._committers.discard)
+            else:
+                async with group.session.begin_nested():
+                    yield StoreSession(group.session)
+        # Shielded: a caller cancelled here must not cancel the group's outcome for the rest.
+        await asyncio.shield(group.committed)
+
     async def _open_group(self) -> _WriteGroup:
-        group = self._group = _WriteGroup(
-            await self._begin_sqlite_write(), asyncio.get_running_loop().create_future()
-        )
-        # The committer queues for the write lock behind the writers already waiting (the lock
-        # is first come, first served): they join this transaction, later ones the next.
-        committer = asyncio.create_task(self._commit_group(group))
-        self._committers.add(committer)
-        committer.add_done_callback(self._committers.discard)
-        return group
+        committed = asyncio.get_running_loop().create_future()
+        # Read here, so that an outcome nobody waits for any more (its writers were cancelled)
+        # is not reported as never retrieved.
+        committed.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return _WriteGroup(await self._begin_sqlite_write(), committed)
 
     async def _commit_group(self, group: _WriteGroup) -> None:
         assert self._write_lock is not None
