@@ -9,7 +9,7 @@ place here and only the one call that waits on the disk, the ``COMMIT`` of a tra
 wrote (an fsync of the WAL), goes to a thread, keeping the event loop free while it lasts.
 
 What could otherwise block the loop is SQLite's busy wait for another process's write lock:
-``begin_immediate`` asks for that lock without waiting (the Store retries it asynchronously),
+``begin("IMMEDIATE")`` asks for that lock without waiting (the Store retries it asynchronously),
 and inside a write transaction that holds it nothing waits in WAL mode.
 """
 
@@ -82,24 +82,6 @@ class InlineCursor:
         self._cursor.arraysize = value
 
 
-class _CursorOpener:
-    """What ``connection.cursor()`` returns: awaitable, or entered with ``async with``."""
-
-    __slots__ = ("_connection",)
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._connection = connection
-
-    def __await__(self) -> Any:
-        return self.__aenter__().__await__()
-
-    async def __aenter__(self) -> InlineCursor:
-        return InlineCursor(self._connection.cursor())
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
-
-
 class _ImmediateQueue:
     """Stands in for aiosqlite's request queue, which SQLAlchemy's ``isolation_level`` setter
     feeds directly: the function runs at once."""
@@ -139,15 +121,9 @@ class InlineConnection:
     def isolation_level(self, value: Literal["DEFERRED", "EXCLUSIVE", "IMMEDIATE"] | None) -> None:
         self._conn.isolation_level = value
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._conn.in_transaction
-
-    def cursor(self) -> _CursorOpener:
-        return _CursorOpener(self._conn)
-
-    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> InlineCursor:
-        return InlineCursor(self._conn.execute(sql, parameters))
+    def cursor(self) -> InlineCursor:
+        # SQLAlchemy's adapter enters what this returns (``await cursor.__aenter__()``).
+        return InlineCursor(self._conn.cursor())
 
     def begin(self, mode: str) -> None:
         """``BEGIN [mode]``. IMMEDIATE takes the file's write lock or fails at once with

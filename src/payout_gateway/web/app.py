@@ -166,14 +166,12 @@ def create_app(
     )
     this_app.app = app
 
-    async def organization_for(gateway: Gateway, authorization: str) -> Organization | None:
+    async def authenticate(connection: HTTPConnection, authorization: str) -> Organization | None:
         credential = bearer_credential(authorization)
         if credential is None:
             return None
+        gateway: Gateway = connection.app.state.gateway
         return await gateway.tenancy.authenticate(credential)
-
-    async def authenticate(connection: HTTPConnection, authorization: str) -> Organization | None:
-        return await organization_for(connection.app.state.gateway, authorization)
 
     paging = PagingLimits(settings.default_page_size, settings.max_page_size)
 
@@ -184,7 +182,7 @@ def create_app(
         authorization = connection.headers.get("authorization")
         return GatewayContext(
             service=gateway.service,
-            organization=await organization_for(gateway, authorization) if authorization else None,
+            organization=await authenticate(connection, authorization) if authorization else None,
             paging=paging,
             broker=gateway.broker,
         )
