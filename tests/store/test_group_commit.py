@@ -42,7 +42,7 @@ def count_commits(sqlite_store: Store) -> list[str]:
     def on_commit(_connection: Any) -> None:
         commits.append("COMMIT")
 
-    event.listen(sqlite_store.engine.sync_engine, "commit", on_commit)
+    event.listen(sqlite_store.session_engine, "commit", on_commit)
     return commits
 
 
@@ -132,7 +132,7 @@ async def test_a_lone_writer_commits_without_a_savepoint(sqlite_store: Store) ->
     def record(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
         statements.append(statement.split()[0])
 
-    event.listen(sqlite_store.engine.sync_engine, "before_cursor_execute", record)
+    event.listen(sqlite_store.session_engine, "before_cursor_execute", record)
     async with sqlite_store.session() as session:
         await audit(session, "ba_alone")
     assert statements == ["INSERT"]

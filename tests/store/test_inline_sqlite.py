@@ -1,5 +1,6 @@
-"""The SQLite store's inline connection: statements on the loop's thread, a writing COMMIT on
-the commit thread, and another process's write lock waited for without blocking the loop."""
+"""The SQLite store's sessions: statements on the loop's thread without a greenlet, a writing
+COMMIT on the commit thread, another process's write lock waited for without blocking the loop,
+and no wait for a pooled connection."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import greenlet
 import pytest
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
@@ -38,13 +40,15 @@ def trace_threads(sqlite_store: Store) -> list[tuple[str, str]]:
     seen: list[tuple[str, str]] = []
 
     def on_connect(dbapi_connection: Any, _record: object) -> None:
-        raw = dbapi_connection.driver_connection
-        assert isinstance(raw, InlineConnection)
-        raw._conn.set_trace_callback(
-            lambda sql: seen.append((threading.current_thread().name, sql))
-        )
+        # Sessions run on a synchronous engine (loop_session), migrations and admin
+        # connections on the async engine's inline connection.
+        raw = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+        if isinstance(raw, InlineConnection):
+            raw = raw._conn
+        assert isinstance(raw, sqlite3.Connection)
+        raw.set_trace_callback(lambda sql: seen.append((threading.current_thread().name, sql)))
 
-    event.listen(sqlite_store.engine.sync_engine, "connect", on_connect)
+    event.listen(sqlite_store.session_engine, "connect", on_connect)
     return seen
 
 
@@ -154,3 +158,37 @@ async def test_a_failed_write_session_rolls_back_and_keeps_nothing(sqlite_store:
             raise RuntimeError("after the write")
     async with sqlite_store.session(write=False) as session:
         assert await session.status_changes("org_a", first=10) == []
+
+
+async def test_sessions_run_their_statements_outside_any_greenlet(sqlite_store: Store) -> None:
+    """No SQLAlchemy greenlet bridge per call (loop_session): statements run directly in the
+    loop's own stack."""
+    inside_a_greenlet: list[bool] = []
+
+    def record(*_: Any) -> None:
+        inside_a_greenlet.append(greenlet.getcurrent().parent is not None)
+
+    event.listen(sqlite_store.session_engine, "before_cursor_execute", record)
+    async with sqlite_store.session() as session:
+        await write_audit_row(session)
+    async with sqlite_store.session(write=False) as session:
+        assert len(await session.status_changes("org_a", first=10)) == 1
+    assert inside_a_greenlet == [False, False]
+
+
+async def test_more_open_sessions_than_the_pool_keeps_never_wait_for_a_connection(
+    sqlite_store: Store,
+) -> None:
+    """The loop-thread pool must not make a caller wait for a connection: the wait would block
+    the loop, so the sessions that would give one back could never end."""
+    # Were the pool bounded, a caller would block the loop until this timeout and then fail:
+    # a second here instead of the default half minute per caller.
+    sqlite_store.session_engine.pool._timeout = 1  # type: ignore[attr-defined]
+
+    async def read_across_an_await() -> bool:
+        async with sqlite_store.session(write=False) as session:
+            await session.has_bank_accounts("org_a")  # holds a connection from here on
+            await asyncio.sleep(0.01)
+            return await session.has_bank_accounts("org_a")
+
+    assert await asyncio.gather(*(read_across_an_await() for _ in range(60))) == [False] * 60

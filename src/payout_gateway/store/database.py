@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,14 +29,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine, create_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
-    AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import sessionmaker
 
 from payout_gateway.domain.enums import (
     AccountType,
@@ -59,7 +59,9 @@ from payout_gateway.domain.models import (
     PayoutAccountRecord,
     ProviderCredentials,
 )
+from payout_gateway.store import inline_sqlite
 from payout_gateway.store.inline_sqlite import BUSY_TIMEOUT_MS, InlineConnection, inline_connector
+from payout_gateway.store.loop_session import CHANGES_AT_BEGIN, LoopThreadSession, SessionSurface
 from payout_gateway.store.tables import (
     ApiKeyRow,
     BankAccountRow,
@@ -97,19 +99,36 @@ class Store:
     batching tests and the benchmark read it)."""
 
     def __init__(
-        self, engine: AsyncEngine, *, owned_executor: ThreadPoolExecutor | None = None
+        self,
+        engine: AsyncEngine,
+        *,
+        loop_engine: Engine | None = None,
+        owned_executor: ThreadPoolExecutor | None = None,
     ) -> None:
+        """``engine`` serves migrations and admin connections, and sessions too unless a
+        ``loop_engine`` (a SQLite file opened synchronously) is given: then sessions run on
+        the event loop's thread (see ``loop_session``), committing writes on
+        ``owned_executor``."""
         self.engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._loop_engine = loop_engine
+        self._sessions: Callable[[], SessionSurface]
+        if loop_engine is not None:
+            assert owned_executor is not None, "a loop engine commits on the owned executor"
+            loop_sessions = sessionmaker(loop_engine, expire_on_commit=False)
+            commits = owned_executor
+            self._sessions = lambda: LoopThreadSession(loop_sessions(), commits)
+        else:
+            self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.statements = 0
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._group: _WriteGroup | None = None
         self._committers: set[asyncio.Task[None]] = set()
         self._owned_executor = owned_executor
-        event.listen(engine.sync_engine, "before_cursor_execute", self._count)
-        if engine.dialect.name == "sqlite":
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-            event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        for sync_engine in {engine.sync_engine, self.session_engine}:
+            event.listen(sync_engine, "before_cursor_execute", self._count)
+            if sync_engine.dialect.name == "sqlite":
+                event.listen(sync_engine, "connect", _sqlite_pragmas)
+                event.listen(sync_engine, "begin", _sqlite_begin)
 
     @classmethod
     def from_url(cls, url: str, **engine_options: Any) -> Store:
@@ -120,20 +139,39 @@ class Store:
             engine_options.setdefault("pool_pre_ping", True)
         elif url.startswith("sqlite") and ":memory:" not in url:
             # Statements run on the event loop's thread and only a writing COMMIT goes to this
-            # one thread (see inline_sqlite): aiosqlite's thread hand-off per call cost several
-            # times the SQL itself.
+            # one thread (see inline_sqlite and loop_session): aiosqlite's thread hand-off per
+            # call cost several times the SQL itself.
+            path = url.removeprefix("sqlite+aiosqlite:///")
             commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
-            engine_options.setdefault(
-                "async_creator", inline_connector(url.removeprefix("sqlite+aiosqlite:///"), commits)
-            )
+            engine_options.setdefault("async_creator", inline_connector(path, commits))
             # Kept open rather than opened per request under load.
             engine_options.setdefault("pool_size", 20)
             engine_options.setdefault("max_overflow", 10)
             # The most recently used connection first: warm connections serve sequential
             # requests, and the rest stay idle instead of being cycled through.
             engine_options.setdefault("pool_use_lifo", True)
-            return cls(create_async_engine(url, **engine_options), owned_executor=commits)
+            loop_engine = create_engine(
+                f"sqlite:///{path}",
+                # check_same_thread off: a COMMIT runs on the commit thread while the loop
+                # waits for it.
+                connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+                pool_size=20,
+                # Never a wait for a connection: this pool is used on the loop's thread, where
+                # a wait would block the sessions that would give one back.
+                max_overflow=-1,
+                pool_use_lifo=True,
+            )
+            return cls(
+                create_async_engine(url, **engine_options),
+                loop_engine=loop_engine,
+                owned_executor=commits,
+            )
         return cls(create_async_engine(url, **engine_options))
+
+    @property
+    def session_engine(self) -> Engine:
+        """The synchronous engine under this store's sessions (for event hooks)."""
+        return self._loop_engine or self.engine.sync_engine
 
     def _count(self, _connection: object, _cursor: object, statement: str, *_: object) -> None:
         # Transaction control is not a query: SQLite's BEGIN is sent as SQL, PostgreSQL's isn't,
@@ -152,6 +190,8 @@ class Store:
     async def dispose(self) -> None:
         await asyncio.gather(*self._committers, return_exceptions=True)
         await self.engine.dispose()
+        if self._loop_engine is not None:
+            self._loop_engine.dispose()
         if self._owned_executor is not None:
             self._owned_executor.shutdown(wait=True)
 
@@ -227,7 +267,7 @@ class Store:
             finally:
                 await group.session.close()
 
-    async def _begin_sqlite_write(self) -> AsyncSession:
+    async def _begin_sqlite_write(self) -> SessionSurface:
         """A session holding the file's write lock (BEGIN IMMEDIATE), so that a
         read-then-write (first account? status forward?) is one atomic step even against
         another process (serve --workers) writing the same file. While another process holds
@@ -260,7 +300,7 @@ class Store:
 class _WriteGroup:
     """SQLite write sessions sharing one transaction; ``committed`` resolves with its COMMIT."""
 
-    session: AsyncSession
+    session: SessionSurface
     committed: asyncio.Future[None]
 
 
@@ -299,6 +339,9 @@ def _sqlite_begin(connection: Connection) -> None:
     driver_connection = connection.connection.driver_connection
     if isinstance(driver_connection, InlineConnection):
         driver_connection.begin(mode)
+    elif isinstance(driver_connection, sqlite3.Connection):
+        inline_sqlite.begin(driver_connection, mode)
+        connection.info[CHANGES_AT_BEGIN] = driver_connection.total_changes
     else:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
@@ -339,7 +382,7 @@ class StoreSession:
     asks for ``populate_existing``: a row loaded earlier in the transaction is refreshed rather
     than served as it was before the write."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: SessionSurface) -> None:
         self._session = session
 
     # organizations and keys ---------------------------------------------------------------
@@ -936,7 +979,7 @@ def _payout_account(row: PayoutAccountRow) -> PayoutAccountRecord:
     )
 
 
-def _insert(session: AsyncSession) -> Any:
+def _insert(session: SessionSurface) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT DO NOTHING (SQLite and PostgreSQL)."""
     return sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
 

@@ -1,6 +1,9 @@
 """An aiosqlite-shaped SQLite connection that runs statements on the event loop's own thread.
 
-SQLAlchemy's aiosqlite dialect takes it through ``create_async_engine(async_creator=...)``.
+SQLAlchemy's aiosqlite dialect takes it through ``create_async_engine(async_creator=...)``. The
+store's sessions no longer go through it (``loop_session`` runs them on a synchronous engine,
+without SQLAlchemy's greenlet bridge); it serves the async engine's own connections: migrations,
+schema set-up and the readiness check.
 aiosqlite gives every connection a thread and hands it each call (a cursor, an execute, a
 fetch, a close: three or four round trips per statement, each a queue put, a thread wake-up and
 a ``call_soon_threadsafe``); on the gateway's write path those hand-offs cost several times
@@ -126,16 +129,7 @@ class InlineConnection:
         return InlineCursor(self._conn.cursor())
 
     def begin(self, mode: str) -> None:
-        """``BEGIN [mode]``. IMMEDIATE takes the file's write lock or fails at once with
-        ``database is locked``: waiting for it here would stall the whole event loop."""
-        if mode == "IMMEDIATE":
-            self._conn.execute("PRAGMA busy_timeout=0")
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            finally:
-                self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        else:
-            self._conn.execute(f"BEGIN {mode}")
+        begin(self._conn, mode)
         self._changes_at_begin = self._conn.total_changes
 
     async def commit(self) -> None:
@@ -172,6 +166,20 @@ class InlineConnection:
 
     async def create_function(self, *args: Any, **kwargs: Any) -> None:
         self._conn.create_function(*args, **kwargs)
+
+
+def begin(connection: sqlite3.Connection, mode: str) -> None:
+    """``BEGIN [mode]`` on the event loop's thread. IMMEDIATE takes the file's write lock or
+    fails at once with ``database is locked``: waiting for it here would stall the whole loop
+    (the Store retries it asynchronously)."""
+    if mode == "IMMEDIATE":
+        connection.execute("PRAGMA busy_timeout=0")
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        finally:
+            connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    else:
+        connection.execute(f"BEGIN {mode}")
 
 
 def inline_connector(path: str | Path, commits: Executor) -> Callable[[], Any]:
