@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 import uvicorn
+import uvicorn.config
 from alembic.util import CommandError
 from pydantic import SecretStr
 
@@ -76,6 +78,7 @@ def serve(host: str, port: int, workers: int) -> None:
         uvicorn.run,
         host=host,
         port=port,
+        log_config=logging_config(settings.log_level),
         log_level=settings.log_level.lower(),
         # uvicorn's access log prints query strings; the app logs requests without them.
         access_log=False,
@@ -89,6 +92,29 @@ def serve(host: str, port: int, workers: int) -> None:
     ensure_sqlite_directory(settings.database_url)
     asyncio.run(_upgrade(settings.database_url))
     run("payout_gateway.web:create_app", factory=True, workers=workers)
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """uvicorn's own logging set-up plus the gateway's loggers (access log, provider calls,
+    webhooks, errors), one JSON line per record on stderr with its structured extras.
+    uvicorn applies it in every worker process. Without it the gateway's records below
+    WARNING were dropped: nothing configured the ``payout_gateway`` loggers."""
+    config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["formatters"]["json"] = {
+        "()": "pythonjsonlogger.json.JsonFormatter",
+        "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+    }
+    config["handlers"]["gateway"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "json",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["payout_gateway"] = {
+        "handlers": ["gateway"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
 
 
 @main.command()

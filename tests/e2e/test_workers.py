@@ -68,7 +68,7 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
             "PAYOUT_GATEWAY_PAYGENTIC__BASE_URL": paygentic_url,
             "PAYOUT_GATEWAY_API_KEY_PEPPER": PEPPER.get_secret_value(),
             "PAYOUT_GATEWAY_REFRESH_INTERVAL_SECONDS": "0",
-            "PAYOUT_GATEWAY_LOG_LEVEL": "WARNING",
+            "PAYOUT_GATEWAY_LOG_LEVEL": "INFO",
         }
         log = (workdir / "serve.log").open("wb")
         stack.callback(log.close)
@@ -109,6 +109,8 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
         stop()
         output = (workdir / "serve.log").read_text()
         assert "Traceback" not in output, output[-3000:]
+        # The logging set-up reaches the worker processes: they answered, and logged it.
+        assert '"name": "payout_gateway.access"' in output, output[-3000:]
 
 
 def _variables(index: int, org: str) -> dict[str, object]:

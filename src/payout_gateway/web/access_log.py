@@ -32,10 +32,17 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         finally:
+            duration_ms = round((time.perf_counter() - started) * 1000, 1)
             logger.info(
                 "%s %s %s %.1fms",
                 scope["method"],
                 scope["path"],
                 status,
-                (time.perf_counter() - started) * 1000,
+                duration_ms,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": duration_ms,
+                },
             )
