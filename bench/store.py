@@ -1,6 +1,6 @@
 """CPU per store transaction on a SQLite file: aiosqlite (a thread per connection, a hand-off
-per call) vs the gateway's inline connection (statements on the loop's thread, a writing COMMIT
-on one commit thread).
+per call) vs the gateway's own SQLite store, column "inline" (``Store.from_url``: synchronous
+sessions on the loop's thread, a writing COMMIT on one commit thread).
 
 Each round runs ``--sessions`` transactions of each kind with each driver, alternating the
 drivers to spread the machine's noise; CPU is this process's (all threads, ``process_time``).

@@ -2,8 +2,8 @@
 
 SQLAlchemy's asyncio layer runs each session call in a greenlet and hands every DB-API call back
 to the event loop (a spawn per call, two switches per statement). On the gateway's write path
-that bridge cost more CPU than the SQL itself: a Commet add's transaction took 768 µs of CPU
-through it and 436 µs through a plain Session (measured in-process, 5 rounds of 1,000). SQLite
+that bridge cost more CPU than the SQL itself: a Commet add's transaction took 885-1,019 µs of
+CPU through it and 665-715 µs this way (``bench/store.py``, two interleaved runs each). SQLite
 answers from its page cache in microseconds, so a synchronous Session runs its statements in
 place here. Only a COMMIT that wrote (the WAL fsync) goes to the commit thread, so the loop
 keeps serving while the disk works; a transaction that wrote nothing ends in place.
