@@ -159,6 +159,10 @@ def create_app(
 
     app = FastAPI(
         title="payout-gateway",
+        # FastAPI's native OpenTelemetry stays off: its log records carry exception messages
+        # and stack traces unredacted (they can hold request data), and while on it looks
+        # the global providers up again on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         lifespan=lifespan,
         docs_url=None if settings.is_production else "/docs",
         redoc_url=None,
