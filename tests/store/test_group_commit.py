@@ -191,3 +191,35 @@ async def test_a_cancelled_writer_does_not_cancel_its_groups_commit(sqlite_store
     await asyncio.wait_for(second, 5)
     # Cancelled while waiting for the COMMIT, not before: its row is committed with the rest.
     assert await audited_ids(sqlite_store) == ["ba_first", "ba_second"]
+
+
+async def test_a_cancelled_committer_waits_for_the_commit_thread_before_closing(
+    sqlite_store: Store,
+) -> None:
+    """The COMMIT runs on in its thread when the task awaiting it is cancelled: the session
+    is closed only once it is over, and the rows are committed."""
+    assert sqlite_store._owned_executor is not None
+    gate = threading.Event()
+    sqlite_store._owned_executor.submit(gate.wait)
+    written = asyncio.Event()
+
+    async def write() -> None:
+        async with sqlite_store.session() as session:
+            await audit(session, "ba_cancelled")
+            written.set()
+
+    try:
+        writer = asyncio.create_task(write())
+        await written.wait()
+        await asyncio.sleep(0.05)  # the committer task now waits on the busy commit thread
+        committers = list(sqlite_store._committers)
+        assert len(committers) == 1
+        committers[0].cancel()
+        await asyncio.sleep(0.1)
+        assert not committers[0].done()  # still waiting for the thread, the session open
+    finally:
+        gate.set()
+    await asyncio.gather(committers[0], return_exceptions=True)
+    assert committers[0].cancelled()
+    await asyncio.gather(writer, return_exceptions=True)
+    assert await audited_ids(sqlite_store) == ["ba_cancelled"]

@@ -132,6 +132,8 @@ class Store:
 
     @classmethod
     def from_url(cls, url: str, **engine_options: Any) -> Store:
+        """A store on ``url``. ``engine_options`` configure the async engine; on a SQLite file
+        the sessions run on a synchronous engine of their own (see ``loop_session``)."""
         url = normalize_database_url(url)
         if url.startswith("postgresql"):
             engine_options.setdefault("pool_size", 10)

@@ -16,6 +16,7 @@ asynchronously (see ``inline_sqlite.begin``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Executor
@@ -134,9 +135,18 @@ class LoopThreadSession:
             # Nothing written: no fsync to wait for.
             _commit_or_roll_back(session, driver)
         else:
-            await asyncio.get_running_loop().run_in_executor(
+            committing = asyncio.get_running_loop().run_in_executor(
                 self._commits, _commit_or_roll_back, session, driver
             )
+            try:
+                await asyncio.shield(committing)
+            except asyncio.CancelledError:
+                # The COMMIT goes on in its thread regardless: the session must not be used
+                # (closed, rolled back) on the loop's thread before it is over.
+                while not committing.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(committing)
+                raise
 
     async def close(self) -> None:
         self.sync_session.close()
