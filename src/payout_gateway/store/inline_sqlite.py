@@ -4,6 +4,7 @@ SQLAlchemy's aiosqlite dialect takes it through ``create_async_engine(async_crea
 store's sessions no longer go through it (``loop_session`` runs them on a synchronous engine,
 without SQLAlchemy's greenlet bridge); it serves the async engine's own connections: migrations,
 schema set-up and the readiness check.
+
 aiosqlite gives every connection a thread and hands it each call (a cursor, an execute, a
 fetch, a close: three or four round trips per statement, each a queue put, a thread wake-up and
 a ``call_soon_threadsafe``); on the gateway's write path those hand-offs cost several times
