@@ -6,12 +6,17 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
 from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
 from payout_gateway.events.redis_broker import RedisBroker
+from payout_gateway.settings import Settings
+from payout_gateway.web import create_app
+from tests.support.live_server import live_server
 
 pytestmark = pytest.mark.redis
 
@@ -230,3 +235,60 @@ async def test_a_failed_publish_is_logged_not_raised(caplog: pytest.LogCaptureFi
     finally:
         await broker.aclose()
     assert "could not publish a status change" in caplog.text
+
+
+async def test_readiness_follows_the_subscription_through_an_outage(prefix: str) -> None:
+    proxy = TcpProxy()
+    await proxy.up()
+    broker = await RedisBroker.connect(
+        f"redis://127.0.0.1:{proxy.port}/0", prefix=prefix, backoff_max=0.3
+    )
+    try:
+        await broker.check()
+        await proxy.down()
+
+        async def not_ready() -> None:
+            while True:
+                try:
+                    await broker.check(within=0.5)
+                except ConnectionError:
+                    return
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(not_ready(), 10)
+        await proxy.up()
+        assert await broker.wait_until_subscribed(10)
+        await broker.check()
+    finally:
+        await broker.aclose()
+        await proxy.down()
+
+
+async def test_readyz_answers_503_while_redis_is_away(prefix: str, tmp_path: Path) -> None:
+    proxy = TcpProxy()
+    await proxy.up()
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/gateway.db",
+        redis_url=f"redis://127.0.0.1:{proxy.port}/0",
+        redis_channel_prefix=prefix,
+    )
+    # The server starts and stops in a thread: its start-up and shutdown talk to Redis through
+    # the proxy, which runs on this test's event loop.
+    server = live_server(create_app(settings))
+    url = await asyncio.to_thread(server.__enter__)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+
+            async def readiness_becomes(status: int) -> None:
+                while (await client.get("/readyz")).status_code != status:
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(readiness_becomes(200), 10)
+            await proxy.down()
+            await asyncio.wait_for(readiness_becomes(503), 10)
+            assert (await client.get("/readyz")).json() == {"status": "unavailable"}
+            await proxy.up()
+            await asyncio.wait_for(readiness_becomes(200), 15)
+    finally:
+        await asyncio.to_thread(server.__exit__, None, None, None)
+        await proxy.down()

@@ -30,6 +30,10 @@ class EventBroker(Protocol):
 
     async def aclose(self) -> None: ...
 
+    async def check(self) -> None:
+        """Raises when this replica cannot deliver changes now (its readiness)."""
+        ...
+
 
 class LocalFanout:
     """The per-replica half of every broker: organization -> subscriber queues."""
@@ -78,4 +82,7 @@ class InProcessBroker:
         return self._local.subscription(organization_id)
 
     async def aclose(self) -> None:
+        return None
+
+    async def check(self) -> None:
         return None

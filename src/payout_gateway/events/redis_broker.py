@@ -127,6 +127,19 @@ class RedisBroker:
     ) -> AbstractAsyncContextManager[asyncio.Queue[StatusChanged]]:
         return self._local.subscription(organization_id)
 
+    async def check(self, within: float = 2.0) -> None:
+        """Ready: the pattern subscription is live (else this replica's subscribers miss
+        changes) and Redis answers a PING within ``within`` seconds (else publishing fails).
+        Raises ``ConnectionError`` otherwise."""
+        if not self._subscribed.is_set():
+            raise ConnectionError("not subscribed to Redis (reconnecting)")
+        try:
+            await asyncio.wait_for(self._client.ping(), within)
+        except (RedisError, TimeoutError) as error:
+            raise ConnectionError(
+                f"Redis did not answer a PING ({type(error).__name__})"
+            ) from error
+
     async def aclose(self) -> None:
         task, self._task = self._task, None
         if task is not None:

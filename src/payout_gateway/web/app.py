@@ -223,7 +223,8 @@ def create_app(
         try:
             async with gateway.store.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
-        except Exception:  # any database failure means "not ready", never a 500
+            await gateway.broker.check()
+        except Exception:  # any database or Redis failure means "not ready", never a 500
             logger.warning("readiness check failed", exc_info=True)
             return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ready"})
