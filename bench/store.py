@@ -43,7 +43,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def aiosqlite_store(path: Path) -> Store:
-    """The store as it was before the inline connection: SQLAlchemy's aiosqlite driver."""
+    """The store as it was before its own SQLite handling: SQLAlchemy's aiosqlite driver."""
     engine = create_async_engine(
         f"sqlite+aiosqlite:///{path}", pool_size=20, max_overflow=10, pool_use_lifo=True
     )

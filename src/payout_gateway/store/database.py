@@ -59,9 +59,13 @@ from payout_gateway.domain.models import (
     PayoutAccountRecord,
     ProviderCredentials,
 )
-from payout_gateway.store import inline_sqlite
-from payout_gateway.store.inline_sqlite import BUSY_TIMEOUT_MS, InlineConnection, inline_connector
-from payout_gateway.store.loop_session import CHANGES_AT_BEGIN, LoopThreadSession, SessionSurface
+from payout_gateway.store import loop_session
+from payout_gateway.store.loop_session import (
+    BUSY_TIMEOUT_MS,
+    CHANGES_AT_BEGIN,
+    LoopThreadSession,
+    SessionSurface,
+)
 from payout_gateway.store.tables import (
     ApiKeyRow,
     BankAccountRow,
@@ -140,27 +144,24 @@ class Store:
             engine_options.setdefault("max_overflow", 10)
             engine_options.setdefault("pool_pre_ping", True)
         elif url.startswith("sqlite") and ":memory:" not in url:
-            # Statements run on the event loop's thread and only a writing COMMIT goes to this
-            # one thread (see inline_sqlite and loop_session): aiosqlite's thread hand-off per
-            # call cost several times the SQL itself.
+            # Sessions run their statements on the event loop's thread and only a writing
+            # COMMIT goes to this one thread (see loop_session): aiosqlite's thread hand-off per
+            # call cost several times the SQL itself. The async engine (aiosqlite) is left
+            # the rare rest: schema set-up and the readiness check.
             path = url.removeprefix("sqlite+aiosqlite:///")
             commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
-            engine_options.setdefault("async_creator", inline_connector(path, commits))
-            # Kept open rather than opened per request under load.
-            engine_options.setdefault("pool_size", 20)
-            engine_options.setdefault("max_overflow", 10)
-            # The most recently used connection first: warm connections serve sequential
-            # requests, and the rest stay idle instead of being cycled through.
-            engine_options.setdefault("pool_use_lifo", True)
             loop_engine = create_engine(
                 f"sqlite:///{path}",
                 # check_same_thread off: a COMMIT runs on the commit thread while the loop
                 # waits for it.
                 connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+                # Kept open rather than opened per request under load.
                 pool_size=20,
                 # Never a wait for a connection: this pool is used on the loop's thread, where
                 # a wait would block the sessions that would give one back.
                 max_overflow=-1,
+                # The most recently used connection first: warm connections serve sequential
+                # requests, and the rest stay idle instead of being cycled through.
                 pool_use_lifo=True,
             )
             return cls(
@@ -310,7 +311,8 @@ _TRANSACTION_CONTROL = ("BEGIN", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO 
 
 
 def _is_locked(error: OperationalError | sqlite3.OperationalError) -> bool:
-    # The inline connection's BEGIN IMMEDIATE raises the driver's error unwrapped.
+    # The loop engine's BEGIN IMMEDIATE (a begin hook) raises the driver's error unwrapped,
+    # an async engine's comes wrapped.
     original = error.orig if isinstance(error, OperationalError) else error
     return "database is locked" in str(original)
 
@@ -339,10 +341,8 @@ def _sqlite_begin(connection: Connection) -> None:
     """BEGIN (a read snapshot) or, for a write session, BEGIN IMMEDIATE."""
     mode = connection.get_execution_options().get(_SQLITE_BEGIN, "DEFERRED")
     driver_connection = connection.connection.driver_connection
-    if isinstance(driver_connection, InlineConnection):
-        driver_connection.begin(mode)
-    elif isinstance(driver_connection, sqlite3.Connection):
-        inline_sqlite.begin(driver_connection, mode)
+    if isinstance(driver_connection, sqlite3.Connection):
+        loop_session.begin(driver_connection, mode)
         connection.info[CHANGES_AT_BEGIN] = driver_connection.total_changes
     else:
         connection.exec_driver_sql(f"BEGIN {mode}")

@@ -10,7 +10,7 @@ keeps serving while the disk works; a transaction that wrote nothing ends in pla
 
 The other thing that could block the loop, SQLite's busy wait for another process's write lock,
 is avoided by the Store: ``BEGIN IMMEDIATE`` asks for the lock without waiting and is retried
-asynchronously (see ``inline_sqlite.begin``).
+asynchronously (see ``begin``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,21 @@ AnyRows = Result[*tuple[Any, ...]]
 
 # Where the loop engine's ``begin`` hook leaves the connection's change count at BEGIN.
 CHANGES_AT_BEGIN = "payout_gateway_changes_at_begin"
+BUSY_TIMEOUT_MS = 5000
+
+
+def begin(connection: sqlite3.Connection, mode: str) -> None:
+    """``BEGIN [mode]`` on the event loop's thread. IMMEDIATE takes the file's write lock or
+    fails at once with ``database is locked``: waiting for it here would stall the whole loop
+    (the Store retries it asynchronously)."""
+    if mode == "IMMEDIATE":
+        connection.execute("PRAGMA busy_timeout=0")
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        finally:
+            connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    else:
+        connection.execute(f"BEGIN {mode}")
 
 
 class SessionSurface(Protocol):

@@ -18,7 +18,6 @@ from sqlalchemy.exc import OperationalError
 
 from payout_gateway.store import Store, database
 from payout_gateway.store.database import StoreSession
-from payout_gateway.store.inline_sqlite import InlineConnection
 from tests.store.test_core_writes import seed
 
 
@@ -40,13 +39,10 @@ def trace_threads(sqlite_store: Store) -> list[tuple[str, str]]:
     seen: list[tuple[str, str]] = []
 
     def on_connect(dbapi_connection: Any, _record: object) -> None:
-        # Sessions run on a synchronous engine (loop_session), migrations and admin
-        # connections on the async engine's inline connection.
-        raw = getattr(dbapi_connection, "driver_connection", dbapi_connection)
-        if isinstance(raw, InlineConnection):
-            raw = raw._conn
-        assert isinstance(raw, sqlite3.Connection)
-        raw.set_trace_callback(lambda sql: seen.append((threading.current_thread().name, sql)))
+        assert isinstance(dbapi_connection, sqlite3.Connection)
+        dbapi_connection.set_trace_callback(
+            lambda sql: seen.append((threading.current_thread().name, sql))
+        )
 
     event.listen(sqlite_store.session_engine, "connect", on_connect)
     return seen
