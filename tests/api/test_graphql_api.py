@@ -141,6 +141,41 @@ async def test_type_errors_never_echo_the_submitted_value(gw: RunningGateway) ->
     assert "987654321012" not in str(body)
 
 
+SECRET = "987654321012"
+INLINE = "mutation {{ addBankAccount(input: {{bankAccount: {bank}}}) {{ __typename }} }}"
+SECRET_BANK = {"accountNumber": SECRET, "holderName": "A"}
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        # Each of graphql-core's coercion messages that prints the value it was given.
+        (ADD, {"input": {"accountNumber": SECRET}}),
+        (ADD, {"input": {"bankAccount": {"accountNumber": SECRET}}}),
+        (ADD, {"input": {"bankAccount": {**SECRET_BANK, "x": 1}}}),
+        (ADD, {"input": {"bankAccount": {**SECRET_BANK, "accountType": SECRET}}}),
+        (ADD, {"input": {"bankAccount": [SECRET]}}),
+        (ADD, {"input": SECRET}),
+        (ADD, {"input": add_input(SECRET), "key": int(SECRET)}),
+        (INLINE.format(bank=f'{{accountNumber: "{SECRET}"}}'), None),
+        (INLINE.format(bank=f'{{accountNumber: "1", holderName: "A", x: "{SECRET}"}}'), None),
+        (
+            INLINE.format(bank=f'{{accountNumber: "1", holderName: "A", accountType: X{SECRET}}}'),
+            None,
+        ),
+        (f'mutation {{ addBankAccount(input: "{SECRET}") {{ __typename }} }}', None),
+    ],
+)
+async def test_input_errors_say_what_is_wrong_without_the_value(
+    gw: RunningGateway, query: str, variables: dict[str, Any] | None
+) -> None:
+    # Logged messages are checked too: the session's log canary fails on any long digit run.
+    body = await gql(gw, query, variables)
+    assert body["errors"], body
+    assert SECRET not in str(body)
+    assert all(error["message"] != "Unexpected error." for error in body["errors"]), body
+
+
 @pytest.mark.parametrize(
     ("error", "typename", "code"),
     [

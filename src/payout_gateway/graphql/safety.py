@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
-from graphql import GraphQLError
+from graphql import (
+    DocumentNode,
+    EnumValueNode,
+    FloatValueNode,
+    GraphQLError,
+    IntValueNode,
+    Node,
+    StringValueNode,
+    Visitor,
+    visit,
+)
 from strawberry.extensions import SchemaExtension
 from strawberry.permission import BasePermission
 from strawberry.types import ExecutionContext, Info
@@ -21,11 +31,16 @@ logger = logging.getLogger("payout_gateway.graphql")
 
 MASKED_MESSAGE = "Unexpected error."
 
+# graphql-core 3.3: "Variable '$x' has invalid value at .a.b: <reason>" (the reason may
+# repeat the value); 3.2: "Variable '$x' got invalid value <value> at 'x.a'; <reason>".
+_VARIABLE_REASON = re.compile(r"^(Variable '\$\w+') has invalid value((?: at [^:]*)?): (.*)$", re.S)
 _VARIABLE_VALUE = re.compile(
     r"^(Variable '\$\w+') got invalid value .*?(?:( at '[^']*');|;)(.*)$", re.S
 )
 _REPRESENT_VALUE = re.compile(r"(cannot represent [^:]*?value)\s*:.*$", re.S)
-_EXPECTED_FOUND = re.compile(r"^(Expected value of type '[^']+'), found .*$", re.S)
+# "Expected value of type 'T' to include required field 'f', found: {…}." and every other
+# "…, found …" form: what follows "found" is the submitted value.
+_FOUND = re.compile(r"^(.*?), found\b.*$", re.S)
 _ENUM_VALUE = re.compile(r"^(Value) .* (does not exist in '[^']+' enum)\.?.*$", re.S)
 _SCALAR_MESSAGES = (
     "Int cannot represent non-integer value",
@@ -36,23 +51,93 @@ _SCALAR_MESSAGES = (
     "ID cannot represent value",
 )
 _INT_VALUE = re.compile("^(" + "|".join(map(re.escape, _SCALAR_MESSAGES)) + ").*$", re.S)
+# Submitted values shorter than this are left in messages: they could not hold a number or
+# a KYC detail, and would mangle the message's own words.
+_SHORTEST_SCRUBBED = 4
+REDACTED = "[redacted]"
 
 
-def redact(message: str) -> str:
+def redact(message: str, submitted: Collection[str] = ()) -> str:
     """The message without any submitted value, keeping where and what was wrong."""
+    return redact_all([message], submitted)[0]
+
+
+def redact_all(messages: Sequence[str], submitted: Collection[str]) -> list[str]:
+    """Each message without any submitted value: first by the shapes graphql-core's messages
+    are known to have, then every one of the request's own values (:func:`submitted_values`)
+    is cut wherever it still appears, so that a shape not known yet echoes nothing either."""
+    messages = [_redact_patterns(message) for message in messages]
+    echoed = _echoed(submitted, messages)
+    for value in echoed:
+        messages = [message.replace(value, REDACTED) for message in messages]
+    return messages
+
+
+def _echoed(values: Collection[str], messages: Sequence[str]) -> list[str]:
+    """The values that appear in the messages, longest first. A request may carry tens of
+    thousands of values: each is first looked up by its opening characters among the
+    messages' substrings of that length, so the work stays linear in the request's size."""
+    if not values:
+        return []
+    text = "\n".join(messages)
+    width = _SHORTEST_SCRUBBED
+    openings = {text[start : start + width] for start in range(len(text) - width + 1)}
+    found = [value for value in values if value[:width] in openings and value in text]
+    return sorted(found, key=len, reverse=True)
+
+
+def _redact_patterns(message: str) -> str:
+    match = _VARIABLE_REASON.match(message)
+    if match:
+        return f"{match.group(1)} has an invalid value{match.group(2)}: " + _redact_patterns(
+            match.group(3).strip()
+        )
     match = _VARIABLE_VALUE.match(message)
     if match:
         where = match.group(2) or ""
-        return f"{match.group(1)} got an invalid value{where}; {redact(match.group(3).strip())}"
+        reason = _redact_patterns(match.group(3).strip())
+        return f"{match.group(1)} got an invalid value{where}; {reason}"
     for pattern, keep in (
-        (_EXPECTED_FOUND, r"\1; the value given is not valid."),
+        (_FOUND, r"\1; the value given is not valid."),
         (_ENUM_VALUE, r"\1 \2."),
         (_INT_VALUE, r"\1."),
     ):
         if pattern.match(message):
             return pattern.sub(keep, message)
-    message = _REPRESENT_VALUE.sub(r"\1.", message)
-    return message
+    return _REPRESENT_VALUE.sub(r"\1.", message)
+
+
+class _Literals(Visitor):
+    def __init__(self, found: set[str]) -> None:
+        super().__init__()
+        self.found = found
+
+    def enter(self, node: Node, *_: Any) -> None:
+        if isinstance(node, StringValueNode | IntValueNode | FloatValueNode | EnumValueNode):
+            self.found.add(node.value)
+
+
+def submitted_values(variables: object, document: DocumentNode | None) -> frozenset[str]:
+    """Every scalar the request carried, in its variables or as a literal in its document, as
+    a message would print it (at least ``_SHORTEST_SCRUBBED`` characters). Walked without
+    recursion: a hostile body may nest deeply."""
+    found: set[str] = set()
+    pending: list[Any] = [variables]
+    while pending:
+        value = pending.pop()
+        # Decoded JSON: exact types only (a bool is not an int here).
+        kind = type(value)
+        if kind is dict:
+            pending.extend(value.values())
+        elif kind is list:
+            pending.extend(value)
+        elif kind is str:
+            found.add(value)
+        elif kind is int or kind is float:
+            found.add(str(value))
+    if document is not None:
+        visit(document, _Literals(found))
+    return frozenset(value for value in found if len(value.strip()) >= _SHORTEST_SCRUBBED)
 
 
 def is_unexpected(error: GraphQLError) -> bool:
@@ -70,11 +155,18 @@ class SafeErrors(SchemaExtension):
         errors = getattr(result, "errors", None)
         if result is None or not errors:
             return
-        result.errors = [self._clean(error) for error in errors]
+        context = self.execution_context
+        messages = redact_all(
+            [error.message for error in errors],
+            submitted_values(context.variables, context.graphql_document),
+        )
+        result.errors = [
+            self._clean(error, message) for error, message in zip(errors, messages, strict=True)
+        ]
 
     @staticmethod
-    def _clean(error: GraphQLError) -> GraphQLError:
-        message = MASKED_MESSAGE if is_unexpected(error) else redact(error.message)
+    def _clean(error: GraphQLError, redacted_message: str) -> GraphQLError:
+        message = MASKED_MESSAGE if is_unexpected(error) else redacted_message
         extensions = None if is_unexpected(error) else error.extensions
         return GraphQLError(
             message=message,
@@ -90,6 +182,15 @@ class SafeErrors(SchemaExtension):
 def log_errors(errors: list[GraphQLError], execution_context: ExecutionContext | None) -> None:
     """Replaces Strawberry's logging: values redacted; tracebacks only for unexpected errors."""
     operation = execution_context.operation_name if execution_context else None
+    expected = [error for error in errors if not is_unexpected(error)]
+    if expected:
+        submitted = (
+            submitted_values(execution_context.variables, execution_context.graphql_document)
+            if execution_context
+            else frozenset()
+        )
+        for message in redact_all([error.message for error in expected], submitted):
+            logger.info("graphql error: %s", message)
     for error in errors:
         if is_unexpected(error):
             logger.error(
@@ -98,8 +199,6 @@ def log_errors(errors: list[GraphQLError], execution_context: ExecutionContext |
                 ".".join(str(p) for p in error.path or ()) or "-",
                 exc_info=error.original_error,
             )
-        else:
-            logger.info("graphql error: %s", redact(error.message))
 
 
 class IsAuthenticated(BasePermission):

@@ -1,0 +1,71 @@
+"""GraphQL error messages lose every submitted value: by their known shapes, and by the
+request's own values for any shape not known yet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphql import parse
+from hypothesis import given
+from hypothesis import strategies as st
+
+from payout_gateway.graphql.safety import REDACTED, redact, submitted_values
+
+SECRET = "987654321012"
+
+
+def test_a_message_shape_no_pattern_knows_still_loses_the_submitted_values() -> None:
+    message = f"Variable '$input' is wrong somewhere new: {SECRET} (routing 021000021)"
+    assert redact(message, {SECRET, "021000021"}) == (
+        f"Variable '$input' is wrong somewhere new: {REDACTED} (routing {REDACTED})"
+    )
+
+
+def test_known_shapes_keep_where_and_what_was_wrong() -> None:
+    message = (
+        "Variable '$input' has invalid value at .bankAccount: Expected value of type "
+        "'BankAccountInput' to include required field 'holderName', found: "
+        f"{{'accountNumber': '{SECRET}'}}."
+    )
+    assert redact(message) == (
+        "Variable '$input' has an invalid value at .bankAccount: Expected value of type "
+        "'BankAccountInput' to include required field 'holderName'; the value given is not "
+        "valid."
+    )
+
+
+def test_submitted_values_come_from_the_variables_and_the_document_s_literals() -> None:
+    variables: dict[str, Any] = {
+        "input": {"bankAccount": {"accountNumber": SECRET, "holderName": "Ada Lovelace"}},
+        "amounts": [12345, 1.5, True, None, "ab"],
+    }
+    document = parse('mutation { a(x: "021000021", y: 99999, z: 0.25, e: CHECKING) }')
+    assert submitted_values(variables, document) == {
+        SECRET,
+        "Ada Lovelace",
+        "12345",
+        "021000021",
+        "99999",
+        "0.25",
+        "CHECKING",
+    }
+
+
+def test_deeply_nested_variables_are_walked_without_recursion() -> None:
+    nested: Any = SECRET
+    for _ in range(50_000):
+        nested = [nested]
+    assert submitted_values({"input": nested}, None) == {SECRET}
+
+
+@given(
+    before=st.text(alphabet="abcdefgh '$:.,{}", max_size=30),
+    after=st.text(alphabet="abcdefgh '$:.,{}", max_size=30),
+    values=st.lists(st.text(alphabet="0123456789", min_size=4, max_size=16), min_size=1),
+)
+def test_no_submitted_digits_survive_any_message(
+    before: str, after: str, values: list[str]
+) -> None:
+    message = before + " ".join(values) + after
+    cleaned = redact(message, set(values))
+    assert not any(value in cleaned for value in values)
