@@ -8,7 +8,7 @@ import functools
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import uvicorn
@@ -28,6 +28,9 @@ from payout_gateway.domain.models import (
 from payout_gateway.settings import Settings
 from payout_gateway.store import Store, ensure_sqlite_directory
 from payout_gateway.tenancy import DEMO_ORGANIZATIONS, Tenancy
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 T = TypeVar("T")
 
@@ -85,13 +88,20 @@ def serve(host: str, port: int, workers: int) -> None:
         proxy_headers=False,
     )
     if workers == 1:
-        run(create_app(settings))
+        run(create_app(settings, serving=True))
         return
     # Migrated once here, so that the workers' start-ups find the schema current instead of
     # racing to migrate it; each worker then builds its app from the same environment.
     ensure_sqlite_directory(settings.database_url)
     asyncio.run(_upgrade(settings.database_url))
-    run("payout_gateway.web:create_app", factory=True, workers=workers)
+    run("payout_gateway.cli:served_app", factory=True, workers=workers)
+
+
+def served_app() -> FastAPI:
+    """The app of one ``serve --workers N`` worker process (uvicorn imports it by name)."""
+    from payout_gateway.web import create_app
+
+    return create_app(Settings(), serving=True)
 
 
 def logging_config(level: str) -> dict[str, Any]:

@@ -1,11 +1,15 @@
-"""The ``payout-gateway org …`` commands: create, issue a key shown once, list, revoke."""
+"""The ``payout-gateway org …`` commands: create, issue a key shown once, list, revoke; and
+the app ``serve`` runs."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
 from click.testing import CliRunner
 from pydantic import SecretStr
 
@@ -123,3 +127,33 @@ def test_paygentic_needs_its_organization_id(env: str) -> None:
     )
     assert result.exit_code != 0
     assert "--provider-org-id" in result.output
+
+
+def test_serve_builds_an_app_that_owns_its_process(
+    env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the process `serve` runs tunes its cycle collector (web/gc_tuning.py); one app
+    # with one worker, and the factory each worker of `--workers N` imports by name.
+    import payout_gateway.web
+
+    built: list[dict[str, Any]] = []
+    served: list[tuple[Any, dict[str, Any]]] = []
+
+    def create_app(settings: Any = None, **options: Any) -> str:
+        built.append(options)
+        return "app"
+
+    monkeypatch.setattr(payout_gateway.web, "create_app", create_app)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append((app, kwargs)))
+    assert CliRunner().invoke(main, ["serve"]).exit_code == 0
+    assert (served[0][0], built) == ("app", [{"serving": True}])
+
+    monkeypatch.setenv("PAYOUT_GATEWAY_COMMET__BASE_URL", "http://127.0.0.1:9/api/v1")
+    monkeypatch.setenv("PAYOUT_GATEWAY_PAYGENTIC__BASE_URL", "http://127.0.0.1:9")
+    result = CliRunner().invoke(main, ["serve", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    factory, options = served[1]
+    assert (options["factory"], options["workers"]) == (True, 2)
+    module, _, name = factory.partition(":")
+    assert getattr(importlib.import_module(module), name)() == "app"
+    assert built[1:] == [{"serving": True}]

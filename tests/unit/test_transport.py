@@ -29,6 +29,7 @@ from payout_gateway.providers.transport import (
     parse_retry_after,
     retry_delay,
 )
+from tests.support.garbage import cyclic_garbage
 
 PROVIDER = Provider.PAYGENTIC
 
@@ -538,3 +539,17 @@ async def test_cookies_set_by_an_answer_are_never_kept_or_sent() -> None:
     with pytest.raises(TypeError, match="no cookies"):
         http.client.cookies.set("chosen", "c1")
     await http.aclose()
+
+
+async def test_an_answer_leaves_no_reference_cycle(
+    make_http: Callable[..., ProviderHttp],
+) -> None:
+    # httpx's response and its stream point at each other; left so, every provider call's
+    # response, headers and transport objects would wait for the cycle collector.
+    http = make_http(lambda request: httpx.Response(200, json={"ok": True}))
+    await http.request("GET", "/v0/things", replay_safe=True)  # the client's one-off set-up
+    with cyclic_garbage() as garbage:
+        for _ in range(3):
+            raw = await http.request("GET", "/v0/things", replay_safe=True)
+            assert raw.body == b'{"ok":true}'
+    assert [type(item) for item in garbage if isinstance(item, httpx.Response)] == []

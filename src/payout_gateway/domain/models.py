@@ -324,15 +324,21 @@ def validated(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        issues: list[FieldIssue] = []
-        for error in exc.errors(include_input=False, include_url=False):
-            path = tuple(error["loc"])
-            message = error["msg"].removeprefix("Value error, ")
-            ctx_error = (error.get("ctx") or {}).get("error")
-            if isinstance(ctx_error, _BranchError):
-                path = (*path, ctx_error.field)
-            issues.append(FieldIssue(path, message))
-        raise InputValidationError(issues) from None
+        raise InputValidationError(_field_issues(exc)) from None
+
+
+def _field_issues(exc: ValidationError) -> list[FieldIssue]:
+    # Apart from ``validated``: the validator's exceptions (``ctx["error"]``) carry tracebacks
+    # through its frame, and a local there holding one would make a reference cycle.
+    issues: list[FieldIssue] = []
+    for error in exc.errors(include_input=False, include_url=False):
+        path = tuple(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        ctx_error = (error.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _BranchError):
+            path = (*path, ctx_error.field)
+        issues.append(FieldIssue(path, message))
+    return issues
 
 
 # --- organizations as the gateway records them ---------------------------------------------

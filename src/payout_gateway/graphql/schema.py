@@ -37,6 +37,7 @@ from payout_gateway.graphql.errors import (
     default_path,
     to_graphql_error,
 )
+from payout_gateway.graphql.execution import AcyclicExecutionContext
 from payout_gateway.graphql.inputs import (
     AddBankAccountInput,
     CompletePayoutVerificationInput,
@@ -408,4 +409,5 @@ def build_schema(
         types=[BankAccount, Payout],
         extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=not field_suggestions),
+        execution_context_class=AcyclicExecutionContext,
     )

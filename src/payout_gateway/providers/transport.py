@@ -252,6 +252,9 @@ class RawResponse:
     attempts: int = 1
 
 
+CLOSED_STREAM = httpx.ByteStream(b"")
+
+
 @dataclass
 class ProviderHttp:
     """Sends one logical request to a provider with the retry policy and deadline applied."""
@@ -350,6 +353,9 @@ class ProviderHttp:
             body = await self._read_capped(response)
         finally:
             await response.aclose()
+            # httpx's response and its stream point at each other: a cycle that holds the
+            # response, its headers and the transport's response until the cycle collector runs.
+            response.stream = CLOSED_STREAM
         request_id = response.headers.get(self.request_id_header)
         logger.info(
             "provider call",

@@ -37,6 +37,7 @@ from payout_gateway.store import Store, ensure_sqlite_directory
 from payout_gateway.store.migrate import upgrade as upgrade_schema
 from payout_gateway.tenancy import Tenancy
 from payout_gateway.web.access_log import AccessLogMiddleware
+from payout_gateway.web.gc_tuning import tune_cycle_collector
 from payout_gateway.web.graphql_router import GatewayGraphQL, bearer_credential
 from payout_gateway.web.limits import BodyLimitMiddleware
 from payout_gateway.web.sandbox_mode import (
@@ -70,8 +71,11 @@ def create_app(
     settings: Settings | None = None,
     *,
     providers: Mapping[Provider, PayoutProvider] | None = None,
+    serving: bool = False,
 ) -> FastAPI:
-    """Build the gateway. ``providers`` replaces the adapters (tests pass fakes here)."""
+    """Build the gateway. ``providers`` replaces the adapters (tests pass fakes here).
+    ``serving``: the app owns its process (``payout-gateway serve``), whose cycle collector
+    it tunes once started."""
     settings = settings or Settings()
     # Sandbox mode: simulators are built first and deliver their webhooks to this very app.
     this_app = LateBoundApp()
@@ -141,6 +145,8 @@ def create_app(
             purge_expired_forever(keys, interval=IDEMPOTENCY_PURGE_SECONDS, clock=utcnow),
             name="idempotency-purge",
         )
+        if serving:
+            tune_cycle_collector()
         try:
             yield
         finally:
