@@ -76,6 +76,7 @@ from payout_gateway.store.tables import (
     PayoutRow,
     StatusChangeRow,
 )
+from payout_gateway.store.writer_turns import WriterTurns
 
 
 def normalize_database_url(url: str) -> str:
@@ -108,11 +109,13 @@ class Store:
         *,
         loop_engine: Engine | None = None,
         owned_executor: ThreadPoolExecutor | None = None,
+        writer_turns: WriterTurns | None = None,
     ) -> None:
         """``engine`` serves migrations and admin connections, and sessions too unless a
         ``loop_engine`` (a SQLite file opened synchronously) is given: then sessions run on
         the event loop's thread (see ``loop_session``), committing writes on
-        ``owned_executor``."""
+        ``owned_executor``. ``writer_turns``: how writers to the same SQLite file in other
+        processes take turns with this one's (see ``writer_turns``)."""
         self.engine = engine
         self._loop_engine = loop_engine
         self._sessions: Callable[[], SessionSurface]
@@ -128,6 +131,7 @@ class Store:
         self._group: _WriteGroup | None = None
         self._committers: set[asyncio.Task[None]] = set()
         self._owned_executor = owned_executor
+        self._writer_turns = writer_turns
         for sync_engine in {engine.sync_engine, self.session_engine}:
             event.listen(sync_engine, "before_cursor_execute", self._count)
             if sync_engine.dialect.name == "sqlite":
@@ -168,6 +172,7 @@ class Store:
                 create_async_engine(url, **engine_options),
                 loop_engine=loop_engine,
                 owned_executor=commits,
+                writer_turns=WriterTurns(path),
             )
         return cls(create_async_engine(url, **engine_options))
 
@@ -197,6 +202,8 @@ class Store:
             self._loop_engine.dispose()
         if self._owned_executor is not None:
             self._owned_executor.shutdown(wait=True)
+        if self._writer_turns is not None:
+            self._writer_turns.close()
 
     @asynccontextmanager
     async def session(self, *, write: bool = True) -> AsyncIterator[StoreSession]:
@@ -232,7 +239,7 @@ class Store:
                     yield StoreSession(group.session)
                 except BaseException:
                     self._group = None
-                    await group.session.close()
+                    await self._end_group(group)
                     raise
                 # The committer queues for the lock behind the writers waiting by the time it
                 # runs (the lock is first come, first served): they join this transaction,
@@ -252,7 +259,31 @@ class Store:
         # Read here, so that an outcome nobody waits for any more (its writers were cancelled)
         # is not reported as never retrieved.
         committed.add_done_callback(lambda done: done.cancelled() or done.exception())
-        return _WriteGroup(await self._begin_sqlite_write(), committed)
+        turns = self._writer_turns
+        if turns is not None:
+            try:
+                async with asyncio.timeout(BUSY_TIMEOUT_MS / 1000):
+                    await turns.take()
+            except TimeoutError:
+                raise sqlite3.OperationalError(
+                    "database is locked (another process kept its writer's turn)"
+                ) from None
+        try:
+            session = await self._begin_sqlite_write()
+        except BaseException:
+            if turns is not None:
+                turns.give_back()
+            raise
+        return _WriteGroup(session, committed)
+
+    async def _end_group(self, group: _WriteGroup) -> None:
+        """Close the group's session (its transaction ended or abandoned) and give the turn
+        to write the file back to the other processes."""
+        try:
+            await group.session.close()
+        finally:
+            if self._writer_turns is not None:
+                self._writer_turns.give_back()
 
     async def _commit_group(self, group: _WriteGroup) -> None:
         assert self._write_lock is not None
@@ -268,7 +299,7 @@ class Store:
             else:
                 group.committed.set_result(None)
             finally:
-                await group.session.close()
+                await self._end_group(group)
 
     async def _begin_sqlite_write(self) -> SessionSurface:
         """A session holding the file's write lock (BEGIN IMMEDIATE), so that a
@@ -277,10 +308,10 @@ class Store:
         the lock, this waits here, asynchronously, rather than in SQLite's busy handler on
         the event loop's thread."""
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-        # Short polls: this process's other writers queue behind this one (the write lock), and
-        # the other process holds the file for about a millisecond, so a backoff growing past
-        # a few milliseconds would idle them all. With 2 workers, capping it at 2 ms instead of
-        # 50 ms took Commet adds at c=32 from 362 to 450 req/s (bench/compare.py --workers 2).
+        # Gateway processes take turns before this (writer_turns), so the lock is normally
+        # free here; it is polled for writers that do not take turns (migrations, other
+        # tools). Short polls: this process's other writers queue behind this one, and such
+        # a writer holds the file for about a millisecond.
         delay = 0.0005
         while True:
             session = self._sessions()

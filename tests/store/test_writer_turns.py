@@ -1,0 +1,161 @@
+"""Processes writing one SQLite file take turns, fairly, without blocking their event loops.
+
+Two ``WriterTurns`` on the same file stand for two processes: ``flock`` locks belong to each
+open file, so they exclude each other exactly as two processes' would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from payout_gateway.store import Store, database
+from payout_gateway.store.writer_turns import WriterTurns
+from tests.store.test_loop_sessions import write_audit_row
+
+
+@pytest.fixture
+async def turns(tmp_path: Path) -> AsyncIterator[Callable[[], WriterTurns]]:
+    made: list[WriterTurns] = []
+
+    def make() -> WriterTurns:
+        made.append(WriterTurns(str(tmp_path / "gateway.db")))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+@contextmanager
+def lock_held(path: Path) -> Iterator[None]:
+    """``path`` locked as another process would lock it: its own open file."""
+    holder = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(holder)
+
+
+async def test_nobody_barges_in_front_of_a_process_queued_for_the_turn(
+    tmp_path: Path, turns: Callable[[], WriterTurns]
+) -> None:
+    # A waiting process holds the queue lock: the turn itself is free at this very moment
+    # (just given back), yet a process asking now queues behind the waiting one instead of
+    # taking it again and again while the other starves.
+    first = turns()
+    with lock_held(tmp_path / "gateway.db-writers.queue"):
+        asking = asyncio.create_task(first.take())
+        await asyncio.sleep(0.1)
+        assert not asking.done()
+    await asyncio.wait_for(asking, 5)
+    first.give_back()
+
+
+async def test_a_process_giving_the_turn_back_lets_the_waiting_one_have_it(
+    turns: Callable[[], WriterTurns],
+) -> None:
+    first, second = turns(), turns()
+    await first.take()
+    waiting = asyncio.create_task(second.take())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    first.give_back()
+    again = asyncio.create_task(first.take())
+    await asyncio.wait_for(waiting, 5)
+    await asyncio.sleep(0.05)
+    assert not again.done()
+    second.give_back()
+    await asyncio.wait_for(again, 5)
+    first.give_back()
+
+
+async def test_waiting_for_the_turn_leaves_the_event_loop_running(
+    turns: Callable[[], WriterTurns],
+) -> None:
+    first, second = turns(), turns()
+    await first.take()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking = asyncio.create_task(ticker())
+    waiting = asyncio.create_task(second.take())
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    assert ticks >= 10
+    first.give_back()
+    await asyncio.wait_for(waiting, 5)
+    ticking.cancel()
+    second.give_back()
+
+
+async def test_a_turn_given_up_while_waiting_goes_straight_back_when_it_comes(
+    turns: Callable[[], WriterTurns],
+) -> None:
+    first, second, third = turns(), turns(), turns()
+    await first.take()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):
+            await second.take()
+    first.give_back()
+    # second's thread gets the turn now and gives it back unused: third is not kept out.
+    await asyncio.wait_for(third.take(), 5)
+    third.give_back()
+
+
+async def test_a_store_waits_its_turn_and_gives_it_back_after_every_group(
+    sqlite_store: Store, turns: Callable[[], WriterTurns]
+) -> None:
+    other = turns()
+    await other.take()
+
+    async def write() -> None:
+        async with sqlite_store.session() as session:
+            await write_audit_row(session)
+
+    writing = asyncio.create_task(write())
+    await asyncio.sleep(0.1)
+    assert not writing.done()
+    other.give_back()
+    await asyncio.wait_for(writing, 5)
+    # Given back after the COMMIT: the other process takes it at once.
+    await asyncio.wait_for(other.take(), 1)
+    other.give_back()
+
+
+async def test_a_store_gives_the_turn_back_when_its_first_writer_raises(
+    sqlite_store: Store, turns: Callable[[], WriterTurns]
+) -> None:
+    with pytest.raises(RuntimeError):
+        async with sqlite_store.session() as session:
+            await write_audit_row(session)
+            raise RuntimeError("after the write")
+    other = turns()
+    await asyncio.wait_for(other.take(), 1)
+    other.give_back()
+
+
+async def test_a_store_kept_from_its_turn_fails_as_a_locked_database(
+    sqlite_store: Store, turns: Callable[[], WriterTurns], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "BUSY_TIMEOUT_MS", 200)
+    other = turns()
+    await other.take()
+    with pytest.raises(database.sqlite3.OperationalError, match="locked"):
+        async with sqlite_store.session() as session:
+            await write_audit_row(session)
+    other.give_back()
+    async with sqlite_store.session() as session:
+        await write_audit_row(session)
