@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from payout_gateway.store import Store, database
 from payout_gateway.store.database import StoreSession
 from tests.store.test_core_writes import seed
+from tests.support.loop_ticks import loop_ticks
 
 
 async def write_audit_row(session: StoreSession) -> None:
@@ -100,28 +101,20 @@ async def test_a_writer_waits_for_another_connections_lock_without_blocking_the_
     holder.start()
     try:
         await asyncio.to_thread(held.wait)
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
 
         async def write() -> bool:
             async with sqlite_store.session() as session:
                 return await session.has_bank_accounts("org_a")
 
-        ticking = asyncio.create_task(ticker())
-        writing = asyncio.create_task(write())
-        await asyncio.sleep(0.5)
-        # Still waiting for the lock, and the loop kept running meanwhile (a busy wait in
-        # SQLite on this thread would have allowed no tick at all for the whole 0.5 s).
-        assert not writing.done()
-        assert ticks >= 10
-        release.set()
-        assert await asyncio.wait_for(writing, 5) is False
-        ticking.cancel()
+        async with loop_ticks() as ticks:
+            writing = asyncio.create_task(write())
+            await asyncio.sleep(0.5)
+            # Still waiting for the lock, and the loop kept running meanwhile (a busy wait in
+            # SQLite on this thread would have allowed no tick at all for the whole 0.5 s).
+            assert not writing.done()
+            assert ticks.count >= 10
+            release.set()
+            assert await asyncio.wait_for(writing, 5) is False
     finally:
         release.set()
         holder.join()

@@ -18,6 +18,7 @@ import pytest
 from payout_gateway.store import Store, database
 from payout_gateway.store.writer_turns import WriterTurns
 from tests.store.test_loop_sessions import write_audit_row
+from tests.support.loop_ticks import loop_ticks
 
 
 @pytest.fixture
@@ -82,22 +83,13 @@ async def test_waiting_for_the_turn_leaves_the_event_loop_running(
 ) -> None:
     first, second = turns(), turns()
     await first.take()
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticking = asyncio.create_task(ticker())
-    waiting = asyncio.create_task(second.take())
-    await asyncio.sleep(0.3)
-    assert not waiting.done()
-    assert ticks >= 10
+    async with loop_ticks() as ticks:
+        waiting = asyncio.create_task(second.take())
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        assert ticks.count >= 10
     first.give_back()
     await asyncio.wait_for(waiting, 5)
-    ticking.cancel()
     second.give_back()
 
 
