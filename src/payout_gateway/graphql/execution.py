@@ -36,7 +36,7 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """graphql-core gives every resolver's ``info`` helpers that are bound methods of the
     context: a cycle (context -> helpers -> context) that kept each request's whole execution
     state, the GraphQL context, the HTTP request and response with it, alive until a
-    collection of the cycle collector. Those collections were ~15 % of the gateway's CPU
+    collection of the cycle collector. Those collections were ~16 % of the gateway's CPU
     (bench/PROFILE.md, sixth round). The same helpers without a strong reference back."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -19,7 +19,7 @@ def tune_cycle_collector() -> None:
     ~165,000 objects) lives as long as the process, and every full collection traversed it
     again: ~100 ms each. Garbage is collected first, so only live objects are frozen.
     Together with requests that leave no cycles, the collector's share of the gateway's CPU
-    went from ~17 % to under 1 % (bench/PROFILE.md, sixth round). Only for a process that serves:
+    went from ~16 % to under 1 % (bench/PROFILE.md, sixth round). Only for a process that serves:
     an app embedded in another process (tests) leaves that process's collector alone."""
     gc.collect()
     gc.freeze()
