@@ -470,3 +470,32 @@ async def test_a_header_that_would_inject_lines_is_refused_before_sending(
     assert caught.value.outcome_unknown is False
     assert isinstance(caught.value.__cause__, httpx.LocalProtocolError)
     assert server.requests == []
+
+
+@pytest.fixture
+def proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for scheme in ("http", "https", "all", "no"):
+        monkeypatch.delenv(f"{scheme}_proxy", raising=False)
+        monkeypatch.delenv(f"{scheme.upper()}_PROXY", raising=False)
+    return monkeypatch
+
+
+async def test_calls_go_through_the_environment_s_proxy_on_both_backends(
+    make_http: MakeHttp, server: RawServer, proxy_env: pytest.MonkeyPatch
+) -> None:
+    # The provider's own address resolves nowhere: only the proxy can answer.
+    proxy_env.setenv("HTTP_PROXY", server.url)
+    http = make_http("http://provider.invalid/api")
+    raw = await http.request("GET", "/v0/things", replay_safe=True)
+    assert raw.status_code == 200
+    assert server.requests[0].startswith(b"GET http://provider.invalid/api/v0/things HTTP/1.1")
+
+
+async def test_hosts_named_in_no_proxy_are_reached_directly(
+    make_http: MakeHttp, server: RawServer, proxy_env: pytest.MonkeyPatch
+) -> None:
+    proxy_env.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens: using it would fail
+    proxy_env.setenv("NO_PROXY", "127.0.0.1")
+    raw = await make_http().request("GET", "/v0/things", replay_safe=True)
+    assert raw.status_code == 200
+    assert server.requests[0].startswith(b"GET /v0/things HTTP/1.1")

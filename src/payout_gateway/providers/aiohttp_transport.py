@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import urllib.request
 from collections.abc import AsyncIterator
 from typing import NoReturn
 
@@ -91,6 +92,11 @@ class AiohttpProviderTransport(httpx.AsyncBaseTransport):
         # httpx's default: certifi's roots, or SSL_CERT_FILE / SSL_CERT_DIR when set.
         self._ssl_context = httpx.create_ssl_context()
         self._session: aiohttp.ClientSession | None = None
+        # Also httpx's default, which a transport of our own would otherwise lose: proxies from
+        # HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY (scheme -> URL, "no" -> hosts), read
+        # once, so that a deployment whose egress goes through a proxy reaches the providers.
+        self._proxies = urllib.request.getproxies_environment()
+        self._proxy_by_origin: dict[tuple[str, str], str | None] = {}
 
     def _open_session(self) -> aiohttp.ClientSession:
         # Opened on the first request: aiohttp binds a session to the running event loop.
@@ -121,6 +127,7 @@ class AiohttpProviderTransport(httpx.AsyncBaseTransport):
             response = await session.request(
                 request.method,
                 str(request.url),
+                proxy=self._proxy_for(request.url),
                 headers=request.headers,
                 # ProviderHttp's bodies are built in memory, so already read.
                 data=request.content or None,
@@ -150,6 +157,16 @@ class AiohttpProviderTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+    def _proxy_for(self, url: httpx.URL) -> str | None:
+        """The proxy for ``url``'s origin, decided once per origin (a provider has one)."""
+        origin = (url.scheme, url.netloc.decode("ascii"))
+        if origin not in self._proxy_by_origin:
+            proxy = self._proxies.get(url.scheme) or self._proxies.get("all")
+            if proxy and urllib.request.proxy_bypass(origin[1], self._proxies):
+                proxy = None
+            self._proxy_by_origin[origin] = proxy or None
+        return self._proxy_by_origin[origin]
 
 
 class AiohttpResponseBody(httpx.AsyncByteStream):
