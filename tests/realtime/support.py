@@ -68,6 +68,8 @@ class Subscriber:
     def __init__(self) -> None:
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        # Whether a test has been shown how the subscription ended (``next`` raised it).
+        self.ended_seen = False
 
     async def next(self, timeout: float = WAIT) -> dict[str, Any]:
         assert self.task is not None
@@ -79,6 +81,7 @@ class Subscriber:
             return get.result()
         get.cancel()
         if self.task in done:
+            self.ended_seen = True
             self.task.result()  # raises what ended the subscription
             raise AssertionError("the subscription ended")
         raise TimeoutError(f"no event within {timeout}s")
@@ -113,8 +116,9 @@ async def subscribed(
             yield subscriber
         finally:
             subscriber.task.cancel()
-            with suppress(asyncio.CancelledError):
-                await subscriber.task
+            if not subscriber.ended_seen:
+                with suppress(asyncio.CancelledError):
+                    await subscriber.task
 
 
 async def run(
@@ -138,12 +142,15 @@ async def verify(graphql_url: str, api_key: str) -> dict[str, Any]:
     return dict(result)
 
 
-async def commet_verifies_payout_account(commet_url: str, provider_key: str) -> None:
-    """The sandbox's control route: the processor approved the organization's payout account."""
+async def commet_verifies_payout_account(
+    commet_url: str, provider_key: str, status: str = "verified"
+) -> None:
+    """The sandbox's control route: the processor approved the organization's payout account
+    (or moved it to ``status``)."""
     async with httpx.AsyncClient(timeout=WAIT) as client:
         response = await client.post(
             f"{commet_url}/_sandbox/payout-account/status",
-            json={"status": "verified"},
+            json={"status": status},
             headers={"x-api-key": provider_key},
         )
     assert response.status_code < 300, response.text

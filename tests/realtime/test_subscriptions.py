@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from payout_gateway.domain.enums import Provider
 from payout_gateway.sandbox.commet import create_commet_sandbox
+from payout_gateway.store import Store
+from payout_gateway.tenancy import Tenancy
 from tests.realtime.support import (
     PAYOUT_ACCOUNT_CHANGES,
     WAIT,
@@ -22,13 +25,14 @@ from tests.realtime.support import (
     verify,
     ws_url,
 )
-from tests.support.gateway import RunningGateway, SeededOrg, running_gateway
+from tests.support.gateway import PEPPER, RunningGateway, SeededOrg, running_gateway
 from tests.support.live_server import live_server
 
 ORGS = (
     SeededOrg("rt-a", Provider.COMMET, "ck_live_realtimeA0001"),
     SeededOrg("rt-b", Provider.COMMET, "ck_live_realtimeB0002"),
     SeededOrg("rt-auth", Provider.COMMET, "ck_live_realtimeC0003"),
+    SeededOrg("rt-revoked", Provider.COMMET, "ck_live_realtimeD0004"),
 )
 PROVIDER_KEYS = {org.name: org.provider_api_key for org in ORGS}
 PROTOCOL = "graphql-transport-ws"
@@ -180,3 +184,38 @@ async def test_each_organization_receives_only_its_own_changes(world: World) -> 
         )
         assert on_a.events.empty() and on_b.events.empty()
     await eventually(lambda: world.subscribers() == 0, message="subscriptions released")
+
+
+async def test_a_key_revoked_while_subscribed_receives_no_more_changes(world: World) -> None:
+    url, revoked = world.gateway.graphql_url, world.key("rt-revoked")
+    # Revoked from outside the gateway's process (as the CLI does), on the same database; a
+    # second key of the organization keeps running its mutations.
+    store = Store.from_url(world.gateway.state.settings.database_url)
+    try:
+        tenancy = Tenancy(store, PEPPER)
+        async with store.session(write=False) as session:
+            org = await session.organization_by_name("rt-revoked")
+            assert org is not None
+            (seeded,) = await session.list_api_keys(org.id)
+        _, other_key = await tenancy.issue_api_key(org.id)
+        async with subscribed(
+            url, PAYOUT_ACCOUNT_CHANGES, init_payload={"Authorization": f"Bearer {revoked}"}
+        ) as subscriber:
+            await eventually(lambda: world.subscribers() == 1, message="subscription live")
+            await verify(url, other_key)
+            await commet_verifies_payout_account(world.commet_url, PROVIDER_KEYS["rt-revoked"])
+            await verify(url, other_key)
+            verified = (await subscriber.next())["payoutAccountStatusChanged"]
+            assert verified["toStatus"] == "VERIFIED"  # delivered while the key was valid
+            await tenancy.revoke_api_key(seeded.id)
+            # The gateway's authentication cache keeps a key for 5 s (tenancy.py).
+            await asyncio.sleep(5.5)
+            await commet_verifies_payout_account(
+                world.commet_url, PROVIDER_KEYS["rt-revoked"], "restricted"
+            )
+            assert (await verify(url, other_key))["payoutAccount"]["status"] == "RESTRICTED"
+            with pytest.raises(Exception, match="no longer valid"):
+                await subscriber.next()
+    finally:
+        await store.dispose()
+    await eventually(lambda: world.subscribers() == 0, message="subscription released")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiodataloader import DataLoader
@@ -65,8 +65,24 @@ class GatewayContext(BaseContext):
         self.organization = organization
         self.paging = paging
         self.broker = broker
+        # A WebSocket connection's credential, asked again while the connection lives (see
+        # ``still_authorized``); None for an HTTP request, authenticated as it arrived.
+        self.reauthenticate: Callable[[], Awaitable[Organization | None]] | None = None
         self._bank_accounts: BankAccountLoader | None = None
         self._payouts: PayoutLoader | None = None
+
+    async def still_authorized(self) -> bool:
+        """Whether the connection's credential still names its organization: a key revoked
+        while a WebSocket is open stops what the socket receives (within the authentication
+        cache's few seconds, as for every request)."""
+        if self.reauthenticate is None:
+            return self.organization is not None
+        current = await self.reauthenticate()
+        return (
+            current is not None
+            and self.organization is not None
+            and current.id == self.organization.id
+        )
 
     @property
     def org(self) -> Organization:

@@ -76,8 +76,14 @@ async def _changes(info: Ctx, object_type: ObjectType) -> AsyncGenerator[StatusC
     async with broker.subscribe(info.context.org.id) as queue:
         while True:
             change = await queue.get()
-            if change.object_type is object_type:
-                yield change
+            if change.object_type is not object_type:
+                continue
+            if not await info.context.still_authorized():
+                raise GraphQLError(
+                    "The API key of this connection is no longer valid.",
+                    extensions={"code": "UNAUTHENTICATED"},
+                )
+            yield change
 
 
 @strawberry.type

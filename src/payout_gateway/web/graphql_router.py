@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
@@ -101,15 +102,22 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         """
         params = context.connection_params if isinstance(context.connection_params, dict) else {}
         authorization = params.get("Authorization", params.get("authorization"))
+        connection = context.request
         if authorization is None and context.organization is not None:
-            return ACK
+            authorization = (
+                connection.headers.get("authorization")
+                if isinstance(connection, HTTPConnection)
+                else None
+            )
         organization = None
         if (
             isinstance(authorization, str)
             and self._authenticate is not None
-            and isinstance(context.request, HTTPConnection)
+            and isinstance(connection, HTTPConnection)
         ):
-            organization = await self._authenticate(context.request, authorization)
+            organization = await self._authenticate(connection, authorization)
+            # Asked again before each event the connection receives: a revoked key stops.
+            context.reauthenticate = partial(self._authenticate, connection, authorization)
         if organization is None:
             raise ConnectionRejectionError({"reason": REJECTED})
         # The one place a connection's organization is decided; operations never take it as
