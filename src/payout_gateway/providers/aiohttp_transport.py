@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import re
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import NoReturn
 
 import aiohttp
@@ -163,10 +163,16 @@ class AiohttpProviderTransport(httpx.AsyncBaseTransport):
         origin = (url.scheme, url.netloc.decode("ascii"))
         if origin not in self._proxy_by_origin:
             proxy = self._proxies.get(url.scheme) or self._proxies.get("all")
-            if proxy and urllib.request.proxy_bypass(origin[1], self._proxies):
+            if proxy and _bypasses_proxy(origin[1], self._proxies):
                 proxy = None
             self._proxy_by_origin[origin] = proxy or None
         return self._proxy_by_origin[origin]
+
+
+# NO_PROXY matching as urllib does it (host names and domain suffixes). Its
+# ``proxy_bypass_environment`` is defined on every platform; ``proxy_bypass`` takes the proxies
+# only on Linux.
+_bypasses_proxy: Callable[[str, dict[str, str]], bool] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
 
 
 class AiohttpResponseBody(httpx.AsyncByteStream):
