@@ -9,7 +9,13 @@ from graphql import parse
 from hypothesis import given
 from hypothesis import strategies as st
 
-from payout_gateway.graphql.safety import REDACTED, redact, submitted_values
+from payout_gateway.graphql.safety import REDACTED, redact_all, submitted_values
+
+
+def redact(message: str, submitted: set[str] | None = None) -> str:
+    (redacted,) = redact_all([message], submitted or set())
+    return redacted
+
 
 SECRET = "987654321012"
 

@@ -1,8 +1,8 @@
 """Error hygiene: mask unexpected errors, strip submitted values from messages, log safely.
 
-graphql-core's coercion errors repeat the offending value ("… got invalid value 123456789 …"),
-and that value may be an account number; Strawberry also logs every error as is. Both paths
-go through :func:`redact` here.
+graphql-core's coercion errors repeat the offending value ("… has invalid value …, found:
+{'accountNumber': '…'}"), and that value may be an account number; Strawberry also logs
+every error as is. Both paths go through :func:`redact_all` here.
 """
 
 from __future__ import annotations
@@ -57,15 +57,11 @@ _SHORTEST_SCRUBBED = 4
 REDACTED = "[redacted]"
 
 
-def redact(message: str, submitted: Collection[str] = ()) -> str:
-    """The message without any submitted value, keeping where and what was wrong."""
-    return redact_all([message], submitted)[0]
-
-
 def redact_all(messages: Sequence[str], submitted: Collection[str]) -> list[str]:
-    """Each message without any submitted value: first by the shapes graphql-core's messages
-    are known to have, then every one of the request's own values (:func:`submitted_values`)
-    is cut wherever it still appears, so that a shape not known yet echoes nothing either."""
+    """Each message without any submitted value, keeping where and what was wrong: first by
+    the shapes graphql-core's messages are known to have, then every one of the request's own
+    values (:func:`submitted_values`) is cut wherever it still appears, so that a shape not
+    known yet echoes nothing either."""
     messages = [_redact_patterns(message) for message in messages]
     echoed = _echoed(submitted, messages)
     for value in echoed:
