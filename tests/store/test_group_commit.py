@@ -4,11 +4,13 @@ changes are undone alone when its block raises, and a failed COMMIT fails every 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 
@@ -44,6 +46,15 @@ def count_commits(sqlite_store: Store) -> list[str]:
 
     event.listen(sqlite_store.session_engine, "commit", on_commit)
     return commits
+
+
+async def first_of_a_group(sqlite_store: Store, writing: asyncio.Event) -> None:
+    """Writes ba_first, then holds its group open a moment: the writers that queue up
+    meanwhile join its transaction."""
+    async with sqlite_store.session() as session:
+        writing.set()
+        await audit(session, "ba_first")
+        await asyncio.sleep(0.05)
 
 
 async def test_writers_queued_together_share_one_commit(sqlite_store: Store) -> None:
@@ -101,12 +112,6 @@ async def test_a_later_writer_that_raises_loses_only_its_own_changes(
 ) -> None:
     first_writing = asyncio.Event()
 
-    async def first() -> None:
-        async with sqlite_store.session() as session:
-            first_writing.set()
-            await audit(session, "ba_first")
-            await asyncio.sleep(0.05)  # the others queue up and join this transaction
-
     async def failing() -> None:
         await first_writing.wait()
         async with sqlite_store.session() as session:
@@ -119,11 +124,101 @@ async def test_a_later_writer_that_raises_loses_only_its_own_changes(
             await audit(session, "ba_last")
 
     commits = count_commits(sqlite_store)
-    outcomes = await asyncio.gather(first(), failing(), last(), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        first_of_a_group(sqlite_store, first_writing), failing(), last(), return_exceptions=True
+    )
     assert outcomes[0] is None and outcomes[2] is None
     assert isinstance(outcomes[1], RuntimeError)
     assert commits == ["COMMIT"]  # one group: the failure was undone within it
     assert await audited_ids(sqlite_store) == ["ba_first", "ba_last"]
+
+
+async def test_a_later_writer_s_savepoint_is_sent_to_sqlite_as_is(sqlite_store: Store) -> None:
+    """A group's later writers get a savepoint each without SQLAlchemy's nested-transaction
+    machinery (loop_session.begin_nested): the statements SQLite receives, and each
+    writer's changes kept or undone as its block ends."""
+    statements: list[str] = []
+    first_writing = asyncio.Event()
+
+    def trace(statement: str) -> None:
+        if statement.split()[0] in {"SAVEPOINT", "RELEASE", "ROLLBACK"}:
+            statements.append(statement)
+
+    async def first() -> None:
+        async with sqlite_store.session() as session:
+            # The group's one connection: every writer of the group uses it.
+            connection = await session._session.connection(execution_options={})
+            connection.connection.driver_connection.set_trace_callback(trace)
+            first_writing.set()
+            await audit(session, "ba_first")
+            await asyncio.sleep(0.05)  # the others queue up and join this transaction
+
+    async def later(object_id: str, fail: bool) -> None:
+        await first_writing.wait()
+        async with sqlite_store.session() as session:
+            await audit(session, object_id)
+            if fail:
+                raise RuntimeError("after writing")
+
+    outcomes = await asyncio.gather(
+        first(), later("ba_failing", True), later("ba_kept", False), return_exceptions=True
+    )
+    assert isinstance(outcomes[1], RuntimeError)
+    assert statements == [
+        "SAVEPOINT writer",
+        "ROLLBACK TO writer",
+        "RELEASE writer",
+        "SAVEPOINT writer",
+        "RELEASE writer",
+    ]
+    assert await audited_ids(sqlite_store) == ["ba_first", "ba_kept"]
+
+
+async def test_a_transaction_sqlite_rolled_back_fails_its_whole_group(sqlite_store: Store) -> None:
+    """SQLite may roll a whole transaction back on its own (a full disk, an I/O error): the
+    group's earlier writes are then gone, so every writer of the group must fail, and a writer
+    joining after it must not write outside the transaction."""
+    first_writing = asyncio.Event()
+
+    async def hit_by_the_rollback() -> None:
+        await first_writing.wait()
+        async with sqlite_store.session() as session:
+            await audit(session, "ba_second")
+            # What SQLite does on SQLITE_FULL or SQLITE_IOERR: the transaction ends.
+            await session._session.execute(text("ROLLBACK"))
+            raise OSError("disk full")
+
+    async def joins_after() -> None:
+        await first_writing.wait()
+        await asyncio.sleep(0)
+        async with sqlite_store.session() as session:
+            await audit(session, "ba_third")
+
+    outcomes = await asyncio.gather(
+        first_of_a_group(sqlite_store, first_writing),
+        hit_by_the_rollback(),
+        joins_after(),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], OSError)
+    assert isinstance(outcomes[0], sqlite3.OperationalError)
+    assert isinstance(outcomes[2], sqlite3.OperationalError)
+    assert await audited_ids(sqlite_store) == []
+    # The store goes on: the next writer starts a new transaction.
+    async with sqlite_store.session() as session:
+        await audit(session, "ba_after")
+    assert await audited_ids(sqlite_store) == ["ba_after"]
+
+
+async def test_a_writer_whose_transaction_sqlite_ended_is_not_told_it_was_saved(
+    sqlite_store: Store,
+) -> None:
+    with pytest.raises(sqlite3.OperationalError, match="rolled back by SQLite"):
+        async with sqlite_store.session() as session:
+            await audit(session, "ba_lost")
+            # What SQLite does on SQLITE_FULL; the writer's block ends without noticing.
+            await session._session.execute(text("ROLLBACK"))
+    assert await audited_ids(sqlite_store) == []
 
 
 async def test_a_lone_writer_commits_without_a_savepoint(sqlite_store: Store) -> None:
