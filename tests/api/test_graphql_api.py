@@ -435,3 +435,65 @@ async def test_cors_never_allows_an_unlisted_origin(gw: RunningGateway) -> None:
         )
     assert "access-control-allow-origin" not in preflight.headers
     assert "access-control-allow-origin" not in simple.headers
+
+
+LISTED_ORIGIN = "https://app.example"
+
+
+@pytest.fixture
+def cors_gw(tmp_path: Path, fakes: dict[Provider, FakeProvider]) -> Iterator[RunningGateway]:
+    with running_gateway(
+        tmp_path, providers=fakes, refresh_interval_seconds=0, cors_origins=[LISTED_ORIGIN]
+    ) as running:
+        yield running
+
+
+async def test_a_listed_origin_is_allowed_on_the_graphql_endpoint(cors_gw: RunningGateway) -> None:
+    origin = LISTED_ORIGIN
+    async with httpx.AsyncClient() as client:
+        preflight = await client.options(
+            cors_gw.graphql_url,
+            headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+        )
+        simple = await client.post(
+            cors_gw.graphql_url,
+            json={"query": "{ organization { name } }"},
+            headers={**cors_gw.headers("commet-a"), "Origin": origin},
+        )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == origin
+    assert simple.headers["access-control-allow-origin"] == origin
+    assert simple.json()["data"]["organization"]["name"]
+
+
+async def test_graphql_over_http_skips_fastapi_s_layers_but_not_the_gateway_s(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GatewayApp sends HTTP requests to /graphql straight through the gateway's own
+    middleware (access log, body limit, CORS): with FastAPI's stack replaced by one that
+    answers 599 to everything, the GraphQL endpoint still answers, and other paths do not."""
+
+    async def refuse(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 599, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    caplog.set_level("INFO", logger="payout_gateway.access")
+    gw.app.middleware_stack = refuse
+    async with httpx.AsyncClient() as client:
+        graphql = await client.post(
+            gw.graphql_url,
+            json={"query": "{ organization { name } }"},
+            headers=gw.headers("commet-a"),
+        )
+        too_large = await client.post(
+            gw.graphql_url,
+            content=b"{" + b" " * (1024 * 1024) + b"}",
+            headers={"content-type": "application/json"},
+        )
+        health = await client.get(f"{gw.url}/healthz")
+    assert graphql.status_code == 200
+    assert graphql.json()["data"]["organization"]["name"]
+    assert too_large.status_code == 413
+    assert health.status_code == 599
+    lines = [r.getMessage() for r in caplog.records if r.name == "payout_gateway.access"]
+    assert any(line.startswith("POST /graphql 200") for line in lines), lines

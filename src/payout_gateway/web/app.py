@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from payout_gateway.domain.enums import Provider
@@ -65,6 +68,43 @@ class Gateway:
     providers: Mapping[Provider, PayoutProvider]
     broker: EventBroker
     pipeline: StatusPipeline
+
+
+class GatewayApp(FastAPI):
+    """FastAPI, except that an HTTP request to the GraphQL endpoint goes straight through the
+    gateway's own middleware to the GraphQL app.
+
+    FastAPI would pass it through about ten ASGI layers first (its error, telemetry, body-limit,
+    exception and exit-stack middleware, the router, the route), each a coroutine frame on the
+    way in and a wrapped ``send`` on the way out, for nothing the endpoint uses: Strawberry
+    answers its own errors, and an exception it raises still reaches the server, which logs
+    it and answers 500 (what Starlette's error middleware would do). Everything else,
+    WebSocket upgrades to the same path included, takes FastAPI's way."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._graphql_path: str | None = None
+        self._graphql_http: ASGIApp | None = None
+
+    def serve_graphql_http(self, path: str, app: ASGIApp, middleware: Sequence[Middleware]) -> None:
+        """HTTP requests to ``path`` go to ``app`` wrapped in ``middleware`` (outermost first,
+        as ``FastAPI(middleware=...)`` takes it, which every other request passes through)."""
+        for cls, args, options in reversed(middleware):
+            app = cls(app, *args, **options)
+        self._graphql_path = path
+        self._graphql_http = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self._graphql_http is not None
+            and scope["type"] == "http"
+            and scope["path"] == self._graphql_path
+            and not scope.get("root_path")
+        ):
+            scope["app"] = self  # what Request.app reads, as Starlette sets it
+            await self._graphql_http(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -163,8 +203,24 @@ def create_app(
                     await adapter.aclose()
             await store.dispose()
 
-    app = FastAPI(
+    # Outermost first; GraphQL requests pass through the same chain (GatewayApp).
+    middleware = [
+        Middleware(AccessLogMiddleware),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+    ]
+    if settings.cors_origins:
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type"],
+            ),
+        )
+    app = GatewayApp(
         title="payout-gateway",
+        middleware=middleware,
         # FastAPI's native OpenTelemetry stays off: its log records carry exception messages
         # and stack traces unredacted (they can hold request data), and while on it looks
         # the global providers up again on every request.
@@ -213,10 +269,12 @@ def create_app(
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         authenticate=authenticate,
     )
-    # An ASGI app as the endpoint: Starlette calls it as is, for any method (Strawberry
-    # answers 405 itself) and for the WebSocket upgrade.
+    # An ASGI app as the endpoint, for any method (Strawberry answers 405 itself) and for
+    # the WebSocket upgrade. HTTP requests skip FastAPI's layers (GatewayApp); the route
+    # stays for a request under a root path.
     app.router.routes.append(Route("/graphql", graphql_app, include_in_schema=False))
     app.router.routes.append(WebSocketRoute("/graphql", graphql_app))
+    app.serve_graphql_http("/graphql", graphql_app, middleware)
     app.include_router(webhook_router, prefix="/webhooks")
 
     @app.get("/healthz", include_in_schema=False)
@@ -238,13 +296,4 @@ def create_app(
     for provider, sandbox in sandboxes.items():
         app.mount(f"/sandbox/{provider.value.lower()}", sandbox)
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AccessLogMiddleware)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type"],
-        )
     return app
