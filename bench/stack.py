@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
@@ -195,14 +195,26 @@ def start_gateway(workdir: Path, env: dict[str, str], workers: int) -> Service:
 
 
 def _wait_workers(service: Service, workers: int, timeout: float = 30.0) -> None:
+    """Until every worker listens on its own socket (web/listeners.py): wrk opens all its
+    connections at once, and those opened before a worker listens all go to the others. A
+    gateway whose workers share the supervisor's socket (uvicorn's own way, or a tree from
+    before web/listeners.py) is ready once its workers exist."""
     import psutil  # type: ignore[import-untyped]  # installed by scripts/bench
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(psutil.Process(service.pid).children()) >= workers:
+        supervisor = psutil.Process(service.pid)
+        if any(_listens(c, service.port) for c in supervisor.net_connections(kind="tcp")):
+            if len(supervisor.children()) >= workers:  # the workers share its socket
+                return
+        elif sum(_listens(c, service.port) for c in psutil.net_connections(kind="tcp")) >= workers:
             return
         time.sleep(0.1)
-    raise RuntimeError(f"{service.name}: fewer than {workers} workers after {timeout}s")
+    raise RuntimeError(f"{service.name}: fewer than {workers} workers listening after {timeout}s")
+
+
+def _listens(connection: Any, port: int) -> bool:
+    return bool(connection.status == "LISTEN" and connection.laddr.port == port)
 
 
 def restart_gateway(stack: Stack, workers: int) -> None:

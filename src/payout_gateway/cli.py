@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
-import functools
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,6 +15,7 @@ import uvicorn
 import uvicorn.config
 from alembic.util import CommandError
 from pydantic import SecretStr
+from uvicorn.supervisors import Multiprocess
 
 import payout_gateway.store.migrate as migrations
 from payout_gateway.domain.enums import HolderType, Provider
@@ -54,6 +55,7 @@ def main() -> None:
 def serve(host: str, port: int, workers: int) -> None:
     """Run the gateway. With no provider configured: sandbox mode with demo organizations."""
     from payout_gateway.web import create_app
+    from payout_gateway.web.listeners import worker_listener
 
     settings = Settings()
     if workers > 1:
@@ -77,24 +79,33 @@ def serve(host: str, port: int, workers: int) -> None:
         click.echo("Demo organizations (send 'Authorization: Bearer <key>'):")
         for demo in DEMO_ORGANIZATIONS:
             click.echo(f"  {demo.name:<16} {demo.provider.value:<10} key: {demo.api_key}")
-    run = functools.partial(
-        uvicorn.run,
-        host=host,
-        port=port,
-        log_config=logging_config(settings.log_level),
-        log_level=settings.log_level.lower(),
+    server_options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": logging_config(settings.log_level),
+        "log_level": settings.log_level.lower(),
         # uvicorn's access log prints query strings; the app logs requests without them.
-        access_log=False,
-        proxy_headers=False,
-    )
+        "access_log": False,
+        "proxy_headers": False,
+    }
     if workers == 1:
-        run(create_app(settings, serving=True))
+        uvicorn.run(create_app(settings, serving=True), **server_options)
         return
     # Migrated once here, so that the workers' start-ups find the schema current instead of
     # racing to migrate it; each worker then builds its app from the same environment.
     ensure_sqlite_directory(settings.database_url)
     asyncio.run(_upgrade(settings.database_url))
-    run("payout_gateway.cli:served_app", factory=True, workers=workers)
+    config = uvicorn.Config(
+        "payout_gateway.cli:served_app", factory=True, workers=workers, **server_options
+    )
+    # A socket per worker where the kernel balances them (see web/listeners), else uvicorn's
+    # one shared socket.
+    try:
+        listener = worker_listener(host, port) or config.bind_socket()
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+    with contextlib.suppress(KeyboardInterrupt):
+        Multiprocess(config, sockets=[listener]).run()
 
 
 def served_app() -> FastAPI:

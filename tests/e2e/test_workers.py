@@ -4,10 +4,13 @@ concurrent writes, lose nothing and fail nothing; sandbox mode refuses more than
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -50,6 +53,7 @@ class Workers:
     url: str
     keys: dict[str, str]
     process: subprocess.Popen[bytes]
+    log: Path
 
 
 @pytest.fixture(scope="module")
@@ -105,12 +109,29 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
             if time.monotonic() > deadline:
                 raise TimeoutError((workdir / "serve.log").read_text()[-3000:])
             time.sleep(0.1)
-        yield Workers(url, keys, process)
+        # One worker answering is not both listening: connections opened before the second
+        # one listens all go to the first.
+        while sys.platform.startswith("linux") and listening_sockets(port) < 2:
+            if time.monotonic() > deadline:
+                raise TimeoutError((workdir / "serve.log").read_text()[-3000:])
+            time.sleep(0.1)
+        yield Workers(url, keys, process, workdir / "serve.log")
         stop()
         output = (workdir / "serve.log").read_text()
         assert "Traceback" not in output, output[-3000:]
         # The logging set-up reaches the worker processes: they answered, and logged it.
         assert '"name": "payout_gateway.access"' in output, output[-3000:]
+
+
+def listening_sockets(port: int) -> int:
+    """Sockets listening on ``port`` (Linux: /proc/net/tcp, state 0A)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                count += fields[1].endswith(f":{port:04X}") and fields[3] == "0A"
+    return count
 
 
 def _variables(index: int, org: str) -> dict[str, object]:
@@ -158,6 +179,37 @@ async def test_concurrent_adds_across_two_workers_all_land_once(workers: Workers
             assert len(edges) == PER_ORG + saved_by_verification
     # Both processes still serving: no worker died on a locked database.
     assert workers.process.poll() is None
+
+
+def test_connections_opened_together_are_served_by_both_workers(workers: Workers) -> None:
+    """32 connections opened at once, as a backend's connection pool opens them: uvicorn's
+    one shared socket gave every one to whichever worker was awake; a socket per worker
+    (web/listeners.py) spreads them."""
+    already = workers.log.stat().st_size
+    address = ("127.0.0.1", int(workers.url.rpartition(":")[2]))
+    with ExitStack() as stack:
+        connections = [
+            stack.enter_context(socket.create_connection(address, timeout=30)) for _ in range(32)
+        ]
+        for connection in connections:
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        for connection in connections:
+            assert connection.recv(4096).startswith(b"HTTP/1.1 200")
+    served_by: Counter[int] = Counter()
+    deadline = time.monotonic() + 10
+    while sum(served_by.values()) < 32 and time.monotonic() < deadline:
+        time.sleep(0.1)  # each access record is written once its answer is sent
+        with workers.log.open("rb") as log:
+            log.seek(already)
+            records = [json.loads(line) for line in log if line.startswith(b"{")]
+        served_by = Counter(
+            record["process"]
+            for record in records
+            if record["name"] == "payout_gateway.access" and record["path"] == "/healthz"
+        )
+    assert sum(served_by.values()) == 32, served_by
+    # By hash, a worker gets fewer than 4 of 32 about once in a million runs.
+    assert len(served_by) == 2 and min(served_by.values()) >= 4, served_by
 
 
 def test_sandbox_mode_refuses_more_than_one_worker(

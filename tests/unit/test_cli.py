@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -148,12 +149,25 @@ def test_serve_builds_an_app_that_owns_its_process(
     assert CliRunner().invoke(main, ["serve"]).exit_code == 0
     assert (served[0][0], built) == ("app", [{"serving": True}])
 
+    supervised: list[tuple[uvicorn.Config, list[socket.socket]]] = []
+
+    class Supervisor:
+        def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+            supervised.append((config, sockets))
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr(payout_gateway.cli, "Multiprocess", Supervisor)
     monkeypatch.setenv("PAYOUT_GATEWAY_COMMET__BASE_URL", "http://127.0.0.1:9/api/v1")
     monkeypatch.setenv("PAYOUT_GATEWAY_PAYGENTIC__BASE_URL", "http://127.0.0.1:9")
-    result = CliRunner().invoke(main, ["serve", "--workers", "2"])
+    result = CliRunner().invoke(main, ["serve", "--workers", "2", "--port", "0"])
     assert result.exit_code == 0, result.output
-    factory, options = served[1]
-    assert (options["factory"], options["workers"]) == (True, 2)
-    module, _, name = factory.partition(":")
+    config, sockets = supervised[0]
+    for sock in sockets:
+        sock.close()
+    assert (config.factory, config.workers, config.access_log) == (True, 2, False)
+    assert isinstance(config.app, str)
+    module, _, name = config.app.partition(":")
     assert getattr(importlib.import_module(module), name)() == "app"
     assert built[1:] == [{"serving": True}]
