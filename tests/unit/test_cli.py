@@ -14,6 +14,7 @@ import uvicorn
 from click.testing import CliRunner
 from pydantic import SecretStr
 
+from payout_gateway import cli
 from payout_gateway.cli import main
 from payout_gateway.store import Store
 from payout_gateway.tenancy import Tenancy
@@ -158,7 +159,7 @@ def test_serve_builds_an_app_that_owns_its_process(
         def run(self) -> None:
             pass
 
-    monkeypatch.setattr(payout_gateway.cli, "Multiprocess", Supervisor)
+    monkeypatch.setattr(cli, "Multiprocess", Supervisor)
     monkeypatch.setenv("PAYOUT_GATEWAY_COMMET__BASE_URL", "http://127.0.0.1:9/api/v1")
     monkeypatch.setenv("PAYOUT_GATEWAY_PAYGENTIC__BASE_URL", "http://127.0.0.1:9")
     result = CliRunner().invoke(main, ["serve", "--workers", "2", "--port", "0"])
@@ -171,3 +172,20 @@ def test_serve_builds_an_app_that_owns_its_process(
     module, _, name = config.app.partition(":")
     assert getattr(importlib.import_module(module), name)() == "app"
     assert built[1:] == [{"serving": True}]
+
+
+def test_serve_with_workers_on_a_port_in_use_says_so(
+    env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[object] = []
+    monkeypatch.setattr(cli, "Multiprocess", lambda *a, **k: started.append(a))
+    monkeypatch.setenv("PAYOUT_GATEWAY_COMMET__BASE_URL", "http://127.0.0.1:9/api/v1")
+    monkeypatch.setenv("PAYOUT_GATEWAY_PAYGENTIC__BASE_URL", "http://127.0.0.1:9")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = CliRunner().invoke(main, ["serve", "--workers", "2", "--port", port])
+    assert result.exit_code == 1, result.output
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert started == []
