@@ -119,6 +119,18 @@ def _adds(runs: Sequence[Run]) -> list[str]:
         for w in sorted({r["workers"] for r in runs}):
             for c in sorted({r["connections"] for r in runs if r["workers"] == w}):
                 lines.append(_add_row(runs, provider, w, c))
+    shares = [
+        f"{r['provider'].capitalize()} c={r['connections']}: "
+        + " / ".join(f"{n:,}" for n in r["per_worker"])
+        for r in runs
+        if r.get("per_worker") is not None
+    ]
+    if shares:
+        lines += [
+            "",
+            "Requests each gateway worker process served (its access log), in the rows with "
+            "several workers: " + "; ".join(shares) + ".",
+        ]
     return [*lines, ""]
 
 

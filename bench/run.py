@@ -305,9 +305,11 @@ class Bench:
                     seconds=plan.warmup_seconds,
                 )
         runs: list[dict[str, Any]] = []
+        gateway_log = self.stack.gateway.log_path
         for connections in plan.add_concurrency:
             for provider, sides in targets.items():
                 for side, (base, options) in sides.items():
+                    logged = gateway_log.stat().st_size
                     result = self.wrk(
                         f"add {provider} {side}",
                         base,
@@ -315,14 +317,12 @@ class Bench:
                         connections=connections,
                         seconds=plan.add_seconds,
                     )
-                    runs.append(
-                        {
-                            "provider": provider,
-                            "side": side,
-                            "workers": workers,
-                            **result.as_dict(),
-                        }
-                    )
+                    run = {"provider": provider, "side": side, "workers": workers}
+                    if side == "gateway" and workers > 1:
+                        # Every worker must take its share, or N workers measure fewer.
+                        served = graphql_requests_by_process(gateway_log, logged)
+                        run["per_worker"] = served + [0] * (workers - len(served))
+                    runs.append({**run, **result.as_dict()})
         self.raw["add"].extend(runs)
 
     def reads(self) -> None:
@@ -578,6 +578,20 @@ def keep_logs(workdir: Path, target: Path) -> dict[str, int]:
             if ERROR_LINE.match(line):
                 counts[line[:160]] += 1
     return dict(counts.most_common(10))
+
+
+def graphql_requests_by_process(gateway_log: Path, start: int) -> list[int]:
+    """Requests to /graphql that each gateway process logged after byte ``start`` of its log
+    (the access log's JSON records), most first."""
+    served: Counter[int] = Counter()
+    with gateway_log.open("rb") as lines:
+        lines.seek(start)
+        for line in lines:
+            if line.startswith(b"{") and b'"payout_gateway.access"' in line:
+                record = json.loads(line)
+                if record.get("path") == "/graphql":
+                    served[int(record["process"])] += 1
+    return sorted(served.values(), reverse=True)
 
 
 def worker_counts(text: str) -> tuple[int, ...]:
