@@ -49,7 +49,11 @@ def test_each_worker_gets_a_socket_of_its_own_on_the_same_address(
         assert first.fileno() != second.fileno() != listener.fileno()
         assert first.getsockname() == second.getsockname() == listener.getsockname()
         assert first.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
-        # The supervisor's own socket never listens: it would take connections nobody accepts.
+        # Sockets of their own, not descriptors of one socket (which uvicorn's shared socket
+        # is): one worker listening leaves the other, and the supervisor's, as they were. The
+        # supervisor's never listens: it would take connections nobody accepts.
+        first.listen()
+        assert second.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0
         assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0
 
 
