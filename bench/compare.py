@@ -4,7 +4,9 @@ For measuring one lever: check the change out next to the baseline (``git worktr
 name both trees. Each round starts a fresh stack per tree (both sandboxes, a new SQLite file,
 the gateway from that tree's ``src`` with ``--workers``, default 1), warms it up, then drives
 the gateway and the direct sandbox back to back with wrk. Rounds alternate the trees, so drift
-on a shared machine falls on both; the table gives medians.
+on a shared machine falls on both; the table gives medians. Where ``perf`` can read the
+instructions counter, it also gives the gateway's instructions per request, which move far less
+with the machine's load than its CPU seconds do.
 
     .venv/bin/python -m bench.compare --tree before=/tmp/wt-base --tree after=. \\
         --provider commet --connections 32 --seconds 6 --rounds 3
@@ -32,6 +34,7 @@ class Samples:
     gateway_rps: list[float] = field(default_factory=list)
     direct_rps: list[float] = field(default_factory=list)
     gateway_cpu_ms: list[float] = field(default_factory=list)
+    gateway_instructions: list[float] = field(default_factory=list)
     database_cpu_ms: list[float] = field(default_factory=list)
     gateway_p50_ms: list[float] = field(default_factory=list)
     added_p50_ms: list[float] = field(default_factory=list)
@@ -98,6 +101,10 @@ def one_run(
     samples.gateway_rps.append(gateway.rps)
     samples.direct_rps.append(direct.rps)
     samples.gateway_cpu_ms.append(gateway.cpu_us_per_request("gateway") / 1000)
+    instructions = gateway.instructions_per_request("gateway")
+    if instructions is not None:
+        samples.gateway_instructions.append(instructions)
+        log(f"  gateway instructions per request: {instructions / 1e6:.3f} M")
     samples.database_cpu_ms.append(gateway.cpu_us_per_request("postgres") / 1000)
     samples.gateway_p50_ms.append(gateway.p50_ms)
     samples.added_p50_ms.append(gateway.p50_ms - direct.p50_ms)
@@ -139,18 +146,24 @@ def main() -> int:
         f"run, medians of {args.rounds} rounds, {args.workers} gateway worker(s)"
     )
     database = " PostgreSQL CPU/req |" if args.postgres else ""
+    counted = all(samples.gateway_instructions for samples in results.values())
+    instructions = " gateway instructions/req |" if counted else ""
     print(
-        f"| tree | gateway req/s | direct req/s | ratio | gateway CPU/req |{database} p50 ms "
-        "| added p50 ms |"
+        f"| tree | gateway req/s | direct req/s | ratio | gateway CPU/req |{instructions}"
+        f"{database} p50 ms | added p50 ms |"
     )
-    print("|---|---:|---:|---:|---:|" + ("---:|" if args.postgres else "") + "---:|---:|")
+    extra_columns = int(counted) + int(bool(args.postgres))
+    print("|---|---:|---:|---:|---:|" + "---:|" * extra_columns + "---:|---:|")
     for name, samples in results.items():
         ratios = [g / d for g, d in zip(samples.gateway_rps, samples.direct_rps, strict=True)]
         database_cpu = f" {median(samples.database_cpu_ms):.2f} ms |" if args.postgres else ""
+        instruction_count = (
+            f" {median(samples.gateway_instructions) / 1e6:.2f} M |" if counted else ""
+        )
         print(
             f"| {name} | {median(samples.gateway_rps):.0f} | {median(samples.direct_rps):.0f} | "
             f"{100 * median(ratios):.1f} % | {median(samples.gateway_cpu_ms):.2f} ms |"
-            f"{database_cpu} {median(samples.gateway_p50_ms):.2f} | "
+            f"{instruction_count}{database_cpu} {median(samples.gateway_p50_ms):.2f} | "
             f"{median(samples.added_p50_ms):.2f} |"
         )
     return 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import resource
 import shutil
+import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,9 @@ class LoadResult:
     max_ms: float
     sample: str
     cpu_s: dict[str, float] = field(default_factory=dict)
+    # Instructions retired per watched process (its children included), where ``perf`` can
+    # count them: unlike CPU seconds, they hardly move with what else the machine runs.
+    instructions: dict[str, int] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
@@ -47,6 +53,10 @@ class LoadResult:
 
     def cpu_us_per_request(self, name: str) -> float:
         return 1e6 * self.cpu_s.get(name, 0.0) / self.requests if self.requests else 0.0
+
+    def instructions_per_request(self, name: str) -> float | None:
+        counted = self.instructions.get(name)
+        return counted / self.requests if counted is not None and self.requests else None
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rps": self.rps, "errors": self.errors}
@@ -103,6 +113,60 @@ def _cpu_used(
     return used
 
 
+@functools.cache
+def perf_counts_instructions() -> bool:
+    """Whether ``perf stat`` reads the instructions counter here (not on every machine)."""
+    if shutil.which("perf") is None:
+        return False
+    probe = subprocess.run(
+        ["perf", "stat", "-x,", "-e", "instructions", "true"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return probe.returncode == 0 and _perf_count(probe.stderr) is not None
+
+
+def _perf_count(output: str) -> int | None:
+    for line in output.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2].startswith("instructions") and fields[0].isdigit():
+            return int(fields[0])
+    return None
+
+
+@contextmanager
+def _instructions(pids: Mapping[str, int]) -> Iterator[dict[str, int]]:
+    """Instructions each watched process and its descendants retire inside the block, counted
+    by one ``perf stat`` per name; filled in as the block ends, empty without ``perf``."""
+    counted: dict[str, int] = {}
+    if not perf_counts_instructions():
+        yield counted
+        return
+    counters: dict[str, subprocess.Popen[str]] = {}
+    for name, pid in pids.items():
+        try:
+            root = psutil.Process(pid)
+            family = [root.pid, *(child.pid for child in root.children(recursive=True))]
+        except psutil.Error:
+            continue
+        counters[name] = subprocess.Popen(
+            ["perf", "stat", "-x,", "-e", "instructions", "-p", ",".join(map(str, family))],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    try:
+        yield counted
+    finally:
+        for name, counter in counters.items():
+            counter.send_signal(signal.SIGINT)
+            _, output = counter.communicate(timeout=30)
+            count = _perf_count(output)
+            if count is not None:
+                counted[name] = count
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -134,9 +198,10 @@ def run_wrk(
     ]
     before = _cpu_snapshot(watch)
     children_before = _children_cpu()
-    completed = subprocess.run(
-        args, capture_output=True, text=True, timeout=duration + timeout_s + 30, check=False
-    )
+    with _instructions(watch) as instructions:
+        completed = subprocess.run(
+            args, capture_output=True, text=True, timeout=duration + timeout_s + 30, check=False
+        )
     cpu = _cpu_used(before, _cpu_snapshot(watch))
     cpu["wrk"] = _children_cpu() - children_before
     line = next((x for x in completed.stdout.splitlines() if x.startswith(MARK)), None)
@@ -161,4 +226,5 @@ def run_wrk(
         max_ms=raw["max_us"] / 1000,
         sample=raw["sample"],
         cpu_s=cpu,
+        instructions=instructions,
     )
