@@ -22,11 +22,11 @@ from tests.store.test_core_writes import seed
 from tests.support.loop_ticks import loop_ticks
 
 
-async def write_audit_row(session: StoreSession) -> None:
+async def write_audit_row(session: StoreSession, object_id: str = "ba_1") -> None:
     await session.record_status_change(
         organization_id="org_a",
         object_type="bank_account",
-        object_id="ba_1",
+        object_id=object_id,
         from_status=None,
         to_status="PENDING",
         provider_status="pending",
@@ -152,17 +152,28 @@ async def test_a_failed_write_session_rolls_back_and_keeps_nothing(sqlite_store:
 async def test_sessions_run_their_statements_outside_any_greenlet(sqlite_store: Store) -> None:
     """No SQLAlchemy greenlet bridge per call (loop_session): statements run directly in the
     loop's own stack."""
-    inside_a_greenlet: list[bool] = []
+    inside_a_greenlet: list[tuple[str, bool]] = []
 
-    def record(*_: Any) -> None:
-        inside_a_greenlet.append(greenlet.getcurrent().parent is not None)
+    async def trace(session: StoreSession) -> None:
+        # SQLite's own trace: some INSERTs go to the driver past SQLAlchemy's events.
+        connection = await session._session.connection(execution_options={})
+        connection.connection.driver_connection.set_trace_callback(
+            lambda sql: inside_a_greenlet.append(
+                (sql.split()[0], greenlet.getcurrent().parent is not None)
+            )
+        )
 
-    event.listen(sqlite_store.session_engine, "before_cursor_execute", record)
     async with sqlite_store.session() as session:
+        await trace(session)
         await write_audit_row(session)
     async with sqlite_store.session(write=False) as session:
+        await trace(session)
         assert len(await session.status_changes("org_a", first=10)) == 1
-    assert inside_a_greenlet == [False, False]
+    queries = [entry for entry in inside_a_greenlet if entry[0] in {"INSERT", "SELECT"}]
+    assert queries == [
+        ("INSERT", False),
+        ("SELECT", False),
+    ]
 
 
 async def test_more_open_sessions_than_the_pool_keeps_never_wait_for_a_connection(

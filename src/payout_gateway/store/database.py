@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import SecretStr
 from sqlalchemy import (
     Column,
+    Insert,
     Table,
     and_,
     delete,
@@ -123,7 +124,9 @@ class Store:
             assert owned_executor is not None, "a loop engine commits on the owned executor"
             loop_sessions = sessionmaker(loop_engine, expire_on_commit=False)
             commits = owned_executor
-            self._sessions = lambda: LoopThreadSession(loop_sessions(), commits)
+            self._sessions = lambda: LoopThreadSession(
+                loop_sessions(), commits, self._count_statement
+            )
         else:
             self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.statements = 0
@@ -182,6 +185,9 @@ class Store:
         return self._loop_engine or self.engine.sync_engine
 
     def _count(self, _connection: object, _cursor: object, statement: str, *_: object) -> None:
+        self._count_statement(statement)
+
+    def _count_statement(self, statement: str) -> None:
         # Transaction control is not a query: SQLite's BEGIN is sent as SQL, PostgreSQL's isn't,
         # and a SQLite write session is a savepoint in its group's transaction.
         if not statement.startswith(_TRANSACTION_CONTROL):
@@ -511,7 +517,8 @@ class StoreSession:
     # bank accounts ------------------------------------------------------------------------
 
     async def add_bank_account(self, account: BankAccount) -> None:
-        await self._session.execute(
+        await _insert_row(
+            self._session,
             _INSERT_BANK_ACCOUNT,
             {
                 "id": account.id,
@@ -667,7 +674,8 @@ class StoreSession:
     # payouts ------------------------------------------------------------------------------
 
     async def add_payout(self, payout: Payout) -> None:
-        await self._session.execute(
+        await _insert_row(
+            self._session,
             _INSERT_PAYOUT,
             {
                 "id": payout.id,
@@ -923,7 +931,8 @@ class StoreSession:
         source: str,
         at: datetime,
     ) -> None:
-        await self._session.execute(
+        await _insert_row(
+            self._session,
             _INSERT_STATUS_CHANGE,
             {
                 "organization_id": organization_id,
@@ -1010,6 +1019,15 @@ def _payout_account(row: PayoutAccountRow) -> PayoutAccountRecord:
         updated_at=row.updated_at,
         status_changed_at=row.status_changed_at,
     )
+
+
+async def _insert_row(session: SessionSurface, statement: Insert, row: dict[str, Any]) -> None:
+    """One row of a plain INSERT whose result nobody reads: past SQLAlchemy's execution on
+    a SQLite loop-thread session (``LoopThreadSession.insert_row``), through it otherwise."""
+    if isinstance(session, LoopThreadSession):
+        session.insert_row(statement, row)
+    else:
+        await session.execute(statement, row)
 
 
 def _insert(session: SessionSurface) -> Any:
