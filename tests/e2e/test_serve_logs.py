@@ -1,5 +1,6 @@
 """``payout-gateway serve`` logs: the gateway's own records reach stderr as JSON lines (access log,
-provider calls) at the configured level, without query strings, account numbers or KYC data."""
+with each request's provider calls on its line) at the configured level, without query strings,
+account numbers or KYC data."""
 
 from __future__ import annotations
 
@@ -100,13 +101,24 @@ def test_requests_are_logged_without_their_query_strings(served_log: str) -> Non
     assert "query-string-secret" not in served_log
 
 
-def test_provider_calls_are_logged_with_their_structured_fields(served_log: str) -> None:
-    calls = [r for r in records(served_log) if r["message"] == "provider call"]
-    assert calls, served_log[-3000:]
-    assert {(r["provider"], r["method"], r["path"]) for r in calls} >= {
+def test_provider_calls_ride_on_the_access_line_of_their_request(served_log: str) -> None:
+    """One line per request (request_log): its provider calls with their structured fields,
+    not a line each."""
+    graphql = [
+        r
+        for r in records(served_log)
+        if r["name"] == "payout_gateway.access" and r["path"] == "/graphql"
+    ]
+    verified, added = graphql
+    assert verified["provider_calls"], served_log[-3000:]
+    assert [(c["provider"], c["method"], c["path"]) for c in added["provider_calls"]] == [
         ("COMMET", "POST", "/api/v1/payouts/bank-accounts")
-    }
-    assert all(isinstance(r["status"], int) and r["duration_ms"] >= 0 for r in calls)
+    ]
+    for call in [*verified["provider_calls"], *added["provider_calls"]]:
+        assert 200 <= call["status"] < 300 and call["duration_ms"] >= 0, call
+        assert call["provider_request_id"], call
+    alone = [r for r in records(served_log) if r["message"] == "provider call"]
+    assert not [r for r in alone if r["method"] == "POST"], alone
 
 
 def test_no_account_number_routing_number_or_kyc_detail_is_logged(served_log: str) -> None:

@@ -27,6 +27,7 @@ from payout_gateway.domain.errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
+from payout_gateway.request_log import report_provider_call
 
 logger = logging.getLogger("payout_gateway.providers")
 
@@ -357,17 +358,18 @@ class ProviderHttp:
             # response, its headers and the transport's response until the cycle collector runs.
             response.stream = CLOSED_STREAM
         request_id = response.headers.get(self.request_id_header)
-        logger.info(
-            "provider call",
-            extra={
-                "provider": self.provider.value,
-                "method": method,
-                "path": request.url.path,
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "provider_request_id": request_id,
-            },
-        )
+        if logger.isEnabledFor(logging.INFO):
+            report_provider_call(
+                logger,
+                {
+                    "provider": self.provider.value,
+                    "method": method,
+                    "path": request.url.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "provider_request_id": request_id,
+                },
+            )
         if 300 <= response.status_code < 400:
             # Never followed (it could point at a metadata address) and never retried: the
             # same request would get the same redirect.

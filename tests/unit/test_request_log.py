@@ -1,0 +1,65 @@
+"""request_log: provider calls ride on their request's access line, and none is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from payout_gateway.request_log import collecting_provider_calls, report_provider_call
+
+logger = logging.getLogger("tests.request_log")
+
+
+def call(path: str) -> dict[str, object]:
+    return {"provider": "COMMET", "method": "POST", "path": path, "status": 201}
+
+
+def own_lines(caplog: pytest.LogCaptureFixture) -> list[object]:
+    return [r.__dict__["path"] for r in caplog.records if r.getMessage() == "provider call"]
+
+
+def test_calls_inside_a_request_are_collected_and_outside_logged_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=logger.name)
+    report_provider_call(logger, call("/before"))
+    with collecting_provider_calls() as calls:
+        report_provider_call(logger, call("/first"))
+        report_provider_call(logger, call("/retried"))
+    report_provider_call(logger, call("/after"))
+    assert [c["path"] for c in calls] == ["/first", "/retried"]
+    assert own_lines(caplog) == ["/before", "/after"]
+
+
+def test_a_request_inside_another_collects_its_own_calls() -> None:
+    with collecting_provider_calls() as outer:
+        report_provider_call(logger, call("/outer"))
+        with collecting_provider_calls() as inner:  # e.g. a webhook delivered in-process
+            report_provider_call(logger, call("/inner"))
+        report_provider_call(logger, call("/outer-again"))
+    assert [c["path"] for c in outer] == ["/outer", "/outer-again"]
+    assert [c["path"] for c in inner] == ["/inner"]
+
+
+async def test_a_task_reporting_after_its_request_ended_logs_its_call_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A task inherits the request's context; its call must not go onto a line already
+    written."""
+    caplog.set_level(logging.INFO, logger=logger.name)
+    request_over = asyncio.Event()
+
+    async def later() -> None:
+        report_provider_call(logger, call("/during"))
+        await request_over.wait()
+        report_provider_call(logger, call("/after-the-request"))
+
+    with collecting_provider_calls() as calls:
+        task = asyncio.create_task(later())
+        await asyncio.sleep(0)
+    request_over.set()
+    await task
+    assert [c["path"] for c in calls] == ["/during"]
+    assert own_lines(caplog) == ["/after-the-request"]
