@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import socket
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,18 @@ def test_serve_builds_an_app_that_owns_its_process(
 
     monkeypatch.setattr(payout_gateway.web, "create_app", create_app)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append((app, kwargs)))
+    # The serving process's log records skip the caller lookups (cli.lean_log_records);
+    # restored for the rest of the test session.
+    for flag in ("_srcfile", "logThreads", "logMultiprocessing"):
+        monkeypatch.setattr(logging, flag, getattr(logging, flag))
     assert CliRunner().invoke(main, ["serve"]).exit_code == 0
     assert (served[0][0], built) == ("app", [{"serving": True}])
+    assert (logging._srcfile, logging.logThreads, logging.logMultiprocessing) == (
+        None,
+        False,
+        False,
+    )
+    logging.logThreads = True  # the factory of each --workers process sets them again
 
     supervised: list[tuple[uvicorn.Config, list[socket.socket]]] = []
 
@@ -172,6 +183,7 @@ def test_serve_builds_an_app_that_owns_its_process(
     module, _, name = config.app.partition(":")
     assert getattr(importlib.import_module(module), name)() == "app"
     assert built[1:] == [{"serving": True}]
+    assert not logging.logThreads
 
 
 def test_serve_with_workers_on_a_port_in_use_says_so(
