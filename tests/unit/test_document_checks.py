@@ -1,25 +1,29 @@
-"""The schema's document checks answer as Strawberry's stock extensions did, and validate once."""
+"""The schema's document checks answer as Strawberry's stock extensions did, and validate once;
+its own extensions runner leaves schema extensions working."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
 import pytest
 import strawberry
-from graphql import ASTValidationRule, NoSchemaIntrospectionCustomRule
+from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
     AddValidationRules,
     MaxTokensLimiter,
     ParserCache,
+    SchemaExtension,
     ValidationCache,
 )
 from strawberry.extensions.max_aliases import create_validator as create_alias_rule
 from strawberry.extensions.query_depth_limiter import create_validator as create_depth_rule
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
 
 from payout_gateway.graphql.documents import DocumentChecks, document_cache
-from payout_gateway.graphql.safety import SafeErrors
+from payout_gateway.graphql.safety import log_errors, mask_errors
 from payout_gateway.graphql.schema import (
     GatewaySchema,
     Mutation,
@@ -32,6 +36,21 @@ from payout_gateway.graphql.types import BankAccount, Payout
 LIMITS = {"max_depth": 2, "max_tokens": 60, "max_aliases": 2}
 
 
+class SafeErrors(SchemaExtension):
+    """The gateway's error masking as a schema extension, as it was before its runner."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        mask_errors(self.execution_context)
+
+
+class StockSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        log_errors(errors, execution_context)
+
+
 def stock_schema(*, production: bool) -> strawberry.Schema:
     """The schema as build_schema made it with Strawberry's own extensions."""
     rules: list[type[ASTValidationRule]] = [
@@ -40,7 +59,7 @@ def stock_schema(*, production: bool) -> strawberry.Schema:
     ]
     if production:
         rules.append(NoSchemaIntrospectionCustomRule)
-    return GatewaySchema(
+    return StockSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -95,7 +114,7 @@ class Hello:
 
 async def test_a_document_is_validated_once_and_its_errors_kept() -> None:
     documents = document_cache(max_tokens=100, maxsize=8)
-    schema = strawberry.Schema(Hello, extensions=[partial(DocumentChecks, documents, [])])
+    schema = GatewaySchema(query=Hello, document_checks=DocumentChecks(documents, []))
     for query, valid in (("{ hello }", True), ("{ goodbye }", False)):
         first = await schema.execute(query)
         checked = documents(query)
@@ -109,7 +128,7 @@ async def test_a_document_is_validated_once_and_its_errors_kept() -> None:
 
 async def test_a_document_over_the_token_budget_is_refused_every_time() -> None:
     documents = document_cache(max_tokens=5, maxsize=8)
-    schema = strawberry.Schema(Hello, extensions=[partial(DocumentChecks, documents, [])])
+    schema = GatewaySchema(query=Hello, document_checks=DocumentChecks(documents, []))
     for _ in range(2):
         result = await schema.execute("{ hello hello hello hello }")
         assert result.errors

@@ -1,21 +1,22 @@
-"""One schema extension for the document checks: token limit, cached parsing and validation.
+"""The document checks: token limit, cached parsing and validation.
 
-It replaces Strawberry's MaxTokensLimiter, AddValidationRules, ParserCache and ValidationCache
-with the same behaviour at a lower cost per request: one extension instance instead of four,
-and validation results kept with the parsed document instead of in an LRU keyed by the
-document, which graphql-core hashes node by node on every lookup.
+They replace Strawberry's MaxTokensLimiter, AddValidationRules, ParserCache and ValidationCache
+with the same behaviour at a lower cost per request: no extension instances at all (the
+schema's runner calls them, see graphql/runner.py), and validation results kept with the parsed
+document instead of in an LRU keyed by the document, which graphql-core hashes node by node on
+every lookup.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 from graphql import ASTValidationRule, DocumentNode, GraphQLError
 from graphql.language.parser import parse
-from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
+from strawberry.types import ExecutionContext
 
 ValidationRules = tuple[type[ASTValidationRule], ...]
 
@@ -43,37 +44,37 @@ def document_cache(*, max_tokens: int, maxsize: int) -> Callable[[str], CheckedD
     return checked_document
 
 
-class DocumentChecks(SchemaExtension):
-    """Parses through ``documents`` and validates with the schema's rules plus ``rules``.
+class DocumentChecks:
+    """Parses through ``documents`` and validates with the schema's rules plus ``rules``; one
+    per schema, over one shared ``documents`` cache (see :func:`document_cache`). The schema's
+    extensions runner (graphql/runner.py) calls it as Strawberry parses and validates."""
 
-    Build it per request with a factory over one shared ``documents`` cache (see
-    :func:`document_cache`), like the Strawberry extensions it replaces.
-    """
+    __slots__ = ("documents", "rules")
 
     def __init__(
         self,
         documents: Callable[[str], CheckedDocument],
         rules: Sequence[type[ASTValidationRule]],
     ) -> None:
-        super().__init__()
         self.documents = documents
         self.rules = tuple(rules)
-        self.checked: CheckedDocument | None = None
 
-    def on_parse(self) -> Iterator[None]:
-        # As in ParserCache: a query that does not parse raises from here, before Strawberry's
-        # own parsing step, which then finds the document set and does nothing.
-        query = self.execution_context.query
-        if query:
-            self.checked = self.documents(query)
-            self.execution_context.graphql_document = self.checked.document
-        yield
+    def parse(self, context: ExecutionContext) -> CheckedDocument | None:
+        """The operation's document from the cache, set on ``context``. As in Strawberry's
+        ParserCache: a query that does not parse raises from here, before Strawberry's own
+        parsing step, which then finds the document set and does nothing."""
+        query = context.query
+        if not query:
+            return None
+        checked = self.documents(query)
+        context.graphql_document = checked.document
+        return checked
 
-    def on_validate(self) -> Iterator[None]:
-        context = self.execution_context
+    def validate(self, context: ExecutionContext, checked: CheckedDocument | None) -> None:
+        """Validation errors of the document ``parse`` gave, from the cache once validated
+        with the same rules; Strawberry then skips its own validation."""
         rules = context.validation_rules + self.rules
         context.validation_rules = rules
-        checked = self.checked
         if checked is not None and checked.document is context.graphql_document:
             if checked.rules != rules:
                 checked.errors = validate_document(context.schema._schema, checked.document, rules)
@@ -81,4 +82,3 @@ class DocumentChecks(SchemaExtension):
             # Setting them tells Strawberry validation already ran (an empty list: no errors).
             # A copy: the cached list must not change with what a request does to its own.
             context.pre_execution_errors = None if checked.errors is None else list(checked.errors)
-        yield

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from graphql import (
@@ -23,7 +23,6 @@ from graphql import (
     Visitor,
     visit,
 )
-from strawberry.extensions import SchemaExtension
 from strawberry.permission import BasePermission
 from strawberry.types import ExecutionContext, Info
 
@@ -142,37 +141,34 @@ def is_unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
-class SafeErrors(SchemaExtension):
-    """Masks unexpected errors and redacts values from the rest, before the response is built."""
+def mask_errors(context: ExecutionContext) -> None:
+    """Mask the operation's unexpected errors and redact submitted values from the rest,
+    before the response is built (the schema runs it as its operation ends)."""
+    result = context.result
+    errors = getattr(result, "errors", None)
+    if result is None or not errors:
+        return
+    messages = redact_all(
+        [error.message for error in errors],
+        submitted_values(context.variables, context.graphql_document),
+    )
+    result.errors = [
+        _clean(error, message) for error, message in zip(errors, messages, strict=True)
+    ]
 
-    def on_operation(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
-        errors = getattr(result, "errors", None)
-        if result is None or not errors:
-            return
-        context = self.execution_context
-        messages = redact_all(
-            [error.message for error in errors],
-            submitted_values(context.variables, context.graphql_document),
-        )
-        result.errors = [
-            self._clean(error, message) for error, message in zip(errors, messages, strict=True)
-        ]
 
-    @staticmethod
-    def _clean(error: GraphQLError, redacted_message: str) -> GraphQLError:
-        message = MASKED_MESSAGE if is_unexpected(error) else redacted_message
-        extensions = None if is_unexpected(error) else error.extensions
-        return GraphQLError(
-            message=message,
-            nodes=error.nodes,
-            source=error.source,
-            positions=error.positions,
-            path=error.path,
-            original_error=None,
-            extensions=extensions,
-        )
+def _clean(error: GraphQLError, redacted_message: str) -> GraphQLError:
+    message = MASKED_MESSAGE if is_unexpected(error) else redacted_message
+    extensions = None if is_unexpected(error) else error.extensions
+    return GraphQLError(
+        message=message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=None,
+        extensions=extensions,
+    )
 
 
 def log_errors(errors: list[GraphQLError], execution_context: ExecutionContext | None) -> None:

@@ -7,14 +7,15 @@ import base64
 import binascii
 from collections.abc import Sequence
 from datetime import datetime
-from functools import partial
 from typing import Annotated, Any
 
 import strawberry
 from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
 from strawberry import relay
+from strawberry.extensions import SchemaExtension
 from strawberry.extensions.max_aliases import create_validator as create_alias_rule
 from strawberry.extensions.query_depth_limiter import create_validator as create_depth_rule
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, Info
@@ -43,7 +44,8 @@ from payout_gateway.graphql.inputs import (
     CompletePayoutVerificationInput,
     RequestPayoutInput,
 )
-from payout_gateway.graphql.safety import IsAuthenticated, SafeErrors, log_errors
+from payout_gateway.graphql.runner import GatewayExtensionsRunner
+from payout_gateway.graphql.safety import IsAuthenticated, log_errors
 from payout_gateway.graphql.subscriptions import Subscription
 from payout_gateway.graphql.types import (
     BankAccount,
@@ -376,6 +378,18 @@ class Mutation:
 
 
 class GatewaySchema(strawberry.Schema):
+    """Strawberry's schema with the gateway's document checks and error masking run by its
+    own extensions runner (graphql/runner.py), and errors logged redacted."""
+
+    def __init__(self, *args: Any, document_checks: DocumentChecks, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.document_checks = document_checks
+
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        return GatewayExtensionsRunner(execution_context, extensions, self.document_checks)
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -390,10 +404,9 @@ def build_schema(
     max_tokens: int = 5000,
     max_aliases: int = 100,
 ) -> strawberry.Schema:
-    # Factories, not instances: Strawberry builds fresh extensions per request; the document
-    # cache is built here once, so it spans requests. The depth and alias rules are built once
-    # too: the stock limiters would make new rule classes per request, so a validation result
-    # cached for a document would never be reused.
+    # The document cache is built here once, so it spans requests. The depth and alias rules
+    # are built once too: the stock limiters would make new rule classes per request, so a
+    # validation result cached for a document would never be reused.
     rules: list[type[ASTValidationRule]] = [
         create_depth_rule(max_depth, should_ignore=None),
         create_alias_rule(max_aliases),
@@ -401,13 +414,12 @@ def build_schema(
     if not introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
     documents = document_cache(max_tokens=max_tokens, maxsize=1024)
-    extensions: list[Any] = [SafeErrors, partial(DocumentChecks, documents, rules)]
     return GatewaySchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         types=[BankAccount, Payout],
-        extensions=extensions,
         config=StrawberryConfig(disable_field_suggestions=not field_suggestions),
         execution_context_class=AcyclicExecutionContext,
+        document_checks=DocumentChecks(documents, rules),
     )

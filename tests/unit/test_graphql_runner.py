@@ -1,0 +1,106 @@
+"""The schema's extensions runner (graphql/runner.py): its own steps at Strawberry's extension
+points, schema extensions still run around them, sync and async execution alike."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import strawberry
+from strawberry.extensions import SchemaExtension
+
+from payout_gateway.graphql.documents import DocumentChecks, document_cache
+from payout_gateway.graphql.schema import GatewaySchema, build_schema
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def hello(self) -> str:
+        return "world"
+
+    @strawberry.field
+    def broken(self) -> str:
+        raise RuntimeError("internal detail")
+
+
+class Recorder(SchemaExtension):
+    """A schema extension someone added: every hook it has runs, in order."""
+
+    calls: list[str] = []
+
+    def on_operation(self) -> Iterator[None]:
+        self.calls.append("operation")
+        yield
+        # Before the gateway masks the errors (it does so as the operation ends).
+        result = self.execution_context.result
+        self.calls.append(f"operation end: {[e.message for e in result.errors or ()]}")
+
+    def on_parse(self) -> Iterator[None]:
+        # The document checks ran first: the cached document is already there.
+        self.calls.append(f"parse: {self.execution_context.graphql_document is not None}")
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        self.calls.append("validate")
+        yield
+
+    def on_execute(self) -> Iterator[None]:
+        self.calls.append("execute")
+        yield
+
+    def get_results(self) -> dict[str, Any]:
+        return {"recorded": len(self.calls)}
+
+
+def schema(*extensions: type[SchemaExtension]) -> GatewaySchema:
+    return GatewaySchema(
+        query=Query,
+        extensions=list(extensions),
+        document_checks=DocumentChecks(document_cache(max_tokens=100, maxsize=8), []),
+    )
+
+
+async def test_schema_extensions_run_around_the_gateway_s_own_steps() -> None:
+    Recorder.calls = []
+    result = await schema(Recorder).execute("{ hello broken }")
+    assert Recorder.calls == [
+        "operation",
+        "parse: True",
+        "validate",
+        "execute",
+        "operation end: ['internal detail']",
+    ]
+    assert result.data is None
+    assert [error.message for error in result.errors or ()] == ["Unexpected error."]
+    assert result.extensions == {"recorded": 5}
+
+
+def test_sync_execution_runs_the_same_steps() -> None:
+    checks_schema = schema()
+    result = checks_schema.execute_sync("{ hello }")
+    assert (result.data, result.errors) == ({"hello": "world"}, None)
+    failed = checks_schema.execute_sync("{ broken }")
+    assert [error.message for error in failed.errors or ()] == ["Unexpected error."]
+    refused = checks_schema.execute_sync("{ goodbye }")
+    assert refused.errors and "goodbye" in refused.errors[0].message
+    assert checks_schema.document_checks.documents("{ goodbye }").errors == refused.errors
+
+
+async def test_the_gateway_schema_builds_no_extension_per_operation() -> None:
+    """The point of the runner: no per-operation extension instances or hook wrappers."""
+    gateway_schema = build_schema()
+    built: list[str] = []
+    original = SchemaExtension.__init__
+
+    def spy(self: SchemaExtension, *args: Any, **kwargs: Any) -> None:
+        built.append(type(self).__name__)
+        original(self, *args, **kwargs)
+
+    SchemaExtension.__init__ = spy  # type: ignore[method-assign]
+    try:
+        result = await gateway_schema.execute("{ __typename }")
+    finally:
+        SchemaExtension.__init__ = original  # type: ignore[method-assign]
+    assert result.data == {"__typename": "Query"}
+    assert built == []
