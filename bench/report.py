@@ -21,6 +21,13 @@ def _cpu_us(run: Run, process: str) -> float:
     return 1e6 * run["cpu_s"].get(process, 0.0) / requests if requests else 0.0
 
 
+def _instructions(run: Run, process: str) -> str:
+    """Instructions per request in millions, where ``perf`` counted them (bench/load.py)."""
+    counted = run.get("instructions", {}).get(process)
+    requests = run["requests"]
+    return f"{counted / requests / 1e6:.2f} M" if counted and requests else "n/a"
+
+
 def fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
     """Least-squares line: (intercept, slope)."""
     n = len(xs)
@@ -108,12 +115,14 @@ def _adds(runs: Sequence[Run]) -> list[str]:
     lines = [
         "## addBankAccount: gateway vs `POST` straight to the provider",
         "",
-        "Each worker count's rows: gateway and direct measured back to back, after a warm-up.",
+        "Each worker count's rows: gateway and direct measured back to back, after a warm-up. "
+        "Instructions per request (counted by `perf` where it can) move far less with the "
+        "machine's load than CPU seconds do.",
         "",
         "| provider | workers | c | gateway req/s | direct req/s | ratio | gateway p50 / p99 ms | "
         "direct p50 / p99 ms | added p50 ms | gateway CPU/req | direct sandbox CPU/req | "
-        "errors g / d |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "gateway / direct sandbox instructions/req | errors g / d |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for provider in ("commet", "paygentic"):
         for w in sorted({r["workers"] for r in runs}):
@@ -142,6 +151,7 @@ def _add_row(runs: Sequence[Run], provider: str, w: int, c: int) -> str:
         f"**{100 * g['rps'] / d['rps']:.1f} %** | {g['p50_ms']:.1f} / {g['p99_ms']:.1f} | "
         f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f} | {g['p50_ms'] - d['p50_ms']:.1f} | "
         f"{_cpu_us(g, 'gateway') / 1000:.2f} ms | {_cpu_us(d, provider) / 1000:.2f} ms | "
+        f"{_instructions(g, 'gateway')} / {_instructions(d, provider)} | "
         f"{g['errors']} / {d['errors']} |"
     )
 
