@@ -121,7 +121,7 @@ def served_app() -> FastAPI:
 def lean_log_records() -> None:
     """Log records of the serving process stop collecting what no formatter here prints: the
     calling file, function and line (a walk up the stack per record) and the thread's and
-    process's names. The logging HOWTO's own optimizations; about 1 % of an add's
+    process's names. The logging HOWTO's own optimizations; about 1.5 % of an add's
     instructions (bench/PROFILE.md, eighth round). Tracebacks are unaffected."""
     logging._srcfile = None
     logging.logThreads = False
