@@ -20,6 +20,7 @@ from sqlalchemy import (
     Insert,
     Table,
     and_,
+    bindparam,
     delete,
     event,
     exists,
@@ -403,6 +404,11 @@ _INSERT_BANK_ACCOUNT = insert(_BANK_ACCOUNTS)
 _INSERT_PAYOUT = insert(_PAYOUTS)
 # Inline: no RETURNING of the generated id on PostgreSQL, as nothing reads it.
 _INSERT_STATUS_CHANGE = insert(_STATUS_CHANGES).inline()
+# Built once: SQLAlchemy then finds it compiled without building the statement and its cache
+# key again on every Paygentic add.
+_HAS_BANK_ACCOUNTS = select(
+    exists().where(_BANK_ACCOUNTS.c.organization_id == bindparam("organization_id"))
+)
 
 # The objects whose status the pipeline moves: their table and their provider-id column.
 _STATUS_TABLES: dict[ObjectType, Table] = {
@@ -586,9 +592,7 @@ class StoreSession:
 
     async def has_bank_accounts(self, organization_id: str) -> bool:
         """Whether the organization has any account: stops at the first row, unlike a count."""
-        found = await self._session.scalar(
-            select(exists().where(_BANK_ACCOUNTS.c.organization_id == organization_id))
-        )
+        found = await self._session.scalar(_HAS_BANK_ACCOUNTS, {"organization_id": organization_id})
         return bool(found)
 
     async def clear_default_bank_accounts(self, organization_id: str, except_id: str) -> None:
