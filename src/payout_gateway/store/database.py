@@ -423,6 +423,38 @@ _BANK_ACCOUNTS_BY_IDS = (
 )
 
 
+# An idempotency key's statements, built once: a keyed mutation claims and finishes its key on
+# every call, and building those statements cost more than the rest of the add.
+_IDEMPOTENCY_RECORD = (
+    select(IdempotencyRow)
+    .where(
+        IdempotencyRow.organization_id == bindparam("organization_id"),
+        IdempotencyRow.key == bindparam("key"),
+    )
+    .execution_options(populate_existing=True)
+)
+_IDEMPOTENCY_RECORD_LOCKED = _IDEMPOTENCY_RECORD.with_for_update()
+# The SET clause comes from the parameters given with it (state, result, locked_until, …).
+_IDEMPOTENCY_KEY_BY_ID_UPDATE = update(_IDEMPOTENCY).where(
+    _IDEMPOTENCY.c.id == bindparam("record_id")
+)
+_TAKE_OVER_IDEMPOTENCY_KEY = update(_IDEMPOTENCY).where(
+    _IDEMPOTENCY.c.id == bindparam("record_id"),
+    _IDEMPOTENCY.c.state == "started",
+    _IDEMPOTENCY.c.attempts == bindparam("expected_attempts"),
+)
+_DELETE_IDEMPOTENCY_KEY = delete(_IDEMPOTENCY).where(_IDEMPOTENCY.c.id == bindparam("record_id"))
+
+
+@functools.cache
+def _claim_idempotency_key(dialect: str) -> Insert:
+    """INSERT … ON CONFLICT (organization_id, key) DO NOTHING in ``dialect``'s words."""
+    insert_for = sqlite_insert if dialect == "sqlite" else postgresql_insert
+    return insert_for(_IDEMPOTENCY).on_conflict_do_nothing(
+        index_elements=["organization_id", "key"]
+    )
+
+
 @functools.cache
 def _bank_account_page(*, by_status: bool, after: bool) -> Select[BankAccountRow]:
     """A page of an organization's accounts, newest first, ``limit`` rows: one statement per
@@ -857,48 +889,45 @@ class StoreSession:
 
     async def claim_idempotency_key(self, record: IdempotencyRecord) -> bool:
         """Insert the record; False when the organization already holds this key."""
-        statement = _insert(self._session)(_IDEMPOTENCY).values(
-            id=record.id,
-            organization_id=record.organization_id,
-            key=record.key,
-            operation=record.operation,
-            fingerprint=record.fingerprint,
-            state=record.state,
-            attempts=record.attempts,
-            result=record.result,
-            locked_until=record.locked_until,
-            created_at=record.created_at,
-            expires_at=record.expires_at,
-        )
         result = await self._session.execute(
-            statement.on_conflict_do_nothing(index_elements=["organization_id", "key"])
+            _claim_idempotency_key(self._session.get_bind().dialect.name),
+            {
+                "id": record.id,
+                "organization_id": record.organization_id,
+                "key": record.key,
+                "operation": record.operation,
+                "fingerprint": record.fingerprint,
+                "state": record.state,
+                "attempts": record.attempts,
+                "result": record.result,
+                "locked_until": record.locked_until,
+                "created_at": record.created_at,
+                "expires_at": record.expires_at,
+            },
         )
         return bool(getattr(result, "rowcount", 0))
 
     async def get_idempotency_record(
         self, organization_id: str, key: str, *, lock: bool = False
     ) -> IdempotencyRecord | None:
-        query = select(IdempotencyRow).where(
-            IdempotencyRow.organization_id == organization_id, IdempotencyRow.key == key
+        row = await self._session.scalar(
+            _IDEMPOTENCY_RECORD_LOCKED if lock else _IDEMPOTENCY_RECORD,
+            {"organization_id": organization_id, "key": key},
         )
-        if lock:
-            query = query.with_for_update()
-        row = await self._session.scalar(query.execution_options(populate_existing=True))
         return _idempotency(row) if row else None
 
     async def take_over_idempotency_key(
         self, record_id: str, *, expected_attempts: int, locked_until: datetime
     ) -> bool:
         """Compare-and-set: the caller becomes the holder only if nobody did in between."""
-        table = _IDEMPOTENCY
         result = await self._session.execute(
-            update(table)
-            .where(
-                table.c.id == record_id,
-                table.c.state == "started",
-                table.c.attempts == expected_attempts,
-            )
-            .values(attempts=expected_attempts + 1, locked_until=locked_until)
+            _TAKE_OVER_IDEMPOTENCY_KEY,
+            {
+                "record_id": record_id,
+                "expected_attempts": expected_attempts,
+                "attempts": expected_attempts + 1,
+                "locked_until": locked_until,
+            },
         )
         return bool(getattr(result, "rowcount", 0))
 
@@ -906,19 +935,23 @@ class StoreSession:
         self, record_id: str, *, result: dict[str, Any], expires_at: datetime
     ) -> None:
         await self._session.execute(
-            update(_IDEMPOTENCY)
-            .where(_IDEMPOTENCY.c.id == record_id)
-            .values(state="completed", result=result, expires_at=expires_at)
+            _IDEMPOTENCY_KEY_BY_ID_UPDATE,
+            {
+                "record_id": record_id,
+                "state": "completed",
+                "result": result,
+                "expires_at": expires_at,
+            },
         )
 
     async def release_idempotency_key(self, record_id: str, *, at: datetime) -> None:
         """Let the next request with this key take over at once (it will reconcile)."""
         await self._session.execute(
-            update(_IDEMPOTENCY).where(_IDEMPOTENCY.c.id == record_id).values(locked_until=at)
+            _IDEMPOTENCY_KEY_BY_ID_UPDATE, {"record_id": record_id, "locked_until": at}
         )
 
     async def delete_idempotency_key(self, record_id: str) -> None:
-        await self._session.execute(delete(_IDEMPOTENCY).where(_IDEMPOTENCY.c.id == record_id))
+        await self._session.execute(_DELETE_IDEMPOTENCY_KEY, {"record_id": record_id})
 
     async def purge_expired_idempotency_keys(self, now: datetime) -> int:
         result = await self._session.execute(
