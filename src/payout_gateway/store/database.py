@@ -449,10 +449,10 @@ _DELETE_IDEMPOTENCY_KEY = delete(_IDEMPOTENCY).where(_IDEMPOTENCY.c.id == bindpa
 @functools.cache
 def _claim_idempotency_key(dialect: str) -> Insert:
     """INSERT … ON CONFLICT (organization_id, key) DO NOTHING in ``dialect``'s words."""
-    insert_for = sqlite_insert if dialect == "sqlite" else postgresql_insert
-    return insert_for(_IDEMPOTENCY).on_conflict_do_nothing(
+    statement: Insert = _dialect_insert(dialect)(_IDEMPOTENCY).on_conflict_do_nothing(
         index_elements=["organization_id", "key"]
     )
+    return statement
 
 
 @functools.cache
@@ -1096,8 +1096,13 @@ async def _insert_row(session: SessionSurface, statement: Insert, row: dict[str,
 
 
 def _insert(session: SessionSurface) -> Any:
+    """The session's dialect's INSERT (see ``_dialect_insert``)."""
+    return _dialect_insert(session.get_bind().dialect.name)
+
+
+def _dialect_insert(dialect: str) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT DO NOTHING (SQLite and PostgreSQL)."""
-    return sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
+    return sqlite_insert if dialect == "sqlite" else postgresql_insert
 
 
 def _payout(row: PayoutRow) -> Payout:

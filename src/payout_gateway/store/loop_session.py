@@ -146,8 +146,7 @@ class LoopThreadSession:
             self.sync_session.execute(statement, dict(row))
             return
         values = prepared.values(row)
-        driver = connection.connection.driver_connection
-        assert isinstance(driver, sqlite3.Connection)
+        driver = _driver_of(connection)
         if self._statement_sent is not None:
             self._statement_sent(prepared.sql)
         try:
@@ -193,7 +192,7 @@ class LoopThreadSession:
         takes its changes for saved, and none writes outside the transaction.
         """
         session = self.sync_session
-        driver = self._driver()
+        driver = _driver_of(self.sync_session.connection())
         if self._transaction_lost or not driver.in_transaction:
             self._transaction_lost = True
             raise sqlite3.OperationalError("the transaction was rolled back by SQLite")
@@ -215,19 +214,13 @@ class LoopThreadSession:
             raise sqlite3.OperationalError("the transaction was rolled back by SQLite")
         driver.execute("RELEASE writer")
 
-    def _driver(self) -> sqlite3.Connection:
-        driver = self.sync_session.connection().connection.driver_connection
-        assert isinstance(driver, sqlite3.Connection)
-        return driver
-
     async def commit(self) -> None:
         session = self.sync_session
         if session.get_transaction() is None:
             return
         session.flush()
         connection = session.connection()
-        driver = connection.connection.driver_connection
-        assert isinstance(driver, sqlite3.Connection)
+        driver = _driver_of(connection)
         if self._transaction_lost or not driver.in_transaction:
             # SQLite ended the transaction itself: a COMMIT now would succeed and save nothing.
             session.rollback()
@@ -253,6 +246,13 @@ class LoopThreadSession:
 
     async def close(self) -> None:
         self.sync_session.close()
+
+
+def _driver_of(connection: Connection) -> sqlite3.Connection:
+    """The sqlite3 connection under a loop-thread session's SQLAlchemy connection."""
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    return driver
 
 
 @dataclass(frozen=True, slots=True)
