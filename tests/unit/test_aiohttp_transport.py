@@ -35,7 +35,6 @@ from payout_gateway.providers.transport import (
     HttpBackend,
     HttpPolicy,
     ProviderHttp,
-    build_client,
     failure_kind,
     map_transport_error,
 )
@@ -185,16 +184,17 @@ async def test_failures_while_reading_the_body_are_translated_too() -> None:
 
 async def test_the_policy_chooses_the_backend_and_a_given_transport_wins() -> None:
     clients = [
-        build_client("http://p.test", HttpPolicy()),
-        build_client("http://p.test", HttpPolicy(backend=HttpBackend.HTTPCORE)),
-        build_client(
+        ProviderHttp(PROVIDER, "http://p.test", HttpPolicy()),
+        ProviderHttp(PROVIDER, "http://p.test", HttpPolicy(backend=HttpBackend.HTTPCORE)),
+        ProviderHttp(
+            PROVIDER,
             "http://p.test",
             HttpPolicy(),
             transport=httpx.MockTransport(lambda _: httpx.Response(200)),
         ),
     ]
     try:
-        kinds = [type(client._transport) for client in clients]
+        kinds = [type(client.transport) for client in clients]
         assert kinds == [AiohttpProviderTransport, httpx.AsyncHTTPTransport, httpx.MockTransport]
     finally:
         for client in clients:
@@ -327,13 +327,7 @@ async def make_http(request: pytest.FixtureRequest, server: RawServer) -> AsyncI
 
     def make(url: str | None = None, **policy: Any) -> ProviderHttp:
         chosen = HttpPolicy(backend=request.param, **policy)
-        http = ProviderHttp(
-            provider=PROVIDER,
-            client=build_client(url or server.url, chosen),
-            policy=chosen,
-            sleep=Sleeps(),
-            jitter=lambda: 0.0,
-        )
+        http = ProviderHttp(PROVIDER, url or server.url, chosen, sleep=Sleeps(), jitter=lambda: 0.0)
         made.append(http)
         return http
 

@@ -631,4 +631,4 @@ async def test_aclose_closes_the_shared_client() -> None:
     adapter = CommetAdapter(base_url=BASE_URL, transport=httpx.MockTransport(Recorder(ok(PAYOUT))))
     async with adapter:
         await adapter.request_payout(context(), payout_request())
-    assert adapter._http.client.is_closed
+    assert adapter._http.is_closed

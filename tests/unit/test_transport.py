@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from payout_gateway import __version__
 from payout_gateway.domain.enums import Provider
 from payout_gateway.domain.errors import (
     ProviderBadResponseError,
@@ -23,7 +24,6 @@ from payout_gateway.providers.transport import (
     FailureKind,
     HttpPolicy,
     ProviderHttp,
-    build_client,
     failure_kind,
     map_transport_error,
     parse_retry_after,
@@ -214,13 +214,10 @@ async def make_http() -> AsyncIterator[Callable[..., ProviderHttp]]:
 
     def make(handler: Callable[[httpx.Request], Any], **policy: Any) -> ProviderHttp:
         http = ProviderHttp(
-            provider=PROVIDER,
-            client=build_client(
-                "https://provider.test/api",
-                HttpPolicy(**policy),
-                transport=httpx.MockTransport(handler),
-            ),
-            policy=HttpPolicy(**policy),
+            PROVIDER,
+            "https://provider.test/api",
+            HttpPolicy(**policy),
+            transport=httpx.MockTransport(handler),
             sleep=Sleeps(),
             jitter=lambda: 0.0,
         )
@@ -463,10 +460,7 @@ class Recorder:
 
 
 def http_for(base_url: str, recorder: Recorder) -> ProviderHttp:
-    return ProviderHttp(
-        provider=PROVIDER,
-        client=build_client(base_url, HttpPolicy(), transport=httpx.MockTransport(recorder)),
-    )
+    return ProviderHttp(PROVIDER, base_url, transport=httpx.MockTransport(recorder))
 
 
 BASE_URLS = ["https://provider.test", "https://provider.test/api/v1", "https://provider.test/api/"]
@@ -477,7 +471,6 @@ PATHS = [
     "/v0/things/ac%C3%A7ount one",
     "/",
     "",
-    "https://elsewhere.test/v0/things?x=1",
 ]
 
 
@@ -503,16 +496,27 @@ async def test_the_same_path_goes_to_each_client_s_own_base_url() -> None:
     second = http_for("https://two.test/v2", recorder)
     for http in (first, second, first):
         await http.request("GET", "/things?a=1", replay_safe=True)
-    first.client.base_url = httpx.URL("https://three.test/")
-    await first.request("GET", "/things?a=1", replay_safe=True)
     assert recorder.urls == [
         "https://one.test/api/things?a=1",
         "https://two.test/v2/things?a=1",
         "https://one.test/api/things?a=1",
-        "https://three.test/things?a=1",
     ]
     await first.aclose()
     await second.aclose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://elsewhere.test/v0/things", "//elsewhere.test/v0/things", "http://provider.test/x"],
+)
+async def test_a_full_url_is_refused_before_anything_is_sent(url: str) -> None:
+    # The call carries an organization's credentials: they go to the provider's base URL only.
+    recorder = Recorder()
+    http = http_for("https://provider.test/api", recorder)
+    with pytest.raises(ValueError, match="path under the base URL"):
+        await http.request("GET", url, replay_safe=True)
+    assert recorder.requests == []
+    await http.aclose()
 
 
 async def test_the_url_cache_keeps_the_recently_used_paths_up_to_its_size() -> None:
@@ -533,12 +537,63 @@ async def test_cookies_set_by_an_answer_are_never_kept_or_sent() -> None:
     await http.request("GET", "/a", replay_safe=True)
     await http.request("GET", "/b", replay_safe=True)
     assert [request.headers.get("cookie") for request in recorder.requests] == [None, None]
-    assert len(http.client.cookies.jar) == 0
-    with pytest.raises(TypeError, match="no cookies"):
-        http.client.cookies = {"chosen": "c1"}
-    with pytest.raises(TypeError, match="no cookies"):
-        http.client.cookies.set("chosen", "c1")
     await http.aclose()
+
+
+async def test_requests_carry_the_base_headers_the_adapter_s_and_the_call_s() -> None:
+    recorder = Recorder()
+    http = ProviderHttp(
+        PROVIDER,
+        "https://provider.test",
+        transport=httpx.MockTransport(recorder),
+        headers={"Accept": "application/json", "Provider-Version": "2026-01-01"},
+    )
+    await http.request("POST", "/a", headers={"X-Api-Key": "k1"}, json={"a": 1}, replay_safe=False)
+    await http.request("GET", "/b", headers={"PROVIDER-VERSION": "2026-02-02"}, replay_safe=True)
+    first, second = (dict(request.headers) for request in recorder.requests)
+    assert first == {
+        "host": "provider.test",
+        "accept": "application/json",  # the adapter's, over the base header
+        "accept-encoding": "gzip, deflate",
+        "connection": "keep-alive",
+        "user-agent": f"payout-gateway/{__version__}",
+        "provider-version": "2026-01-01",
+        "x-api-key": "k1",
+        "content-length": "7",
+        "content-type": "application/json",
+    }
+    assert recorder.requests[0].content == b'{"a":1}'
+    # A call's header wins over the adapter's whatever its case, and sets nothing for later calls.
+    assert second["provider-version"] == "2026-02-02"
+    assert "x-api-key" not in second and "content-length" not in second
+    await http.aclose()
+
+
+async def test_each_attempt_carries_the_policy_s_timeouts() -> None:
+    recorder = Recorder()
+    policy = HttpPolicy(connect_timeout=1.5, read_timeout=2.5, write_timeout=3.5, pool_timeout=4.5)
+    http = ProviderHttp(
+        PROVIDER, "https://provider.test", policy, transport=httpx.MockTransport(recorder)
+    )
+    await http.request("GET", "/a", replay_safe=True)
+    assert recorder.requests[0].extensions["timeout"] == {
+        "connect": 1.5,
+        "read": 2.5,
+        "write": 3.5,
+        "pool": 4.5,
+    }
+    await http.aclose()
+
+
+async def test_a_closed_client_sends_nothing() -> None:
+    recorder = Recorder()
+    http = http_for("https://provider.test", recorder)
+    await http.aclose()
+    await http.aclose()  # closing twice is harmless
+    assert http.is_closed
+    with pytest.raises(RuntimeError, match="closed"):
+        await http.request("GET", "/a", replay_safe=True)
+    assert recorder.requests == []
 
 
 async def test_an_answer_leaves_no_reference_cycle(

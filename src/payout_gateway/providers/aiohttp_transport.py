@@ -14,11 +14,13 @@ from __future__ import annotations
 import itertools
 import re
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import NoReturn
 
 import aiohttp
 import httpx
+
+from payout_gateway.providers.transport import environment_proxy
 
 # aiohttp (or builtin) error -> the httpx error our seam reads. First isinstance match wins, so a
 # subclass comes before its base.
@@ -96,7 +98,7 @@ class AiohttpProviderTransport(httpx.AsyncBaseTransport):
         # HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY (scheme -> URL, "no" -> hosts), read
         # once, so that a deployment whose egress goes through a proxy reaches the providers.
         self._proxies = urllib.request.getproxies_environment()
-        self._proxy_by_origin: dict[tuple[str, str], str | None] = {}
+        self._proxy_by_origin: dict[tuple[str, bytes], str | None] = {}
 
     def _open_session(self) -> aiohttp.ClientSession:
         # Opened on the first request: aiohttp binds a session to the running event loop.
@@ -106,7 +108,7 @@ class AiohttpProviderTransport(httpx.AsyncBaseTransport):
                 keepalive_timeout=self._limits.keepalive_expiry,
                 ssl=self._ssl_context,
             ),
-            # Provider calls keep no cookies (see transport.NoCookies).
+            # Provider calls keep no cookies (see transport.ProviderHttp).
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         # aiohttp resends GET/PUT/DELETE once on a dropped connection: the resend could then fail
@@ -160,19 +162,10 @@ class AiohttpProviderTransport(httpx.AsyncBaseTransport):
 
     def _proxy_for(self, url: httpx.URL) -> str | None:
         """The proxy for ``url``'s origin, decided once per origin (a provider has one)."""
-        origin = (url.scheme, url.netloc.decode("ascii"))
+        origin = (url.scheme, url.netloc)
         if origin not in self._proxy_by_origin:
-            proxy = self._proxies.get(url.scheme) or self._proxies.get("all")
-            if proxy and _bypasses_proxy(origin[1], self._proxies):
-                proxy = None
-            self._proxy_by_origin[origin] = proxy or None
+            self._proxy_by_origin[origin] = environment_proxy(url, self._proxies)
         return self._proxy_by_origin[origin]
-
-
-# NO_PROXY matching as urllib does it (host names and domain suffixes). Its
-# ``proxy_bypass_environment`` is defined on every platform; ``proxy_bypass`` takes the proxies
-# only on Linux.
-_bypasses_proxy: Callable[[str, dict[str, str]], bool] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
 
 
 class AiohttpResponseBody(httpx.AsyncByteStream):

@@ -1,4 +1,4 @@
-"""Shared HTTP plumbing for adapters: client construction, retries, capped reads, and the one
+"""Shared HTTP plumbing for adapters: the transport, retries, capped reads, and the one
 seam where httpx exceptions become domain errors.
 
 Nothing above ``providers/`` ever sees an ``httpx`` exception: :func:`map_transport_error` is the
@@ -11,15 +11,16 @@ import asyncio
 import logging
 import random
 import time
+import urllib.request
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum, StrEnum
-from http.cookiejar import CookieJar
 from typing import Any
 
 import httpx
 
+from payout_gateway import __version__
 from payout_gateway.domain.enums import Provider
 from payout_gateway.domain.errors import (
     ProviderBadResponseError,
@@ -65,72 +66,48 @@ class HttpPolicy:
     backend: HttpBackend = HttpBackend.AIOHTTP
 
 
-def build_client(
-    base_url: str,
-    policy: HttpPolicy,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> httpx.AsyncClient:
-    """One client per provider: explicit timeouts and limits, redirects never followed (a
-    redirect to a metadata address must not be fetched with our credentials). ``transport``
-    (in-process sandbox, tests) replaces the policy's backend."""
+# What every provider call carries unless its adapter sets the header itself: httpx's client
+# defaults (the encodings httpx decodes without extras), with the gateway named as the agent so
+# that a provider's support can tell its calls apart.
+BASE_HEADERS: Mapping[str, str] = {
+    "accept": "*/*",
+    "accept-encoding": "gzip, deflate",
+    "connection": "keep-alive",
+    "user-agent": f"payout-gateway/{__version__}",
+}
+
+
+def open_transport(base_url: httpx.URL, policy: HttpPolicy) -> httpx.AsyncBaseTransport:
+    """The policy's backend with its pool limits, through the environment's proxy for
+    ``base_url`` if it names one (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY), as httpx's
+    client would have it."""
     limits = httpx.Limits(
         max_connections=policy.max_connections,
         max_keepalive_connections=policy.max_keepalive_connections,
     )
-    if transport is None and policy.backend is HttpBackend.AIOHTTP:
+    if policy.backend is HttpBackend.AIOHTTP:
         # Imported here: aiohttp takes ~0.1 s to import, which CLI commands never need.
         from payout_gateway.providers.aiohttp_transport import AiohttpProviderTransport
 
-        transport = AiohttpProviderTransport(limits)
-    return ProviderClient(
-        base_url=base_url.rstrip("/"),
-        headers=dict(headers or {}),
-        timeout=httpx.Timeout(
-            connect=policy.connect_timeout,
-            read=policy.read_timeout,
-            write=policy.write_timeout,
-            pool=policy.pool_timeout,
-        ),
-        limits=limits,
-        follow_redirects=False,
-        transport=transport,
+        return AiohttpProviderTransport(limits)
+    return httpx.AsyncHTTPTransport(
+        limits=limits, proxy=environment_proxy(base_url, urllib.request.getproxies_environment())
     )
 
 
-class NoCookies(httpx.Cookies):
-    """A cookie jar that stays empty. The providers authenticate every request by its key, and
-    one client serves every organization of a provider: a cookie set by an answer to one
-    organization's call would ride along on every other organization's later calls. Keeping
-    none also spares httpx's jar work on every answer (a urllib request and an email message
-    built from its headers, about an eighth of a call's client CPU in bench/transport.py)."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
+def environment_proxy(url: httpx.URL, proxies: Mapping[str, str]) -> str | None:
+    """The proxy for ``url`` among ``proxies`` (urllib's ``getproxies_environment()``: scheme
+    -> URL, "no" -> hosts), NO_PROXY matched as urllib matches it (host names and domain
+    suffixes)."""
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and _bypasses_proxy(url.netloc.decode("ascii"), proxies):
         return None
-
-    def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
-        raise TypeError("provider clients keep no cookies")
+    return proxy or None
 
 
-class ProviderClient(httpx.AsyncClient):
-    """httpx's client with :class:`NoCookies` as its cookies. httpx reaches a client's cookies
-    only through this property, to add them to requests and to store what answers set (a test
-    in tests/unit/test_transport.py would notice if that stopped)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._no_cookies = NoCookies()
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return self._no_cookies
-
-    @cookies.setter
-    def cookies(
-        self, _: httpx.Cookies | CookieJar | dict[str, str] | list[tuple[str, str]]
-    ) -> None:
-        raise TypeError("provider clients keep no cookies")
+# ``proxy_bypass_environment`` is defined on every platform; ``proxy_bypass`` takes the proxies
+# only on Linux.
+_bypasses_proxy: Callable[[str, Mapping[str, str]], bool] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
 
 
 class FailureKind(Enum):
@@ -253,21 +230,58 @@ class RawResponse:
     attempts: int = 1
 
 
-CLOSED_STREAM = httpx.ByteStream(b"")
-
-
-@dataclass
 class ProviderHttp:
-    """Sends one logical request to a provider with the retry policy and deadline applied."""
+    """Sends one logical request to a provider with the retry policy and deadline applied.
 
-    provider: Provider
-    client: httpx.AsyncClient
-    policy: HttpPolicy = field(default_factory=HttpPolicy)
-    request_id_header: str = "x-request-id"
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-    jitter: Callable[[], float] = random.random
-    _urls: OrderedDict[str, httpx.URL] = field(default_factory=OrderedDict, init=False, repr=False)
-    _urls_base: httpx.URL | None = field(default=None, init=False, repr=False)
+    Requests go straight to an httpx transport (aiohttp's by default, httpx's own if the policy
+    says so; a mock or an ASGI app in tests and sandbox mode), not through ``httpx.AsyncClient``:
+    provider calls use none of the client's per-request machinery (auth flows, redirects, which
+    are never followed here, a cookie jar, which must stay empty because one client serves
+    every organization, event hooks), and a request built from headers merged once costs a
+    fraction of the client's merge: together about an eighth of a call's client CPU
+    (bench/transport.py; bench/PROFILE.md, ninth round).
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        base_url: str,
+        policy: HttpPolicy | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+        request_id_header: str = "x-request-id",
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.provider = provider
+        self.policy = policy or HttpPolicy()
+        base = httpx.URL(base_url)
+        # Paths are appended to the base URL's path, as httpx's client appends them.
+        self.base_url = (
+            base if base.raw_path.endswith(b"/") else base.copy_with(raw_path=base.raw_path + b"/")
+        )
+        # ``transport`` (sandbox mode, tests) replaces the policy's backend.
+        self.transport = transport or open_transport(self.base_url, self.policy)
+        self.request_id_header = request_id_header
+        self.sleep = sleep
+        self.jitter = jitter
+        self._headers = {
+            **BASE_HEADERS,
+            **{name.lower(): value for name, value in (headers or {}).items()},
+        }
+        self._timeout = httpx.Timeout(
+            connect=self.policy.connect_timeout,
+            read=self.policy.read_timeout,
+            write=self.policy.write_timeout,
+            pool=self.policy.pool_timeout,
+        ).as_dict()
+        self._urls: OrderedDict[str, httpx.URL] = OrderedDict()
+        self._closed = False
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
 
     async def request(
         self,
@@ -345,18 +359,27 @@ class ProviderHttp:
         json: Any,
         params: Mapping[str, str | int] | None,
     ) -> RawResponse:
+        if self._closed:
+            raise RuntimeError(f"the {self.provider.value} client has been closed")
         started = time.perf_counter()
-        request = self.client.build_request(
-            method, self._absolute_url(path), headers=headers, json=json, params=params
+        merged = self._headers.copy()
+        if headers:
+            for name, value in headers.items():
+                merged[name.lower()] = value
+        request = httpx.Request(
+            method,
+            self._absolute_url(path),
+            params=params,
+            headers=merged,
+            json=json,
+            extensions={"timeout": self._timeout},
         )
-        response = await self.client.send(request, stream=True)
+        response = await self.transport.handle_async_request(request)
+        response.request = request
         try:
             body = await self._read_capped(response)
         finally:
             await response.aclose()
-            # httpx's response and its stream point at each other: a cycle that holds the
-            # response, its headers and the transport's response until the cycle collector runs.
-            response.stream = CLOSED_STREAM
         request_id = response.headers.get(self.request_id_header)
         if logger.isEnabledFor(logging.INFO):
             report_provider_call(
@@ -389,20 +412,19 @@ class ProviderHttp:
         )
 
     def _absolute_url(self, path: str) -> httpx.URL:
-        """``path`` under the client's base URL, merged as httpx merges it (appended to the base's
-        path, a query string kept), parsed once per path: httpx parses a relative URL twice per
-        request, about a seventh of a call's client CPU. Least recently used paths go first."""
-        base = self.client.base_url
-        if base is not self._urls_base:
-            self._urls.clear()
-            self._urls_base = base
+        """``path`` under the base URL, merged as httpx's client merges it (appended to the
+        base's path, a query string kept), parsed once per path: httpx parses a relative URL
+        twice per request, about a seventh of a call's client CPU. Least recently used paths
+        go first. A full URL is refused: the call's credentials go to the provider's origin
+        only."""
         url = self._urls.get(path)
         if url is not None:
             self._urls.move_to_end(path)
             return url
         url = httpx.URL(path)
-        if url.is_relative_url:
-            url = base.copy_with(raw_path=base.raw_path + url.raw_path.lstrip(b"/"))
+        if url.scheme or url.netloc:  # "//host/path" too, which httpx would merge host-less
+            raise ValueError(f"provider calls take a path under the base URL, not {path!r}")
+        url = self.base_url.copy_with(raw_path=self.base_url.raw_path + url.raw_path.lstrip(b"/"))
         self._urls[path] = url
         if len(self._urls) > URL_CACHE_SIZE:
             self._urls.popitem(last=False)
@@ -436,4 +458,6 @@ class ProviderHttp:
         return b"".join(chunks)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if not self._closed:
+            self._closed = True
+            await self.transport.aclose()

@@ -46,7 +46,6 @@ from payout_gateway.providers.transport import (
     HttpPolicy,
     ProviderHttp,
     RawResponse,
-    build_client,
     parse_retry_after,
 )
 
@@ -88,14 +87,11 @@ class CommetAdapter:
         policy = policy or HttpPolicy()
         self.api_version = api_version
         self._http = ProviderHttp(
-            provider=Provider.COMMET,
-            client=build_client(
-                base_url,
-                policy,
-                transport=transport,
-                headers={"commet-version": api_version, "accept": "application/json"},
-            ),
-            policy=policy,
+            Provider.COMMET,
+            base_url,
+            policy,
+            transport=transport,
+            headers={"commet-version": api_version, "accept": "application/json"},
             sleep=sleep,
         )
 

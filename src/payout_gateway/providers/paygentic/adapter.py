@@ -38,7 +38,6 @@ from payout_gateway.providers.transport import (
     HttpPolicy,
     ProviderHttp,
     RawResponse,
-    build_client,
     parse_retry_after,
 )
 
@@ -96,11 +95,11 @@ class PaygenticAdapter:
         policy = policy or HttpPolicy()
         self._livemode = tf.is_livemode(base_url)
         self._http = ProviderHttp(
-            provider=Provider.PAYGENTIC,
-            client=build_client(
-                base_url, policy, transport=transport, headers={"accept": "application/json"}
-            ),
-            policy=policy,
+            Provider.PAYGENTIC,
+            base_url,
+            policy,
+            transport=transport,
+            headers={"accept": "application/json"},
             sleep=sleep,
         )
 
