@@ -135,7 +135,7 @@ def logging_config(level: str) -> dict[str, Any]:
     WARNING were dropped: nothing configured the ``payout_gateway`` loggers."""
     config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     config["formatters"]["json"] = {
-        "()": "pythonjsonlogger.json.JsonFormatter",
+        "()": "pythonjsonlogger.orjson.OrjsonFormatter",
         "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
     }
     config["handlers"]["gateway"] = {

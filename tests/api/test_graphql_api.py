@@ -386,6 +386,26 @@ async def test_hostile_bodies_get_4xx_never_5xx(gw: RunningGateway) -> None:
     assert huge.status_code == 413
 
 
+async def test_a_string_no_utf_8_can_hold_is_a_400_and_changes_nothing(
+    gw: RunningGateway, fakes: dict[Provider, FakeProvider]
+) -> None:
+    # A lone surrogate escape is valid JSON syntax but no Unicode text: it could be neither
+    # stored nor sent to a provider, so the body is refused as it is parsed.
+    body = (
+        '{"query": "mutation($input: AddBankAccountInput!) { addBankAccount(input: $input) '
+        '{ __typename } }", "variables": {"input": {"bankAccount": {"accountNumber": '
+        '"000123456789", "routingNumber": "110000000", "holderName": "Ada \\ud800"}}}}'
+    )
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(
+            gw.graphql_url,
+            content=body.encode(),
+            headers={**gw.headers("commet-a"), "content-type": "application/json"},
+        )
+    assert (answer.status_code, answer.text) == (400, "Unable to parse request body as JSON")
+    assert fakes[Provider.COMMET].calls["add_bank_account"] == 0
+
+
 async def test_deep_and_wide_queries_are_rejected_cleanly(gw: RunningGateway) -> None:
     deep = "{ bankAccounts { edges { node { id } } } }"
     for _ in range(40):

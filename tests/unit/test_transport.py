@@ -569,6 +569,23 @@ async def test_requests_carry_the_base_headers_the_adapter_s_and_the_call_s() ->
     await http.aclose()
 
 
+async def test_a_json_body_is_sent_as_httpx_would_send_it() -> None:
+    recorder = Recorder()
+    http = http_for("https://provider.test", recorder)
+    body = {
+        "holder": "Zoë Ñandú 山田 \u2028",
+        "nested": {"list": [1, -2, 2**62, True, None, 'x\ty"z\\'], "empty": {}},
+        "amount": 125000,
+    }
+    await http.request("POST", "/a", json=body, replay_safe=False)
+    reference = httpx.Request("POST", "https://provider.test/a", json=body)
+    sent = recorder.requests[0]
+    assert sent.content == reference.content
+    assert sent.headers["content-type"] == reference.headers["content-type"]
+    assert sent.headers["content-length"] == reference.headers["content-length"]
+    await http.aclose()
+
+
 async def test_each_attempt_carries_the_policy_s_timeouts() -> None:
     recorder = Recorder()
     policy = HttpPolicy(connect_timeout=1.5, read_timeout=2.5, write_timeout=3.5, pool_timeout=4.5)

@@ -19,6 +19,7 @@ from enum import Enum, StrEnum
 from typing import Any
 
 import httpx
+import orjson
 
 from payout_gateway import __version__
 from payout_gateway.domain.enums import Provider
@@ -366,12 +367,17 @@ class ProviderHttp:
         if headers:
             for name, value in headers.items():
                 merged[name.lower()] = value
+        content = None
+        if json is not None:
+            # The bytes httpx's ``json=`` sends (compact, UTF-8), encoded in C.
+            content = orjson.dumps(json)
+            merged.setdefault("content-type", "application/json")
         request = httpx.Request(
             method,
             self._absolute_url(path),
             params=params,
             headers=merged,
-            json=json,
+            content=content,
             extensions={"timeout": self._timeout},
         )
         response = await self.transport.handle_async_request(request)

@@ -3,11 +3,11 @@ authentication of WebSocket connections at ``connection_init``."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
@@ -85,12 +85,14 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         return await super().parse_http_body(request)
 
     def decode_json(self, data: str | bytes) -> object:
-        # Strawberry maps only JSONDecodeError to 400; 5,000 "[" overflow the decoder's
-        # recursion instead, which would otherwise surface as a 500.
-        try:
-            return json.loads(data)
-        except RecursionError:
-            raise HTTPException(400, "Unable to parse request body as JSON") from None
+        # orjson's errors are JSONDecodeErrors, which Strawberry answers with a 400, nesting
+        # deeper than 1,024 levels and strings no UTF-8 can hold (lone surrogates) included.
+        return orjson.loads(data)
+
+    def encode_json(self, data: object) -> str:
+        # A str, not bytes: Strawberry sends bytes over a WebSocket as binary frames, which
+        # graphql-transport-ws does not allow.
+        return orjson.dumps(data).decode()
 
     async def on_ws_connect(self, context: GatewayContext) -> UnsetType | dict[str, object] | None:
         """Decide the connection's organization from the ``connection_init`` payload.

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal, TypeVar
 
+import orjson
 from pydantic import SecretStr, ValidationError
 
 from payout_gateway.domain.enums import (
@@ -344,8 +344,8 @@ def _bad_response(
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
     try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):
+        parsed = orjson.loads(body)
+    except ValueError:  # orjson's JSONDecodeError, for any body that is not JSON
         return None
     return parsed if isinstance(parsed, dict) else None
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeGuard, TypeVar, get_args
 from urllib.parse import urlsplit
 
+import orjson
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from payout_gateway.domain.enums import (
@@ -378,7 +379,7 @@ def _parse(
         "outcome_unknown": outcome_unknown,
     }
     try:
-        data = json.loads(body)
+        data = orjson.loads(body)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError: an HTML page, a truncated body
         raise ProviderBadResponseError(
             f"Paygentic sent {what} that is not JSON.", provider=PROVIDER, **context
@@ -466,7 +467,7 @@ class _ErrorInfo:
 def _read_error(status_code: int, body: bytes) -> _ErrorInfo | None:
     """Any documented error shape (paygentic.md, "Errors"), or None when the body is not one."""
     try:
-        data = json.loads(body)
+        data = orjson.loads(body)
     except ValueError:
         return None
     if not isinstance(data, dict):
