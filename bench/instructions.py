@@ -1,0 +1,187 @@
+"""Instructions per addBankAccount, counted by callgrind: the gateway's app in-process, its real
+service, SQLite store and Commet adapter, the Commet sandbox in a process of its own.
+
+Throughput and CPU seconds on a shared 2-core machine move by 10-30 % between runs of the same
+code, more than most levers left; ``perf stat`` reads the instructions counter only where the
+machine exposes one. Valgrind's callgrind counts every instruction the process executes on any
+machine: the same tree counted twice differed by 0.5-2 % here (the adds' interleaving, and so
+the SQLite commit groups, vary from run to run), so a lever of 3 % or more shows. It runs the code ~25 times slower, which is why it counts a few hundred adds
+in-process (the ASGI app called as uvicorn calls it) instead of serving wrk: uvicorn's HTTP
+handling (~36 us per request on this machine) and the log lines (no handler is configured
+here) are not in the count.
+
+Each tree's child process seeds an organization, verifies it, warms up, then zeroes the
+counters (``callgrind_control -z``), runs ``--adds`` adds from ``--callers`` concurrent callers,
+dumps the counters (``callgrind_control -d``, which resets them), runs twice as many adds and
+dumps again: the difference of the two counts is ``--adds`` adds without the fixed cost of the
+control calls. Trees run side by side (the count does not depend on the machine's load); the
+sandbox's own work is not counted.
+
+    .venv/bin/python -m bench.instructions --tree before=/tmp/wt-base --tree after=.
+
+Needs valgrind (Debian: ``apt-get install valgrind``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.compare import python_path, tree
+from bench.stack import COMMET_KEY, HOST, ROOT, _clean_env, free_port, start, wait_ready
+
+TOTALS = re.compile(r"^totals:\s+(\d+)", re.MULTILINE)
+
+
+async def child(base_url: str, callers: int, adds: int, warm_up: int) -> None:
+    """Runs in the process callgrind watches: the adds between zeroing and dumping."""
+    from pydantic import SecretStr
+
+    from bench.graphql_layer import PEPPER, post
+    from bench.run import ADD, VERIFY
+    from payout_gateway.domain.enums import Provider
+    from payout_gateway.domain.models import OrganizationProfile, ProviderCredentials
+    from payout_gateway.settings import ProviderSettings, Settings
+    from payout_gateway.store import Store
+    from payout_gateway.tenancy import Tenancy
+    from payout_gateway.web import create_app
+    from payout_gateway.web.gc_tuning import tune_cycle_collector
+
+    def add(sequence: int) -> bytes:
+        bank = {
+            "accountNumber": f"{os.getpid()}{sequence:09d}",
+            "holderName": "Bench Holder",
+            "routingNumber": "021000021",
+        }
+        return json.dumps({"query": ADD, "variables": {"input": {"bankAccount": bank}}}).encode()
+
+    with tempfile.TemporaryDirectory() as workdir:
+        database_url = f"sqlite:///{workdir}/gateway.db"
+        store = Store.from_url(database_url)
+        await store.create_schema()
+        tenancy = Tenancy(store, PEPPER)
+        org = await tenancy.create_organization(
+            name="bench",
+            provider=Provider.COMMET,
+            credentials=ProviderCredentials(api_key=SecretStr(COMMET_KEY)),
+            profile=OrganizationProfile(country="US", currency="USD"),
+        )
+        _, api_key = await tenancy.issue_api_key(org.id)
+        await store.dispose()
+        app = create_app(
+            Settings(
+                _env_file=None,
+                environment="production",
+                database_url=database_url,
+                commet=ProviderSettings(base_url=base_url),
+                paygentic=ProviderSettings(base_url="http://paygentic.invalid"),
+                api_key_pepper=PEPPER,
+                refresh_interval_seconds=0,
+            )
+        )
+        async with app.router.lifespan_context(app):
+            verified = await post(app, api_key, json.dumps({"query": VERIFY}).encode())
+            if b"CompletePayoutVerificationSuccess" not in verified:
+                raise RuntimeError(f"verification failed: {verified[:300]!r}")
+            sequence = iter(range(10**9))
+
+            async def caller(count: int) -> None:
+                for _ in range(count):
+                    answer = await post(app, api_key, add(next(sequence)))
+                    if b"AddBankAccountSuccess" not in answer:
+                        raise RuntimeError(f"unexpected answer: {answer[:300]!r}")
+
+            await asyncio.gather(*(caller(warm_up) for _ in range(callers)))
+            tune_cycle_collector()  # as a serving process does once it has started
+            # Blocking on purpose: nothing may run between a reset or a dump and the adds.
+            control = ["callgrind_control", str(os.getpid())]
+            subprocess.run([*control, "--zero"], check=True, capture_output=True)  # noqa: ASYNC221
+            for share in (adds // callers, 2 * adds // callers):
+                await asyncio.gather(*(caller(share) for _ in range(callers)))
+                # A dump also resets the counters.
+                subprocess.run([*control, "--dump"], check=True, capture_output=True)  # noqa: ASYNC221
+
+
+def count(
+    source: Path, base_url: str, args: argparse.Namespace, out: Path
+) -> subprocess.Popen[str]:
+    """Starts one tree's child under callgrind; its two dumps go to ``out.1`` and ``out.2``."""
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        sys.executable,
+        "-m",
+        "bench.instructions",
+        "--child",
+        base_url,
+        *("--callers", str(args.callers), "--adds", str(args.adds)),
+        *("--warm-up", str(args.warm_up)),
+    ]
+    with python_path(source):
+        return subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+
+def _totals(dump: Path) -> int | None:
+    found = TOTALS.search(dump.read_text()) if dump.exists() else None
+    return int(found.group(1)) if found else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", type=tree, action="append")
+    parser.add_argument("--callers", type=int, default=32)
+    parser.add_argument("--adds", type=int, default=320, help="adds counted per tree")
+    parser.add_argument("--warm-up", type=int, default=5, help="adds per caller before counting")
+    parser.add_argument("--child", metavar="BASE_URL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        import uvloop
+
+        uvloop.run(child(args.child, args.callers, args.adds, args.warm_up))
+        return 0
+    if shutil.which("valgrind") is None:
+        parser.error("valgrind is not installed (Debian: apt-get install valgrind)")
+    trees = args.tree or [tree(f"working tree={ROOT}")]
+    if args.adds % args.callers:
+        parser.error("--adds must be a multiple of --callers")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="payout-instructions-") as workdir:
+        command = [sys.executable, "-m", "bench.sandbox", "commet", "--port", str(port)]
+        sandbox = start("commet", command, port, Path(workdir), _clean_env())
+        try:
+            wait_ready(sandbox, "/_sandbox/requests")
+            base_url = f"http://{HOST}:{port}/api/v1"
+            runs = {
+                name: (count(source, base_url, args, Path(workdir) / f"{n}.out"), n)
+                for n, (name, source) in enumerate(trees)
+            }
+            print(f"{args.adds} adds by {args.callers} callers, counted by callgrind")
+            for name, (process, n) in runs.items():
+                output, _ = process.communicate(timeout=3600)
+                first, second = (_totals(Path(workdir) / f"{n}.out.{dump}") for dump in (1, 2))
+                if process.returncode != 0 or first is None or second is None:
+                    print(output[-3000:], file=sys.stderr)
+                    raise RuntimeError(f"{name}: no count (exit {process.returncode})")
+                # The second phase ran twice the adds of the first: the difference is ``adds``
+                # adds without what both phases pay once (the callgrind_control calls that
+                # start and end them: ~70 M instructions, ~0.2 M per add at 320).
+                per_add = (second - first) / args.adds / 1e6
+                print(f"{name:<20} {per_add:8.3f} M instructions per add")
+        finally:
+            sandbox.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
