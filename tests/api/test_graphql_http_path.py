@@ -1,5 +1,5 @@
-"""The GraphQL view's fast path for JSON bodies answers every request as Strawberry's own
-body parser does."""
+"""The GraphQL view's fast path for JSON POSTs (its own body parser and its own steps through
+Strawberry's view) answers every request as Strawberry's own ``run`` and body parser do."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any, cast
 import httpx
 import pytest
 from starlette.requests import HTTPConnection
+from strawberry.asgi import GraphQL
 from strawberry.http.async_base_view import AsyncBaseHTTPView
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
@@ -19,8 +20,10 @@ from payout_gateway.web.graphql_router import GatewayGraphQL
 
 
 class StrawberrysOwnPath(GatewayGraphQL):
-    """The same view, request bodies parsed by Strawberry's own code."""
+    """The same view, every request taken by Strawberry's own ``run`` and its bodies parsed by
+    Strawberry's own code."""
 
+    __call__ = GraphQL.__call__  # type: ignore[assignment]
     parse_http_body = AsyncBaseHTTPView.parse_http_body  # type: ignore[assignment]
 
 
@@ -105,3 +108,12 @@ async def test_a_json_body_that_is_not_an_object_is_a_400(content_type: str, bod
     assert await outcome(view(StrawberrysOwnPath, None), "POST", headers, body) is AttributeError
     status, _, content = await outcome(view(GatewayGraphQL, None), "POST", headers, body)
     assert (status, content) == (400, b"The GraphQL request body must be a JSON object.")
+
+
+async def test_with_batching_on_a_batch_still_reaches_strawberry_s_own_path() -> None:
+    schema = build_schema()
+    schema.config.batching_config = {"max_operations": 3}
+    gateway = GatewayGraphQL(schema, context=anonymous, allow_queries_via_get=False)
+    body = json.dumps([TYPENAME, TYPENAME])
+    status, _, content = await outcome(gateway, "POST", JSON, body)
+    assert (status, json.loads(content)) == (200, [{"data": {"__typename": "Query"}}] * 2)

@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -59,6 +60,53 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         self._http_streaming = any(
             p in self.stream_transport_classes_by_protocol for p in self.protocols
         )
+        # Without streaming transports, batches or incremental delivery (@defer, @stream), a
+        # JSON POST is one operation whose result is one ExecutionResult: what the fast path
+        # in ``__call__`` handles.
+        self._json_fast_path = (
+            not self._http_streaming
+            and schema.config.batching_config is None
+            and not schema.config.enable_experimental_incremental_execution
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The gateway's every request, one operation POSTed as JSON, takes the steps of
+        # Strawberry's ``run`` that apply to it, in its order, through the same hooks. The rest
+        # of ``run`` (WebSockets, the IDE, GET, batches, streaming, incremental results) costs
+        # about a fifth of the view's own work per request: an isinstance against a
+        # runtime-checkable Protocol alone is ~1.5 % of an add's CPU (bench/PROFILE.md, ninth
+        # round). Anything else goes to Strawberry; a test compares the answers of both paths
+        # for every kind of request.
+        if self._json_fast_path and scope["type"] == "http" and scope["method"] == "POST":
+            request = Request(scope, receive)
+            if _is_json(request.headers.get("content-type")):
+                try:
+                    response = await self._run_json_operation(request)
+                except HTTPException as exc:
+                    response = PlainTextResponse(exc.reason, status_code=exc.status_code)
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    async def _run_json_operation(self, request: Request) -> Response:
+        request_adapter = self.request_adapter_class(request)
+        sub_response = await self.get_sub_response(request)
+        context = await self.get_context(request, response=sub_response)
+        request_data = await self.parse_http_body(request_adapter)
+        if not isinstance(request_data, GraphQLRequestData):  # batching is off: never a list
+            raise TypeError("a batch of operations on the JSON fast path")
+        result = await self.execute_single(
+            request=request,
+            request_adapter=request_adapter,
+            sub_response=sub_response,
+            context=context,
+            root_value=None,  # the view's root value type is None: no get_root_value
+            request_data=request_data,
+        )
+        response_data = await self.process_result(request=request, result=result)
+        if result.errors:
+            self._handle_errors(result.errors, response_data)
+        return self.create_response(response_data=response_data, sub_response=sub_response)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
