@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -279,6 +281,31 @@ async def test_a_streamed_body_without_length_is_cut_at_the_cap(
     with pytest.raises(ProviderBadResponseError):
         await http.request("GET", "/stream", replay_safe=True)
     assert reads == 16
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+async def test_a_compressed_body_is_read_decoded(
+    make_http: Callable[..., ProviderHttp], coding: str
+) -> None:
+    body = b'{"data": "' + b"z" * 5000 + b'"}'
+    packed = gzip.compress(body) if coding == "gzip" else zlib.compress(body)
+    http = make_http(
+        lambda _: httpx.Response(200, headers={"content-encoding": coding}, content=packed)
+    )
+    raw = await http.request("GET", "/packed", replay_safe=True)
+    assert raw.body == body
+
+
+async def test_the_cap_counts_decoded_bytes(make_http: Callable[..., ProviderHttp]) -> None:
+    # 1 MB of zeros packs into ~1 KB: a cap on the bytes received would let it through.
+    packed = gzip.compress(b"0" * 1_000_000)
+    assert len(packed) < 5000
+    http = make_http(
+        lambda _: httpx.Response(200, headers={"content-encoding": "gzip"}, content=packed),
+        max_response_bytes=100_000,
+    )
+    with pytest.raises(ProviderBadResponseError):
+        await http.request("GET", "/bomb", replay_safe=True)
 
 
 async def test_a_lying_content_length_does_not_lift_the_cap(
