@@ -117,3 +117,10 @@ async def test_with_batching_on_a_batch_still_reaches_strawberry_s_own_path() ->
     body = json.dumps([TYPENAME, TYPENAME])
     status, _, content = await outcome(gateway, "POST", JSON, body)
     assert (status, json.loads(content)) == (200, [{"data": {"__typename": "Query"}}] * 2)
+
+
+def test_answers_are_encoded_as_compact_json_even_what_orjson_refuses() -> None:
+    gateway = view(GatewayGraphQL, None)
+    assert gateway.encode_json({"data": {"name": "Zoë", "n": 1}}) == '{"data":{"name":"Zoë","n":1}}'
+    # orjson stops at 64-bit integers; a JSON scalar could hold a larger one.
+    assert gateway.encode_json({"data": {"n": 2**70}}) == '{"data":{"n":1180591620717411303424}}'

@@ -8,7 +8,8 @@ import gc
 # (CPython's default is 700). At 32 requests in flight, 700 was reached every ~3 requests, and
 # each collection traversed the in-flight requests' objects and moved them to older
 # generations, to be traversed again there. Requests leave no cyclic garbage behind
-# (graphql/execution.py, providers/transport.py), so collecting less often frees nothing later.
+# (graphql/execution.py; tests/api/test_cycle_collector.py), so collecting less often frees
+# nothing later.
 YOUNG_GENERATION_THRESHOLD = 10_000
 
 

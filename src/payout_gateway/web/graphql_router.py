@@ -3,6 +3,7 @@ authentication of WebSocket connections at ``connection_init``."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -71,12 +72,12 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The gateway's every request, one operation POSTed as JSON, takes the steps of
-        # Strawberry's ``run`` that apply to it, in its order, through the same hooks. The rest
-        # of ``run`` (WebSockets, the IDE, GET, batches, streaming, incremental results) costs
-        # about a fifth of the view's own work per request: an isinstance against a
-        # runtime-checkable Protocol alone is ~1.5 % of an add's CPU (bench/PROFILE.md, ninth
-        # round). Anything else goes to Strawberry; a test compares the answers of both paths
-        # for every kind of request.
+        # Strawberry's ``run`` that apply to it, in its order, through the same hooks. Skipping
+        # the rest of ``run`` (WebSockets, the IDE, GET, batches, streaming, incremental
+        # results; an isinstance against a runtime-checkable Protocol alone was ~1.5 % of an
+        # add's CPU) took 4.7 % off an add's instructions (bench/PROFILE.md, ninth round).
+        # Anything else goes to Strawberry; a test compares the answers of both paths for
+        # every kind of request.
         if self._json_fast_path and scope["type"] == "http" and scope["method"] == "POST":
             request = Request(scope, receive)
             if _is_json(request.headers.get("content-type")):
@@ -140,7 +141,12 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
     def encode_json(self, data: object) -> str:
         # A str, not bytes: Strawberry sends bytes over a WebSocket as binary frames, which
         # graphql-transport-ws does not allow.
-        return orjson.dumps(data).decode()
+        try:
+            return orjson.dumps(data).decode()
+        except orjson.JSONEncodeError:
+            # What orjson refuses and the standard library writes (an integer beyond 64 bits
+            # in a JSON scalar): Strawberry's own encoding, rather than a 500.
+            return json.dumps(data, separators=(",", ":"))
 
     async def on_ws_connect(self, context: GatewayContext) -> UnsetType | dict[str, object] | None:
         """Decide the connection's organization from the ``connection_init`` payload.
