@@ -166,15 +166,23 @@ class TcpProxy:
             writer.close()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
-        await self._server.wait_closed()
+        await asyncio.wait_for(self._server.wait_closed(), 5)
         self._writers.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        # Registered before anything is awaited, so that ``down`` closes a connection accepted
+        # while it runs (the broker reconnects every few hundred ms) instead of leaving it
+        # proxying through a proxy that is down.
+        self._writers.append(writer)
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", 6379)
-        self._writers += [writer, upstream_writer]
+        self._writers.append(upstream_writer)
+        if writer.is_closing():  # the proxy went down while the upstream connection opened
+            upstream_writer.close()
+            self._tasks.discard(task)
+            return
         try:
             await asyncio.gather(
                 self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer)
@@ -226,6 +234,45 @@ async def test_the_subscription_comes_back_after_an_outage(redis: Redis, prefix:
 async def test_connect_fails_fast_without_redis() -> None:
     with pytest.raises(ConnectionError):
         await RedisBroker.connect("redis://127.0.0.1:1/0", startup_timeout=1.0)
+
+
+async def test_closing_does_not_wait_forever_for_a_stuck_subscription(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = RedisBroker(Redis.from_url("redis://127.0.0.1:1/0"), close_timeout_seconds=0.2)
+    released = asyncio.Event()
+
+    async def stuck_clean_up() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await released.wait()  # a clean-up that never finishes on its own
+
+    broker._task = asyncio.create_task(stuck_clean_up())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(broker.aclose(), 5)
+    assert "did not stop within 0.2 s" in caplog.text
+    released.set()
+
+
+async def test_a_caller_cancelled_while_closing_stays_cancelled() -> None:
+    broker = RedisBroker(Redis.from_url("redis://127.0.0.1:1/0"), close_timeout_seconds=30)
+    released = asyncio.Event()
+
+    async def slow_clean_up() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await released.wait()
+
+    broker._task = asyncio.create_task(slow_clean_up())
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(broker.aclose())
+    await asyncio.sleep(0.05)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    released.set()
 
 
 async def test_a_failed_publish_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:

@@ -41,8 +41,10 @@ class RedisBroker:
         poll_seconds: float = 1.0,
         ping_after_idle_seconds: float = 15.0,
         pong_timeout_seconds: float = 10.0,
+        close_timeout_seconds: float = 5.0,
     ) -> None:
         self._client = client
+        self._close_timeout = close_timeout_seconds
         self._prefix = prefix
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
@@ -144,8 +146,19 @@ class RedisBroker:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+            # Bounded: a subscription whose clean-up does not finish must not hang shutdown
+            # (once, in the Redis outage tests, the wait here never ended, the loop idle). And
+            # ``wait``, not ``await task`` under a suppress: a caller cancelled while waiting
+            # here stays cancelled.
+            done, _ = await asyncio.wait({task}, timeout=self._close_timeout)
+            if not done:
+                logger.warning(
+                    "Redis status subscription did not stop within %s s", self._close_timeout
+                )
+            elif not task.cancelled() and task.exception() is not None:
+                logger.error(
+                    "Redis status subscription ended with an error", exc_info=task.exception()
+                )
         await self._client.aclose()
 
     # the subscription loop ----------------------------------------------------------------
