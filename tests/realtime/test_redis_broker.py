@@ -236,19 +236,27 @@ async def test_connect_fails_fast_without_redis() -> None:
         await RedisBroker.connect("redis://127.0.0.1:1/0", startup_timeout=1.0)
 
 
-async def test_closing_does_not_wait_forever_for_a_stuck_subscription(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    broker = RedisBroker(Redis.from_url("redis://127.0.0.1:1/0"), close_timeout_seconds=0.2)
+def broker_with_a_slow_subscription(close_timeout: float) -> tuple[RedisBroker, asyncio.Event]:
+    """A broker whose subscription, once cancelled, cleans up only when the event is set."""
+    broker = RedisBroker(
+        Redis.from_url("redis://127.0.0.1:1/0"), close_timeout_seconds=close_timeout
+    )
     released = asyncio.Event()
 
-    async def stuck_clean_up() -> None:
+    async def subscription() -> None:
         try:
             await asyncio.sleep(3600)
         finally:
-            await released.wait()  # a clean-up that never finishes on its own
+            await released.wait()
 
-    broker._task = asyncio.create_task(stuck_clean_up())
+    broker._task = asyncio.create_task(subscription())
+    return broker, released
+
+
+async def test_closing_does_not_wait_forever_for_a_stuck_subscription(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker, released = broker_with_a_slow_subscription(close_timeout=0.2)
     await asyncio.sleep(0)
     await asyncio.wait_for(broker.aclose(), 5)
     assert "did not stop within 0.2 s" in caplog.text
@@ -256,16 +264,7 @@ async def test_closing_does_not_wait_forever_for_a_stuck_subscription(
 
 
 async def test_a_caller_cancelled_while_closing_stays_cancelled() -> None:
-    broker = RedisBroker(Redis.from_url("redis://127.0.0.1:1/0"), close_timeout_seconds=30)
-    released = asyncio.Event()
-
-    async def slow_clean_up() -> None:
-        try:
-            await asyncio.sleep(3600)
-        finally:
-            await released.wait()
-
-    broker._task = asyncio.create_task(slow_clean_up())
+    broker, released = broker_with_a_slow_subscription(close_timeout=30)
     await asyncio.sleep(0)
     closing = asyncio.create_task(broker.aclose())
     await asyncio.sleep(0.05)
