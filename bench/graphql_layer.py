@@ -73,7 +73,7 @@ class InstantAddService(PayoutService):
         return ANSWER
 
 
-async def seed(database_url: str) -> str:
+async def seed(database_url: str, commet_api_key: str = "ck_live_bench0000001") -> str:
     """One Commet organization and its API key, as the benchmark's stack has."""
     store = Store.from_url(database_url)
     await store.create_schema()
@@ -81,12 +81,27 @@ async def seed(database_url: str) -> str:
     org = await tenancy.create_organization(
         name="bench",
         provider=Provider.COMMET,
-        credentials=ProviderCredentials(api_key=SecretStr("ck_live_bench0000001")),
+        credentials=ProviderCredentials(api_key=SecretStr(commet_api_key)),
         profile=OrganizationProfile(country="US", currency="USD"),
     )
     _, key = await tenancy.issue_api_key(org.id)
     await store.dispose()
     return key
+
+
+def gateway_settings(
+    database_url: str, commet_base_url: str = "http://commet.invalid/api/v1"
+) -> Settings:
+    """The gateway's production settings over ``database_url``, status refresh off."""
+    return Settings(
+        _env_file=None,
+        environment="production",
+        database_url=database_url,
+        commet=ProviderSettings(base_url=commet_base_url),
+        paygentic=ProviderSettings(base_url="http://paygentic.invalid"),
+        api_key_pepper=PEPPER,
+        refresh_interval_seconds=0,
+    )
 
 
 def add_body(sequence: int) -> bytes:
@@ -152,18 +167,7 @@ async def measure(args: argparse.Namespace) -> None:
             providers = {
                 provider: cast(PayoutProvider, FakeProvider(provider)) for provider in Provider
             }
-        app = create_app(
-            Settings(
-                _env_file=None,
-                environment="production",
-                database_url=database_url,
-                commet=ProviderSettings(base_url="http://commet.invalid/api/v1"),
-                paygentic=ProviderSettings(base_url="http://paygentic.invalid"),
-                api_key_pepper=PEPPER,
-                refresh_interval_seconds=0,
-            ),
-            providers=providers,
-        )
+        app = create_app(gateway_settings(database_url), providers=providers)
         async with app.router.lifespan_context(app):
             gateway: Gateway = app.state.gateway
             if not args.service:

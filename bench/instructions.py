@@ -5,8 +5,9 @@ Throughput and CPU seconds on a shared 2-core machine move by 10-30 % between ru
 code, more than most levers left; ``perf stat`` reads the instructions counter only where the
 machine exposes one. Valgrind's callgrind counts every instruction the process executes on any
 machine: the same tree counted twice differed by 0.5-2 % here (the adds' interleaving, and so
-the SQLite commit groups, vary from run to run), so a lever of 3 % or more shows. It runs the code ~25 times slower, which is why it counts a few hundred adds
-in-process (the ASGI app called as uvicorn calls it) instead of serving wrk: uvicorn's HTTP
+the SQLite commit groups, vary from run to run), so a lever of 3 % or more shows. It runs the
+code ~25 times slower, which is why it counts a few hundred adds in-process (the ASGI app
+called as uvicorn calls it) instead of serving wrk: uvicorn's HTTP
 handling (~36 us per request on this machine) and the log lines (no handler is configured
 here) are not in the count.
 
@@ -43,59 +44,26 @@ TOTALS = re.compile(r"^totals:\s+(\d+)", re.MULTILINE)
 
 async def child(base_url: str, callers: int, adds: int, warm_up: int) -> None:
     """Runs in the process callgrind watches: the adds between zeroing and dumping."""
-    from pydantic import SecretStr
-
-    from bench.graphql_layer import PEPPER, post
-    from bench.run import ADD, VERIFY
-    from payout_gateway.domain.enums import Provider
-    from payout_gateway.domain.models import OrganizationProfile, ProviderCredentials
-    from payout_gateway.settings import ProviderSettings, Settings
-    from payout_gateway.store import Store
-    from payout_gateway.tenancy import Tenancy
+    from bench.graphql_layer import add_body, gateway_settings, post, seed
+    from bench.run import VERIFY
     from payout_gateway.web import create_app
     from payout_gateway.web.gc_tuning import tune_cycle_collector
 
-    def add(sequence: int) -> bytes:
-        bank = {
-            "accountNumber": f"{os.getpid()}{sequence:09d}",
-            "holderName": "Bench Holder",
-            "routingNumber": "021000021",
-        }
-        return json.dumps({"query": ADD, "variables": {"input": {"bankAccount": bank}}}).encode()
-
     with tempfile.TemporaryDirectory() as workdir:
         database_url = f"sqlite:///{workdir}/gateway.db"
-        store = Store.from_url(database_url)
-        await store.create_schema()
-        tenancy = Tenancy(store, PEPPER)
-        org = await tenancy.create_organization(
-            name="bench",
-            provider=Provider.COMMET,
-            credentials=ProviderCredentials(api_key=SecretStr(COMMET_KEY)),
-            profile=OrganizationProfile(country="US", currency="USD"),
-        )
-        _, api_key = await tenancy.issue_api_key(org.id)
-        await store.dispose()
-        app = create_app(
-            Settings(
-                _env_file=None,
-                environment="production",
-                database_url=database_url,
-                commet=ProviderSettings(base_url=base_url),
-                paygentic=ProviderSettings(base_url="http://paygentic.invalid"),
-                api_key_pepper=PEPPER,
-                refresh_interval_seconds=0,
-            )
-        )
+        # Every tree's child adds for the same Commet organization of the one sandbox: account
+        # numbers start from the process id so that they never repeat across children.
+        api_key = await seed(database_url, commet_api_key=COMMET_KEY)
+        app = create_app(gateway_settings(database_url, commet_base_url=base_url))
         async with app.router.lifespan_context(app):
             verified = await post(app, api_key, json.dumps({"query": VERIFY}).encode())
             if b"CompletePayoutVerificationSuccess" not in verified:
                 raise RuntimeError(f"verification failed: {verified[:300]!r}")
-            sequence = iter(range(10**9))
+            sequence = iter(range(os.getpid() * 1_000_000, 10**15))
 
             async def caller(count: int) -> None:
                 for _ in range(count):
-                    answer = await post(app, api_key, add(next(sequence)))
+                    answer = await post(app, api_key, add_body(next(sequence)))
                     if b"AddBankAccountSuccess" not in answer:
                         raise RuntimeError(f"unexpected answer: {answer[:300]!r}")
 
