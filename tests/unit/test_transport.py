@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,6 +23,7 @@ from payout_gateway.domain.errors import (
     ProviderUnavailableError,
 )
 from payout_gateway.providers.transport import (
+    BASE_HEADERS,
     URL_CACHE_SIZE,
     FailureKind,
     HttpPolicy,
@@ -593,6 +595,60 @@ async def test_requests_carry_the_base_headers_the_adapter_s_and_the_call_s() ->
     # A call's header wins over the adapter's whatever its case, and sets nothing for later calls.
     assert second["provider-version"] == "2026-02-02"
     assert "x-api-key" not in second and "content-length" not in second
+    await http.aclose()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body"),
+    [
+        ("POST", "/a", None, {"a": 1}),
+        ("POST", "/a", None, None),
+        ("PUT", "/a/b", None, None),
+        ("PATCH", "/a", None, {"b": [1, 2]}),
+        ("GET", "/a", None, None),
+        ("GET", "/a?x=1", {"limit": 5, "after": "a/b"}, None),
+        ("DELETE", "/a/%C3%A7", None, None),
+    ],
+)
+async def test_a_request_is_what_httpx_builds_from_the_same_call(
+    method: str, path: str, params: dict[str, str | int] | None, body: Any
+) -> None:
+    # ProviderHttp sets Host and Content-Length itself (to build the request from its stream):
+    # names, case, order, URL and body must be those of httpx's own ``content=`` request.
+    recorder = Recorder()
+    http = ProviderHttp(
+        PROVIDER,
+        "https://provider.test:8443/api",
+        transport=httpx.MockTransport(recorder),
+        headers={"X-Api-Key": "k1"},
+    )
+    await http.request(method, path, json=body, params=params, replay_safe=False)
+    sent = recorder.requests[0]
+    headers = {**BASE_HEADERS, "x-api-key": "k1"}
+    if body is not None:
+        headers["content-type"] = "application/json"
+    reference = httpx.Request(
+        method,
+        "https://provider.test:8443/api/" + path.lstrip("/"),
+        params=params,
+        headers=headers,
+        content=None if body is None else orjson.dumps(body),
+    )
+    assert sent.headers.raw == reference.headers.raw
+    assert sent.url == reference.url
+    assert sent.content == reference.content
+    await http.aclose()
+
+
+async def test_headers_derived_from_the_request_cannot_be_set_by_adapters_or_calls() -> None:
+    recorder = Recorder()
+    with pytest.raises(ValueError, match="set"):
+        ProviderHttp(PROVIDER, "https://provider.test", headers={"Host": "elsewhere.test"})
+    http = http_for("https://provider.test", recorder)
+    for name in ("host", "Content-Length", "transfer-encoding"):
+        with pytest.raises(ValueError, match="set"):
+            await http.request("GET", "/a", headers={name: "1"}, replay_safe=True)
+    assert recorder.requests == []
     await http.aclose()
 
 
