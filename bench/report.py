@@ -148,8 +148,8 @@ def _add_row(runs: Sequence[Run], provider: str, w: int, c: int) -> str:
     d = _find(runs, provider=provider, side="direct", workers=w, connections=c)
     return (
         f"| {provider.capitalize()} | {w} | {c} | {g['rps']:.0f} | {d['rps']:.0f} | "
-        f"**{100 * g['rps'] / d['rps']:.1f} %** | {g['p50_ms']:.1f} / {g['p99_ms']:.1f} | "
-        f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f} | {g['p50_ms'] - d['p50_ms']:.1f} | "
+        f"**{100 * g['rps'] / d['rps']:.1f} %** | {g['p50_ms']:.2f} / {g['p99_ms']:.1f} | "
+        f"{d['p50_ms']:.2f} / {d['p99_ms']:.1f} | {g['p50_ms'] - d['p50_ms']:.2f} | "
         f"{_cpu_us(g, 'gateway') / 1000:.2f} ms | {_cpu_us(d, provider) / 1000:.2f} ms | "
         f"{_instructions(g, 'gateway')} / {_instructions(d, provider)} | "
         f"{g['errors']} / {d['errors']} |"
@@ -293,7 +293,7 @@ def _targets(raw: Run) -> list[str]:
         added = g["p50_ms"] - d["p50_ms"]
         lines.append(
             f"| {name} added p50 at c=1 ≤ 2 ms, gateway with {_workers(counts[0])} | "
-            f"{added:.1f} ms | {_mark(added <= 2)} |"
+            f"{added:.2f} ms | {_mark(added <= 2)} |"
         )
     auth = ids["in_process"]["auth only"]["statements"]
     for name in ("aliases", "nodes"):
