@@ -1,15 +1,28 @@
 """graphql-core's execution context without its reference cycle, so a request's state is freed
-as soon as the request ends instead of waiting for the cycle collector."""
+as soon as the request ends instead of waiting for the cycle collector, and without a resolve
+info built for fields that never read one."""
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Awaitable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
-from graphql.pyutils import gather_with_cancel
+from graphql import (
+    GraphQLLeafType,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLSchema,
+    Undefined,
+    is_leaf_type,
+    is_object_type,
+)
+from graphql.execution.collect_fields import FieldDetailsList
+from graphql.pyutils import Path, gather_with_cancel
 from graphql.type.definition import GraphQLResolveInfoHelpers
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.field import StrawberryField
 
 
 def _gather(values: Sequence[Awaitable[Any]]) -> Awaitable[list[Any]]:
@@ -32,6 +45,53 @@ class _Tracker:
         context.track_async_work(values)
 
 
+class _PlainLeaf(NamedTuple):
+    """A field Strawberry resolves by reading an attribute, whose value is a scalar or enum."""
+
+    resolve: Callable[[Any, None], Any]
+    leaf_type: GraphQLLeafType
+    non_null: bool
+
+
+# Per schema: id of a GraphQLField -> how to complete it without a resolve info. The schema keeps
+# its fields alive, so an id here never names another field.
+_PLAIN_LEAVES: weakref.WeakKeyDictionary[GraphQLSchema, Mapping[int, _PlainLeaf]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _plain_leaves(schema: GraphQLSchema) -> Mapping[int, _PlainLeaf]:
+    plain = _PLAIN_LEAVES.get(schema)
+    if plain is not None:
+        return plain
+    found: dict[int, _PlainLeaf] = {}
+    for named_type in schema.type_map.values():
+        if not is_object_type(named_type):
+            continue
+        assert isinstance(named_type, GraphQLObjectType)
+        for field in named_type.fields.values():
+            definition = (field.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+            return_type = field.type
+            non_null = isinstance(return_type, GraphQLNonNull)
+            inner = return_type.of_type if non_null else return_type
+            if (
+                isinstance(definition, StrawberryField)
+                # No resolver and no field extensions: Strawberry reads the attribute and
+                # never looks at the info (StrawberryField.is_basic_field), through its
+                # ``_get_basic_result``; a field whose errors an exception handler takes gets
+                # another resolver, which reads the info, and keeps graphql-core's path.
+                and definition.is_basic_field
+                and getattr(field.resolve, "_is_default", False) is True
+                and getattr(field.resolve, "__name__", "") == "_get_basic_result"
+                and not field.args
+                and is_leaf_type(inner)
+            ):
+                assert field.resolve is not None
+                found[id(field)] = _PlainLeaf(field.resolve, inner, non_null)
+    _PLAIN_LEAVES[schema] = found
+    return found
+
+
 class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """graphql-core gives every resolver's ``info`` helpers that are bound methods of the
     context: a cycle (context -> helpers -> context) that kept each request's whole execution
@@ -42,3 +102,52 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.async_helpers = GraphQLResolveInfoHelpers(gather=_gather, track=_Tracker(self))
+        self._plain_leaves = _plain_leaves(self.schema)
+        middleware = self.middleware_manager
+        self._plain_leaves_apply = middleware is None or not middleware.middlewares
+
+    def execute_field(
+        self,
+        parent_type: GraphQLObjectType,
+        source: Any,
+        field_details_list: FieldDetailsList,
+        path: Path,
+        position_context: Any,
+    ) -> Any:
+        """graphql-core's ``execute_field``, except that a plain leaf (an attribute holding a
+        scalar or enum, see ``_plain_leaves``) is completed without the resolve info
+        graphql-core builds for every field: neither Strawberry's resolver for it nor a leaf's
+        completion reads one. It was about a quarter of a page of accounts' CPU
+        (bench/PROFILE.md, tenth round). Errors take graphql-core's own path
+        (``handle_field_error``) with graphql-core's messages; a test compares answers with
+        and without this on every kind of leaf, null and error."""
+        node = field_details_list[0].node
+        field = self.schema.get_field(parent_type, node.name.value)
+        plain = self._plain_leaves.get(id(field)) if field is not None else None
+        if plain is None or node.arguments or not self._plain_leaves_apply:
+            return super().execute_field(
+                parent_type, source, field_details_list, path, position_context
+            )
+        assert field is not None
+        try:
+            result = plain.resolve(source, None)
+            if self.is_awaitable(result):
+                info = self.build_resolve_info(
+                    field, [details.node for details in field_details_list], parent_type, path
+                )
+                return self.complete_awaitable_value(
+                    field.type, field_details_list, info, path, result, position_context
+                )
+            if isinstance(result, Exception):
+                raise result
+            if result is None or result is Undefined:
+                if plain.non_null:
+                    raise TypeError(
+                        "Cannot return null for non-nullable field"
+                        f" {parent_type}.{node.name.value}."
+                    )
+                return None
+            return self.complete_leaf_value(plain.leaf_type, result)
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, field.type, field_details_list, path)
+            return None
