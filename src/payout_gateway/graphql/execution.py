@@ -46,9 +46,12 @@ class _Tracker:
 
 
 class _PlainLeaf(NamedTuple):
-    """A field Strawberry resolves by reading an attribute, whose value is a scalar or enum."""
+    """A field Strawberry resolves by reading an attribute, whose value is a scalar or enum:
+    ``read(source, attribute)`` is what its resolver returns (StrawberryField.get_result for
+    a field without a resolver: the schema's default resolver, ``getattr`` unless configured)."""
 
-    resolve: Callable[[Any, None], Any]
+    read: Callable[[Any, str], Any]
+    attribute: str
     leaf_type: GraphQLLeafType
     non_null: bool
 
@@ -86,8 +89,9 @@ def _plain_leaves(schema: GraphQLSchema) -> Mapping[int, _PlainLeaf]:
                 and not field.args
                 and is_leaf_type(inner)
             ):
-                assert field.resolve is not None
-                found[id(field)] = _PlainLeaf(field.resolve, inner, non_null)
+                found[id(field)] = _PlainLeaf(
+                    definition.default_resolver, definition.python_name, inner, non_null
+                )
     _PLAIN_LEAVES[schema] = found
     return found
 
@@ -130,7 +134,7 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
             )
         assert field is not None
         try:
-            result = plain.resolve(source, None)
+            result = plain.read(source, plain.attribute)
             if self.is_awaitable(result):
                 info = self.build_resolve_info(
                     field, [details.node for details in field_details_list], parent_type, path

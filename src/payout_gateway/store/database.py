@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, Engine, create_engine
+from sqlalchemy.engine import Connection, Engine, Row, create_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -73,7 +73,6 @@ from payout_gateway.store.loop_session import (
 )
 from payout_gateway.store.tables import (
     ApiKeyRow,
-    BankAccountRow,
     Base,
     IdempotencyRow,
     OrganizationRow,
@@ -413,13 +412,12 @@ _INSERT_STATUS_CHANGE = insert(_STATUS_CHANGES).inline()
 _HAS_BANK_ACCOUNTS = select(
     exists().where(_BANK_ACCOUNTS.c.organization_id == bindparam("organization_id"))
 )
-_BANK_ACCOUNTS_BY_IDS = (
-    select(BankAccountRow)
-    .where(
-        BankAccountRow.organization_id == bindparam("organization_id"),
-        BankAccountRow.id.in_(bindparam("ids", expanding=True)),
-    )
-    .execution_options(populate_existing=True)
+# Accounts are read as Core rows, not ORM objects: they are turned into domain objects at
+# once, and the ORM's per-row loading (identity map, instance state) was about a tenth of a
+# page of accounts' CPU (bench/PROFILE.md, tenth round).
+_BANK_ACCOUNTS_BY_IDS = select(_BANK_ACCOUNTS).where(
+    _BANK_ACCOUNTS.c.organization_id == bindparam("organization_id"),
+    _BANK_ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)),
 )
 
 
@@ -456,30 +454,22 @@ def _claim_idempotency_key(dialect: str) -> Insert:
 
 
 @functools.cache
-def _bank_account_page(*, by_status: bool, after: bool) -> Select[BankAccountRow]:
+def _bank_account_page(*, by_status: bool, after: bool) -> Select[Any]:
     """A page of an organization's accounts, newest first, ``limit`` rows: one statement per
     combination of filters, each built once."""
-    query = select(BankAccountRow).where(
-        BankAccountRow.organization_id == bindparam("organization_id")
-    )
+    columns = _BANK_ACCOUNTS.c
+    query = select(_BANK_ACCOUNTS).where(columns.organization_id == bindparam("organization_id"))
     if by_status:
-        query = query.where(BankAccountRow.status == bindparam("status"))
+        query = query.where(columns.status == bindparam("status"))
     if after:
         created_at: BindParameter[datetime] = bindparam("after_created_at")
         query = query.where(
             or_(
-                BankAccountRow.created_at < created_at,
-                and_(
-                    BankAccountRow.created_at == created_at,
-                    BankAccountRow.id < bindparam("after_id"),
-                ),
+                columns.created_at < created_at,
+                and_(columns.created_at == created_at, columns.id < bindparam("after_id")),
             )
         )
-    return (
-        query.order_by(BankAccountRow.created_at.desc(), BankAccountRow.id.desc())
-        .limit(bindparam("limit"))
-        .execution_options(populate_existing=True)
-    )
+    return query.order_by(columns.created_at.desc(), columns.id.desc()).limit(bindparam("limit"))
 
 
 # The objects whose status the pipeline moves: their table and their provider-id column.
@@ -627,7 +617,7 @@ class StoreSession:
         """One query for any number of ids; ids of other organizations are simply absent."""
         if not ids:
             return {}
-        rows = await self._session.scalars(
+        rows = await self._session.execute(
             _BANK_ACCOUNTS_BY_IDS, {"organization_id": organization_id, "ids": list(set(ids))}
         )
         return {row.id: _bank_account(row) for row in rows}
@@ -647,7 +637,7 @@ class StoreSession:
         if after is not None:
             params["after_created_at"], params["after_id"] = after
         query = _bank_account_page(by_status=status is not None, after=after is not None)
-        rows = list(await self._session.scalars(query, params))
+        rows = (await self._session.execute(query, params)).all()
         return [_bank_account(row) for row in itertools.islice(rows, first)], len(rows) > first
 
     async def has_bank_accounts(self, organization_id: str) -> bool:
@@ -1044,7 +1034,8 @@ def _api_key(row: ApiKeyRow) -> ApiKey:
     )
 
 
-def _bank_account(row: BankAccountRow) -> BankAccount:
+def _bank_account(row: Row[Any]) -> BankAccount:
+    """A bank_accounts row (all its columns) as the domain object."""
     return BankAccount.model_construct(
         id=row.id,
         organization_id=row.organization_id,
@@ -1061,7 +1052,7 @@ def _bank_account(row: BankAccountRow) -> BankAccount:
         status=BankAccountStatus(row.status),
         provider_status=row.provider_status,
         livemode=row.livemode,
-        metadata=dict(row.metadata_),
+        metadata=dict(row.metadata),
         created_at=row.created_at,
         updated_at=row.updated_at,
         status_changed_at=row.status_changed_at,
