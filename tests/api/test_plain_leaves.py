@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import strawberry
+from strawberry import relay
 from strawberry.scalars import JSON
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
@@ -75,6 +76,49 @@ SOURCES: dict[str, dict[str, Any]] = {
 FIELDS = "name nickname count ratio color maybeColor seenAt data flag shout"
 
 
+@strawberry.type
+class Thing(relay.Node):
+    id: relay.NodeID[str]
+    label: str
+
+
+@strawberry.type
+class SpecialThing(Thing):
+    """A subclass of a Node type handed back where a Thing is expected, with ids of its own
+    (Strawberry's resolver asks the root's class)."""
+
+    @classmethod
+    def resolve_id(cls, root: Thing, *, info: strawberry.Info) -> str:
+        return f"special-{root.id}"
+
+
+@strawberry.type
+class Custom(relay.Node):
+    id: relay.NodeID[str]
+
+    @classmethod
+    def resolve_id(cls, root: Custom, *, info: strawberry.Info) -> str:
+        return f"custom-{root.id}"
+
+
+async def _later_id() -> str:
+    await asyncio.sleep(0)
+    return "later"
+
+
+THING_IDS: dict[str, Any] = {
+    "a string": "t_1",
+    "a number": 42,
+    "none": None,
+    "an awaitable": "awaitable",
+}
+
+
+def _thing(kind: str) -> Thing:
+    node_id = _later_id() if kind == "an awaitable" else THING_IDS[kind]
+    return Thing(id=node_id, label=kind)
+
+
 def _schema(context: type[StrawberryGraphQLCoreExecutionContext]) -> strawberry.Schema:
     @strawberry.type
     class Query:
@@ -85,6 +129,16 @@ def _schema(context: type[StrawberryGraphQLCoreExecutionContext]) -> strawberry.
         @strawberry.field
         def strict_items(self, kind: str) -> list[Item]:
             return [Source(**SOURCES[kind]) for _ in range(2)]  # type: ignore[misc]
+
+        @strawberry.field
+        def things(self, kind: str) -> list[Thing | None]:
+            if kind == "a subclass":
+                return [SpecialThing(id="s_1", label=kind)]
+            return [_thing(kind), _thing("a string")]
+
+        @strawberry.field
+        def customs(self) -> list[Custom]:
+            return [Custom(id="1"), Custom(id="2")]
 
         @strawberry.field
         def item(self, kind: str) -> Item | None:
@@ -102,18 +156,40 @@ class GraphQLCoreOwnPath(AcyclicExecutionContext):
     execute_field = StrawberryGraphQLCoreExecutionContext.execute_field  # type: ignore[assignment]
 
 
+async def _same_answer_both_ways(query: str) -> list[dict[str, Any]]:
+    """Runs ``query`` with the short path and with graphql-core's own; asserts the same data
+    and errors (messages, locations, paths) and returns the errors."""
+    ours = await _schema(AcyclicExecutionContext).execute(query)
+    reference = await _schema(GraphQLCoreOwnPath).execute(query)
+    errors = [dict(error.formatted) for error in ours.errors or []]
+    assert ours.data == reference.data
+    assert errors == [dict(error.formatted) for error in reference.errors or []]
+    return errors
+
+
 @pytest.mark.parametrize("kind", list(SOURCES))
 @pytest.mark.parametrize("root", ["items", "strictItems", "item"])
 async def test_answers_equal_graphql_core_s_own(kind: str, root: str) -> None:
     query = f'{{ {root}(kind: "{kind}") {{ {FIELDS} }} alias: {root}(kind: "good") {{ name }} }}'
-    ours = await _schema(AcyclicExecutionContext).execute(query)
-    reference = await _schema(GraphQLCoreOwnPath).execute(query)
-    assert ours.data == reference.data
-    assert [error.formatted for error in ours.errors or []] == [
-        error.formatted for error in reference.errors or []
-    ]
+    errors = await _same_answer_both_ways(query)
     if kind != "good":
-        assert ours.errors or kind in {"null for a nullable", "an awaitable value"}
+        assert errors or kind in {"null for a nullable", "an awaitable value"}
+
+
+@pytest.mark.parametrize("kind", [*THING_IDS, "a subclass"])
+async def test_node_ids_equal_graphql_core_s_own(kind: str) -> None:
+    query = f'{{ things(kind: "{kind}") {{ id label }} customs {{ id }} }}'
+    errors = await _same_answer_both_ways(query)
+    assert bool(errors) is (kind == "none")
+
+
+def test_only_nodes_with_strawberry_s_own_ids_take_the_short_path() -> None:
+    graphql_schema = _schema(AcyclicExecutionContext)._schema
+    plain = _plain_leaves(graphql_schema)
+    thing = graphql_schema.type_map["Thing"].fields  # type: ignore[union-attr]
+    custom = graphql_schema.type_map["Custom"].fields  # type: ignore[union-attr]
+    assert plain[id(thing["id"])].node_type is Thing
+    assert id(custom["id"]) not in plain  # resolve_id overridden
 
 
 def test_the_gateway_s_plain_fields_take_the_short_path() -> None:
@@ -127,7 +203,7 @@ def test_the_gateway_s_plain_fields_take_the_short_path() -> None:
     account = graphql_schema.type_map["BankAccount"].fields  # type: ignore[union-attr]
     for name in ("last4", "holderName", "status", "isDefault", "createdAt", "metadata"):
         assert id(account[name]) in plain, name
-    # Resolved by Strawberry's relay resolver (reads the info) and an object: graphql-core's.
-    assert id(account["id"]) not in plain
+    assert plain[id(account["id"])].node_type is not None  # a relay GlobalID
+    # An object: graphql-core's path.
     success = graphql_schema.type_map["AddBankAccountSuccess"].fields  # type: ignore[union-attr]
     assert id(success["bankAccount"]) not in plain

@@ -20,6 +20,7 @@ from graphql import (
 from graphql.execution.collect_fields import FieldDetailsList
 from graphql.pyutils import Path, gather_with_cancel
 from graphql.type.definition import GraphQLResolveInfoHelpers
+from strawberry import relay
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
@@ -48,12 +49,54 @@ class _Tracker:
 class _PlainLeaf(NamedTuple):
     """A field Strawberry resolves by reading an attribute, whose value is a scalar or enum:
     ``read(source, attribute)`` is what its resolver returns (StrawberryField.get_result for
-    a field without a resolver: the schema's default resolver, ``getattr`` unless configured)."""
+    a field without a resolver: the schema's default resolver, ``getattr`` unless configured).
+
+    Or, with ``node_type`` set, the ``id`` of a relay Node whose id and type name are
+    Strawberry's own (``Node._id``): the GlobalID of the parent type's name and the value of
+    the Node's id attribute, for a source of exactly ``node_type``."""
 
     read: Callable[[Any, str], Any]
     attribute: str
     leaf_type: GraphQLLeafType
     non_null: bool
+    node_type: type[relay.Node] | None = None
+
+
+def _function_of(method: object) -> object:
+    """The function under a (class) method, None where there is none."""
+    return getattr(method, "__func__", None)
+
+
+# Strawberry's resolver of a Node's ``id`` and its defaults for the id and the type name. Looked
+# up defensively: if Strawberry renamed them, no field takes the short path.
+_NODE_ID_RESOLVER = _function_of(getattr(relay.Node, "_id", None))
+_NODE_DEFAULTS = (
+    _function_of(getattr(relay.Node, "resolve_id", None)),
+    _function_of(getattr(relay.Node, "resolve_typename", None)),
+)
+
+
+def _node_id_type(field: StrawberryField, parent: GraphQLObjectType) -> type[relay.Node] | None:
+    """The Node class whose ``id`` field ``field`` is, if Strawberry's ``Node._id`` resolves it
+    and the class resolves ids and type names as Node does; otherwise None."""
+    resolver = field.base_resolver
+    definition = (parent.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    origin = getattr(definition, "origin", None)
+    if (
+        _NODE_ID_RESOLVER is None
+        or resolver is None
+        or _function_of(resolver.wrapped_func) is not _NODE_ID_RESOLVER
+        or field.extensions
+        or not isinstance(origin, type)
+        or not issubclass(origin, relay.Node)
+        or (
+            _function_of(getattr(origin, "resolve_id", None)),
+            _function_of(getattr(origin, "resolve_typename", None)),
+        )
+        != _NODE_DEFAULTS
+    ):
+        return None
+    return origin
 
 
 # Per schema: id of a GraphQLField -> how to complete it without a resolve info. The schema keeps
@@ -68,6 +111,9 @@ def _plain_leaves(schema: GraphQLSchema) -> Mapping[int, _PlainLeaf]:
     if plain is not None:
         return plain
     found: dict[int, _PlainLeaf] = {}
+    strawberry_schema = getattr(schema, "_strawberry_schema", None)
+    # A schema's exception handlers wrap resolvers in code that reads the info.
+    handled = strawberry_schema is None or bool(strawberry_schema.exception_handlers)
     for named_type in schema.type_map.values():
         if not is_object_type(named_type):
             continue
@@ -91,6 +137,16 @@ def _plain_leaves(schema: GraphQLSchema) -> Mapping[int, _PlainLeaf]:
             ):
                 found[id(field)] = _PlainLeaf(
                     definition.default_resolver, definition.python_name, inner, non_null
+                )
+            elif (
+                isinstance(definition, StrawberryField)
+                and not handled
+                and not field.args
+                and is_leaf_type(inner)
+                and (node_type := _node_id_type(definition, named_type)) is not None
+            ):
+                found[id(field)] = _PlainLeaf(
+                    getattr, node_type.resolve_id_attr(), inner, non_null, node_type
                 )
     _PLAIN_LEAVES[schema] = found
     return found
@@ -133,6 +189,23 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 parent_type, source, field_details_list, path, position_context
             )
         assert field is not None
+        if plain.node_type is not None:
+            node_id = (
+                getattr(source, plain.attribute, None) if type(source) is plain.node_type else None
+            )
+            if node_id is None or self.is_awaitable(node_id):
+                # Not the plain case (a subclass, no id, an id still to come): Strawberry's
+                # resolver and graphql-core's path decide.
+                return super().execute_field(
+                    parent_type, source, field_details_list, path, position_context
+                )
+            try:
+                # What Node._id returns: the type name is the path's, i.e. the parent type's.
+                global_id = relay.GlobalID(type_name=parent_type.name, node_id=str(node_id))
+                return self.complete_leaf_value(plain.leaf_type, global_id)
+            except Exception as raw_error:
+                self.handle_field_error(raw_error, field.type, field_details_list, path)
+                return None
         try:
             result = plain.read(source, plain.attribute)
             if self.is_awaitable(result):
