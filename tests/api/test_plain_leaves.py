@@ -1,5 +1,6 @@
-"""Plain leaves (an attribute holding a scalar or enum) completed without a resolve info give
-graphql-core's own answers: values, nulls, errors, their messages and paths."""
+"""Plain leaves (an attribute holding a scalar or enum, a relay Node's id, ``__typename``)
+completed without a resolve info give graphql-core's own answers: values, nulls, errors, their
+messages and paths."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ SOURCES: dict[str, dict[str, Any]] = {
     "an exception as the value": {**GOOD, "nickname": ValueError("stored error")},
     "an awaitable value": {**GOOD, "nickname": None},
 }
-FIELDS = "name nickname count ratio color maybeColor seenAt data flag shout"
+FIELDS = "__typename name nickname count ratio color maybeColor seenAt data flag shout"
 
 
 @strawberry.type
@@ -170,7 +171,10 @@ async def _same_answer_both_ways(query: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("kind", list(SOURCES))
 @pytest.mark.parametrize("root", ["items", "strictItems", "item"])
 async def test_answers_equal_graphql_core_s_own(kind: str, root: str) -> None:
-    query = f'{{ {root}(kind: "{kind}") {{ {FIELDS} }} alias: {root}(kind: "good") {{ name }} }}'
+    query = (
+        f'{{ __typename {root}(kind: "{kind}") {{ {FIELDS} }} '
+        f'alias: {root}(kind: "good") {{ name }} }}'
+    )
     errors = await _same_answer_both_ways(query)
     if kind != "good":
         assert errors or kind in {"null for a nullable", "an awaitable value"}
@@ -178,7 +182,7 @@ async def test_answers_equal_graphql_core_s_own(kind: str, root: str) -> None:
 
 @pytest.mark.parametrize("kind", [*THING_IDS, "a subclass"])
 async def test_node_ids_equal_graphql_core_s_own(kind: str) -> None:
-    query = f'{{ things(kind: "{kind}") {{ id label }} customs {{ id }} }}'
+    query = f'{{ things(kind: "{kind}") {{ id label __typename }} customs {{ id }} }}'
     errors = await _same_answer_both_ways(query)
     assert bool(errors) is (kind == "none")
 

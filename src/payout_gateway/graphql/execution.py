@@ -13,6 +13,8 @@ from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLSchema,
+    GraphQLString,
+    TypeNameMetaFieldDef,
     Undefined,
     is_leaf_type,
     is_object_type,
@@ -157,7 +159,10 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
     context: a cycle (context -> helpers -> context) that kept each request's whole execution
     state, the GraphQL context, the HTTP request and response with it, alive until a
     collection of the cycle collector. Those collections were ~16 % of the gateway's CPU
-    (bench/PROFILE.md, sixth round). The same helpers without a strong reference back."""
+    (bench/PROFILE.md, sixth round). The same helpers without a strong reference back.
+
+    And fields whose resolvers never read the info are completed without building one (see
+    ``execute_field``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -174,8 +179,9 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         path: Path,
         position_context: Any,
     ) -> Any:
-        """graphql-core's ``execute_field``, except that a plain leaf (an attribute holding a
-        scalar or enum, see ``_plain_leaves``) is completed without the resolve info
+        """graphql-core's ``execute_field``, except that ``__typename`` and a plain leaf (an
+        attribute holding a scalar or enum, or a relay Node's id; see ``_plain_leaves``) are
+        completed without the resolve info
         graphql-core builds for every field: neither Strawberry's resolver for it nor a leaf's
         completion reads one. It was about a quarter of a page of accounts' CPU
         (bench/PROFILE.md, tenth round). Errors take graphql-core's own path
@@ -183,6 +189,9 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         and without this on every kind of leaf, null and error."""
         node = field_details_list[0].node
         field = self.schema.get_field(parent_type, node.name.value)
+        if field is TypeNameMetaFieldDef and self._plain_leaves_apply and not node.arguments:
+            # What its resolver returns (``info.parent_type.name``), completed as a String.
+            return self.complete_leaf_value(GraphQLString, parent_type.name)
         plain = self._plain_leaves.get(id(field)) if field is not None else None
         if plain is None or node.arguments or not self._plain_leaves_apply:
             return super().execute_field(
