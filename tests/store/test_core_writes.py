@@ -372,6 +372,23 @@ async def test_a_released_key_can_be_taken_over(store: Store) -> None:
     assert held is not None and held.locked_until == T0 and held.state == "started"
 
 
+async def test_json_columns_keep_what_they_were_given(store: Store) -> None:
+    # Written by orjson, with the standard library for what orjson refuses (an integer beyond
+    # 64 bits), and read back by orjson, on both backends.
+    result = {"id": "ba_1", "note": "ünïcode ✓", "nested": {"list": [1, 2.5, None, True]}}
+    huge = {"amount": 2**70}
+    await seed(store, "a")
+    for stored in (result, huge):
+        async with store.session() as session:
+            assert await session.claim_idempotency_key(idempotency_record())
+            await session.finish_idempotency_key("i_1", result=stored, expires_at=T0)
+        async with store.session(write=False) as session:
+            held = await session.get_idempotency_record("org_a", "k")
+        assert held is not None and held.result == stored
+        async with store.session() as session:
+            await session.delete_idempotency_key("i_1")
+
+
 async def test_a_webhook_outcome_is_updated_for_its_provider_only(store: Store) -> None:
     async with store.session() as session:
         for provider in (Provider.COMMET, Provider.PAYGENTIC):

@@ -3,7 +3,6 @@ authentication of WebSocket connections at ``connection_init``."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -23,6 +22,7 @@ from strawberry.types.unset import UnsetType
 
 from payout_gateway.domain.models import Organization
 from payout_gateway.graphql.context import GatewayContext
+from payout_gateway.json_text import json_text
 
 # (the connection, the value of an Authorization header) -> its organization, or None.
 Authenticator = Callable[[HTTPConnection, str], Awaitable[Organization | None]]
@@ -141,12 +141,9 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
     def encode_json(self, data: object) -> str:
         # A str, not bytes: Strawberry sends bytes over a WebSocket as binary frames, which
         # graphql-transport-ws does not allow.
-        try:
-            return orjson.dumps(data).decode()
-        except orjson.JSONEncodeError:
-            # What orjson refuses and the standard library writes (an integer beyond 64 bits
-            # in a JSON scalar): Strawberry's own encoding, rather than a 500.
-            return json.dumps(data, separators=(",", ":"))
+        # What orjson refuses (an integer beyond 64 bits in a JSON scalar) gets the standard
+        # library's encoding, as Strawberry's own would, rather than a 500.
+        return json_text(data)
 
     async def on_ws_connect(self, context: GatewayContext) -> UnsetType | dict[str, object] | None:
         """Decide the connection's organization from the ``connection_init`` payload.
