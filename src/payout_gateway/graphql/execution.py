@@ -125,28 +125,20 @@ def _plain_leaves(schema: GraphQLSchema) -> Mapping[int, _PlainLeaf]:
             return_type = field.type
             non_null = isinstance(return_type, GraphQLNonNull)
             inner = return_type.of_type if non_null else return_type
+            if not isinstance(definition, StrawberryField) or field.args or not is_leaf_type(inner):
+                continue
             if (
-                isinstance(definition, StrawberryField)
                 # No resolver and no field extensions: Strawberry reads the attribute and
                 # never looks at the info (StrawberryField.is_basic_field), through its
                 # ``_get_basic_result``; a field whose errors an exception handler takes gets
                 # another resolver, which reads the info, and keeps graphql-core's path.
-                and definition.is_basic_field
-                and getattr(field.resolve, "_is_default", False) is True
+                definition.is_basic_field
                 and getattr(field.resolve, "__name__", "") == "_get_basic_result"
-                and not field.args
-                and is_leaf_type(inner)
             ):
                 found[id(field)] = _PlainLeaf(
                     definition.default_resolver, definition.python_name, inner, non_null
                 )
-            elif (
-                isinstance(definition, StrawberryField)
-                and not handled
-                and not field.args
-                and is_leaf_type(inner)
-                and (node_type := _node_id_type(definition, named_type)) is not None
-            ):
+            elif not handled and (node_type := _node_id_type(definition, named_type)):
                 found[id(field)] = _PlainLeaf(
                     getattr, node_type.resolve_id_attr(), inner, non_null, node_type
                 )
@@ -181,12 +173,11 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
     ) -> Any:
         """graphql-core's ``execute_field``, except that ``__typename`` and a plain leaf (an
         attribute holding a scalar or enum, or a relay Node's id; see ``_plain_leaves``) are
-        completed without the resolve info
-        graphql-core builds for every field: neither Strawberry's resolver for it nor a leaf's
-        completion reads one. It was about a quarter of a page of accounts' CPU
-        (bench/PROFILE.md, tenth round). Errors take graphql-core's own path
-        (``handle_field_error``) with graphql-core's messages; a test compares answers with
-        and without this on every kind of leaf, null and error."""
+        completed without the resolve info graphql-core builds for every field: neither
+        Strawberry's resolver for it nor a leaf's completion reads one. It was about a quarter
+        of a page of accounts' CPU (bench/PROFILE.md, tenth round). Errors take graphql-core's
+        own path (``handle_field_error``) with graphql-core's messages; a test compares answers
+        with and without this on every kind of leaf, null and error."""
         node = field_details_list[0].node
         field = self.schema.get_field(parent_type, node.name.value)
         if field is TypeNameMetaFieldDef and self._plain_leaves_apply and not node.arguments:
@@ -198,6 +189,7 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 parent_type, source, field_details_list, path, position_context
             )
         assert field is not None
+        node_id: Any = None
         if plain.node_type is not None:
             node_id = (
                 getattr(source, plain.attribute, None) if type(source) is plain.node_type else None
@@ -208,15 +200,12 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 return super().execute_field(
                     parent_type, source, field_details_list, path, position_context
                 )
-            try:
-                # What Node._id returns: the type name is the path's, i.e. the parent type's.
-                global_id = relay.GlobalID(type_name=parent_type.name, node_id=str(node_id))
-                return self.complete_leaf_value(plain.leaf_type, global_id)
-            except Exception as raw_error:
-                self.handle_field_error(raw_error, field.type, field_details_list, path)
-                return None
         try:
-            result = plain.read(source, plain.attribute)
+            if plain.node_type is None:
+                result = plain.read(source, plain.attribute)
+            else:
+                # What Node._id returns: the type name is the path's, i.e. the parent type's.
+                result = relay.GlobalID(type_name=parent_type.name, node_id=str(node_id))
             if self.is_awaitable(result):
                 info = self.build_resolve_info(
                     field, [details.node for details in field_details_list], parent_type, path
