@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import sessionmaker
+from sqlalchemy.sql.dml import UpdateBase
 
 from payout_gateway.domain.enums import (
     AccountType,
@@ -593,7 +594,7 @@ class StoreSession:
     # bank accounts ------------------------------------------------------------------------
 
     async def add_bank_account(self, account: BankAccount) -> None:
-        await _insert_row(
+        await _write_row(
             self._session,
             _INSERT_BANK_ACCOUNT,
             {
@@ -650,7 +651,9 @@ class StoreSession:
 
     async def has_bank_accounts(self, organization_id: str) -> bool:
         """Whether the organization has any account: stops at the first row, unlike a count."""
-        found = await self._session.scalar(_HAS_BANK_ACCOUNTS, {"organization_id": organization_id})
+        found = await _read_value(
+            self._session, _HAS_BANK_ACCOUNTS, {"organization_id": organization_id}
+        )
         return bool(found)
 
     async def clear_default_bank_accounts(self, organization_id: str, except_id: str) -> None:
@@ -736,7 +739,7 @@ class StoreSession:
     # payouts ------------------------------------------------------------------------------
 
     async def add_payout(self, payout: Payout) -> None:
-        await _insert_row(
+        await _write_row(
             self._session,
             _INSERT_PAYOUT,
             {
@@ -887,7 +890,8 @@ class StoreSession:
 
     async def claim_idempotency_key(self, record: IdempotencyRecord) -> bool:
         """Insert the record; False when the organization already holds this key."""
-        result = await self._session.execute(
+        claimed = await _write_row(
+            self._session,
             _claim_idempotency_key(self._session.get_bind().dialect.name),
             {
                 "id": record.id,
@@ -903,7 +907,7 @@ class StoreSession:
                 "expires_at": record.expires_at,
             },
         )
-        return bool(getattr(result, "rowcount", 0))
+        return bool(claimed)
 
     async def get_idempotency_record(
         self, organization_id: str, key: str, *, lock: bool = False
@@ -932,7 +936,8 @@ class StoreSession:
     async def finish_idempotency_key(
         self, record_id: str, *, result: dict[str, Any], expires_at: datetime
     ) -> None:
-        await self._session.execute(
+        await _write_row(
+            self._session,
             _IDEMPOTENCY_KEY_BY_ID_UPDATE,
             {
                 "record_id": record_id,
@@ -944,12 +949,14 @@ class StoreSession:
 
     async def release_idempotency_key(self, record_id: str, *, at: datetime) -> None:
         """Let the next request with this key take over at once (it will reconcile)."""
-        await self._session.execute(
-            _IDEMPOTENCY_KEY_BY_ID_UPDATE, {"record_id": record_id, "locked_until": at}
+        await _write_row(
+            self._session,
+            _IDEMPOTENCY_KEY_BY_ID_UPDATE,
+            {"record_id": record_id, "locked_until": at},
         )
 
     async def delete_idempotency_key(self, record_id: str) -> None:
-        await self._session.execute(_DELETE_IDEMPOTENCY_KEY, {"record_id": record_id})
+        await _write_row(self._session, _DELETE_IDEMPOTENCY_KEY, {"record_id": record_id})
 
     async def purge_expired_idempotency_keys(self, now: datetime) -> int:
         result = await self._session.execute(
@@ -994,7 +1001,7 @@ class StoreSession:
         source: str,
         at: datetime,
     ) -> None:
-        await _insert_row(
+        await _write_row(
             self._session,
             _INSERT_STATUS_CHANGE,
             {
@@ -1085,13 +1092,24 @@ def _payout_account(row: PayoutAccountRow) -> PayoutAccountRecord:
     )
 
 
-async def _insert_row(session: SessionSurface, statement: Insert, row: dict[str, Any]) -> None:
-    """One row of a plain INSERT whose result nobody reads: past SQLAlchemy's execution on
-    a SQLite loop-thread session (``LoopThreadSession.insert_row``), through it otherwise."""
+async def _write_row(session: SessionSurface, statement: UpdateBase, row: dict[str, Any]) -> int:
+    """One row's INSERT, UPDATE or DELETE whose result is at most its row count: past
+    SQLAlchemy's execution on a SQLite loop-thread session (``LoopThreadSession.write_row``),
+    through it otherwise."""
     if isinstance(session, LoopThreadSession):
-        session.insert_row(statement, row)
-    else:
-        await session.execute(statement, row)
+        return session.write_row(statement, row)
+    result = await session.execute(statement, row)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def _read_value(
+    session: SessionSurface, statement: Select[Any], parameters: dict[str, Any]
+) -> Any:
+    """The first column of the statement's first row: past SQLAlchemy's execution on a SQLite
+    loop-thread session (``LoopThreadSession.read_value``), ``scalar`` otherwise."""
+    if isinstance(session, LoopThreadSession):
+        return session.read_value(statement, parameters)
+    return await session.scalar(statement, parameters)
 
 
 def _insert(session: SessionSurface) -> Any:

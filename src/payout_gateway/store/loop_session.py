@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol, Self, TypeVar
 
-from sqlalchemy import Connection, Engine, Executable, Insert, Result, ScalarResult
+from sqlalchemy import Connection, Engine, Executable, Result, ScalarResult, Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import UpdateBase
 
 _T = TypeVar("_T")
 # A result's rows as AsyncSession.execute types them when the statement's columns are unknown.
@@ -98,7 +99,7 @@ class LoopThreadSession:
         commits: Executor,
         statement_sent: Callable[[str], None] | None = None,
     ) -> None:
-        """``statement_sent`` hears of each statement that ``insert_row`` sends past
+        """``statement_sent`` hears of each statement that ``write_row`` sends past
         SQLAlchemy (its ``before_cursor_execute`` event does not)."""
         self.sync_session = session
         self._commits = commits
@@ -130,31 +131,57 @@ class LoopThreadSession:
     async def execute(self, statement: Executable, params: Any = None) -> AnyRows:
         return self.sync_session.execute(statement, params)
 
-    def insert_row(self, statement: Insert, row: Mapping[str, Any]) -> None:
-        """One row of a plain INSERT, compiled once per statement and set of columns and sent
-        to the driver as is.
+    def write_row(self, statement: UpdateBase, row: Mapping[str, Any]) -> int:
+        """One row's INSERT, UPDATE or DELETE, compiled once per statement and set of
+        parameters and sent to the driver as is; the number of rows it changed.
 
         ``Session.execute`` spends several times SQLite's own work on each execution of an
-        already compiled INSERT (the compiled-cache lookup, an execution context, events,
+        already compiled statement (the compiled-cache lookup, an execution context, events,
         result set-up): a Commet add's two rows took 492 µs of CPU per transaction that way
-        and 340 µs this way (32 callers). An INSERT this cannot send as is (Python-side
-        defaults, RETURNING) goes through the session. Errors are SQLAlchemy's, as
-        ``execute`` would raise them, without the parameters in their message."""
+        and 340 µs this way (32 callers). A statement this cannot send as is (Python-side
+        defaults, RETURNING, a literal bound in the statement) goes through the session.
+        Errors are SQLAlchemy's, as ``execute`` would raise them, without the parameters in
+        their message."""
         connection = self.sync_session.connection()
-        prepared = prepared_insert(statement, tuple(row), connection.dialect)
+        prepared = prepared_write(statement, tuple(row), connection.dialect)
         if prepared is None:
-            self.sync_session.execute(statement, dict(row))
-            return
+            result = self.sync_session.execute(statement, dict(row))
+            return int(getattr(result, "rowcount", 0) or 0)
         values = prepared.values(row)
         driver = _driver_of(connection)
         if self._statement_sent is not None:
             self._statement_sent(prepared.sql)
         try:
-            driver.execute(prepared.sql, values)
+            return driver.execute(prepared.sql, values).rowcount
         except sqlite3.Error as error:
             raise DBAPIError.instance(
                 prepared.sql, values, error, sqlite3.Error, hide_parameters=True
             ) from error
+
+    def read_value(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Any:
+        """The first column of a SELECT's first row (None without rows), compiled once per
+        statement and set of parameters and sent to the driver as is: ``Session.scalar``'s
+        answer without its execution pipeline (see ``write_row``), the column's type
+        converting the value as it would. A statement this cannot send as is goes through the
+        session."""
+        connection = self.sync_session.connection()
+        prepared = prepared_read(statement, tuple(parameters), connection.dialect)
+        if prepared is None:
+            return self.sync_session.scalar(statement, dict(parameters))
+        values = prepared.values(parameters)
+        driver = _driver_of(connection)
+        if self._statement_sent is not None:
+            self._statement_sent(prepared.sql)
+        try:
+            row = driver.execute(prepared.sql, values).fetchone()
+        except sqlite3.Error as error:
+            raise DBAPIError.instance(
+                prepared.sql, values, error, sqlite3.Error, hide_parameters=True
+            ) from error
+        if row is None:
+            return None
+        value = row[0]
+        return value if prepared.convert_result is None else prepared.convert_result(value)
 
     def get_bind(self) -> Engine | Connection:
         return self.sync_session.get_bind()
@@ -256,9 +283,9 @@ def _driver_of(connection: Connection) -> sqlite3.Connection:
 
 
 @dataclass(frozen=True, slots=True)
-class PreparedInsert:
-    """An INSERT as SQLite's driver takes it: the SQL, and per positional parameter its column
-    and the type's conversion of a value (None: the value as is)."""
+class PreparedWrite:
+    """An INSERT, UPDATE or DELETE as SQLite's driver takes it: the SQL, and per positional
+    parameter its name and the type's conversion of a value (None: the value as is)."""
 
     sql: str
     columns: tuple[tuple[str, Callable[[Any], Any] | None], ...]
@@ -270,23 +297,59 @@ class PreparedInsert:
 
 
 @lru_cache(maxsize=64)
-def prepared_insert(
-    statement: Insert, columns: Sequence[str], dialect: Dialect
-) -> PreparedInsert | None:
-    """``statement`` compiled for ``dialect`` with values for ``columns``; None when it needs
-    more than those values at execution (a default computed in Python, a fetch of what the
-    database generated)."""
-    compiled = statement.compile(dialect=dialect, column_keys=list(columns))
+def prepared_write(
+    statement: UpdateBase, parameters: Sequence[str], dialect: Dialect
+) -> PreparedWrite | None:
+    """``statement`` compiled for ``dialect`` with ``parameters`` (an INSERT's or UPDATE's
+    column values and the statement's bound parameters); None when it needs more than those
+    at execution (a default computed in Python, a literal bound in the statement, a fetch of
+    what the database generated)."""
+    compiled = statement.compile(dialect=dialect, column_keys=list(parameters))
     assert isinstance(compiled, SQLCompiler)
     order = compiled.positiontup
-    # A default computed in Python shows as a parameter beyond ``columns``.
-    if order is None or compiled.effective_returning or sorted(order) != sorted(columns):
+    # A default computed in Python or a literal shows as a parameter beyond ``parameters``.
+    if order is None or compiled.effective_returning or sorted(order) != sorted(parameters):
         return None
     conversions = []
     for name in order:
         type_ = compiled.binds[name].type
         conversions.append((name, type_.dialect_impl(dialect).bind_processor(dialect)))
-    return PreparedInsert(compiled.string, tuple(conversions))
+    return PreparedWrite(compiled.string, tuple(conversions))
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRead:
+    """A SELECT as SQLite's driver takes it (see ``PreparedWrite``), and the conversion of
+    its first column's value (None: the value as is)."""
+
+    sql: str
+    parameters: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+    convert_result: Callable[[Any], Any] | None
+
+    def values(self, parameters: Mapping[str, Any]) -> list[Any]:
+        return [
+            parameters[name] if convert is None else convert(parameters[name])
+            for name, convert in self.parameters
+        ]
+
+
+@lru_cache(maxsize=64)
+def prepared_read(
+    statement: Select[Any], parameters: Sequence[str], dialect: Dialect
+) -> PreparedRead | None:
+    """``statement`` compiled for ``dialect``; None when its bound parameters are not
+    exactly ``parameters`` (a literal bound in the statement, a parameter missing)."""
+    compiled = statement.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
+    order = compiled.positiontup
+    if order is None or sorted(order) != sorted(parameters):
+        return None
+    conversions = []
+    for name in order:
+        type_ = compiled.binds[name].type
+        conversions.append((name, type_.dialect_impl(dialect).bind_processor(dialect)))
+    first = statement.selected_columns[0].type.dialect_impl(dialect)
+    return PreparedRead(compiled.string, tuple(conversions), first.result_processor(dialect, None))
 
 
 def _commit_or_roll_back(session: Session, driver: sqlite3.Connection) -> None:
