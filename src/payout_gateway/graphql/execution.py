@@ -1,18 +1,22 @@
 """graphql-core's execution context without its reference cycle, so a request's state is freed
-as soon as the request ends instead of waiting for the cycle collector, and without a resolve
-info built for fields that never read one."""
+as soon as the request ends instead of waiting for the cycle collector, without a resolve info
+built for fields that never read one, and with a document's subfield collections kept across
+requests."""
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from graphql import (
+    GraphQLField,
     GraphQLLeafType,
     GraphQLNonNull,
     GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLResolveInfo,
     GraphQLSchema,
     GraphQLString,
     TypeNameMetaFieldDef,
@@ -63,13 +67,18 @@ class _PlainLeaf(NamedTuple):
 
     Or, with ``node_type`` set, the ``id`` of a relay Node whose id and type name are
     Strawberry's own (``Node._id``): the GlobalID of the parent type's name and the value of
-    the Node's id attribute, for a source of exactly ``node_type``."""
+    the Node's id attribute, for a source of exactly ``node_type``.
+
+    Or, with ``object_type`` set (``leaf_type`` then None), an attribute holding an object
+    whose type checks its values, if at all, with Strawberry's own ``is_type_of`` (an
+    isinstance that ignores the info)."""
 
     read: Callable[[Any, str], Any]
     attribute: str
-    leaf_type: GraphQLLeafType
+    leaf_type: GraphQLLeafType | None
     non_null: bool
     node_type: type[relay.Node] | None = None
+    object_type: GraphQLObjectType | None = None
 
 
 def _function_of(method: object) -> object:
@@ -133,15 +142,28 @@ def _plain_leaves(schema: GraphQLSchema) -> Mapping[int, _PlainLeaf]:
             return_type = field.type
             non_null = isinstance(return_type, GraphQLNonNull)
             inner = return_type.of_type if non_null else return_type
-            if not isinstance(definition, StrawberryField) or field.args or not is_leaf_type(inner):
+            if not isinstance(definition, StrawberryField) or field.args:
                 continue
+            if is_object_type(inner):
+                assert isinstance(inner, GraphQLObjectType)
+                if _is_basic(definition, field) and _checks_itself(inner):
+                    found[id(field)] = _PlainLeaf(
+                        definition.default_resolver,
+                        definition.python_name,
+                        None,
+                        non_null,
+                        object_type=inner,
+                    )
+                continue
+            if not is_leaf_type(inner):
+                continue
+            assert isinstance(inner, GraphQLLeafType)
             if (
                 # No resolver and no field extensions: Strawberry reads the attribute and
                 # never looks at the info (StrawberryField.is_basic_field), through its
                 # ``_get_basic_result``; a field whose errors an exception handler takes gets
                 # another resolver, which reads the info, and keeps graphql-core's path.
-                definition.is_basic_field
-                and getattr(field.resolve, "__name__", "") == "_get_basic_result"
+                _is_basic(definition, field)
             ):
                 found[id(field)] = _PlainLeaf(
                     definition.default_resolver, definition.python_name, inner, non_null
@@ -214,6 +236,25 @@ def _holds(node: Node, kinds: tuple[type[Node], ...]) -> bool:
     return False
 
 
+def _is_basic(definition: StrawberryField, field: GraphQLField) -> bool:
+    """No resolver and no field extensions: Strawberry reads the attribute and never looks at
+    the info (StrawberryField.is_basic_field), through its ``_get_basic_result``. A field whose
+    errors an exception handler takes gets another resolver, which reads the info, and keeps
+    graphql-core's path."""
+    return definition.is_basic_field and (
+        getattr(field.resolve, "__name__", "") == "_get_basic_result"
+    )
+
+
+def _checks_itself(object_type: GraphQLObjectType) -> bool:
+    """Whether completing a value of ``object_type`` reads no resolve info: no ``is_type_of``,
+    or the one Strawberry generates (an isinstance; its ``_info`` parameter unused)."""
+    is_type_of = object_type.is_type_of
+    return is_type_of is None or getattr(is_type_of, "__qualname__", "").endswith(
+        "_get_is_type_of.<locals>.is_type_of"
+    )
+
+
 class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """graphql-core gives every resolver's ``info`` helpers that are bound methods of the
     context: a cycle (context -> helpers -> context) that kept each request's whole execution
@@ -264,11 +305,12 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         path: Path,
         position_context: Any,
     ) -> Any:
-        """graphql-core's ``execute_field``, except that ``__typename`` and a plain leaf (an
-        attribute holding a scalar or enum, or a relay Node's id; see ``_plain_leaves``) are
-        completed without the resolve info graphql-core builds for every field: neither
-        Strawberry's resolver for it nor a leaf's completion reads one. It was about a quarter
-        of a page of accounts' CPU (bench/PROFILE.md, tenth round). Errors take graphql-core's
+        """graphql-core's ``execute_field``, except that ``__typename`` and a plain field (an
+        attribute holding a scalar, an enum or an object, or a relay Node's id; see
+        ``_plain_leaves``) are completed without the resolve info graphql-core builds for every
+        field: neither Strawberry's resolver for it nor its completion reads one (an object's
+        subfields are executed as graphql-core executes them). It was about a quarter of a page
+        of accounts' CPU (bench/PROFILE.md, tenth round). Errors take graphql-core's
         own path (``handle_field_error``) with graphql-core's messages; a test compares answers
         with and without this on every kind of leaf, null and error."""
         node = field_details_list[0].node
@@ -315,7 +357,38 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
                         f" {parent_type}.{node.name.value}."
                     )
                 return None
-            return self.complete_leaf_value(plain.leaf_type, result)
+            if plain.leaf_type is not None:
+                return self.complete_leaf_value(plain.leaf_type, result)
+            object_type = plain.object_type
+            assert object_type is not None
+            # Strawberry's own is_type_of never reads its info (see _checks_itself).
+            no_info = cast("GraphQLResolveInfo[Any]", None)
+            if object_type.is_type_of is not None and not object_type.is_type_of(result, no_info):
+                # graphql-core's error for a value of another type, from its own path.
+                return super().execute_field(
+                    parent_type, source, field_details_list, path, position_context
+                )
+            completed = self.collect_and_execute_subfields(
+                object_type, field_details_list, path, result, position_context
+            )
+            if self.is_awaitable(completed):
+                return self._field_errors_handled(completed, field.type, field_details_list, path)
+            return completed
         except Exception as raw_error:
             self.handle_field_error(raw_error, field.type, field_details_list, path)
+            return None
+
+    async def _field_errors_handled(
+        self,
+        completed: Awaitable[Any],
+        return_type: GraphQLOutputType,
+        field_details_list: FieldDetailsList,
+        path: Path,
+    ) -> Any:
+        """``completed``'s value, or None with its error handled as the field's: how
+        graphql-core's ``execute_field`` awaits a completion."""
+        try:
+            return await completed
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, field_details_list, path)
             return None
