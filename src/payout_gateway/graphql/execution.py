@@ -60,7 +60,7 @@ class _Tracker:
         context.track_async_work(values)
 
 
-class _PlainLeaf(NamedTuple):
+class _PlainField(NamedTuple):
     """A field Strawberry resolves by reading an attribute, whose value is a scalar or enum:
     ``read(source, attribute)`` is what its resolver returns (StrawberryField.get_result for
     a field without a resolver: the schema's default resolver, ``getattr`` unless configured).
@@ -120,16 +120,16 @@ def _node_id_type(field: StrawberryField, parent: GraphQLObjectType) -> type[rel
 
 # Per schema: id of a GraphQLField -> how to complete it without a resolve info. The schema keeps
 # its fields alive, so an id here never names another field.
-_PLAIN_LEAVES: weakref.WeakKeyDictionary[GraphQLSchema, Mapping[int, _PlainLeaf]] = (
+_PLAIN_FIELDS: weakref.WeakKeyDictionary[GraphQLSchema, Mapping[int, _PlainField]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _plain_leaves(schema: GraphQLSchema) -> Mapping[int, _PlainLeaf]:
-    plain = _PLAIN_LEAVES.get(schema)
+def _plain_fields(schema: GraphQLSchema) -> Mapping[int, _PlainField]:
+    plain = _PLAIN_FIELDS.get(schema)
     if plain is not None:
         return plain
-    found: dict[int, _PlainLeaf] = {}
+    found: dict[int, _PlainField] = {}
     strawberry_schema = getattr(schema, "_strawberry_schema", None)
     # A schema's exception handlers wrap resolvers in code that reads the info.
     handled = strawberry_schema is None or bool(strawberry_schema.exception_handlers)
@@ -147,7 +147,7 @@ def _plain_leaves(schema: GraphQLSchema) -> Mapping[int, _PlainLeaf]:
             if is_object_type(inner):
                 assert isinstance(inner, GraphQLObjectType)
                 if _is_basic(definition, field) and _checks_itself(inner):
-                    found[id(field)] = _PlainLeaf(
+                    found[id(field)] = _PlainField(
                         definition.default_resolver,
                         definition.python_name,
                         None,
@@ -165,14 +165,14 @@ def _plain_leaves(schema: GraphQLSchema) -> Mapping[int, _PlainLeaf]:
                 # another resolver, which reads the info, and keeps graphql-core's path.
                 _is_basic(definition, field)
             ):
-                found[id(field)] = _PlainLeaf(
+                found[id(field)] = _PlainField(
                     definition.default_resolver, definition.python_name, inner, non_null
                 )
             elif not handled and (node_type := _node_id_type(definition, named_type)):
-                found[id(field)] = _PlainLeaf(
+                found[id(field)] = _PlainField(
                     getattr, node_type.resolve_id_attr(), inner, non_null, node_type
                 )
-    _PLAIN_LEAVES[schema] = found
+    _PLAIN_FIELDS[schema] = found
     return found
 
 
@@ -268,9 +268,9 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.async_helpers = GraphQLResolveInfoHelpers(gather=_gather, track=_Tracker(self))
-        self._plain_leaves = _plain_leaves(self.schema)
+        self._plain_fields = _plain_fields(self.schema)
         middleware = self.middleware_manager
-        self._plain_leaves_apply = middleware is None or not middleware.middlewares
+        self._plain_fields_apply = middleware is None or not middleware.middlewares
         self._subfields = _PER_OPERATION.subfields(
             self.operation, [details.definition for details in self.fragments.values()]
         )
@@ -307,7 +307,7 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
     ) -> Any:
         """graphql-core's ``execute_field``, except that ``__typename`` and a plain field (an
         attribute holding a scalar, an enum or an object, or a relay Node's id; see
-        ``_plain_leaves``) are completed without the resolve info graphql-core builds for every
+        ``_plain_fields``) are completed without the resolve info graphql-core builds for every
         field: neither Strawberry's resolver for it nor its completion reads one (an object's
         subfields are executed as graphql-core executes them). It was about a quarter of a page
         of accounts' CPU (bench/PROFILE.md, tenth round). Errors take graphql-core's
@@ -315,11 +315,11 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         with and without this on every kind of leaf, null and error."""
         node = field_details_list[0].node
         field = self.schema.get_field(parent_type, node.name.value)
-        if field is TypeNameMetaFieldDef and self._plain_leaves_apply and not node.arguments:
+        if field is TypeNameMetaFieldDef and self._plain_fields_apply and not node.arguments:
             # What its resolver returns (``info.parent_type.name``), completed as a String.
             return self.complete_leaf_value(GraphQLString, parent_type.name)
-        plain = self._plain_leaves.get(id(field)) if field is not None else None
-        if plain is None or node.arguments or not self._plain_leaves_apply:
+        plain = self._plain_fields.get(id(field)) if field is not None else None
+        if plain is None or node.arguments or not self._plain_fields_apply:
             return super().execute_field(
                 parent_type, source, field_details_list, path, position_context
             )

@@ -15,7 +15,7 @@ from strawberry import relay
 from strawberry.scalars import JSON
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from payout_gateway.graphql.execution import AcyclicExecutionContext, _plain_leaves
+from payout_gateway.graphql.execution import AcyclicExecutionContext, _plain_fields
 from payout_gateway.graphql.schema import build_schema
 
 
@@ -275,7 +275,7 @@ async def test_node_ids_equal_graphql_core_s_own(kind: str) -> None:
 
 def test_only_nodes_with_strawberry_s_own_ids_take_the_short_path() -> None:
     graphql_schema = _schema(AcyclicExecutionContext)._schema
-    plain = _plain_leaves(graphql_schema)
+    plain = _plain_fields(graphql_schema)
     thing = graphql_schema.type_map["Thing"].fields  # type: ignore[union-attr]
     custom = graphql_schema.type_map["Custom"].fields  # type: ignore[union-attr]
     assert plain[id(thing["id"])].node_type is Thing
@@ -289,7 +289,7 @@ def test_the_gateway_s_plain_fields_take_the_short_path() -> None:
         introspection=True, field_suggestions=True, max_depth=10, max_tokens=1000, max_aliases=10
     )
     graphql_schema = schema._schema
-    plain = _plain_leaves(graphql_schema)
+    plain = _plain_fields(graphql_schema)
     account = graphql_schema.type_map["BankAccount"].fields  # type: ignore[union-attr]
     for name in ("last4", "holderName", "status", "isDefault", "createdAt", "metadata"):
         assert id(account[name]) in plain, name
