@@ -314,22 +314,25 @@ async def test_a_query_naming_100_accounts_is_one_store_read(
         ids.append(created["data"]["addBankAccount"]["bankAccount"]["id"])
     calls_before = dict(fakes[Provider.COMMET].calls)
     aliases = " ".join(f'a{n}: bankAccount(id: "{i}") {{ last4 }}' for n, i in enumerate(ids))
-    # Each query runs twice and the second is counted: the first leaves the caller's API key
-    # fresh in the authentication cache (its entries last 5 s from their lookup, which 100
-    # adds on a slow machine can outlast), so the count is the query's own.
-    await gql(gw, f"{{ {aliases} }}")
-    before = gw.state.store.statements
-    body = await gql(gw, f"{{ {aliases} }}")
-    # One SELECT for the 100 accounts.
-    assert gw.state.store.statements - before == 1
-    assert len(body["data"]) == 100
-    assert all(value is not None for value in body["data"].values())
     by_ids = "query($ids: [ID!]!) { nodes(ids: $ids) { id } }"
-    await gql(gw, by_ids, {"ids": ids})
-    before = gw.state.store.statements
-    nodes = await gql(gw, by_ids, {"ids": ids})
-    assert gw.state.store.statements - before == 1
-    assert len(nodes["data"]["nodes"]) == 100
+
+    async def own_statements(query: str, variables: dict[str, Any] | None = None) -> int:
+        """The statements one run of ``query`` sends. The store's counter is the process's:
+        the status refresher (every 5 s) or an expired authentication-cache entry can land in
+        a run's window and only ever add, so the fewest over three runs is the query's own."""
+        counts = []
+        for _ in range(3):
+            before = gw.state.store.statements
+            body = await gql(gw, query, variables)
+            counts.append(gw.state.store.statements - before)
+            answers = list(body["data"].values())
+            answers = answers[0] if len(answers) == 1 else answers
+            assert len(answers) == 100 and all(answer is not None for answer in answers)
+        return min(counts)
+
+    # One SELECT for the 100 accounts, named by aliases or by a list of ids.
+    assert await own_statements(f"{{ {aliases} }}") == 1
+    assert await own_statements(by_ids, {"ids": ids}) == 1
     assert dict(fakes[Provider.COMMET].calls) == calls_before
 
 
