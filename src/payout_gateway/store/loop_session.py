@@ -147,16 +147,7 @@ class LoopThreadSession:
         if prepared is None:
             result = self.sync_session.execute(statement, dict(row))
             return int(getattr(result, "rowcount", 0) or 0)
-        values = prepared.values(row)
-        driver = _driver_of(connection)
-        if self._statement_sent is not None:
-            self._statement_sent(prepared.sql)
-        try:
-            return driver.execute(prepared.sql, values).rowcount
-        except sqlite3.Error as error:
-            raise DBAPIError.instance(
-                prepared.sql, values, error, sqlite3.Error, hide_parameters=True
-            ) from error
+        return self._send(connection, prepared, row).rowcount
 
     def read_value(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Any:
         """The first column of a SELECT's first row (None without rows), compiled once per
@@ -168,20 +159,26 @@ class LoopThreadSession:
         prepared = prepared_read(statement, tuple(parameters), connection.dialect)
         if prepared is None:
             return self.sync_session.scalar(statement, dict(parameters))
-        values = prepared.values(parameters)
-        driver = _driver_of(connection)
-        if self._statement_sent is not None:
-            self._statement_sent(prepared.sql)
-        try:
-            row = driver.execute(prepared.sql, values).fetchone()
-        except sqlite3.Error as error:
-            raise DBAPIError.instance(
-                prepared.sql, values, error, sqlite3.Error, hide_parameters=True
-            ) from error
+        row = self._send(connection, prepared, parameters).fetchone()
         if row is None:
             return None
         value = row[0]
         return value if prepared.convert_result is None else prepared.convert_result(value)
+
+    def _send(
+        self, connection: Connection, prepared: PreparedStatement, parameters: Mapping[str, Any]
+    ) -> sqlite3.Cursor:
+        """The prepared statement to the driver, heard of by ``statement_sent``; its errors
+        SQLAlchemy's, as ``execute`` would raise them, without the values in their message."""
+        values = prepared.values(parameters)
+        if self._statement_sent is not None:
+            self._statement_sent(prepared.sql)
+        try:
+            return _driver_of(connection).execute(prepared.sql, values)
+        except sqlite3.Error as error:
+            raise DBAPIError.instance(
+                prepared.sql, values, error, sqlite3.Error, hide_parameters=True
+            ) from error
 
     def get_bind(self) -> Engine | Connection:
         return self.sync_session.get_bind()
@@ -283,17 +280,23 @@ def _driver_of(connection: Connection) -> sqlite3.Connection:
 
 
 @dataclass(frozen=True, slots=True)
-class PreparedWrite:
-    """An INSERT, UPDATE or DELETE as SQLite's driver takes it: the SQL, and per positional
-    parameter its name and the type's conversion of a value (None: the value as is)."""
+class PreparedStatement:
+    """A statement as SQLite's driver takes it: the SQL, and per positional parameter its name
+    and the type's conversion of a value (None: the value as is)."""
 
     sql: str
-    columns: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+    parameters: tuple[tuple[str, Callable[[Any], Any] | None], ...]
 
     def values(self, row: Mapping[str, Any]) -> list[Any]:
         return [
-            row[name] if convert is None else convert(row[name]) for name, convert in self.columns
+            row[name] if convert is None else convert(row[name])
+            for name, convert in self.parameters
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedWrite(PreparedStatement):
+    """An INSERT, UPDATE or DELETE."""
 
 
 @lru_cache(maxsize=64)
@@ -310,27 +313,14 @@ def prepared_write(
     # A default computed in Python or a literal shows as a parameter beyond ``parameters``.
     if order is None or compiled.effective_returning or sorted(order) != sorted(parameters):
         return None
-    conversions = []
-    for name in order:
-        type_ = compiled.binds[name].type
-        conversions.append((name, type_.dialect_impl(dialect).bind_processor(dialect)))
-    return PreparedWrite(compiled.string, tuple(conversions))
+    return PreparedWrite(compiled.string, _bind_conversions(compiled, order, dialect))
 
 
 @dataclass(frozen=True, slots=True)
-class PreparedRead:
-    """A SELECT as SQLite's driver takes it (see ``PreparedWrite``), and the conversion of
-    its first column's value (None: the value as is)."""
+class PreparedRead(PreparedStatement):
+    """A SELECT, and the conversion of its first column's value (None: the value as is)."""
 
-    sql: str
-    parameters: tuple[tuple[str, Callable[[Any], Any] | None], ...]
     convert_result: Callable[[Any], Any] | None
-
-    def values(self, parameters: Mapping[str, Any]) -> list[Any]:
-        return [
-            parameters[name] if convert is None else convert(parameters[name])
-            for name, convert in self.parameters
-        ]
 
 
 @lru_cache(maxsize=64)
@@ -344,12 +334,22 @@ def prepared_read(
     order = compiled.positiontup
     if order is None or sorted(order) != sorted(parameters):
         return None
-    conversions = []
-    for name in order:
-        type_ = compiled.binds[name].type
-        conversions.append((name, type_.dialect_impl(dialect).bind_processor(dialect)))
     first = statement.selected_columns[0].type.dialect_impl(dialect)
-    return PreparedRead(compiled.string, tuple(conversions), first.result_processor(dialect, None))
+    return PreparedRead(
+        compiled.string,
+        _bind_conversions(compiled, order, dialect),
+        first.result_processor(dialect, None),
+    )
+
+
+def _bind_conversions(
+    compiled: SQLCompiler, order: Sequence[str], dialect: Dialect
+) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
+    """Per positional parameter of ``compiled``: its name and its type's bind conversion."""
+    return tuple(
+        (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+        for name in order
+    )
 
 
 def _commit_or_roll_back(session: Session, driver: sqlite3.Connection) -> None:
