@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 from bench.compare import python_path, tree
-from bench.load import perf_counts_instructions
+from bench.load import perf_count, perf_counts_instructions
 from bench.stack import COMMET_KEY, HOST, ROOT, _clean_env, free_port, start, wait_ready
 
 TOTALS = re.compile(r"^totals:\s+(\d+)", re.MULTILINE)
@@ -82,11 +82,10 @@ class _PerfPhase:
     def stop(self) -> int:
         self._counter.send_signal(signal.SIGINT)
         _, output = self._counter.communicate(timeout=30)
-        for line in output.splitlines():
-            fields = line.split(",")
-            if len(fields) > 2 and fields[2].startswith("instructions") and fields[0].isdigit():
-                return int(fields[0])
-        raise RuntimeError(f"perf stat counted nothing: {output[-500:]}")
+        count = perf_count(output)
+        if count is None:
+            raise RuntimeError(f"perf stat counted nothing: {output[-500:]}")
+        return count
 
 
 async def child(

@@ -124,10 +124,11 @@ def perf_counts_instructions() -> bool:
         text=True,
         check=False,
     )
-    return probe.returncode == 0 and _perf_count(probe.stderr) is not None
+    return probe.returncode == 0 and perf_count(probe.stderr) is not None
 
 
-def _perf_count(output: str) -> int | None:
+def perf_count(output: str) -> int | None:
+    """The instructions count in ``perf stat -x,`` output, None without one."""
     for line in output.splitlines():
         fields = line.split(",")
         if len(fields) > 2 and fields[2].startswith("instructions") and fields[0].isdigit():
@@ -162,7 +163,7 @@ def _instructions(pids: Mapping[str, int]) -> Iterator[dict[str, int]]:
         for name, counter in counters.items():
             counter.send_signal(signal.SIGINT)
             _, output = counter.communicate(timeout=30)
-            count = _perf_count(output)
+            count = perf_count(output)
             if count is not None:
                 counted[name] = count
 

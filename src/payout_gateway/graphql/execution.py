@@ -24,10 +24,9 @@ from graphql import (
     is_leaf_type,
     is_object_type,
 )
-from graphql.execution.collect_fields import CollectedFields, FieldDetailsList
+from graphql.execution.collect_fields import CollectedFields, FieldDetailsList, FragmentDetails
 from graphql.language import (
     DirectiveNode,
-    FragmentDefinitionNode,
     Node,
     OperationDefinitionNode,
     VariableDefinitionNode,
@@ -158,13 +157,7 @@ def _plain_fields(schema: GraphQLSchema) -> Mapping[int, _PlainField]:
             if not is_leaf_type(inner):
                 continue
             assert isinstance(inner, GraphQLLeafType)
-            if (
-                # No resolver and no field extensions: Strawberry reads the attribute and
-                # never looks at the info (StrawberryField.is_basic_field), through its
-                # ``_get_basic_result``; a field whose errors an exception handler takes gets
-                # another resolver, which reads the info, and keeps graphql-core's path.
-                _is_basic(definition, field)
-            ):
+            if _is_basic(definition, field):
                 found[id(field)] = _PlainField(
                     definition.default_resolver, definition.python_name, inner, non_null
                 )
@@ -197,7 +190,7 @@ class _PerOperation:
         ] = {}
 
     def subfields(
-        self, operation: OperationDefinitionNode, fragments: Sequence[FragmentDefinitionNode]
+        self, operation: OperationDefinitionNode, fragments: Mapping[str, FragmentDetails]
     ) -> _SubfieldsOfOperation | None:
         """The operation's subfield collections; None if what is collected may depend on the
         request: a directive anywhere in what it selects (``@skip``/``@include`` read
@@ -207,7 +200,8 @@ class _PerOperation:
         if entry is not None and entry[0]() is operation:
             return entry[1]
         cacheable = not _holds(operation.selection_set, (DirectiveNode,)) and not any(
-            _holds(fragment, (DirectiveNode, VariableDefinitionNode)) for fragment in fragments
+            _holds(fragment.definition, (DirectiveNode, VariableDefinitionNode))
+            for fragment in fragments.values()
         )
         cache: _SubfieldsOfOperation | None = {} if cacheable else None
         # The callback runs before the node's memory can be reused for another.
@@ -216,9 +210,6 @@ class _PerOperation:
 
     def _forget(self, key: int, _: object) -> None:
         self._entries.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 _PER_OPERATION = _PerOperation()
@@ -263,7 +254,8 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
     (bench/PROFILE.md, sixth round). The same helpers without a strong reference back.
 
     And fields whose resolvers never read the info are completed without building one (see
-    ``execute_field``)."""
+    ``execute_field``), and a document's subfield collections are kept across requests (see
+    ``collect_subfields``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -271,9 +263,7 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self._plain_fields = _plain_fields(self.schema)
         middleware = self.middleware_manager
         self._plain_fields_apply = middleware is None or not middleware.middlewares
-        self._subfields = _PER_OPERATION.subfields(
-            self.operation, [details.definition for details in self.fragments.values()]
-        )
+        self._subfields = _PER_OPERATION.subfields(self.operation, self.fragments)
 
     def collect_subfields(
         self, return_type: GraphQLObjectType, field_details_list: FieldDetailsList

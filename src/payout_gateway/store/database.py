@@ -169,8 +169,8 @@ class Store:
             commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
             loop_engine = create_engine(
                 f"sqlite:///{path}",
-                json_serializer=json_text,
-                json_deserializer=orjson.loads,
+                json_serializer=engine_options["json_serializer"],
+                json_deserializer=engine_options["json_deserializer"],
                 # check_same_thread off: a COMMIT runs on the commit thread while the loop
                 # waits for it.
                 connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
