@@ -1,10 +1,12 @@
 """The aiohttp backend: every aiohttp error read as "not sent" only when it provably was not, and
-ProviderHttp over real loopback sockets behaving the same on both backends."""
+ProviderHttp over real loopback sockets behaving the same on both backends, and on the aiohttp
+backend's two paths (its exchange without httpx's models, and its httpx interface)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import socket
 import ssl
 import struct
@@ -31,6 +33,7 @@ from payout_gateway.providers.aiohttp_transport import (
     translate,
 )
 from payout_gateway.providers.transport import (
+    ExchangingTransport,
     FailureKind,
     HttpBackend,
     HttpPolicy,
@@ -223,12 +226,15 @@ class RawServer:
         self.respond: Respond = answer
         self.tasks: set[asyncio.Task[Any]] = set()
         self.url = ""
+        self.reader: asyncio.StreamReader | None = None  # the latest connection's
+        self.peer_closed = asyncio.Event()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self.tasks.add(task)
         self.connections += 1
+        self.reader = reader
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -493,3 +499,205 @@ async def test_hosts_named_in_no_proxy_are_reached_directly(
     raw = await make_http().request("GET", "/v0/things", replay_safe=True)
     assert raw.status_code == 200
     assert server.requests[0].startswith(b"GET /v0/things HTTP/1.1")
+
+
+# --- the aiohttp backend's exchange against its own httpx interface -----------------------------
+
+
+class HttpxInterfaceOnly(httpx.AsyncBaseTransport):
+    """The aiohttp transport seen through httpx's interface alone, as ProviderHttp used it
+    before it could exchange without httpx's models."""
+
+    def __init__(self, transport: AiohttpProviderTransport) -> None:
+        self.transport = transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+PATHS = ("exchange", "httpx interface", "httpcore")
+
+
+@pytest.fixture
+async def make_path(server: RawServer) -> AsyncIterator[Callable[..., ProviderHttp]]:
+    """ProviderHttp over one of PATHS to ``server``, asserting that the path is the one named."""
+    made: list[ProviderHttp] = []
+
+    def make(path: str, **policy: Any) -> ProviderHttp:
+        transport: httpx.AsyncBaseTransport | None = None
+        backend = HttpBackend.HTTPCORE if path == "httpcore" else HttpBackend.AIOHTTP
+        chosen = HttpPolicy(backend=backend, **policy)
+        if path == "httpx interface":
+            transport = HttpxInterfaceOnly(
+                AiohttpProviderTransport(httpx.Limits(max_connections=10))
+            )
+        http = ProviderHttp(
+            PROVIDER, server.url, chosen, transport=transport, sleep=Sleeps(), jitter=lambda: 0.0
+        )
+        assert isinstance(http.transport, ExchangingTransport) is (path == "exchange")
+        made.append(http)
+        return http
+
+    yield make
+    for http in made:
+        await http.aclose()
+
+
+CALLS: list[tuple[str, str, dict[str, Any]]] = [
+    ("POST", "/v0/things", {"json": {"a": 1, "name": "Zoë"}, "headers": {"X-Key": "k1"}}),
+    ("POST", "/v0/things/1/close", {}),
+    ("GET", "/v0/things", {"params": {"limit": 5, "after": "a/b"}}),
+    ("GET", "/v0/things?limit=5", {"headers": {"Idempotency-Key": "idem-1"}}),
+    ("DELETE", "/v0/things/1", {}),
+    ("PATCH", "/v0/things/1", {"json": [1, None, True]}),
+]
+
+
+async def test_every_path_sends_the_same_bytes(
+    server: RawServer, make_path: Callable[..., ProviderHttp]
+) -> None:
+    sent: dict[str, list[bytes]] = {}
+    for path in PATHS:
+        http = make_path(path)
+        server.requests.clear()
+        for method, url, options in CALLS:
+            await http.request(method, url, replay_safe=True, **options)
+        sent[path] = list(server.requests)
+    assert sent["exchange"] == sent["httpx interface"]
+    # httpcore names the headers as given ("Host"); the rest is the same, but for the length
+    # aiohttp gives a DELETE without a body (there is no switching it off; no provider call
+    # sends one).
+    aiohttp_lower = [r.lower() for r in sent["exchange"]]
+    delete = [method for method, _, _ in CALLS].index("DELETE")
+    assert aiohttp_lower[delete].endswith(b"\r\ncontent-length: 0\r\n\r\n")
+    aiohttp_lower[delete] = aiohttp_lower[delete].replace(b"content-length: 0\r\n", b"")
+    assert aiohttp_lower == [r.lower() for r in sent["httpcore"]]
+    assert b'\r\n\r\n{"a":1,"name":"Zo\xc3\xab"}' in sent["exchange"][0]
+    assert b"content-length: 0\r\n" in sent["exchange"][1]
+    assert b"content-type" not in sent["exchange"][1].lower()
+
+
+def respond_with(head: bytes, body: bytes) -> Respond:
+    async def respond(server: RawServer, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 " + head + b"\r\n\r\n" + body)
+        await writer.drain()
+        return True
+
+    return respond
+
+
+def chunked(body: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:5], body[5:])) + (
+        b"0\r\n\r\n"
+    )
+
+
+PAYLOAD = b'{"id":"ba_1","status":"pending"}'
+ZIPPED = gzip.compress(PAYLOAD)
+ANSWERS: dict[str, Respond] = {
+    "with a length": respond_with(
+        b"201 Created\r\nContent-Type: application/json\r\nX-Request-Id: req_1\r\n"
+        b"Content-Length: %d" % len(PAYLOAD),
+        PAYLOAD,
+    ),
+    "chunked": respond_with(
+        b"200 OK\r\nx-request-id: req_2\r\nTransfer-Encoding: chunked", chunked(PAYLOAD)
+    ),
+    "gzip": respond_with(
+        b"200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d" % len(ZIPPED), ZIPPED
+    ),
+    "gzip, chunked": respond_with(
+        b"200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked", chunked(ZIPPED)
+    ),
+    "an error": respond_with(
+        b"422 Unprocessable Entity\r\nX-REQUEST-ID: req_3\r\nContent-Length: 2", b"{}"
+    ),
+    "empty": respond_with(b"204 No Content", b""),
+}
+
+
+@pytest.mark.parametrize("answer", list(ANSWERS))
+async def test_every_path_reads_an_answer_alike(
+    server: RawServer, make_path: Callable[..., ProviderHttp], answer: str
+) -> None:
+    server.respond = ANSWERS[answer]
+    read = []
+    for path in PATHS:
+        raw = await make_path(path).request("POST", "/v0/things", json={}, replay_safe=False)
+        read.append(
+            (
+                raw.status_code,
+                raw.body,
+                raw.request_id,
+                raw.headers.get("CONTENT-type"),
+                raw.headers.get("x-missing"),
+            )
+        )
+    assert read[0] == read[1] == read[2]
+    assert read[0][1] == (b"{}" if answer == "an error" else b"" if answer == "empty" else PAYLOAD)
+
+
+BOMB = gzip.compress(b"0" * 4096)
+TOO_LARGE: dict[str, Respond] = {
+    "declared": respond_with(b"200 OK\r\nContent-Length: 1025", b"x" * 1025),
+    "chunked": respond_with(b"200 OK\r\nTransfer-Encoding: chunked", chunked(b"x" * 1025)),
+    "decoded": respond_with(
+        b"200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d" % len(BOMB), BOMB
+    ),
+}
+
+
+@pytest.mark.parametrize("answer", list(TOO_LARGE))
+@pytest.mark.parametrize("path", PATHS)
+async def test_every_path_refuses_a_body_past_the_cap(
+    server: RawServer, make_path: Callable[..., ProviderHttp], answer: str, path: str
+) -> None:
+    assert len(BOMB) < 1024
+    server.respond = TOO_LARGE[answer]
+    http = make_path(path, max_response_bytes=1024)
+    with pytest.raises(ProviderBadResponseError) as caught:
+        await http.request("GET", "/v0/things", replay_safe=True)
+    assert caught.value.http_status == 200
+    # At the cap exactly, the same body is read.
+    server.respond = respond_with(b"200 OK\r\nContent-Length: 1024", b"x" * 1024)
+    assert (await http.request("GET", "/v0/things", replay_safe=True)).body == b"x" * 1024
+
+
+async def stall_mid_body(server: RawServer, writer: asyncio.StreamWriter) -> bool:
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n" + b"x" * 10)
+    await writer.drain()
+    assert server.reader is not None
+    await server.reader.read()  # until the client closes the connection
+    server.peer_closed.set()
+    return False
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_call_cut_by_the_deadline_mid_body_leaves_no_connection_in_the_pool(
+    server: RawServer, make_path: Callable[..., ProviderHttp], path: str
+) -> None:
+    server.respond = stall_mid_body
+    http = make_path(path, total_deadline=0.3, max_retries=0)
+    with pytest.raises(ProviderTimeoutError) as caught:
+        await http.request("GET", "/v0/things", replay_safe=True)
+    assert caught.value.outcome_unknown is True
+    # Closed at once, not when the garbage collector gets to it (the caught error's traceback
+    # still holds the call's frames here).
+    await asyncio.wait_for(server.peer_closed.wait(), 5)
+    server.respond = answer
+    assert (await http.request("GET", "/v0/things", replay_safe=True)).status_code == 200
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_every_path_refuses_header_text_httpx_cannot_encode(
+    server: RawServer, make_path: Callable[..., ProviderHttp], path: str
+) -> None:
+    with pytest.raises(UnicodeEncodeError):
+        await make_path(path).request(
+            "GET", "/v0/things", headers={"x-note": "Zoë"}, replay_safe=True
+        )
+    assert server.requests == []

@@ -14,13 +14,19 @@ from __future__ import annotations
 import itertools
 import re
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import NoReturn
 
 import aiohttp
 import httpx
+import yarl
 
-from payout_gateway.providers.transport import environment_proxy
+from payout_gateway.providers.transport import (
+    ProviderAnswer,
+    ResponseTooLarge,
+    environment_proxy,
+    read_capped,
+)
 
 # aiohttp (or builtin) error -> the httpx error our seam reads. First isinstance match wins, so a
 # subclass comes before its base.
@@ -110,6 +116,9 @@ class AiohttpProviderTransport(httpx.AsyncBaseTransport):
             ),
             # Provider calls keep no cookies (see transport.ProviderHttp).
             cookie_jar=aiohttp.DummyCookieJar(),
+            # aiohttp would label a POST without a body application/octet-stream; httpx sends
+            # no Content-Type there, and neither does the gateway on either backend.
+            skip_auto_headers=("Content-Type",),
         )
         # aiohttp resends GET/PUT/DELETE once on a dropped connection: the resend could then fail
         # to connect and look "never sent". ProviderHttp owns retries. (aiohttp's own TestClient
@@ -123,37 +132,92 @@ class AiohttpProviderTransport(httpx.AsyncBaseTransport):
             b"\t".join(itertools.chain.from_iterable(request.headers.raw))
         ):
             raise httpx.LocalProtocolError("Illegal header name or value", request=request)
-        session = self._session or self._open_session()
-        timeout = request.extensions.get("timeout", {})
         try:
-            response = await session.request(
+            response = await self._send(
                 request.method,
-                str(request.url),
-                proxy=self._proxy_for(request.url),
-                headers=request.headers,
+                request.url,
+                request.headers,
                 # ProviderHttp's bodies are built in memory, so already read.
-                data=request.content or None,
-                allow_redirects=False,
-                auto_decompress=False,
-                compress=False,
-                timeout=aiohttp.ClientTimeout(
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                    connect=timeout.get("pool"),
-                ),
-                server_hostname=request.extensions.get("sni_hostname"),
+                request.content,
+                request.extensions.get("timeout", {}),
+                request.extensions.get("sni_hostname"),
             )
         except Exception as exc:
             _reraise(exc, request)
-        extensions = {"http_version": b"HTTP/1.1"}
-        if response.reason:
-            extensions["reason_phrase"] = response.reason.encode()
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.raw_headers,
-            stream=AiohttpResponseBody(response, request),
-            request=request,
-            extensions=extensions,
+        return _httpx_response(response, request)
+
+    async def exchange(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: Mapping[str, str],
+        content: bytes,
+        timeouts: Mapping[str, float | None],
+        max_bytes: int,
+    ) -> ProviderAnswer:
+        """``handle_async_request`` and reading the body, without httpx's models: the same
+        checks, bytes sent and errors (an httpx request is built only for an error to carry).
+        The usual answer, with a Content-Length within the cap and no content coding, is
+        read whole; any other is read through httpx's decoders, as on the other path, and
+        cut at the cap."""
+        # httpx encodes header text as ASCII (UnicodeEncodeError otherwise): so does this.
+        if _FORBIDDEN_HEADER_BYTES.search(
+            "\t".join(itertools.chain.from_iterable(headers.items())).encode("ascii")
+        ):
+            raise httpx.LocalProtocolError(
+                "Illegal header name or value", request=httpx.Request(method, url)
+            )
+        try:
+            response = await self._send(method, url, headers, content, timeouts, None)
+        except Exception as exc:
+            _reraise(exc, httpx.Request(method, url))
+        answer_headers = response.headers
+        declared = response.content_length
+        if declared is not None and declared > max_bytes:
+            response.close()  # unread: the connection is not pooled
+            raise ResponseTooLarge(response.status)
+        if declared is None or "content-encoding" in answer_headers:
+            request = httpx.Request(method, url)
+            decoded = _httpx_response(response, request)
+            try:
+                body = await read_capped(decoded.aiter_bytes(), max_bytes, response.status)
+            finally:
+                await decoded.aclose()
+            return ProviderAnswer(response.status, answer_headers, body)
+        try:
+            # On any failure, cancellation included, read() closes the connection itself.
+            body = await response.read()
+        except Exception as exc:
+            _reraise(exc, httpx.Request(method, url))
+        return ProviderAnswer(response.status, answer_headers, body)
+
+    async def _send(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: Mapping[str, str],
+        content: bytes,
+        timeouts: Mapping[str, float | None],
+        sni_hostname: str | None,
+    ) -> aiohttp.ClientResponse:
+        session = self._session or self._open_session()
+        return await session.request(
+            method,
+            # As httpx encoded it: yarl would otherwise quote it again its own way (a "%2F" in
+            # the query sent as "/").
+            yarl.URL(str(url), encoded=True),
+            proxy=self._proxy_for(url),
+            headers=headers,
+            data=content or None,
+            allow_redirects=False,
+            auto_decompress=False,
+            compress=False,
+            timeout=aiohttp.ClientTimeout(
+                sock_connect=timeouts.get("connect"),
+                sock_read=timeouts.get("read"),
+                connect=timeouts.get("pool"),
+            ),
+            server_hostname=sni_hostname,
         )
 
     async def aclose(self) -> None:
@@ -166,6 +230,19 @@ class AiohttpProviderTransport(httpx.AsyncBaseTransport):
         if origin not in self._proxy_by_origin:
             self._proxy_by_origin[origin] = environment_proxy(url, self._proxies)
         return self._proxy_by_origin[origin]
+
+
+def _httpx_response(response: aiohttp.ClientResponse, request: httpx.Request) -> httpx.Response:
+    extensions = {"http_version": b"HTTP/1.1"}
+    if response.reason:
+        extensions["reason_phrase"] = response.reason.encode()
+    return httpx.Response(
+        status_code=response.status,
+        headers=response.raw_headers,
+        stream=AiohttpResponseBody(response, request),
+        request=request,
+        extensions=extensions,
+    )
 
 
 class AiohttpResponseBody(httpx.AsyncByteStream):

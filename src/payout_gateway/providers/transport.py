@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import Any
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import httpx
 import orjson
@@ -39,6 +39,8 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 # Headers ProviderHttp derives from each request's URL and body; nobody else may set them.
 _SET_PER_REQUEST = frozenset({"host", "content-length", "transfer-encoding"})
+# How httpx names those two in a request it builds from ``content=``.
+_HTTPX_NAMES = ("Host", "Content-Length")
 
 # Paths whose merged URL one ProviderHttp keeps; ids in paths make the set of paths open-ended.
 URL_CACHE_SIZE = 512
@@ -225,6 +227,66 @@ def retry_delay(
     return backoff / 2 + backoff / 2 * jitter
 
 
+class ProviderAnswer(NamedTuple):
+    """A provider's status, headers (looked up regardless of case) and whole, decoded body."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class ResponseTooLarge(Exception):
+    """A provider's body went past the gateway's read cap."""
+
+    def __init__(self, status_code: int) -> None:
+        super().__init__(status_code)
+        self.status_code = status_code
+
+
+@runtime_checkable
+class ExchangingTransport(Protocol):
+    """A transport that can also send a request and read its whole answer without httpx's
+    request and response models (the aiohttp backend). Its errors are the ones its httpx
+    interface raises, so ProviderHttp reads both paths alike."""
+
+    async def exchange(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: Mapping[str, str],
+        content: bytes,
+        timeouts: Mapping[str, float | None],
+        max_bytes: int,
+    ) -> ProviderAnswer:
+        """Send ``content`` with exactly ``headers``; the answer, its body read whole (decoded
+        when it has a content coding). Raises ResponseTooLarge past ``max_bytes``."""
+        ...
+
+
+async def read_capped(chunks: AsyncIterable[bytes], max_bytes: int, status_code: int) -> bytes:
+    """``chunks`` joined, or ResponseTooLarge as soon as they pass ``max_bytes``, without
+    reading the rest."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:
+            raise ResponseTooLarge(status_code)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def declares_more_than(headers: Mapping[str, str], max_bytes: int) -> bool:
+    """Whether the answer's Content-Length alone already passes the cap."""
+    declared = headers.get("content-length")
+    return (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > max_bytes
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class RawResponse:
     """A provider's answer, fully read (up to the cap) and detached from httpx."""
@@ -246,6 +308,13 @@ class ProviderHttp:
     every organization, event hooks), and a request built from headers merged once costs a
     fraction of the client's merge: together about an eighth of a call's client CPU
     (bench/transport.py; bench/PROFILE.md, ninth round).
+
+    A transport that can exchange a request without httpx's models (``ExchangingTransport``:
+    the aiohttp backend) is given the same URL, headers and body directly: building httpx's
+    Request and Response around aiohttp's own (each normalizing its headers, the response's
+    looked up by scanning them) was about a quarter of a call's instructions, a tenth of an
+    add's (bench/PROFILE.md, twelfth round). Both paths send the same bytes and read answers,
+    caps and errors alike (tests/unit/test_aiohttp_transport.py).
     """
 
     def __init__(
@@ -269,6 +338,9 @@ class ProviderHttp:
         )
         # ``transport`` (sandbox mode, tests) replaces the policy's backend.
         self.transport = transport or open_transport(self.base_url, self.policy)
+        self._exchange = (
+            self.transport.exchange if isinstance(self.transport, ExchangingTransport) else None
+        )
         self.request_id_header = request_id_header
         self.sleep = sleep
         self.jitter = jitter
@@ -370,14 +442,18 @@ class ProviderHttp:
         if self._closed:
             raise RuntimeError(f"the {self.provider.value} client has been closed")
         started = time.perf_counter()
+        url = self._absolute_url(path)
+        if params is not None:
+            url = httpx.URL(url, params=params)  # as httpx.Request(params=...) builds it
         # The headers httpx adds to a request built from ``content=`` (Host, Content-Length),
         # named and placed as httpx places them, so that the request can be built from its
         # stream: httpx then normalizes the headers once instead of twice (bench/PROFILE.md,
-        # tenth round). A test compares the two requests.
-        url = self._absolute_url(path)
-        merged = {"Host": url.netloc.decode("ascii")}
+        # tenth round). A test compares the two requests. An exchange gets them named as
+        # httpx hands them on to a transport (lower case), so both paths send the same bytes.
+        host, length = ("host", "content-length") if self._exchange else _HTTPX_NAMES
+        merged = {host: url.netloc.decode("ascii")}
         if json is None and method.upper() in _METHODS_WITH_BODY:
-            merged["Content-Length"] = "0"
+            merged[length] = "0"
         merged.update(self._headers)
         if headers:
             for name, value in headers.items():
@@ -390,12 +466,59 @@ class ProviderHttp:
             # The bytes httpx's ``json=`` sends (compact, UTF-8), encoded in C.
             content = orjson.dumps(json)
             merged.setdefault("content-type", "application/json")
-            merged["Content-Length"] = str(len(content))
+            merged[length] = str(len(content))
+        try:
+            if self._exchange is not None:
+                answer = await self._exchange(
+                    method, url, merged, content, self._timeout, self.policy.max_response_bytes
+                )
+            else:
+                answer = await self._send_through_httpx(method, url, merged, content)
+        except ResponseTooLarge as too_large:
+            raise ProviderBadResponseError(
+                f"{self.provider.value} sent a body larger than the gateway reads.",
+                provider=self.provider,
+                http_status=too_large.status_code,
+            ) from None
+        status_code = answer.status_code
+        request_id = answer.headers.get(self.request_id_header)
+        if logger.isEnabledFor(logging.INFO):
+            report_provider_call(
+                logger,
+                {
+                    "provider": self.provider.value,
+                    "method": method,
+                    "path": url.path,
+                    "status": status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "provider_request_id": request_id,
+                },
+            )
+        if 300 <= status_code < 400:
+            # Never followed (it could point at a metadata address) and never retried: the
+            # same request would get the same redirect.
+            raise ProviderBadResponseError(
+                f"{self.provider.value} answered with a redirect, which the gateway does not "
+                "follow.",
+                provider=self.provider,
+                outcome_unknown=True,
+                http_status=status_code,
+                request_id=request_id,
+            )
+        return RawResponse(
+            status_code=status_code,
+            headers=answer.headers,
+            body=answer.body,
+            request_id=request_id,
+        )
+
+    async def _send_through_httpx(
+        self, method: str, url: httpx.URL, headers: dict[str, str], content: bytes
+    ) -> ProviderAnswer:
         request = httpx.Request(
             method,
             url,
-            params=params,
-            headers=merged,
+            headers=headers,
             stream=httpx.ByteStream(content),
             extensions={"timeout": self._timeout},
         )
@@ -406,36 +529,7 @@ class ProviderHttp:
             body = await self._read_capped(response)
         finally:
             await response.aclose()
-        request_id = response.headers.get(self.request_id_header)
-        if logger.isEnabledFor(logging.INFO):
-            report_provider_call(
-                logger,
-                {
-                    "provider": self.provider.value,
-                    "method": method,
-                    "path": request.url.path,
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    "provider_request_id": request_id,
-                },
-            )
-        if 300 <= response.status_code < 400:
-            # Never followed (it could point at a metadata address) and never retried: the
-            # same request would get the same redirect.
-            raise ProviderBadResponseError(
-                f"{self.provider.value} answered with a redirect, which the gateway does not "
-                "follow.",
-                provider=self.provider,
-                outcome_unknown=True,
-                http_status=response.status_code,
-                request_id=request_id,
-            )
-        return RawResponse(
-            status_code=response.status_code,
-            headers=response.headers,
-            body=body,
-            request_id=request_id,
-        )
+        return ProviderAnswer(response.status_code, response.headers, body)
 
     def _absolute_url(self, path: str) -> httpx.URL:
         """``path`` under the base URL, merged as httpx's client merges it (appended to the
@@ -457,18 +551,9 @@ class ProviderHttp:
         return url
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
-        declared = response.headers.get("content-length")
-        if (
-            declared is not None
-            and declared.isascii()
-            and declared.isdigit()
-            and int(declared) > self.policy.max_response_bytes
-        ):
-            raise ProviderBadResponseError(
-                f"{self.provider.value} sent a body larger than the gateway reads.",
-                provider=self.provider,
-                http_status=response.status_code,
-            )
+        limit = self.policy.max_response_bytes
+        if declares_more_than(response.headers, limit):
+            raise ResponseTooLarge(response.status_code)
         # Decoded bytes, so the cap also bounds a decompression bomb. A body sent without a
         # content coding is its raw bytes: read straight from the transport's stream, without
         # httpx's decoder and chunker generators stacked on it per chunk (~3 % of an add's
@@ -480,18 +565,7 @@ class ProviderHttp:
             and "content-encoding" not in response.headers
             else response.aiter_bytes()
         )
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in body:
-            size += len(chunk)
-            if size > self.policy.max_response_bytes:
-                raise ProviderBadResponseError(
-                    f"{self.provider.value} sent a body larger than the gateway reads.",
-                    provider=self.provider,
-                    http_status=response.status_code,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_capped(body, limit, response.status_code)
 
     async def aclose(self) -> None:
         if not self._closed:
