@@ -276,17 +276,6 @@ async def read_capped(chunks: AsyncIterable[bytes], max_bytes: int, status_code:
     return b"".join(parts)
 
 
-def declares_more_than(headers: Mapping[str, str], max_bytes: int) -> bool:
-    """Whether the answer's Content-Length alone already passes the cap."""
-    declared = headers.get("content-length")
-    return (
-        declared is not None
-        and declared.isascii()
-        and declared.isdigit()
-        and int(declared) > max_bytes
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class RawResponse:
     """A provider's answer, fully read (up to the cap) and detached from httpx."""
@@ -552,7 +541,13 @@ class ProviderHttp:
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
         limit = self.policy.max_response_bytes
-        if declares_more_than(response.headers, limit):
+        declared = response.headers.get("content-length")
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > limit
+        ):
             raise ResponseTooLarge(response.status_code)
         # Decoded bytes, so the cap also bounds a decompression bomb. A body sent without a
         # content coding is its raw bytes: read straight from the transport's stream, without
