@@ -55,6 +55,8 @@ ERROR_MAP: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = 
 # raises LocalProtocolError for them, which the seam reads as "not sent", as it is.
 _FORBIDDEN_HEADER_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
+_CONTENT_TYPE = ("Content-Type",)
+
 # How much of the body one read hands to httpx at most: ProviderHttp checks its size cap per chunk.
 _CHUNK_BYTES = 16 * 1024
 
@@ -116,9 +118,6 @@ class AiohttpProviderTransport(httpx.AsyncBaseTransport):
             ),
             # Provider calls keep no cookies (see transport.ProviderHttp).
             cookie_jar=aiohttp.DummyCookieJar(),
-            # aiohttp would label a POST without a body application/octet-stream; httpx sends
-            # no Content-Type there, and neither does the gateway on either backend.
-            skip_auto_headers=("Content-Type",),
         )
         # aiohttp resends GET/PUT/DELETE once on a dropped connection: the resend could then fail
         # to connect and look "never sent". ProviderHttp owns retries. (aiohttp's own TestClient
@@ -209,6 +208,10 @@ class AiohttpProviderTransport(httpx.AsyncBaseTransport):
             proxy=self._proxy_for(url),
             headers=headers,
             data=content or None,
+            # aiohttp would label a POST without a body application/octet-stream; httpx sends
+            # no Content-Type there, and neither does the gateway on either backend. Asked per
+            # request, only when there is none: a session-wide setting costs every request.
+            skip_auto_headers=None if "content-type" in headers else _CONTENT_TYPE,
             allow_redirects=False,
             auto_decompress=False,
             compress=False,
