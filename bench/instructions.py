@@ -44,7 +44,7 @@ from pathlib import Path
 
 from bench.compare import python_path, tree
 from bench.load import perf_count, perf_counts_instructions
-from bench.stack import COMMET_KEY, HOST, ROOT, _clean_env, free_port, start, wait_ready
+from bench.stack import COMMET_KEY, ROOT, commet_sandbox
 
 TOTALS = re.compile(r"^totals:\s+(\d+)", re.MULTILINE)
 PERF_MARK = "perf phases: "
@@ -202,35 +202,30 @@ def main() -> int:
     trees = args.tree or [tree(f"working tree={ROOT}")]
     if args.adds % args.callers:
         parser.error("--adds must be a multiple of --callers")
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="payout-instructions-") as workdir:
-        command = [sys.executable, "-m", "bench.sandbox", "commet", "--port", str(port)]
-        sandbox = start("commet", command, port, Path(workdir), _clean_env())
-        try:
-            wait_ready(sandbox, "/_sandbox/requests")
-            base_url = f"http://{HOST}:{port}/api/v1"
-            runs = {
-                name: (count(source, base_url, args, Path(workdir) / f"{n}.out"), n)
-                for n, (name, source) in enumerate(trees)
-            }
-            kind = "keyed adds" if args.keyed else "adds"
-            print(f"{args.adds} {kind} by {args.callers} callers, counted by {args.counter}")
-            for name, (process, n) in runs.items():
-                output, _ = process.communicate(timeout=3600)
-                if args.counter == "perf":
-                    first, second = _perf_counts(output) or (None, None)
-                else:
-                    first, second = (_totals(Path(workdir) / f"{n}.out.{dump}") for dump in (1, 2))
-                if process.returncode != 0 or first is None or second is None:
-                    print(output[-3000:], file=sys.stderr)
-                    raise RuntimeError(f"{name}: no count (exit {process.returncode})")
-                # The second phase ran twice the adds of the first: the difference is ``adds``
-                # adds without what both phases pay once (the callgrind_control calls that
-                # start and end them: ~70 M instructions, ~0.2 M per add at 320).
-                per_add = (second - first) / args.adds / 1e6
-                print(f"{name:<20} {per_add:8.3f} M instructions per add")
-        finally:
-            sandbox.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="payout-instructions-") as workdir,
+        commet_sandbox(Path(workdir)) as base_url,
+    ):
+        runs = {
+            name: (count(source, base_url, args, Path(workdir) / f"{n}.out"), n)
+            for n, (name, source) in enumerate(trees)
+        }
+        kind = "keyed adds" if args.keyed else "adds"
+        print(f"{args.adds} {kind} by {args.callers} callers, counted by {args.counter}")
+        for name, (process, n) in runs.items():
+            output, _ = process.communicate(timeout=3600)
+            if args.counter == "perf":
+                first, second = _perf_counts(output) or (None, None)
+            else:
+                first, second = (_totals(Path(workdir) / f"{n}.out.{dump}") for dump in (1, 2))
+            if process.returncode != 0 or first is None or second is None:
+                print(output[-3000:], file=sys.stderr)
+                raise RuntimeError(f"{name}: no count (exit {process.returncode})")
+            # The second phase ran twice the adds of the first: the difference is ``adds``
+            # adds without what both phases pay once (the callgrind_control calls that
+            # start and end them: ~70 M instructions, ~0.2 M per add at 320).
+            per_add = (second - first) / args.adds / 1e6
+            print(f"{name:<20} {per_add:8.3f} M instructions per add")
     return 0
 
 

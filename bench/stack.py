@@ -270,6 +270,20 @@ def fresh_postgres_database(server_url: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def commet_sandbox(workdir: Path) -> Iterator[str]:
+    """The Commet sandbox alone, in a process of its own; the base URL of its API. Stopped on
+    exit."""
+    port = free_port()
+    command = [sys.executable, "-m", "bench.sandbox", "commet", "--port", str(port)]
+    sandbox = start("commet", command, port, workdir, _clean_env())
+    try:
+        wait_ready(sandbox, "/_sandbox/requests")
+        yield f"http://{HOST}:{port}/api/v1"
+    finally:
+        sandbox.stop()
+
+
+@contextlib.contextmanager
 def running_stack(
     workdir: Path, workers: int = 1, postgres_url: str | None = None
 ) -> Iterator[Stack]:
