@@ -85,10 +85,13 @@ async def _operations(base_url: str, workdir: str) -> tuple[dict[str, Operation]
     url = f"{base_url}/payouts/bank-accounts"
 
     def request() -> AddBankAccountRequest:
-        number = f"1{next(sequence):010d}"
-        return AddBankAccountRequest.model_validate(
-            {"bank": {"account_number": number, "holder_name": "Bench Holder"}}
-        )
+        """What the add's resolver hands the service for ``add_body``'s input."""
+        bank = {
+            "account_number": f"1{next(sequence):010d}",
+            "holder_name": "Bench Holder",
+            "routing_number": "021000021",
+        }
+        return AddBankAccountRequest.model_validate({"bank": bank})
 
     async def add(target: Any = app) -> None:
         answer = await post(target, api_key, add_body(next(sequence)))
