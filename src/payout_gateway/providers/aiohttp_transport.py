@@ -23,7 +23,6 @@ import yarl
 
 from payout_gateway.providers.transport import (
     ProviderAnswer,
-    ResponseTooLarge,
     environment_proxy,
     read_capped,
 )
@@ -157,8 +156,7 @@ class AiohttpProviderTransport(httpx.AsyncBaseTransport):
         """``handle_async_request`` and reading the body, without httpx's models: the same
         checks, bytes sent and errors (an httpx request is built only for an error to carry).
         The usual answer, with a Content-Length within the cap and no content coding, is
-        read whole; any other is read through httpx's decoders, as on the other path, and
-        cut at the cap."""
+        read whole; any other is read as on the other path (``read_capped``)."""
         # httpx encodes header text as ASCII (UnicodeEncodeError otherwise): so does this.
         if _FORBIDDEN_HEADER_BYTES.search(
             "\t".join(itertools.chain.from_iterable(headers.items())).encode("ascii")
@@ -172,16 +170,13 @@ class AiohttpProviderTransport(httpx.AsyncBaseTransport):
             _reraise(exc, httpx.Request(method, url))
         answer_headers = response.headers
         declared = response.content_length
-        if declared is not None and declared > max_bytes:
-            response.close()  # unread: the connection is not pooled
-            raise ResponseTooLarge(response.status)
-        if declared is None or "content-encoding" in answer_headers:
-            request = httpx.Request(method, url)
-            decoded = _httpx_response(response, request)
+        if declared is None or declared > max_bytes or "content-encoding" in answer_headers:
+            # The cap and the decoding as on the httpx path, by the same function.
+            answer = _httpx_response(response, httpx.Request(method, url))
             try:
-                body = await read_capped(decoded.aiter_bytes(), max_bytes, response.status)
+                body = await read_capped(answer, max_bytes)
             finally:
-                await decoded.aclose()
+                await answer.aclose()
             return ProviderAnswer(response.status, answer_headers, body)
         try:
             # On any failure, cancellation included, read() closes the connection itself.

@@ -39,8 +39,6 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 # Headers ProviderHttp derives from each request's URL and body; nobody else may set them.
 _SET_PER_REQUEST = frozenset({"host", "content-length", "transfer-encoding"})
-# How httpx names those two in a request it builds from ``content=``.
-_HTTPX_NAMES = ("Host", "Content-Length")
 
 # Paths whose merged URL one ProviderHttp keeps; ids in paths make the set of paths open-ended.
 URL_CACHE_SIZE = 512
@@ -263,15 +261,33 @@ class ExchangingTransport(Protocol):
         ...
 
 
-async def read_capped(chunks: AsyncIterable[bytes], max_bytes: int, status_code: int) -> bytes:
-    """``chunks`` joined, or ResponseTooLarge as soon as they pass ``max_bytes``, without
-    reading the rest."""
+async def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    """``response``'s body, decoded, or ResponseTooLarge as soon as it passes ``max_bytes``
+    (declared or read), without reading the rest. Decoded bytes, so the cap also bounds a
+    decompression bomb."""
+    declared = response.headers.get("content-length")
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > max_bytes
+    ):
+        raise ResponseTooLarge(response.status_code)
+    # A body sent without a content coding is its raw bytes: read straight from the
+    # transport's stream, without httpx's decoder and chunker generators stacked on it per
+    # chunk (~3 % of an add's instructions; bench/PROFILE.md, ninth round).
+    stream = response.stream
+    chunks: AsyncIterable[bytes] = (
+        stream
+        if isinstance(stream, httpx.AsyncByteStream) and "content-encoding" not in response.headers
+        else response.aiter_bytes()
+    )
     parts: list[bytes] = []
     size = 0
     async for chunk in chunks:
         size += len(chunk)
         if size > max_bytes:
-            raise ResponseTooLarge(status_code)
+            raise ResponseTooLarge(response.status_code)
         parts.append(chunk)
     return b"".join(parts)
 
@@ -329,6 +345,12 @@ class ProviderHttp:
         self.transport = transport or open_transport(self.base_url, self.policy)
         self._exchange = (
             self.transport.exchange if isinstance(self.transport, ExchangingTransport) else None
+        )
+        # How Host and Content-Length are named in what goes to the transport: as httpx names
+        # them in a request it builds from ``content=``, or, for an exchange, as httpx hands
+        # them on to a transport (lower case), so that both aiohttp paths send the same bytes.
+        self._host_name, self._length_name = (
+            ("host", "content-length") if self._exchange else ("Host", "Content-Length")
         )
         self.request_id_header = request_id_header
         self.sleep = sleep
@@ -437,10 +459,9 @@ class ProviderHttp:
         # The headers httpx adds to a request built from ``content=`` (Host, Content-Length),
         # named and placed as httpx places them, so that the request can be built from its
         # stream: httpx then normalizes the headers once instead of twice (bench/PROFILE.md,
-        # tenth round). A test compares the two requests. An exchange gets them named as
-        # httpx hands them on to a transport (lower case), so both paths send the same bytes.
-        host, length = ("host", "content-length") if self._exchange else _HTTPX_NAMES
-        merged = {host: url.netloc.decode("ascii")}
+        # tenth round). A test compares the two requests.
+        length = self._length_name
+        merged = {self._host_name: url.netloc.decode("ascii")}
         if json is None and method.upper() in _METHODS_WITH_BODY:
             merged[length] = "0"
         merged.update(self._headers)
@@ -515,7 +536,7 @@ class ProviderHttp:
         response = await self.transport.handle_async_request(request)
         response.request = request
         try:
-            body = await self._read_capped(response)
+            body = await read_capped(response, self.policy.max_response_bytes)
         finally:
             await response.aclose()
         return ProviderAnswer(response.status_code, response.headers, body)
@@ -538,29 +559,6 @@ class ProviderHttp:
         if len(self._urls) > URL_CACHE_SIZE:
             self._urls.popitem(last=False)
         return url
-
-    async def _read_capped(self, response: httpx.Response) -> bytes:
-        limit = self.policy.max_response_bytes
-        declared = response.headers.get("content-length")
-        if (
-            declared is not None
-            and declared.isascii()
-            and declared.isdigit()
-            and int(declared) > limit
-        ):
-            raise ResponseTooLarge(response.status_code)
-        # Decoded bytes, so the cap also bounds a decompression bomb. A body sent without a
-        # content coding is its raw bytes: read straight from the transport's stream, without
-        # httpx's decoder and chunker generators stacked on it per chunk (~3 % of an add's
-        # instructions; bench/PROFILE.md, ninth round).
-        stream = response.stream
-        body: AsyncIterable[bytes] = (
-            stream
-            if isinstance(stream, httpx.AsyncByteStream)
-            and "content-encoding" not in response.headers
-            else response.aiter_bytes()
-        )
-        return await read_capped(body, limit, response.status_code)
 
     async def aclose(self) -> None:
         if not self._closed:
