@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -48,8 +49,10 @@ EMPTY = "nothing (subtracted)"
 Operation = Callable[[], Awaitable[None]]
 
 
-async def _operations(base_url: str, workdir: str) -> tuple[dict[str, Operation], list[Any]]:
-    """The kinds, each one operation; and what must be closed afterwards."""
+async def _operations(
+    base_url: str, workdir: str, closing: contextlib.AsyncExitStack
+) -> dict[str, Operation]:
+    """The kinds, each one operation; what they open is closed by ``closing``."""
     import aiohttp
     import orjson
 
@@ -64,9 +67,8 @@ async def _operations(base_url: str, workdir: str) -> tuple[dict[str, Operation]
     settings = gateway_settings(database_url, commet_base_url=base_url)
     app = create_app(settings)
     instant_app = create_app(settings)
-    lifespans = [app.router.lifespan_context(app), instant_app.router.lifespan_context(instant_app)]
-    for lifespan in lifespans:
-        await lifespan.__aenter__()
+    for started in (app, instant_app):
+        await closing.enter_async_context(started.router.lifespan_context(started))
     verified = await post(app, api_key, json.dumps({"query": VERIFY}).encode())
     if b"CompletePayoutVerificationSuccess" not in verified:
         raise RuntimeError(f"verification failed: {verified[:300]!r}")
@@ -81,7 +83,7 @@ async def _operations(base_url: str, workdir: str) -> tuple[dict[str, Operation]
     adapter = gateway.service.provider_for(org)
     # Account numbers start from the process id: they never repeat across runs on one sandbox.
     sequence = iter(range(os.getpid() * 1_000_000, 10**15))
-    session = aiohttp.ClientSession()
+    session = await closing.enter_async_context(aiohttp.ClientSession())
     url = f"{base_url}/payouts/bank-accounts"
 
     def request() -> AddBankAccountRequest:
@@ -127,7 +129,7 @@ async def _operations(base_url: str, workdir: str) -> tuple[dict[str, Operation]
         "bare aiohttp POST": bare_post,
         "HTTP and GraphQL": lambda: add(instant_app),
     }
-    return kinds, [session, *lifespans]
+    return kinds
 
 
 async def child(base_url: str, args: argparse.Namespace) -> dict[str, list[float]]:
@@ -137,8 +139,8 @@ async def child(base_url: str, args: argparse.Namespace) -> dict[str, list[float
     per_caller = args.operations // args.callers
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as workdir:
-        kinds, to_close = await _operations(base_url, workdir)
-        try:
+        async with contextlib.AsyncExitStack() as closing:
+            kinds = await _operations(base_url, workdir, closing)
             for round_ in range(args.rounds):
                 for index, (name, operation) in enumerate(kinds.items()):
 
@@ -156,11 +158,6 @@ async def child(base_url: str, args: argparse.Namespace) -> dict[str, list[float
                     if args.counter == "callgrind":
                         _callgrind(f"--dump=kind{index}round{round_}")
                     results.setdefault(name, []).append(cpu / (per_caller * args.callers) * 1e6)
-        finally:
-            session, *lifespans = to_close
-            await session.close()
-            for lifespan in reversed(lifespans):
-                await lifespan.__aexit__(None, None, None)
     return results
 
 
