@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from payout_gateway.events.redis_broker import RedisBroker
 from payout_gateway.settings import Settings
 from payout_gateway.web import create_app
 from tests.support.live_server import live_server
+from tests.support.names import unique_suffix
 
 pytestmark = pytest.mark.redis
 
@@ -44,7 +44,7 @@ async def next_change(queue: asyncio.Queue[StatusChanged]) -> StatusChanged:
 @pytest.fixture
 def prefix() -> str:
     # Unique per test: other suites may share this Redis at the same time.
-    return f"pgw-test-{uuid.uuid4().hex[:10]}:status:"
+    return f"pgw-test-{unique_suffix()}:status:"
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from tests.realtime.support import (
 )
 from tests.support.gateway import PEPPER, SeededOrg, seed_organizations
 from tests.support.live_server import free_port, live_server
+from tests.support.names import unique_suffix
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -174,7 +175,7 @@ def wait_ready(replicas: list[Replica]) -> None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     workdir = tmp_path_factory.mktemp("replicas")
-    prefix = f"pgw-test-{uuid.uuid4().hex[:10]}:status:"
+    prefix = f"pgw-test-{unique_suffix()}:status:"
     with ExitStack() as stack:
         database_url = stack.enter_context(fresh_database())
         commet_url = stack.enter_context(live_server(create_commet_sandbox()))
