@@ -11,6 +11,7 @@ from strawberry.fastapi import BaseContext
 
 from payout_gateway.domain.models import BankAccount, Organization, Payout
 from payout_gateway.events.broker import EventBroker
+from payout_gateway.graphql.execution import ReplayedRoot
 from payout_gateway.service import PayoutService
 
 
@@ -68,6 +69,9 @@ class GatewayContext(BaseContext):
         # A WebSocket connection's credential, asked again while the connection lives (see
         # ``still_authorized``); None for an HTTP request, authenticated as it arrived.
         self.reauthenticate: Callable[[], Awaitable[Organization | None]] | None = None
+        # The root field's outcome when the compiled path resolved it and then gave way to
+        # graphql-core's execution (graphql/compiled.py): read there instead of resolving again.
+        self.replayed_root: ReplayedRoot | None = None
         self._bank_accounts: BankAccountLoader | None = None
         self._payouts: PayoutLoader | None = None
 

@@ -1,7 +1,7 @@
 """graphql-core's execution context without its reference cycle, so a request's state is freed
 as soon as the request ends instead of waiting for the cycle collector, without a resolve info
-built for fields that never read one, and with a document's subfield collections kept across
-requests."""
+built for fields that never read one, with a document's subfield collections kept across
+requests, and with a root field's outcome replayed from the compiled path (graphql/compiled.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any, NamedTuple, cast
 
 from graphql import (
+    FieldNode,
     GraphQLField,
     GraphQLLeafType,
     GraphQLNonNull,
@@ -246,6 +247,57 @@ def _checks_itself(object_type: GraphQLObjectType) -> bool:
     )
 
 
+class ReplayedRoot:
+    """A root field's outcome, resolved by the compiled path (graphql/compiled.py) before it
+    gave way to graphql-core's: ``execute_field`` completes it instead of calling the resolver
+    a second time. Its ``resolve`` stands in for the resolver: the value, or the error
+    raised."""
+
+    __slots__ = ("error", "node", "value")
+
+    def __init__(
+        self, node: FieldNode, *, value: Any = None, error: Exception | None = None
+    ) -> None:
+        self.node = node
+        self.value = value
+        self.error = error
+
+    def answers(self, node: FieldNode) -> bool:
+        """Whether ``node`` selects the replayed field: the same name under the same response
+        key. By structure, not identity: the usual path may parse the query text again (the
+        document cache may have dropped it meanwhile); the operation has that one root field
+        either way (the compiled path covers no other)."""
+        replayed = self.node
+        alias = node.alias.value if node.alias is not None else None
+        replayed_alias = replayed.alias.value if replayed.alias is not None else None
+        return node.name.value == replayed.name.value and alias == replayed_alias
+
+    def resolve(self, _source: Any, _info: Any, **_arguments: Any) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _FirstResolverReplayed:
+    """A middleware manager for one ``execute_field`` call: graphql-core asks it for the
+    field's resolver, gets the replayed outcome's, and the context its own manager back, so
+    that the fields completed under it (synchronously, inside the same call) resolve as
+    usual."""
+
+    __slots__ = ("_context", "_replayed", "_restored")
+
+    def __init__(
+        self, context: AcyclicExecutionContext, replayed: ReplayedRoot, restored: Any
+    ) -> None:
+        self._context = context
+        self._replayed = replayed
+        self._restored = restored
+
+    def get_field_resolver(self, _resolver: Any) -> Any:
+        self._context.middleware_manager = self._restored
+        return self._replayed.resolve
+
+
 class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """graphql-core gives every resolver's ``info`` helpers that are bound methods of the
     context: a cycle (context -> helpers -> context) that kept each request's whole execution
@@ -254,8 +306,9 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
     (bench/PROFILE.md, sixth round). The same helpers without a strong reference back.
 
     And fields whose resolvers never read the info are completed without building one (see
-    ``execute_field``), and a document's subfield collections are kept across requests (see
-    ``collect_subfields``)."""
+    ``execute_field``), a document's subfield collections are kept across requests (see
+    ``collect_subfields``), and a root field the compiled path already resolved is completed
+    from its outcome instead of being resolved again (see ``_execute_replayed``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -264,6 +317,7 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         middleware = self.middleware_manager
         self._plain_fields_apply = middleware is None or not middleware.middlewares
         self._subfields = _PER_OPERATION.subfields(self.operation, self.fragments)
+        self._replayed: ReplayedRoot | None = getattr(self.context_value, "replayed_root", None)
 
     def collect_subfields(
         self, return_type: GraphQLObjectType, field_details_list: FieldDetailsList
@@ -304,6 +358,11 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         own path (``handle_field_error``) with graphql-core's messages; a test compares answers
         with and without this on every kind of leaf, null and error."""
         node = field_details_list[0].node
+        replayed = self._replayed
+        if replayed is not None and path.prev is None and replayed.answers(node):
+            return self._execute_replayed(
+                replayed, parent_type, source, field_details_list, path, position_context
+            )
         field = self.schema.get_field(parent_type, node.name.value)
         if field is TypeNameMetaFieldDef and self._plain_fields_apply and not node.arguments:
             # What its resolver returns (``info.parent_type.name``), completed as a String.
@@ -367,6 +426,31 @@ class AcyclicExecutionContext(StrawberryGraphQLCoreExecutionContext):
         except Exception as raw_error:
             self.handle_field_error(raw_error, field.type, field_details_list, path)
             return None
+
+    def _execute_replayed(
+        self,
+        replayed: ReplayedRoot,
+        parent_type: GraphQLObjectType,
+        source: Any,
+        field_details_list: FieldDetailsList,
+        path: Path,
+        position_context: Any,
+    ) -> Any:
+        """graphql-core's ``execute_field`` for a root field the compiled path resolved: with
+        the outcome standing in for its resolver (given by the middleware manager graphql-core
+        asks for it; the schema has none where the compiled path runs), once."""
+        self._replayed = None
+        self.context_value.replayed_root = None
+        middleware_manager = self.middleware_manager
+        self.middleware_manager = _FirstResolverReplayed(  # type: ignore[assignment]
+            self, replayed, middleware_manager
+        )
+        try:
+            return super().execute_field(
+                parent_type, source, field_details_list, path, position_context
+            )
+        finally:
+            self.middleware_manager = middleware_manager
 
     async def _field_errors_handled(
         self,

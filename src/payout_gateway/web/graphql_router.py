@@ -21,6 +21,7 @@ from strawberry.schema.base import BaseSchema
 from strawberry.types.unset import UnsetType
 
 from payout_gateway.domain.models import Organization
+from payout_gateway.graphql.compiled import compiled_operations
 from payout_gateway.graphql.context import GatewayContext
 from payout_gateway.json_text import json_text
 
@@ -69,6 +70,9 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
             and schema.config.batching_config is None
             and not schema.config.enable_experimental_incremental_execution
         )
+        # One-field operations executed by a plan per document (graphql/compiled.py); None
+        # for a schema it does not cover.
+        self._compiled = compiled_operations(schema) if self._json_fast_path else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The gateway's every request, one operation POSTed as JSON, takes the steps of
@@ -96,14 +100,18 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         request_data = await self.parse_http_body(request_adapter)
         if not isinstance(request_data, GraphQLRequestData):  # batching is off: never a list
             raise TypeError("a batch of operations on the JSON fast path")
-        result = await self.execute_single(
-            request=request,
-            request_adapter=request_adapter,
-            sub_response=sub_response,
-            context=context,
-            root_value=None,  # the view's root value type is None: no get_root_value
-            request_data=request_data,
-        )
+        result = None
+        if self._compiled is not None:
+            result = await self._compiled.execute(request_data, context)
+        if result is None:
+            result = await self.execute_single(
+                request=request,
+                request_adapter=request_adapter,
+                sub_response=sub_response,
+                context=context,
+                root_value=None,  # the view's root value type is None: no get_root_value
+                request_data=request_data,
+            )
         response_data = await self.process_result(request=request, result=result)
         if result.errors:
             self._handle_errors(result.errors, response_data)
