@@ -9,7 +9,14 @@ running the layers alone sizes them instead:
 - ``provider call``: the Commet adapter's call alone (``ProviderHttp`` over aiohttp);
 - ``bare aiohttp POST``: the same body POSTed with a plain aiohttp session, the floor under it;
 - ``HTTP and GraphQL``: the ASGI app over a service that answers at once, i.e. everything
-  around the resolver's call into the service.
+  around the resolver's call into the service;
+- ``HTTP and GraphQL floor``: the same request answered by a path written by hand for this one
+  document over the same instant service: the body parsed, the key authenticated, the
+  variables coerced by graphql-core, the input built and validated, the answer completed and
+  encoded as the app answers it. No error handling, no other document: not a gateway, but
+  the least the layers above can cost for this request, i.e. what compiling a document's
+  execution once could at most take off ``HTTP and GraphQL`` (bench/PROFILE.md, thirteenth
+  round).
 
 Each kind runs ``--operations`` times from ``--callers`` concurrent callers after a warm-up.
 CPU per operation is this process's (all threads). ``--counter callgrind`` runs the same under
@@ -118,6 +125,13 @@ async def _operations(
             if answer.status >= 300:
                 raise RuntimeError(f"unexpected status {answer.status}")
 
+    floor = _floor(instant_app, api_key)
+
+    async def floor_add() -> None:
+        answer = await post(floor, api_key, add_body(next(sequence)))
+        if b"AddBankAccountSuccess" not in answer:
+            raise RuntimeError(f"unexpected answer: {answer[:300]!r}")
+
     async def nothing() -> None:
         await asyncio.sleep(0)
 
@@ -128,8 +142,65 @@ async def _operations(
         "provider call": provider_call,
         "bare aiohttp POST": bare_post,
         "HTTP and GraphQL": lambda: add(instant_app),
+        "HTTP and GraphQL floor": floor_add,
     }
     return kinds
+
+
+def _floor(app: Any, api_key: str) -> Any:
+    """The ``HTTP and GraphQL floor`` kind's ASGI app: ``bench.run.ADD`` alone, by hand, over
+    ``app``'s gateway (see the module's docstring)."""
+    import orjson
+    from graphql import OperationDefinitionNode, parse
+    from graphql.execution.values import get_variable_values
+    from strawberry.relay import GlobalID
+
+    from bench.run import ADD
+    from payout_gateway.graphql.input_conversion import _Compiler
+    from payout_gateway.graphql.inputs import AddBankAccountInput
+    from payout_gateway.graphql.schema import build_schema
+    from payout_gateway.web.graphql_router import bearer_credential
+
+    gateway = app.state.gateway
+    schema = build_schema()
+    graphql_schema = schema._schema
+    operation = parse(ADD).definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    compiled = _Compiler(schema.config, schema.schema_converter.scalar_registry).input_object(
+        AddBankAccountInput
+    )
+    headers = [(b"content-type", b"application/json")]
+
+    async def answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = (await receive())["body"]
+        request = orjson.loads(body)
+        if request["query"] != ADD:
+            raise RuntimeError("the floor answers bench.run.ADD only")
+        authorization = dict(scope["headers"])[b"authorization"].decode()
+        org = await gateway.tenancy.authenticate(bearer_credential(authorization))
+        variables = get_variable_values(
+            graphql_schema, operation.variable_definitions or (), request["variables"]
+        )
+        if isinstance(variables, list):
+            raise RuntimeError(f"variables refused: {variables}")
+        add_input = compiled(variables.coerced["input"])
+        assert isinstance(add_input, AddBankAccountInput)
+        account = await gateway.service.add_bank_account(org, add_input.to_domain())
+        data = {
+            "addBankAccount": {
+                "__typename": "AddBankAccountSuccess",
+                "bankAccount": {
+                    "id": str(GlobalID(type_name="BankAccount", node_id=account.id)),
+                    "last4": account.last4,
+                },
+            }
+        }
+        content = orjson.dumps({"data": data})
+        length = (b"content-length", str(len(content)).encode())
+        await send({"type": "http.response.start", "status": 200, "headers": [*headers, length]})
+        await send({"type": "http.response.body", "body": content})
+
+    return answer
 
 
 async def child(base_url: str, args: argparse.Namespace) -> dict[str, list[float]]:
