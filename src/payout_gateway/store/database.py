@@ -73,6 +73,7 @@ from payout_gateway.store.loop_session import (
     CHANGES_AT_BEGIN,
     LoopThreadSession,
     SessionSurface,
+    WriteGroupSession,
 )
 from payout_gateway.store.tables import (
     ApiKeyRow,
@@ -141,6 +142,8 @@ class Store:
         self._committers: set[asyncio.Task[None]] = set()
         self._owned_executor = owned_executor
         self._writer_turns = writer_turns
+        # The loop engine's connection every write group runs on (see WriteGroupSession).
+        self._writer: Connection | None = None
         for sync_engine in {engine.sync_engine, self.session_engine}:
             event.listen(sync_engine, "before_cursor_execute", self._count)
             if sync_engine.dialect.name == "sqlite":
@@ -215,6 +218,7 @@ class Store:
 
     async def dispose(self) -> None:
         await asyncio.gather(*self._committers, return_exceptions=True)
+        self._drop_writer()
         await self.engine.dispose()
         if self._loop_engine is not None:
             self._loop_engine.dispose()
@@ -257,7 +261,7 @@ class Store:
                     yield StoreSession(group.session)
                 except BaseException:
                     self._group = None
-                    await self._end_group(group)
+                    await self._end_group(group, failed=True)
                     raise
                 # The committer queues for the lock behind the writers waiting by the time it
                 # runs (the lock is first come, first served): they join this transaction,
@@ -294,21 +298,28 @@ class Store:
             raise
         return _WriteGroup(session, committed)
 
-    async def _end_group(self, group: _WriteGroup) -> None:
+    async def _end_group(self, group: _WriteGroup, *, failed: bool) -> None:
         """Close the group's session (its transaction ended or abandoned) and give the turn
-        to write the file back to the other processes."""
+        to write the file back to the other processes. After a failure the writer connection
+        is dropped too, whatever state it was left in."""
         try:
             await group.session.close()
         finally:
-            if self._writer_turns is not None:
-                self._writer_turns.give_back()
+            try:
+                if failed:
+                    self._drop_writer()
+            finally:
+                if self._writer_turns is not None:
+                    self._writer_turns.give_back()
 
     async def _commit_group(self, group: _WriteGroup) -> None:
         assert self._write_lock is not None
         async with self._write_lock:
             self._group = None
+            failed = True
             try:
                 await group.session.commit()
+                failed = False
             except asyncio.CancelledError:
                 group.committed.cancel()
                 raise
@@ -317,7 +328,7 @@ class Store:
             else:
                 group.committed.set_result(None)
             finally:
-                await self._end_group(group)
+                await self._end_group(group, failed=failed)
 
     async def _begin_sqlite_write(self) -> SessionSurface:
         """A session holding the file's write lock (BEGIN IMMEDIATE), so that a
@@ -332,20 +343,48 @@ class Store:
         # a writer holds the file for about a millisecond.
         delay = 0.0005
         while True:
-            session = self._sessions()
             try:
-                await session.connection(execution_options={_SQLITE_BEGIN: "IMMEDIATE"})
+                session = await self._begin_write_session()
             except (OperationalError, sqlite3.OperationalError) as error:
-                await session.close()
                 if not _is_locked(error) or time.monotonic() + delay > deadline:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.002)
                 continue
+            return session
+
+    async def _begin_write_session(self) -> SessionSurface:
+        """BEGIN IMMEDIATE on the writer connection (a loop engine's) or a new session."""
+        if self._loop_engine is None:
+            session = self._sessions()
+            try:
+                await session.connection(execution_options={_SQLITE_BEGIN: "IMMEDIATE"})
             except BaseException:
                 await session.close()
                 raise
             return session
+        if self._writer is None:
+            self._writer = self._loop_engine.connect().execution_options(
+                **{_SQLITE_BEGIN: "IMMEDIATE"}
+            )
+        try:
+            transaction = self._writer.begin()
+        except BaseException:
+            self._drop_writer()
+            raise
+        assert self._owned_executor is not None
+        return WriteGroupSession(
+            self._writer, transaction, self._owned_executor, self._count_statement
+        )
+
+    def _drop_writer(self) -> None:
+        """Close the writer connection outright rather than give it back to the pool: what a
+        failure left on it (an open transaction, a failed rollback) goes with it, and the next
+        group opens a fresh one."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.invalidate()
+            writer.close()
 
 
 @dataclass(eq=False)
