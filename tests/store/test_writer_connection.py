@@ -1,6 +1,6 @@
 """SQLite write groups run on one connection the store holds: no pool checkout and no ORM
-session per group, ORM reads in a group seeing the group's own writes, and a failed group's
-connection closed and replaced."""
+session per group, ORM reads in a group seeing the group's own writes, a failed group rolled
+back on it, and a connection left in a transaction closed and replaced."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import RootTransaction, event, text
 from sqlalchemy.exc import IntegrityError
 
 from payout_gateway.store import Store
@@ -85,26 +85,22 @@ async def test_an_orm_read_in_a_write_group_sees_the_group_s_own_writes(
     assert await audited_ids(sqlite_store) == ["ba_first", "ba_second"]
 
 
-async def test_a_group_whose_writer_raised_leaves_its_connection_behind(
+async def test_a_group_whose_writer_raised_is_rolled_back_and_its_connection_kept(
     sqlite_store: Store,
 ) -> None:
     with pytest.raises(RuntimeError):
         async with sqlite_store.session() as session:
             await audit(session, "ba_failed")
-            # A setting a writer changed on its connection goes with the connection.
-            await session._session.execute(text("PRAGMA foreign_keys=OFF"))
             failed = await driver_of(session)
             raise RuntimeError("after the write")
-    with pytest.raises(sqlite3.ProgrammingError):
-        failed.execute("SELECT 1")  # closed
+    assert not failed.in_transaction
     async with sqlite_store.session() as session:
         await audit(session, "ba_after")
-        assert await driver_of(session) is not failed
-        assert (await session._session.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+        assert await driver_of(session) is failed
     assert await audited_ids(sqlite_store) == ["ba_after"]
 
 
-async def test_a_group_whose_commit_failed_leaves_its_connection_behind(
+async def test_a_group_whose_commit_failed_is_rolled_back_and_its_connection_kept(
     sqlite_store: Store,
 ) -> None:
     with pytest.raises(IntegrityError):
@@ -113,9 +109,36 @@ async def test_a_group_whose_commit_failed_leaves_its_connection_behind(
             await session._session.execute(text("PRAGMA defer_foreign_keys=ON"))
             await audit(session, "ba_orphan", organization_id="org_missing")
             failed = await driver_of(session)
-    with pytest.raises(sqlite3.ProgrammingError):
-        failed.execute("SELECT 1")  # closed
+    assert not failed.in_transaction
     async with sqlite_store.session() as session:
+        await audit(session, "ba_after")
+        assert await driver_of(session) is failed
+    assert await audited_ids(sqlite_store) == ["ba_after"]
+
+
+async def test_a_connection_whose_rollback_failed_is_closed_and_frees_the_write_lock(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rollback = RootTransaction.rollback
+    failures: list[str] = []
+
+    def fails_once(self: RootTransaction) -> None:
+        if failures:
+            rollback(self)
+            return
+        failures.append("rollback")
+        raise OSError("the rollback failed")  # nothing sent: the transaction stays open
+
+    monkeypatch.setattr(RootTransaction, "rollback", fails_once)
+    with pytest.raises(OSError, match="the rollback failed"):
+        async with sqlite_store.session() as session:
+            await audit(session, "ba_failed")
+            failed = await driver_of(session)
+            raise RuntimeError("after the write")
+    assert failures == ["rollback"]
+    with pytest.raises(sqlite3.ProgrammingError):
+        failed.execute("SELECT 1")  # closed, its transaction with it
+    async with sqlite_store.session() as session:  # the file's write lock is free
         await audit(session, "ba_after")
         assert await driver_of(session) is not failed
     assert await audited_ids(sqlite_store) == ["ba_after"]

@@ -261,7 +261,7 @@ class Store:
                     yield StoreSession(group.session)
                 except BaseException:
                     self._group = None
-                    await self._end_group(group, failed=True)
+                    await self._end_group(group)
                     raise
                 # The committer queues for the lock behind the writers waiting by the time it
                 # runs (the lock is first come, first served): they join this transaction,
@@ -298,15 +298,17 @@ class Store:
             raise
         return _WriteGroup(session, committed)
 
-    async def _end_group(self, group: _WriteGroup, *, failed: bool) -> None:
+    async def _end_group(self, group: _WriteGroup) -> None:
         """Close the group's session (its transaction ended or abandoned) and give the turn
-        to write the file back to the other processes. After a failure the writer connection
-        is dropped too, whatever state it was left in."""
+        to write the file back to the other processes. A writer connection left in a
+        transaction (its rollback failed) is closed outright first: that ends the transaction
+        and frees the file's write lock, and the next group opens a fresh connection."""
         try:
             await group.session.close()
         finally:
             try:
-                if failed:
+                session = group.session
+                if isinstance(session, WriteGroupSession) and not session.clean:
                     self._drop_writer()
             finally:
                 if self._writer_turns is not None:
@@ -316,10 +318,8 @@ class Store:
         assert self._write_lock is not None
         async with self._write_lock:
             self._group = None
-            failed = True
             try:
                 await group.session.commit()
-                failed = False
             except asyncio.CancelledError:
                 group.committed.cancel()
                 raise
@@ -328,7 +328,7 @@ class Store:
             else:
                 group.committed.set_result(None)
             finally:
-                await self._end_group(group, failed=failed)
+                await self._end_group(group)
 
     async def _begin_sqlite_write(self) -> SessionSurface:
         """A session holding the file's write lock (BEGIN IMMEDIATE), so that a
@@ -370,7 +370,11 @@ class Store:
         try:
             transaction = self._writer.begin()
         except BaseException:
-            self._drop_writer()
+            # Another process holds the file's lock, most likely: the failed BEGIN left nothing
+            # open, and the connection goes back to the pool (which rolls back whatever did
+            # stay open, or discards the connection if it cannot).
+            writer, self._writer = self._writer, None
+            writer.close()
             raise
         assert self._owned_executor is not None
         return WriteGroupSession(
@@ -379,8 +383,8 @@ class Store:
 
     def _drop_writer(self) -> None:
         """Close the writer connection outright rather than give it back to the pool: what a
-        failure left on it (an open transaction, a failed rollback) goes with it, and the next
-        group opens a fresh one."""
+        failure left on it (an open transaction) goes with it, and the next group opens a
+        fresh one."""
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.invalidate()

@@ -370,14 +370,27 @@ class WriteGroupSession(LoopThreadSession):
         await self._end_transaction(self._transaction, self._connection, driver)
 
     async def close(self) -> None:
-        """The ORM session closed, the transaction rolled back unless it was committed; the
-        connection stays the store's."""
+        """The ORM session closed, and the transaction rolled back unless it was committed (a
+        failed COMMIT leaves it on the connection, rolled back by SQLite or by
+        ``_commit_or_roll_back``, until this): the connection, the store's, is then ready for
+        the next group. Raises if that rollback failed (see ``clean``)."""
         try:
             if self._session is not None:
                 self._session.close()
         finally:
-            if self._transaction.is_active:
+            if self._connection.get_transaction() is self._transaction:
                 self._transaction.rollback()
+
+    @property
+    def clean(self) -> bool:
+        """Whether the connection is out of any transaction, fit for the next group."""
+        try:
+            return (
+                self._connection.get_transaction() is None
+                and not _driver_of(self._connection).in_transaction
+            )
+        except Exception:  # closed or invalidated meanwhile: not fit either
+            return False
 
 
 def _driver_of(connection: Connection) -> sqlite3.Connection:
