@@ -262,9 +262,9 @@ async def test_a_failed_commit_fails_every_writer_of_the_group(sqlite_store: Sto
 
 async def test_a_cancelled_writer_does_not_cancel_its_groups_commit(sqlite_store: Store) -> None:
     # The commit thread busy: the group's COMMIT waits, and so do its writers.
-    assert sqlite_store._owned_executor is not None
+    assert sqlite_store._commit_thread is not None
     gate = threading.Event()
-    sqlite_store._owned_executor.submit(gate.wait)
+    sqlite_store._commit_thread.submit(gate.wait)
     started = asyncio.Event()
 
     async def write(object_id: str) -> None:
@@ -293,9 +293,9 @@ async def test_a_cancelled_committer_waits_for_the_commit_thread_before_closing(
 ) -> None:
     """The COMMIT runs on in its thread when the task awaiting it is cancelled: the session
     is closed only once it is over, and the rows are committed."""
-    assert sqlite_store._owned_executor is not None
+    assert sqlite_store._commit_thread is not None
     gate = threading.Event()
-    sqlite_store._owned_executor.submit(gate.wait)
+    sqlite_store._commit_thread.submit(gate.wait)
     written = asyncio.Event()
 
     async def write() -> None:

@@ -8,7 +8,6 @@ import itertools
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -68,6 +67,7 @@ from payout_gateway.domain.models import (
 )
 from payout_gateway.json_text import json_text
 from payout_gateway.store import loop_session
+from payout_gateway.store.commit_thread import CommitThread
 from payout_gateway.store.loop_session import (
     BUSY_TIMEOUT_MS,
     CHANGES_AT_BEGIN,
@@ -116,21 +116,21 @@ class Store:
         engine: AsyncEngine,
         *,
         loop_engine: Engine | None = None,
-        owned_executor: ThreadPoolExecutor | None = None,
+        commit_thread: CommitThread | None = None,
         writer_turns: WriterTurns | None = None,
     ) -> None:
         """``engine`` serves migrations and admin connections, and sessions too unless a
         ``loop_engine`` (a SQLite file opened synchronously) is given: then sessions run on
         the event loop's thread (see ``loop_session``), committing writes on
-        ``owned_executor``. ``writer_turns``: how writers to the same SQLite file in other
+        ``commit_thread``. ``writer_turns``: how writers to the same SQLite file in other
         processes take turns with this one's (see ``writer_turns``)."""
         self.engine = engine
         self._loop_engine = loop_engine
         self._sessions: Callable[[], SessionSurface]
         if loop_engine is not None:
-            assert owned_executor is not None, "a loop engine commits on the owned executor"
+            assert commit_thread is not None, "a loop engine commits on its commit thread"
             loop_sessions = sessionmaker(loop_engine, expire_on_commit=False)
-            commits = owned_executor
+            commits = commit_thread
             self._sessions = lambda: LoopThreadSession(
                 loop_sessions(), commits, self._count_statement
             )
@@ -140,7 +140,7 @@ class Store:
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._group: _WriteGroup | None = None
         self._committers: set[asyncio.Task[None]] = set()
-        self._owned_executor = owned_executor
+        self._commit_thread = commit_thread
         self._writer_turns = writer_turns
         # The loop engine's connection every write group runs on (see WriteGroupSession).
         self._writer: Connection | None = None
@@ -169,7 +169,7 @@ class Store:
             # call cost several times the SQL itself. The async engine (aiosqlite) is left
             # the rare rest: schema set-up and the readiness check.
             path = url.removeprefix("sqlite+aiosqlite:///")
-            commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+            commits = CommitThread("sqlite-commit")
             loop_engine = create_engine(
                 f"sqlite:///{path}",
                 json_serializer=engine_options["json_serializer"],
@@ -189,7 +189,7 @@ class Store:
             return cls(
                 create_async_engine(url, **engine_options),
                 loop_engine=loop_engine,
-                owned_executor=commits,
+                commit_thread=commits,
                 writer_turns=WriterTurns(path),
             )
         return cls(create_async_engine(url, **engine_options))
@@ -222,8 +222,8 @@ class Store:
         await self.engine.dispose()
         if self._loop_engine is not None:
             self._loop_engine.dispose()
-        if self._owned_executor is not None:
-            self._owned_executor.shutdown(wait=True)
+        if self._commit_thread is not None:
+            self._commit_thread.shutdown(wait=True)
         if self._writer_turns is not None:
             self._writer_turns.close()
 
@@ -376,9 +376,9 @@ class Store:
             writer, self._writer = self._writer, None
             writer.close()
             raise
-        assert self._owned_executor is not None
+        assert self._commit_thread is not None
         return WriteGroupSession(
-            self._writer, transaction, self._owned_executor, self._count_statement
+            self._writer, transaction, self._commit_thread, self._count_statement
         )
 
     def _drop_writer(self) -> None:

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import Executor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,6 +30,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
+
+from payout_gateway.store.commit_thread import CommitThread
 
 _T = TypeVar("_T")
 # A result's rows as AsyncSession.execute types them when the statement's columns are unknown.
@@ -96,7 +97,7 @@ class LoopThreadSession:
     def __init__(
         self,
         session: Session | None,
-        commits: Executor,
+        commits: CommitThread,
         statement_sent: Callable[[str], None] | None = None,
     ) -> None:
         """``statement_sent`` hears of each statement that ``write_row`` sends past
@@ -279,9 +280,7 @@ class LoopThreadSession:
             # Nothing written: no fsync to wait for.
             _commit_or_roll_back(transaction, driver)
             return
-        committing = asyncio.get_running_loop().run_in_executor(
-            self._commits, _commit_or_roll_back, transaction, driver
-        )
+        committing = self._commits.call(_commit_or_roll_back, transaction, driver)
         try:
             await asyncio.shield(committing)
         except asyncio.CancelledError:
@@ -316,7 +315,7 @@ class WriteGroupSession(LoopThreadSession):
         self,
         connection: Connection,
         transaction: RootTransaction,
-        commits: Executor,
+        commits: CommitThread,
         statement_sent: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(None, commits, statement_sent)
