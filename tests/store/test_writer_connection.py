@@ -154,3 +154,11 @@ async def test_dispose_closes_the_writer_connection(tmp_path: Path) -> None:
     await store.dispose()
     with pytest.raises(sqlite3.ProgrammingError):
         writer.execute("SELECT 1")
+
+
+async def test_dispose_twice_is_harmless(tmp_path: Path) -> None:
+    store = Store.from_url(f"sqlite:///{tmp_path}/gateway.db")
+    await store.create_schema()
+    await seed(store, "a")
+    await store.dispose()
+    await store.dispose()

@@ -35,6 +35,7 @@ class WriterTurns:
         self._queue = os.open(f"{database_path}-writers.queue", os.O_RDWR | os.O_CREAT, 0o600)
         self._turn = os.open(f"{database_path}-writers.turn", os.O_RDWR | os.O_CREAT, 0o600)
         self._waits: queue.SimpleQueue[_Wait | None] = queue.SimpleQueue()
+        self._closed = False
         # A daemon: a wait for a process that never gives the turn back must not keep this
         # one from exiting (an executor's threads are joined at exit).
         self._waiter = threading.Thread(
@@ -61,6 +62,11 @@ class WriterTurns:
         fcntl.flock(self._turn, fcntl.LOCK_UN)
 
     def close(self) -> None:
+        """Stop the waiting thread and close the lock files; once (``Store.dispose`` may be
+        called again)."""
+        if self._closed:
+            return
+        self._closed = True
         self._waits.put(None)
         os.close(self._queue)
         os.close(self._turn)
