@@ -65,6 +65,7 @@ class Pet(relay.Node):
     nicknames: list[str | None] | None = None
     friends: list[Pet] = strawberry.field(default_factory=list)
     colors: list[Color] = strawberry.field(default_factory=lambda: [Color.RED, Color.BLUE])
+    vaccinated: bool = True
 
 
 @strawberry.type
@@ -135,6 +136,21 @@ def _pet(mode: str) -> Any:
         pet.tags = None  # type: ignore[assignment]
     elif mode == "a null tag":
         pet.tags = ["a", None]  # type: ignore[list-item]
+    # Strings and booleans of exactly str and bool complete as they are; anything else goes
+    # through the scalar's serializer, as graphql-core's completion does.
+    elif mode == "a name of a str subclass":
+        pet.name = type("Name", (str,), {})("Rex")
+        pet.owner = Owner(name=type("Name", (str,), {})("Ada"))
+    elif mode == "a name that is a number":
+        pet.name = 7  # type: ignore[assignment]
+    elif mode == "a name that is a list":
+        pet.name = ["Rex"]  # type: ignore[assignment]
+    elif mode == "vaccinated as a number":
+        pet.vaccinated = 1  # type: ignore[assignment]
+    elif mode == "vaccinated as text":
+        pet.vaccinated = "yes"  # type: ignore[assignment]
+    elif mode == "not vaccinated":
+        pet.vaccinated = False
     elif mode == "nicknames":
         pet.nicknames = ["Rexy", None]
     elif mode == "friends":
@@ -276,7 +292,7 @@ ADOPT = """mutation($name: String!, $mode: String!, $deny: Boolean!) {
     ... on Adopted {
       pet {
         id name color age owner { name nickname } sitter { name } friend { name }
-        tags nicknames friends { id name }
+        tags nicknames friends { id name } vaccinated
       }
     }
     ... on Problem { message field }
@@ -288,7 +304,7 @@ ADOPT_NOW = """mutation($mode: String!) {
 PET = """query($mode: String!) {
   pet(mode: $mode) {
     id name color owner { name } sitter { name } friend { id name } notes tags nicknames
-    friends { name color } colors
+    friends { name color } colors vaccinated
   }
 }"""
 MAYBE_PET = "query($mode: String!) { maybePet(mode: $mode) { __typename name color } }"
@@ -321,6 +337,12 @@ MODES = [
     "tags in a dict",
     "no id",
     "duck",
+    "a name of a str subclass",
+    "a name that is a number",
+    "a name that is a list",
+    "vaccinated as a number",
+    "vaccinated as text",
+    "not vaccinated",
 ]
 
 # (document, variables, the resolvers it calls): answered by the compiled plan where it covers

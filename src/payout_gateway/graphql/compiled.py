@@ -47,8 +47,10 @@ from graphql import (
     FieldNode,
     FragmentSpreadNode,
     GraphQLAbstractType,
+    GraphQLBoolean,
     GraphQLError,
     GraphQLField,
+    GraphQLID,
     GraphQLInputObjectType,
     GraphQLInputType,
     GraphQLLeafType,
@@ -58,6 +60,7 @@ from graphql import (
     GraphQLOutputType,
     GraphQLResolveInfo,
     GraphQLSchema,
+    GraphQLString,
     InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
@@ -169,6 +172,23 @@ class _Object:
         return self.complete(value)
 
 
+# graphql-core's own scalars whose ``serialize`` returns a value of exactly this type as it
+# is (``serialize_string``, ``serialize_id``, ``serialize_boolean``). A schema that overrides
+# one (Strawberry's ``scalar_overrides``) has another object there, and no pass-through.
+_SERIALIZED_AS_IS: dict[int, type] = {
+    id(GraphQLString): str,
+    id(GraphQLID): str,
+    id(GraphQLBoolean): bool,
+}
+
+
+def _passes_through(leaf_type: GraphQLLeafType | None) -> type | None:
+    """The Python type whose values ``leaf_type`` serializes unchanged, if any."""
+    if leaf_type is None:
+        return None
+    return _SERIALIZED_AS_IS.get(id(leaf_type))
+
+
 @dataclass(frozen=True, slots=True)
 class _PlainCompletion:
     """A field ``execution._plain_fields`` found: an attribute holding a scalar, an enum or an
@@ -176,6 +196,10 @@ class _PlainCompletion:
 
     plain: _PlainField
     subfields: _Object | None
+    # A value of exactly this type is its own completion (see _SERIALIZED_AS_IS): a string
+    # or a boolean field, a page's most frequent leaves, skips the checks and the serializer
+    # call that would hand it back unchanged.
+    passthrough: type | None = None
 
     def complete(self, parent: GraphQLObjectType, source: Any) -> Any:
         """What ``AcyclicExecutionContext.execute_field`` gives for the field, or
@@ -190,6 +214,8 @@ class _PlainCompletion:
             result: Any = relay.GlobalID(type_name=parent.name, node_id=str(node_id))
         else:
             result = plain.read(source, plain.attribute)
+            if type(result) is self.passthrough:
+                return result
             if optimized_is_awaitable(result) or isinstance(result, Exception):
                 raise _CannotComplete
         if _is_null(result, non_null=plain.non_null):
@@ -445,7 +471,8 @@ def _object_plan(
                 subfields = _object_plan(
                     schema, plain_fields, plain.object_type, node.selection_set
                 )
-            fields.append(_Field(key, _PlainCompletion(plain, subfields)))
+            passthrough = _passes_through(plain.leaf_type) if plain.node_type is None else None
+            fields.append(_Field(key, _PlainCompletion(plain, subfields, passthrough)))
             continue
         fields.append(_Field(key, _list_completion(schema, plain_fields, field, node)))
     return _Object(object_type, tuple(fields))
