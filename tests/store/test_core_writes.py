@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from payout_gateway.domain.enums import (
@@ -32,7 +32,7 @@ from payout_gateway.domain.models import (
     ProviderCredentials,
 )
 from payout_gateway.store import Store, database
-from payout_gateway.store.tables import StatusChangeRow
+from payout_gateway.store.tables import BankAccountRow, StatusChangeRow
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 # Not UTC: the UTC conversion of the column type must apply to Core binds too.
@@ -154,6 +154,32 @@ async def test_a_bank_account_is_stored_with_every_field(store: Store) -> None:
     assert found["ba_1"].model_dump() == written.model_dump()
     assert found["ba_2"].model_dump() == bare.model_dump()
     assert found["ba_1"].created_at.tzinfo == UTC
+
+
+async def test_a_row_that_no_longer_validates_reads_back_as_stored(store: Store) -> None:
+    """Reads validate a row (the fast way to build it); one that does not validate (here a
+    metadata value that is not a string, as an older writer or a hand edit could leave it) is
+    taken as it is."""
+    await seed(store, "a")
+    async with store.session() as session:
+        await session.add_bank_account(bank_account())
+        await session.add_bank_account(bank_account("ba_2"))
+    stored_metadata = {"note": "kept", "count": 3}
+    async with store.engine.begin() as connection:
+        await connection.execute(
+            update(BankAccountRow)
+            .where(BankAccountRow.id == "ba_2")
+            .values(metadata_=stored_metadata)
+        )
+    async with store.session(write=False) as session:
+        found = await session.bank_accounts_by_ids("org_a", ["ba_1", "ba_2"])
+        page, _ = await session.page_bank_accounts("org_a", first=10)
+    assert found["ba_1"].model_dump() == bank_account().model_dump()
+    assert found["ba_2"].metadata == stored_metadata
+    assert found["ba_2"].model_dump(exclude={"metadata"}) == bank_account("ba_2").model_dump(
+        exclude={"metadata"}
+    )
+    assert {account.id for account in page} == {"ba_1", "ba_2"}
 
 
 async def test_a_duplicate_bank_account_fails_and_rolls_back_the_transaction(store: Store) -> None:
