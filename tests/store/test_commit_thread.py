@@ -59,24 +59,15 @@ async def test_a_cancelled_caller_does_not_stop_its_call(commits: CommitThread) 
     assert outcome.cancelled()
 
 
-def test_submit_gives_a_concurrent_future() -> None:
-    commits = CommitThread("test-commit")
-    try:
-        assert commits.submit(lambda: 7).result(5) == 7
-        failed = commits.submit(lambda: 1 / 0)
-        assert isinstance(failed.exception(5), ZeroDivisionError)
-    finally:
-        commits.shutdown()
-
-
-def test_shutdown_waits_for_the_calls_before_it_and_refuses_later_ones() -> None:
+async def test_shutdown_waits_for_the_calls_before_it_and_refuses_later_ones() -> None:
     commits = CommitThread("test-commit")
     gate = threading.Event()
     ran: list[str] = []
-    commits.submit(gate.wait, 5)
-    commits.submit(ran.append, "queued before shutdown")
+    commits.call(gate.wait, 5)
+    before = commits.call(ran.append, "queued before shutdown")
     threading.Timer(0.05, gate.set).start()
     commits.shutdown(wait=True)
     assert ran == ["queued before shutdown"]
+    await before  # settled on the loop once the thread had run it
     with pytest.raises(RuntimeError, match="shut down"):
-        commits.submit(ran.append, "after")
+        commits.call(ran.append, "after")

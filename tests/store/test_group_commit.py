@@ -264,7 +264,7 @@ async def test_a_cancelled_writer_does_not_cancel_its_groups_commit(sqlite_store
     # The commit thread busy: the group's COMMIT waits, and so do its writers.
     assert sqlite_store._commit_thread is not None
     gate = threading.Event()
-    sqlite_store._commit_thread.submit(gate.wait)
+    sqlite_store._commit_thread.call(gate.wait)
     started = asyncio.Event()
 
     async def write(object_id: str) -> None:
@@ -295,7 +295,7 @@ async def test_a_cancelled_committer_waits_for_the_commit_thread_before_closing(
     is closed only once it is over, and the rows are committed."""
     assert sqlite_store._commit_thread is not None
     gate = threading.Event()
-    sqlite_store._commit_thread.submit(gate.wait)
+    sqlite_store._commit_thread.call(gate.wait)
     written = asyncio.Event()
 
     async def write() -> None:

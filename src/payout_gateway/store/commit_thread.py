@@ -7,17 +7,16 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar, TypeVarTuple
 
-_P = ParamSpec("_P")
+_Args = TypeVarTuple("_Args")
 _T = TypeVar("_T")
 
 # A call for the thread: the function, its arguments, and where its outcome goes.
 _Call = tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any, BaseException | None], None]]
 
 
-class CommitThread(Executor):
+class CommitThread:
     """Runs calls one at a time, in order, on a thread of its own.
 
     ``call`` is the event loop's way in: the outcome comes back through one
@@ -25,7 +24,7 @@ class CommitThread(Executor):
     with a work item, a concurrent Future and its condition, and ``wrap_future``'s chained
     callbacks on both sides: 45-57 µs of CPU per hand-off against 16 µs this way (a call doing
     nothing, one at a time, 2026-12-07), paid by every group of writers, and whole by each add
-    when requests come one at a time. ``submit`` is the ``Executor`` interface, for the rest.
+    when requests come one at a time.
 
     The thread is a daemon: a process that exits without ``shutdown`` is not kept alive by it
     (``Store.dispose`` shuts it down, waiting for a COMMIT under way).
@@ -37,13 +36,9 @@ class CommitThread(Executor):
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    def call(
-        self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
-    ) -> asyncio.Future[_T]:
+    def call(self, function: Callable[[*_Args], _T], *args: *_Args) -> asyncio.Future[_T]:
         """``function(*args)`` on the thread; its outcome settles the returned future on the
         running loop. Cancelling the future does not stop the call."""
-        if kwargs:
-            raise TypeError("call takes positional arguments only")
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future[_T] = loop.create_future()
 
@@ -55,22 +50,7 @@ class CommitThread(Executor):
         self._put((function, args, settle))
         return outcome
 
-    def submit(  # type: ignore[override]  # positional arguments only, as call
-        self, function: Callable[..., _T], /, *args: Any
-    ) -> Future[_T]:
-        outcome: Future[_T] = Future()
-        outcome.set_running_or_notify_cancel()
-
-        def settle(result: Any, error: BaseException | None) -> None:
-            if error is None:
-                outcome.set_result(result)
-            else:
-                outcome.set_exception(error)
-
-        self._put((function, args, settle))
-        return outcome
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         """No calls after this; the thread ends once the calls before it have run."""
         if not self._shut_down:
             self._shut_down = True
