@@ -85,6 +85,7 @@ from payout_gateway.store.tables import (
     StatusChangeRow,
 )
 from payout_gateway.store.writer_turns import WriterTurns
+from payout_gateway.store.writers_lock import WritersLock
 
 
 def normalize_database_url(url: str) -> str:
@@ -137,7 +138,7 @@ class Store:
         else:
             self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.statements = 0
-        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._write_lock = WritersLock() if engine.dialect.name == "sqlite" else None
         self._group: _WriteGroup | None = None
         self._committers: set[asyncio.Task[None]] = set()
         self._commit_thread = commit_thread
