@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from payout_gateway.store import Store, database
 from payout_gateway.store.writer_turns import WriterTurns
@@ -151,3 +153,50 @@ async def test_a_store_kept_from_its_turn_fails_as_a_locked_database(
     other.give_back()
     async with sqlite_store.session() as session:
         await write_audit_row(session)
+
+
+async def test_a_store_gives_the_turn_back_from_its_commit_thread_before_its_loop_hears(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    # The other processes must not wait for this one's event loop to get round to hearing
+    # that the COMMIT is done: under load that took milliseconds.
+    committing = threading.Event()
+    event.listen(sqlite_store.session_engine, "commit", lambda _connection: committing.set())
+
+    async def write() -> None:
+        async with sqlite_store.session() as session:
+            await write_audit_row(session)
+
+    writing = asyncio.create_task(write())
+    async with asyncio.timeout(5):
+        while not committing.is_set():
+            await asyncio.sleep(0.001)
+    taken = threading.Event()
+
+    def take_as_another_process() -> None:
+        with lock_held(tmp_path / "gateway.db-writers.turn"):
+            taken.set()
+
+    taker = threading.Thread(target=take_as_another_process)
+    taker.start()
+    # Blocks the event loop: only the commit thread can give the turn back meanwhile.
+    assert taken.wait(5)
+    taker.join()
+    await asyncio.wait_for(writing, 5)
+
+
+async def test_giving_back_a_turn_not_held_does_nothing(turns: Callable[[], WriterTurns]) -> None:
+    first, second = turns(), turns()
+    await first.take()
+    second.give_back()  # not second's to give: first keeps it
+    third = turns()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):
+            await third.take()
+    first.give_back()
+    first.give_back()
+    await asyncio.wait_for(third.take(), 5)
+    third.close()
+    third.give_back()  # closed: the turn went with its file, and giving it back is no error
+    await asyncio.wait_for(first.take(), 5)
+    first.give_back()

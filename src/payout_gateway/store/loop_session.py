@@ -272,15 +272,20 @@ class LoopThreadSession:
         await self._end_transaction(session, connection, driver)
 
     async def _end_transaction(
-        self, transaction: _Committable, connection: Connection, driver: sqlite3.Connection
+        self,
+        transaction: _Committable,
+        connection: Connection,
+        driver: sqlite3.Connection,
+        committed: Callable[[], None] | None = None,
     ) -> None:
         """COMMIT ``transaction``: in place if it wrote nothing, else on the commit thread
-        (the WAL's fsync) while the loop goes on."""
+        (the WAL's fsync) while the loop goes on. ``committed`` runs right after a COMMIT that
+        succeeded, on the thread that sent it; it must not raise."""
         if driver.total_changes == connection.info.get(CHANGES_AT_BEGIN):
             # Nothing written: no fsync to wait for.
-            _commit_or_roll_back(transaction, driver)
+            _commit_and_then(transaction, driver, committed)
             return
-        committing = self._commits.call(_commit_or_roll_back, transaction, driver)
+        committing = self._commits.call(_commit_and_then, transaction, driver, committed)
         try:
             await asyncio.shield(committing)
         except asyncio.CancelledError:
@@ -309,7 +314,7 @@ class WriteGroupSession(LoopThreadSession):
     of its own and pays that cost whole.
     """
 
-    __slots__ = ("_connection", "_transaction")
+    __slots__ = ("_connection", "_on_committed", "_transaction")
 
     def __init__(
         self,
@@ -317,10 +322,15 @@ class WriteGroupSession(LoopThreadSession):
         transaction: RootTransaction,
         commits: CommitThread,
         statement_sent: Callable[[str], None] | None = None,
+        on_committed: Callable[[], None] | None = None,
     ) -> None:
+        """``on_committed`` runs right after the group's COMMIT succeeded, on the commit
+        thread, before the event loop hears of it (the store gives the file's writer turn
+        back there); it must not raise."""
         super().__init__(None, commits, statement_sent)
         self._connection = connection
         self._transaction = transaction
+        self._on_committed = on_committed
 
     @property
     def sync_session(self) -> Session:
@@ -366,7 +376,7 @@ class WriteGroupSession(LoopThreadSession):
             raise sqlite3.OperationalError(
                 "the transaction was rolled back by SQLite; nothing of it was saved"
             )
-        await self._end_transaction(self._transaction, self._connection, driver)
+        await self._end_transaction(self._transaction, self._connection, driver, self._on_committed)
 
     async def close(self) -> None:
         """The ORM session closed, and the transaction rolled back unless it was committed (a
@@ -476,6 +486,15 @@ class _Committable(Protocol):
     """A Session or a Connection's transaction: what ``_commit_or_roll_back`` commits."""
 
     def commit(self) -> None: ...
+
+
+def _commit_and_then(
+    transaction: _Committable, driver: sqlite3.Connection, committed: Callable[[], None] | None
+) -> None:
+    """COMMIT (see ``_commit_or_roll_back``), then ``committed`` if it succeeded."""
+    _commit_or_roll_back(transaction, driver)
+    if committed is not None:
+        committed()
 
 
 def _commit_or_roll_back(transaction: _Committable, driver: sqlite3.Connection) -> None:

@@ -36,6 +36,10 @@ class WriterTurns:
         self._turn = os.open(f"{database_path}-writers.turn", os.O_RDWR | os.O_CREAT, 0o600)
         self._waits: queue.SimpleQueue[_Wait | None] = queue.SimpleQueue()
         self._closed = False
+        # Whether this process holds the turn. Set on the thread that took it, cleared on the
+        # one that gives it back: never both at once, as a turn is taken only after the last
+        # one was given back (the Store's write lock).
+        self._held = False
         # A daemon: a wait for a process that never gives the turn back must not keep this
         # one from exiting (an executor's threads are joined at exit).
         self._waiter = threading.Thread(
@@ -59,7 +63,13 @@ class WriterTurns:
             raise
 
     def give_back(self) -> None:
-        fcntl.flock(self._turn, fcntl.LOCK_UN)
+        """Give the turn back if this process holds it, from any thread; never raises (the
+        Store gives it back on its commit thread, right after a COMMIT)."""
+        if not self._held:
+            return
+        self._held = False
+        with contextlib.suppress(OSError):  # closed meanwhile: the turn went with the file
+            fcntl.flock(self._turn, fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Stop the waiting thread and close the lock files; once (``Store.dispose`` may be
@@ -82,6 +92,7 @@ class WriterTurns:
             return False
         finally:
             fcntl.flock(self._queue, fcntl.LOCK_UN)
+        self._held = True
         return True
 
     def _serve_waits(self) -> None:
@@ -92,6 +103,7 @@ class WriterTurns:
                 fcntl.flock(self._queue, fcntl.LOCK_EX)
                 try:
                     fcntl.flock(self._turn, fcntl.LOCK_EX)
+                    self._held = True
                 finally:
                     fcntl.flock(self._queue, fcntl.LOCK_UN)
             except OSError as failed:  # closed meanwhile
@@ -110,5 +122,4 @@ class WriterTurns:
 
     def _give_back_unused(self, waiting: asyncio.Future[None]) -> None:
         if not waiting.cancelled() and waiting.exception() is None:
-            with contextlib.suppress(OSError):  # closed meanwhile: the turn went with it
-                self.give_back()
+            self.give_back()
