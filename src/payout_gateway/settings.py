@@ -25,6 +25,9 @@ class ProviderSettings(BaseModel):
     total_deadline: float = 25.0
     max_retries: Annotated[int, Field(ge=0, le=5)] = 2
     max_connections: Annotated[int, Field(ge=1)] = 100
+    # Failed calls in a row that open the provider's circuit, and for how long (seconds).
+    circuit_failures: Annotated[int, Field(ge=1)] = 5
+    circuit_reset_seconds: Annotated[float, Field(gt=0)] = 30.0
     # httpcore: httpx's own transport, to measure the aiohttp lever both ways.
     http_backend: HttpBackend = HttpBackend.AIOHTTP
 
@@ -38,6 +41,8 @@ class ProviderSettings(BaseModel):
             max_connections=self.max_connections,
             max_keepalive_connections=self.max_connections,
             backend=self.http_backend,
+            circuit_failures=self.circuit_failures,
+            circuit_reset_seconds=self.circuit_reset_seconds,
         )
 
 

@@ -221,6 +221,11 @@ async def test_input_errors_say_what_is_wrong_without_the_value(
             "PROVIDER_RATE_LIMITED",
         ),
         (
+            domain.ProviderCircuitOpenError("resting", provider=Provider.COMMET, retry_after=12),
+            "ProviderUnavailableError",
+            "PROVIDER_CIRCUIT_OPEN",
+        ),
+        (
             domain.ProviderBadResponseError("html", provider=Provider.COMMET),
             "ProviderUnavailableError",
             "PROVIDER_BAD_RESPONSE",

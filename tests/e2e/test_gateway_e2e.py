@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,20 +152,30 @@ class World:
         assert response.status_code < 300, response.text
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+@contextmanager
+def serving(tmp: Path, orgs: tuple[SeededOrg, ...], **settings: Any) -> Iterator[World]:
+    """Both simulators and a gateway over them, each on a socket of its own."""
     commet, paygentic = create_commet_sandbox(), create_paygentic_sandbox()
-    with live_server(commet) as commet_url, live_server(paygentic) as paygentic_url:
-        tmp: Path = tmp_path_factory.mktemp("e2e")
+    with (
+        live_server(commet) as commet_url,
+        live_server(paygentic) as paygentic_url,
         # No background refresh: the batching test counts the store's statements exactly.
-        with running_gateway(
+        running_gateway(
             tmp,
             commet_url=f"{commet_url}/api/v1",
             paygentic_url=paygentic_url,
-            orgs=ORGS,
+            orgs=orgs,
             refresh_interval_seconds=0,
-        ) as gateway:
-            yield World(tmp, gateway, commet, commet_url, paygentic, paygentic_url)
+            **settings,
+        ) as gateway,
+    ):
+        yield World(tmp, gateway, commet, commet_url, paygentic, paygentic_url)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with serving(tmp_path_factory.mktemp("e2e"), ORGS) as world:
+        yield world
 
 
 async def test_commet_onboarding(world: World) -> None:

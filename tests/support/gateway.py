@@ -111,17 +111,21 @@ def running_gateway(
     paygentic_url: str | None = "http://paygentic.invalid",
     orgs: tuple[SeededOrg, ...] = DEFAULT_ORGS,
     read_timeout: float = 10.0,
+    circuit_reset_seconds: float = 30.0,
     **settings: Any,
 ) -> Iterator[RunningGateway]:
     database_url = f"sqlite:///{tmp_path}/gateway.db"
     keys = seed_organizations(database_url, orgs)
+    policy = {
+        "max_retries": 1,
+        "read_timeout": read_timeout,
+        "circuit_reset_seconds": circuit_reset_seconds,
+    }
     app = create_app(
         Settings(
             database_url=database_url,
-            commet=ProviderSettings(base_url=commet_url, max_retries=1, read_timeout=read_timeout),
-            paygentic=ProviderSettings(
-                base_url=paygentic_url, max_retries=1, read_timeout=read_timeout
-            ),
+            commet=ProviderSettings(base_url=commet_url, **policy),
+            paygentic=ProviderSettings(base_url=paygentic_url, **policy),
             api_key_pepper=PEPPER,
             demo_organizations=False,
             **settings,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,16 +19,19 @@ from payout_gateway import __version__
 from payout_gateway.domain.enums import Provider
 from payout_gateway.domain.errors import (
     ProviderBadResponseError,
+    ProviderCircuitOpenError,
     ProviderError,
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
+from payout_gateway.providers.circuit import CircuitBreaker, CircuitState
 from payout_gateway.providers.transport import (
     BASE_HEADERS,
     URL_CACHE_SIZE,
     FailureKind,
     HttpPolicy,
     ProviderHttp,
+    RawResponse,
     failure_kind,
     map_transport_error,
     parse_retry_after,
@@ -467,6 +471,211 @@ async def test_429_is_retried_after_the_advertised_delay_even_for_writes(
     assert raw.status_code == 200
     assert isinstance(http.sleep, Sleeps)
     assert http.sleep.delays == [2.0]
+
+
+# --- the circuit breaker ------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Upstream:
+    """A provider that answers as told, counting what reaches it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.answer: Callable[[httpx.Request], httpx.Response] = lambda _: httpx.Response(200)
+        self.held: asyncio.Event | None = None
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if self.held is not None:
+            await self.held.wait()
+        return self.answer(request)
+
+
+def refuse(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("refused", request=request)
+
+
+@pytest.fixture
+async def guarded() -> AsyncIterator[tuple[ProviderHttp, Upstream, Clock]]:
+    upstream, clock = Upstream(), Clock()
+    http = ProviderHttp(
+        PROVIDER,
+        "https://provider.test/api",
+        HttpPolicy(max_retries=0),
+        transport=httpx.MockTransport(upstream),
+        sleep=Sleeps(),
+        jitter=lambda: 0.0,
+        circuit=CircuitBreaker(PROVIDER.value, failures=5, reset_seconds=30.0, clock=clock),
+    )
+    yield http, upstream, clock
+    await http.aclose()
+
+
+async def fail_five_times(http: ProviderHttp, upstream: Upstream) -> None:
+    upstream.answer = refuse
+    for _ in range(5):
+        with pytest.raises(ProviderUnavailableError):
+            await http.request("POST", "/x", replay_safe=False)
+
+
+async def probe_in_flight(
+    http: ProviderHttp, upstream: Upstream, clock: Clock
+) -> asyncio.Task[RawResponse]:
+    """The circuit opened and its period over: the probe, held at a provider working again."""
+    await fail_five_times(http, upstream)
+    clock.now += 30
+    upstream.answer = lambda _: httpx.Response(200)
+    upstream.held = asyncio.Event()
+    probe = asyncio.create_task(http.request("GET", "/x", replay_safe=True))
+    while upstream.calls < 6:
+        await asyncio.sleep(0)
+    return probe
+
+
+async def test_five_failed_calls_in_a_row_make_the_next_fail_at_once_sending_nothing(
+    guarded: tuple[ProviderHttp, Upstream, Clock],
+) -> None:
+    http, upstream, clock = guarded
+    await fail_five_times(http, upstream)
+    assert upstream.calls == 5
+    upstream.answer = lambda _: httpx.Response(200)
+    clock.now += 12.5
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await http.request("POST", "/x", replay_safe=False)
+    assert upstream.calls == 5
+    error = caught.value
+    assert isinstance(error, ProviderCircuitOpenError)
+    assert (error.retryable, error.outcome_unknown, error.provider) == (True, False, PROVIDER)
+    assert (error.code, error.retry_after) == ("PROVIDER_CIRCUIT_OPEN", 18)
+    assert str(error) == (
+        "PAYGENTIC is failing: its last 5 calls got no usable answer, so the gateway is not "
+        "calling it for now. Nothing was sent; retry in 18 s."
+    )
+
+
+@pytest.mark.parametrize(
+    "status", [500, 502, 503, 504], ids=lambda status: f"{status} once retries are spent"
+)
+async def test_a_server_error_answer_counts_as_a_failure(
+    guarded: tuple[ProviderHttp, Upstream, Clock], status: int
+) -> None:
+    http, upstream, _ = guarded
+    upstream.answer = lambda _: httpx.Response(status)
+    for _ in range(5):
+        assert (await http.request("GET", "/x", replay_safe=True)).status_code == status
+    with pytest.raises(ProviderUnavailableError):
+        await http.request("GET", "/x", replay_safe=True)
+    assert upstream.calls == 5
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda _: httpx.Response(400, json={"error": "invalid"}),
+        lambda _: httpx.Response(404),
+        lambda _: httpx.Response(429),
+        lambda _: httpx.Response(302, headers={"location": "http://169.254.169.254/"}),
+    ],
+    ids=["400", "404", "429 once retries are spent", "a redirect"],
+)
+async def test_answers_that_show_the_provider_up_do_not_open_it(
+    guarded: tuple[ProviderHttp, Upstream, Clock], answer: Callable[[httpx.Request], httpx.Response]
+) -> None:
+    http, upstream, _ = guarded
+    upstream.answer = answer
+    for _ in range(10):
+        with contextlib.suppress(ProviderBadResponseError):  # the redirect
+            await http.request("GET", "/x", replay_safe=True)
+    assert upstream.calls == 10
+    assert http.circuit.state is CircuitState.CLOSED
+
+
+async def test_an_answer_between_failures_starts_the_count_again(
+    guarded: tuple[ProviderHttp, Upstream, Clock],
+) -> None:
+    http, upstream, _ = guarded
+    for _ in range(2):
+        upstream.answer = refuse
+        for _ in range(4):
+            with pytest.raises(ProviderUnavailableError):
+                await http.request("GET", "/x", replay_safe=True)
+        upstream.answer = lambda _: httpx.Response(200)
+        await http.request("GET", "/x", replay_safe=True)
+    assert upstream.calls == 10
+    assert http.circuit.state is CircuitState.CLOSED
+
+
+async def test_once_the_period_is_over_one_probe_goes_through_and_its_answer_closes_it(
+    guarded: tuple[ProviderHttp, Upstream, Clock],
+) -> None:
+    http, upstream, clock = guarded
+    probe = await probe_in_flight(http, upstream, clock)
+    # While the probe is out, the others fail at once.
+    for _ in range(3):
+        with pytest.raises(ProviderUnavailableError, match="retry in 1 s"):
+            await http.request("GET", "/x", replay_safe=True)
+    assert upstream.calls == 6
+    upstream.held.set()
+    assert (await probe).status_code == 200
+    assert http.circuit.state is CircuitState.CLOSED
+    upstream.held = None
+    for _ in range(3):
+        await http.request("GET", "/x", replay_safe=True)
+    assert upstream.calls == 9
+
+
+async def test_a_failed_probe_keeps_it_open_for_another_period(
+    guarded: tuple[ProviderHttp, Upstream, Clock],
+) -> None:
+    http, upstream, clock = guarded
+    await fail_five_times(http, upstream)
+    clock.now += 30
+    with pytest.raises(ProviderUnavailableError):
+        await http.request("GET", "/x", replay_safe=True)
+    assert upstream.calls == 6
+    clock.now += 29
+    upstream.answer = lambda _: httpx.Response(200)
+    with pytest.raises(ProviderUnavailableError, match="retry in 1 s"):
+        await http.request("GET", "/x", replay_safe=True)
+    assert upstream.calls == 6
+
+
+async def test_a_cancelled_probe_decides_nothing_and_the_next_call_probes(
+    guarded: tuple[ProviderHttp, Upstream, Clock],
+) -> None:
+    http, upstream, clock = guarded
+    probe = await probe_in_flight(http, upstream, clock)
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    assert http.circuit.state is CircuitState.HALF_OPEN
+    upstream.held = None
+    assert (await http.request("GET", "/x", replay_safe=True)).status_code == 200
+    assert upstream.calls == 7
+    assert http.circuit.state is CircuitState.CLOSED
+
+
+async def test_the_circuit_s_settings_come_from_the_policy() -> None:
+    http = ProviderHttp(
+        PROVIDER,
+        "https://provider.test",
+        HttpPolicy(circuit_failures=2, circuit_reset_seconds=7.5),
+        transport=httpx.MockTransport(lambda _: httpx.Response(200)),
+    )
+    assert (http.circuit.name, http.circuit.failures, http.circuit.reset_seconds) == (
+        "PAYGENTIC",
+        2,
+        7.5,
+    )
+    await http.aclose()
 
 
 # --- URLs merged once per path; no cookies kept -------------------------------------------------

@@ -16,7 +16,8 @@
         │   └── OperationRetiredError        the provider retired the operation (Commet 410)
         ├── ProviderUnavailableError    could not reach it or it failed (retryable)
         │   ├── ProviderTimeoutError        no answer in time
-        │   └── ProviderRateLimitedError    429, with retry_after when sent
+        │   ├── ProviderRateLimitedError    429, with retry_after when sent
+        │   └── ProviderCircuitOpenError    not sent: its last calls all failed (retry_after)
         └── ProviderBadResponseError    it answered something we cannot understand
 
 Provider refusals (data) are kept apart from transport failures: only the latter may be retried,
@@ -234,6 +235,17 @@ class ProviderRateLimitedError(ProviderUnavailableError):
             provider_code=provider_code,
             request_id=request_id,
         )
+        self.retry_after = retry_after
+
+
+class ProviderCircuitOpenError(ProviderUnavailableError):
+    """Not sent: the provider's last calls all failed, so the gateway stops calling it for a
+    while (providers/circuit.py); ``retry_after``: seconds until it tries again."""
+
+    code = "PROVIDER_CIRCUIT_OPEN"
+
+    def __init__(self, message: str, *, provider: Provider, retry_after: float) -> None:
+        super().__init__(message, provider=provider, outcome_unknown=False)
         self.retry_after = retry_after
 
 

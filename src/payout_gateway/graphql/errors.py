@@ -171,7 +171,7 @@ def to_graphql_error(
                 if exc.param
                 else None,
             )
-        case domain.ProviderRateLimitedError():
+        case domain.ProviderRateLimitedError() | domain.ProviderCircuitOpenError():
             return ProviderUnavailableError(
                 message=message,
                 code=code,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 import urllib.request
@@ -25,10 +26,12 @@ from payout_gateway import __version__
 from payout_gateway.domain.enums import Provider
 from payout_gateway.domain.errors import (
     ProviderBadResponseError,
+    ProviderCircuitOpenError,
     ProviderError,
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
+from payout_gateway.providers.circuit import CircuitBreaker, CircuitOpen
 from payout_gateway.request_log import report_provider_call
 
 logger = logging.getLogger("payout_gateway.providers")
@@ -70,6 +73,10 @@ class HttpPolicy:
     backoff_cap: float = 4.0
     retry_after_cap: float = 30.0
     backend: HttpBackend = HttpBackend.AIOHTTP
+    # Failed calls in a row that open the provider's circuit, and how long it then stays open
+    # (see circuit.py).
+    circuit_failures: int = 5
+    circuit_reset_seconds: float = 30.0
 
 
 # What every provider call carries unless its adapter sets the header itself: httpx's client
@@ -333,9 +340,15 @@ class ProviderHttp:
         request_id_header: str = "x-request-id",
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        circuit: CircuitBreaker | None = None,
     ) -> None:
         self.provider = provider
         self.policy = policy or HttpPolicy()
+        self.circuit = circuit or CircuitBreaker(
+            provider.value,
+            failures=self.policy.circuit_failures,
+            reset_seconds=self.policy.circuit_reset_seconds,
+        )
         base = httpx.URL(base_url)
         # Paths are appended to the base URL's path, as httpx's client appends them.
         self.base_url = (
@@ -384,7 +397,45 @@ class ProviderHttp:
         params: Mapping[str, str | int] | None = None,
         replay_safe: bool,
     ) -> RawResponse:
-        """Send with retries; raise a domain error when no usable answer arrived in time."""
+        """Send with retries; raise a domain error when no usable answer arrived in time, or
+        at once, with nothing sent, while the provider's circuit is open."""
+        try:
+            probe = self.circuit.admit()
+        except CircuitOpen as open_circuit:
+            # A probe in flight answers within seconds: "1 s" rather than "now".
+            retry_after = max(1, math.ceil(open_circuit.retry_in))
+            raise ProviderCircuitOpenError(
+                f"{self.provider.value} is failing: its last {open_circuit.failures} calls got no "
+                "usable answer, so the gateway is not calling it for now. Nothing was sent; "
+                f"retry in {retry_after} s.",
+                provider=self.provider,
+                retry_after=retry_after,
+            ) from None
+        try:
+            response = await self._request_with_retries(
+                method, path, headers, json, params, replay_safe
+            )
+        except ProviderUnavailableError:  # unreachable or timed out, retries spent
+            self.circuit.failed(probe)
+            raise
+        except BaseException:  # an answer the adapter cannot use, cancelled, a bug of ours
+            self.circuit.undecided(probe)
+            raise
+        if response.status_code >= 500:  # failed on the provider's side, retries spent
+            self.circuit.failed(probe)
+        else:
+            self.circuit.succeeded(probe)
+        return response
+
+    async def _request_with_retries(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | None,
+        json: Any,
+        params: Mapping[str, str | int] | None,
+        replay_safe: bool,
+    ) -> RawResponse:
         sent = False
         # An attempt cut by the deadline may already be at the provider: its outcome is unknown.
         in_flight = False
