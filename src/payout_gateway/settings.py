@@ -25,7 +25,7 @@ class ProviderSettings(BaseModel):
     total_deadline: float = 25.0
     max_retries: Annotated[int, Field(ge=0, le=5)] = 2
     max_connections: Annotated[int, Field(ge=1)] = 100
-    # Failed calls in a row that open the provider's circuit, and for how long (seconds).
+    # Failed requests in a row that open the provider's circuit, and for how long (seconds).
     circuit_failures: Annotated[int, Field(ge=1)] = 5
     circuit_reset_seconds: Annotated[float, Field(gt=0)] = 30.0
     # httpcore: httpx's own transport, to measure the aiohttp lever both ways.

@@ -149,9 +149,9 @@ def test_state_changes_are_logged(
     assert [(record.levelname, record.getMessage()) for record in caplog.records] == [
         (
             "WARNING",
-            "COMMET circuit opened after 5 failed calls in a row: calls fail at once for 30 s",
+            "COMMET circuit opened after 5 failed requests in a row: calls fail at once for 30 s",
         ),
-        ("INFO", "COMMET circuit half-open: one call probes the provider"),
+        ("INFO", "COMMET circuit half-open: one request probes the provider"),
         ("INFO", "COMMET circuit closed: the probe got an answer"),
     ]
 
@@ -162,3 +162,18 @@ def test_a_circuit_that_could_never_close_or_open_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match="at least one failure"):
         CircuitBreaker("COMMET", failures=failures, reset_seconds=reset_seconds)
+
+
+def test_admits_tells_what_admit_would_do_without_changing_anything(
+    breaker: CircuitBreaker, clock: Clock
+) -> None:
+    assert breaker.admits()
+    open_circuit(breaker)
+    assert not breaker.admits()
+    clock.now += 30
+    assert breaker.admits()
+    assert breaker.state is CircuitState.OPEN  # asking moved nothing
+    probe = breaker.admit()
+    assert not breaker.admits()  # the probe is out
+    breaker.undecided(probe)
+    assert breaker.admits()

@@ -556,7 +556,7 @@ async def test_five_failed_calls_in_a_row_make_the_next_fail_at_once_sending_not
     assert (error.retryable, error.outcome_unknown, error.provider) == (True, False, PROVIDER)
     assert (error.code, error.retry_after) == ("PROVIDER_CIRCUIT_OPEN", 18)
     assert str(error) == (
-        "PAYGENTIC is failing: its last 5 calls got no usable answer, so the gateway is not "
+        "PAYGENTIC is failing: its last 5 requests got no usable answer, so the gateway is not "
         "calling it for now. Nothing was sent; retry in 18 s."
     )
 
@@ -661,6 +661,71 @@ async def test_a_cancelled_probe_decides_nothing_and_the_next_call_probes(
     assert (await http.request("GET", "/x", replay_safe=True)).status_code == 200
     assert upstream.calls == 7
     assert http.circuit.state is CircuitState.CLOSED
+
+
+async def test_calls_make_no_more_attempts_once_the_circuit_opens() -> None:
+    upstream = Upstream()
+    http = ProviderHttp(
+        PROVIDER,
+        "https://provider.test/api",
+        HttpPolicy(max_retries=2),
+        transport=httpx.MockTransport(upstream),
+        sleep=Sleeps(),
+        jitter=lambda: 0.0,
+    )
+    upstream.answer = refuse
+    upstream.held = gate = asyncio.Event()
+    early = asyncio.create_task(http.request("GET", "/x", replay_safe=True))
+    while upstream.calls < 1:
+        await asyncio.sleep(0)
+    upstream.held = None
+    # Three attempts fail, then two: the fifth failure in a row opens the circuit, and that
+    # call makes no third attempt.
+    for _ in range(2):
+        with pytest.raises(ProviderUnavailableError) as failed:
+            await http.request("GET", "/x", replay_safe=True)
+        assert isinstance(failed.value.__cause__, httpx.ConnectError)
+    assert (http.circuit.state, upstream.calls) == (CircuitState.OPEN, 6)
+    gate.set()
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await early
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert upstream.calls == 6  # its failed attempt was its last
+    assert isinstance(http.sleep, Sleeps)
+    assert len(http.sleep.delays) == 3  # and no call backed off once the circuit was open
+    await http.aclose()
+
+
+async def test_a_call_whose_back_off_outlasts_the_closed_circuit_ends_as_its_last_attempt() -> None:
+    upstream, backing_off, resume = Upstream(), asyncio.Event(), asyncio.Event()
+
+    async def sleep(_: float) -> None:
+        if not backing_off.is_set():  # the first call to back off waits there
+            backing_off.set()
+            await resume.wait()
+
+    http = ProviderHttp(
+        PROVIDER,
+        "https://provider.test/api",
+        HttpPolicy(max_retries=2),
+        transport=httpx.MockTransport(upstream),
+        sleep=sleep,
+        jitter=lambda: 0.0,
+    )
+    upstream.answer = refuse
+    waiting = asyncio.create_task(http.request("POST", "/x", replay_safe=True))
+    await backing_off.wait()
+    for _ in range(2):  # three failed attempts, then one: five in a row with the first
+        with pytest.raises(ProviderUnavailableError):
+            await http.request("POST", "/x", replay_safe=True)
+    assert (http.circuit.state, upstream.calls) == (CircuitState.OPEN, 5)
+    resume.set()
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await waiting
+    assert not isinstance(caught.value, ProviderCircuitOpenError)  # it did send a request
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert upstream.calls == 5
+    await http.aclose()
 
 
 async def test_the_circuit_s_settings_come_from_the_policy() -> None:

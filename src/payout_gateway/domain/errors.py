@@ -17,7 +17,7 @@
         ├── ProviderUnavailableError    could not reach it or it failed (retryable)
         │   ├── ProviderTimeoutError        no answer in time
         │   ├── ProviderRateLimitedError    429, with retry_after when sent
-        │   └── ProviderCircuitOpenError    not sent: its last calls all failed (retry_after)
+        │   └── ProviderCircuitOpenError    not sent: its last requests all failed (retry_after)
         └── ProviderBadResponseError    it answered something we cannot understand
 
 Provider refusals (data) are kept apart from transport failures: only the latter may be retried,
@@ -239,7 +239,7 @@ class ProviderRateLimitedError(ProviderUnavailableError):
 
 
 class ProviderCircuitOpenError(ProviderUnavailableError):
-    """Not sent: the provider's last calls all failed, so the gateway stops calling it for a
+    """Not sent: the provider's last requests all failed, so the gateway stops calling it for a
     while (providers/circuit.py); ``retry_after``: seconds until it tries again."""
 
     code = "PROVIDER_CIRCUIT_OPEN"

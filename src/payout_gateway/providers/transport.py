@@ -73,7 +73,7 @@ class HttpPolicy:
     backoff_cap: float = 4.0
     retry_after_cap: float = 30.0
     backend: HttpBackend = HttpBackend.AIOHTTP
-    # Failed calls in a row that open the provider's circuit, and how long it then stays open
+    # Failed requests in a row that open the provider's circuit, and how long it then stays open
     # (see circuit.py).
     circuit_failures: int = 5
     circuit_reset_seconds: float = 30.0
@@ -397,59 +397,41 @@ class ProviderHttp:
         params: Mapping[str, str | int] | None = None,
         replay_safe: bool,
     ) -> RawResponse:
-        """Send with retries; raise a domain error when no usable answer arrived in time, or
-        at once, with nothing sent, while the provider's circuit is open."""
-        try:
-            probe = self.circuit.admit()
-        except CircuitOpen as open_circuit:
-            # A probe in flight answers within seconds: "1 s" rather than "now".
-            retry_after = max(1, math.ceil(open_circuit.retry_in))
-            raise ProviderCircuitOpenError(
-                f"{self.provider.value} is failing: its last {open_circuit.failures} calls got no "
-                "usable answer, so the gateway is not calling it for now. Nothing was sent; "
-                f"retry in {retry_after} s.",
-                provider=self.provider,
-                retry_after=retry_after,
-            ) from None
-        try:
-            response = await self._request_with_retries(
-                method, path, headers, json, params, replay_safe
-            )
-        except ProviderUnavailableError:  # unreachable or timed out, retries spent
-            self.circuit.failed(probe)
-            raise
-        except BaseException:  # an answer the adapter cannot use, cancelled, a bug of ours
-            self.circuit.undecided(probe)
-            raise
-        if response.status_code >= 500:  # failed on the provider's side, retries spent
-            self.circuit.failed(probe)
-        else:
-            self.circuit.succeeded(probe)
-        return response
+        """Send with retries; raise a domain error when no usable answer arrived in time.
 
-    async def _request_with_retries(
-        self,
-        method: str,
-        path: str,
-        headers: Mapping[str, str] | None,
-        json: Any,
-        params: Mapping[str, str | int] | None,
-        replay_safe: bool,
-    ) -> RawResponse:
+        Every attempt asks the provider's circuit first (circuit.py) and reports to it how it
+        went: while the circuit is open, a call fails at once with nothing sent, and a call
+        already under way makes no more attempts but ends as its last attempt did. (Retries
+        around the breaker, as resilience4j and Polly arrange them: a hung provider is found
+        out by its first attempts' timeouts, not once whole calls have spent their retries.)
+        """
         sent = False
         # An attempt cut by the deadline may already be at the provider: its outcome is unknown.
         in_flight = False
+        # How the call ends if it makes no more attempts: the last answer or error.
+        ending: RawResponse | ProviderError | None = None
         try:
             async with asyncio.timeout(self.policy.total_deadline):
                 attempt = 0
                 while True:
+                    try:
+                        probe = self.circuit.admit()
+                    except CircuitOpen as refused:
+                        if ending is None:
+                            raise self._circuit_open_error(refused) from None
+                        break  # opened by other calls during this one's back-off
                     in_flight = True
                     try:
                         response = await self._send_once(method, path, headers, json, params)
                     except httpx.HTTPError as exc:
                         in_flight = False
+                        self.circuit.failed(probe)
                         kind = failure_kind(exc)
                         sent = sent or kind is FailureKind.SENT_NO_ANSWER
+                        ending = map_transport_error(exc, self.provider)
+                        ending.__cause__ = exc
+                        if sent and isinstance(ending, ProviderUnavailableError):
+                            ending.outcome_unknown = True
                         delay = retry_delay(
                             attempt=attempt,
                             policy=self.policy,
@@ -457,14 +439,23 @@ class ProviderHttp:
                             failure=kind,
                             jitter=self.jitter(),
                         )
-                        if delay is None:
-                            error = map_transport_error(exc, self.provider)
-                            if sent and isinstance(error, ProviderUnavailableError):
-                                error.outcome_unknown = True
-                            raise error from exc
+                    except BaseException:  # an answer the adapter cannot use, cancelled, ours
+                        self.circuit.undecided(probe)
+                        raise
                     else:
                         in_flight = False
                         sent = True
+                        if response.status_code >= 500:  # failed on the provider's side
+                            self.circuit.failed(probe)
+                        else:
+                            self.circuit.succeeded(probe)
+                        ending = RawResponse(
+                            status_code=response.status_code,
+                            headers=response.headers,
+                            body=response.body,
+                            request_id=response.request_id,
+                            attempts=attempt + 1,
+                        )
                         delay = None
                         if response.status_code in RETRYABLE_STATUSES:
                             delay = retry_delay(
@@ -475,14 +466,8 @@ class ProviderHttp:
                                 retry_after=parse_retry_after(response.headers.get("retry-after")),
                                 jitter=self.jitter(),
                             )
-                        if delay is None:
-                            return RawResponse(
-                                status_code=response.status_code,
-                                headers=response.headers,
-                                body=response.body,
-                                request_id=response.request_id,
-                                attempts=attempt + 1,
-                            )
+                    if delay is None or not self.circuit.admits():
+                        break
                     attempt += 1
                     await self.sleep(delay)
         except TimeoutError:
@@ -492,6 +477,20 @@ class ProviderHttp:
                 provider=self.provider,
                 outcome_unknown=sent or in_flight,
             ) from None
+        if isinstance(ending, RawResponse):
+            return ending
+        raise ending
+
+    def _circuit_open_error(self, refused: CircuitOpen) -> ProviderCircuitOpenError:
+        # A probe in flight answers within seconds: "1 s" rather than "now".
+        retry_after = max(1, math.ceil(refused.retry_in))
+        return ProviderCircuitOpenError(
+            f"{self.provider.value} is failing: its last {refused.failures} requests got no "
+            "usable answer, so the gateway is not calling it for now. Nothing was sent; "
+            f"retry in {retry_after} s.",
+            provider=self.provider,
+            retry_after=retry_after,
+        )
 
     async def _send_once(
         self,
