@@ -6,14 +6,18 @@
   most rate x 1 s keys are kept).
 - Paygentic: ``page_max`` raised to the gateway's page size in the bench (500), so the list
   baseline can return the same N accounts as ``bankAccounts(first: N)``.
+- ``--latency-ms``: every API request waits that long before it is handled, as a provider
+  across a network does (bench/load_row.py); the sandbox's control routes do not wait.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from payout_gateway.sandbox.commet import CommetSandboxConfig, create_commet_sandbox
 from payout_gateway.sandbox.paygentic import PaygenticSandboxConfig, create_paygentic_sandbox
@@ -28,14 +32,26 @@ def build(provider: str, page_max: int) -> FastAPI:
     return create_paygentic_sandbox(PaygenticSandboxConfig(page_max=page_max))
 
 
+def with_latency(app: ASGIApp, seconds: float) -> ASGIApp:
+    async def delayed(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith("/_sandbox"):
+            await asyncio.sleep(seconds)
+        await app(scope, receive, send)
+
+    return delayed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="One sandbox, configured for the bench.")
     parser.add_argument("provider", choices=["commet", "paygentic"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--page-max", type=int, default=500)
+    parser.add_argument("--latency-ms", type=float, default=0)
     args = parser.parse_args()
-    app = build(args.provider, args.page_max)
+    app: ASGIApp = build(args.provider, args.page_max)
+    if args.latency_ms:
+        app = with_latency(app, args.latency_ms / 1000)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

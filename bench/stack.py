@@ -285,11 +285,14 @@ def commet_sandbox(workdir: Path) -> Iterator[str]:
 
 @contextlib.contextmanager
 def running_stack(
-    workdir: Path, workers: int = 1, postgres_url: str | None = None
+    workdir: Path,
+    workers: int = 1,
+    postgres_url: str | None = None,
+    sandbox_options: tuple[str, ...] = (),
 ) -> Iterator[Stack]:
     """Start both sandboxes, seed the database, start the gateway; stop all of them on exit.
     The database is a SQLite file in ``workdir``, or with ``postgres_url`` a new database on
-    that PostgreSQL server."""
+    that PostgreSQL server. ``sandbox_options``: more of bench/sandbox.py's options."""
     sandboxes: list[Service] = []
     stack: Stack | None = None
     base_env = _clean_env()
@@ -298,7 +301,7 @@ def running_stack(
         for name in ("commet", "paygentic"):
             port = free_port()
             args = [sys.executable, "-m", "bench.sandbox", name, "--port", str(port)]
-            args += ["--page-max", str(MAX_PAGE_SIZE)]
+            args += ["--page-max", str(MAX_PAGE_SIZE), *sandbox_options]
             sandboxes.append(start(name, args, port, workdir, base_env))
         commet, paygentic = sandboxes
         wait_ready(commet, "/_sandbox/requests")
