@@ -728,6 +728,22 @@ async def test_a_call_whose_back_off_outlasts_the_closed_circuit_ends_as_its_las
     await http.aclose()
 
 
+async def test_attempts_cut_by_the_deadline_count_as_failures(
+    make_http: Callable[..., ProviderHttp],
+) -> None:
+    never = asyncio.Event()
+
+    async def hang(_: httpx.Request) -> httpx.Response:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    http = make_http(hang, total_deadline=0.01)
+    for _ in range(5):
+        with pytest.raises(ProviderTimeoutError):
+            await http.request("GET", "/x", replay_safe=True)
+    assert http.circuit.state is CircuitState.OPEN
+
+
 async def test_the_circuit_s_settings_come_from_the_policy() -> None:
     http = ProviderHttp(
         PROVIDER,

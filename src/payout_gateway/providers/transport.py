@@ -411,7 +411,7 @@ class ProviderHttp:
         # How the call ends if it makes no more attempts: the last answer or error.
         ending: RawResponse | ProviderError | None = None
         try:
-            async with asyncio.timeout(self.policy.total_deadline):
+            async with asyncio.timeout(self.policy.total_deadline) as deadline:
                 attempt = 0
                 while True:
                     try:
@@ -439,8 +439,11 @@ class ProviderHttp:
                             failure=kind,
                             jitter=self.jitter(),
                         )
-                    except BaseException:  # an answer the adapter cannot use, cancelled, ours
-                        self.circuit.undecided(probe)
+                    except BaseException:
+                        if deadline.expired():  # no answer in time
+                            self.circuit.failed(probe)
+                        else:  # an answer the adapter cannot use, cancelled, a bug of ours
+                            self.circuit.undecided(probe)
                         raise
                     else:
                         in_flight = False
