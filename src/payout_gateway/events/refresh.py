@@ -22,6 +22,7 @@ from payout_gateway.domain.models import Organization
 from payout_gateway.events.pipeline import StatusPipeline, StatusUpdate
 from payout_gateway.ports import PayoutProvider
 from payout_gateway.store import Store
+from payout_gateway.store.leadership import AlwaysLeads, Leadership
 
 logger = logging.getLogger("payout_gateway.refresh")
 
@@ -72,7 +73,10 @@ class StatusRefresher:
         clock: Callable[[], datetime],
         monotonic: Callable[[], float] | None = None,
         max_backoff: float = 300.0,
+        leadership: Leadership | None = None,
     ) -> None:
+        """``leadership``: which of the processes sharing the store refreshes (see
+        store/leadership.py); by default this one, alone."""
         self._store = store
         self._providers = providers
         self._pipeline = pipeline
@@ -80,11 +84,15 @@ class StatusRefresher:
         self._clock = clock
         self._monotonic = monotonic or asyncio.get_running_loop().time
         self._backoff = _Backoff(base=interval, cap=max_backoff)
+        self._leadership = leadership or AlwaysLeads()
 
     async def run_forever(self) -> None:
         while True:
             try:
-                await self.run_once()
+                # The others wait for the leader's place: each object is fetched once per
+                # cycle, not once per worker and replica.
+                if await self._leadership.lead():
+                    await self.run_once()
             except Exception:  # one bad cycle must not stop refreshing for good
                 logger.exception("status refresh cycle failed")
             await asyncio.sleep(self._interval)

@@ -68,6 +68,12 @@ from payout_gateway.domain.models import (
 from payout_gateway.json_text import json_text
 from payout_gateway.store import loop_session
 from payout_gateway.store.commit_thread import CommitThread
+from payout_gateway.store.leadership import (
+    AdvisoryLeadership,
+    AlwaysLeads,
+    FileLeadership,
+    Leadership,
+)
 from payout_gateway.store.loop_session import (
     BUSY_TIMEOUT_MS,
     CHANGES_AT_BEGIN,
@@ -194,6 +200,17 @@ class Store:
                 writer_turns=WriterTurns(path),
             )
         return cls(create_async_engine(url, **engine_options))
+
+    def leadership(self, job: str) -> Leadership:
+        """How the processes sharing this store's database elect the one that runs ``job``
+        (see store/leadership.py)."""
+        url = self.engine.url
+        if url.get_backend_name() == "postgresql":
+            return AdvisoryLeadership(self.engine, job)
+        database = url.database
+        if url.get_backend_name() == "sqlite" and database and ":memory:" not in database:
+            return FileLeadership(f"{database}-{job}.lock")
+        return AlwaysLeads()
 
     @property
     def session_engine(self) -> Engine:

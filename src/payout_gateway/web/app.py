@@ -170,6 +170,8 @@ def create_app(
             await connect_demo_webhooks(store, sandboxes)
         app.state.gateway = Gateway(settings, store, service, tenancy, adapters, broker, pipeline)
         refresher = None
+        # One process refreshes at a time, among workers and replicas sharing the database.
+        refresh_leadership = store.leadership("status-refresh")
         if settings.refresh_interval_seconds > 0:
             refresher = asyncio.create_task(
                 StatusRefresher(
@@ -178,6 +180,7 @@ def create_app(
                     pipeline,
                     interval=settings.refresh_interval_seconds,
                     clock=utcnow,
+                    leadership=refresh_leadership,
                 ).run_forever(),
                 name="status-refresh",
             )
@@ -197,6 +200,7 @@ def create_app(
                 refresher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await refresher
+            await refresh_leadership.step_down()
             await broker.aclose()
             if providers is None:
                 for adapter in adapters.values():
