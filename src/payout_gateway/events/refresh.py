@@ -103,7 +103,8 @@ class StatusRefresher:
         for provider, adapter in self._providers.items():
             if not adapter.capabilities.can_read_bank_accounts:
                 continue
-            async with self._store.session() as session:
+            # Reads only: on SQLite a writing session would hold the file's writer turn.
+            async with self._store.session(write=False) as session:
                 orgs = {o.id: o for o in await session.organizations_of_provider(provider)}
                 due = {
                     object_type: await session.non_final_objects(
