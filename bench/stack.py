@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "payout-gateway")
 HOST = "127.0.0.1"
 PEPPER = "bench-pepper-not-a-secret"
+SECRETS_KEY = "YmVuY2gtc2VjcmV0cy1rZXktbm90LWEtc2VjcmV0MDA="  # Fernet format, not a secret
 COMMET_KEY = "ck_live_bench0commet0gateway"
 PAYGENTIC_TOKEN = "pgx_bench_paygentic_token"
 PAYGENTIC_ORG = "org_bench"
@@ -146,6 +147,8 @@ def gateway_env(commet: Service, paygentic: Service, database_url: str) -> dict[
         "PAYOUT_GATEWAY_COMMET__BASE_URL": f"{commet.base}/api/v1",
         "PAYOUT_GATEWAY_PAYGENTIC__BASE_URL": paygentic.base,
         "PAYOUT_GATEWAY_API_KEY_PEPPER": PEPPER,
+        # As production runs: provider credentials sealed at rest.
+        "PAYOUT_GATEWAY_SECRETS_KEYS": SECRETS_KEY,
         "PAYOUT_GATEWAY_MAX_PAGE_SIZE": str(MAX_PAGE_SIZE),
         # The background status refresh polls Paygentic on its own: off, so that every provider
         # call and statement counted belongs to a request.

@@ -29,6 +29,7 @@ from payout_gateway.domain.models import (
 )
 from payout_gateway.settings import Settings
 from payout_gateway.store import Store, ensure_sqlite_directory
+from payout_gateway.store.secrets import SecretsKeyError
 from payout_gateway.tenancy import DEMO_ORGANIZATIONS, Tenancy
 
 if TYPE_CHECKING:
@@ -219,7 +220,7 @@ def _run(action: Callable[[Tenancy, Store], Awaitable[T]]) -> T:
         settings = Settings()
 
         ensure_sqlite_directory(settings.database_url)
-        store = Store.from_url(settings.database_url)
+        store = Store.from_url(settings.database_url, secrets=settings.secret_codec())
         try:
             await _upgrade(settings.database_url)
             return await action(Tenancy(store, settings.api_key_pepper), store)
@@ -231,6 +232,8 @@ def _run(action: Callable[[Tenancy, Store], Awaitable[T]]) -> T:
     except PayoutGatewayError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(2)
+    except SecretsKeyError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 async def _find_org(store: Store, ref: str) -> Organization:
@@ -417,3 +420,31 @@ def org_set_webhook_secret(organization: str, secret: str, provider_org_id: str 
         )
     else:
         click.echo(f"webhooks naming {provider_org} are verified with this secret")
+
+
+@org.command("reseal-secrets")
+def org_reseal_secrets() -> None:
+    """Seal every organization's provider credential and webhook secret with the newest key of
+    PAYOUT_GATEWAY_SECRETS_KEYS: those written before keys were set, and those sealed with an
+    older key (run it after putting a new key first, then drop the old one)."""
+    settings = Settings()
+    if not settings.secrets_keys:
+        raise click.UsageError(
+            "PAYOUT_GATEWAY_SECRETS_KEYS is not set: there is no key to seal with"
+        )
+
+    async def action(_tenancy: Tenancy, store: Store) -> int:
+        async with store.session() as session:
+            return await session.reseal_secrets()
+
+    count = _run(action)
+    click.echo(f"secrets of {count} organization(s) sealed with the newest key")
+
+
+@main.command("secrets-key")
+def secrets_key() -> None:
+    """Print a new key for PAYOUT_GATEWAY_SECRETS_KEYS (put it first; keep older keys after it
+    until `payout-gateway org reseal-secrets` has run)."""
+    from cryptography.fernet import Fernet
+
+    click.echo(Fernet.generate_key().decode("ascii"))

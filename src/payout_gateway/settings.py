@@ -5,10 +5,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from payout_gateway.providers.transport import HttpBackend, HttpPolicy
+from payout_gateway.store.secrets import SecretCodec
 
 
 class Environment(StrEnum):
@@ -76,6 +77,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     # Pepper for hashing gateway API keys (HMAC-SHA256); change it and every key is void.
     api_key_pepper: SecretStr = SecretStr("payout-gateway-development-pepper")
+    # Fernet keys sealing provider credentials and webhook secrets at rest, newest first,
+    # comma-separated (store/secrets.py); none: kept as written.
+    secrets_keys: Annotated[list[SecretStr], NoDecode] = []
     log_level: str = "INFO"
     # Fan-out across replicas: unset = in-process (one replica); redis://host:6379/0 = Redis.
     redis_url: str | None = None
@@ -93,6 +97,16 @@ class Settings(BaseSettings):
     sandbox_status_delay_seconds: Annotated[float, Field(ge=0)] = 5.0
     # Paygentic (Svix) webhooks older or newer than this are refused (replay protection).
     webhook_tolerance_seconds: Annotated[int, Field(ge=1)] = 300
+
+    @field_validator("secrets_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    def secret_codec(self) -> SecretCodec:
+        return SecretCodec([key.get_secret_value() for key in self.secrets_keys])
 
     @property
     def sandbox_mode(self) -> bool:

@@ -81,6 +81,7 @@ from payout_gateway.store.loop_session import (
     SessionSurface,
     WriteGroupSession,
 )
+from payout_gateway.store.secrets import SecretCodec
 from payout_gateway.store.tables import (
     ApiKeyRow,
     Base,
@@ -125,13 +126,16 @@ class Store:
         loop_engine: Engine | None = None,
         commit_thread: CommitThread | None = None,
         writer_turns: WriterTurns | None = None,
+        secrets: SecretCodec | None = None,
     ) -> None:
         """``engine`` serves migrations and admin connections, and sessions too unless a
         ``loop_engine`` (a SQLite file opened synchronously) is given: then sessions run on
         the event loop's thread (see ``loop_session``), committing writes on
         ``commit_thread``. ``writer_turns``: how writers to the same SQLite file in other
-        processes take turns with this one's (see ``writer_turns``)."""
+        processes take turns with this one's (see ``writer_turns``). ``secrets``: how provider
+        credentials and webhook secrets are sealed at rest (see ``secrets``)."""
         self.engine = engine
+        self.secrets = secrets or SecretCodec()
         self._loop_engine = loop_engine
         self._sessions: Callable[[], SessionSurface]
         if loop_engine is not None:
@@ -158,7 +162,9 @@ class Store:
                 event.listen(sync_engine, "begin", _sqlite_begin)
 
     @classmethod
-    def from_url(cls, url: str, **engine_options: Any) -> Store:
+    def from_url(
+        cls, url: str, *, secrets: SecretCodec | None = None, **engine_options: Any
+    ) -> Store:
         """A store on ``url``. ``engine_options`` configure the async engine; on a SQLite file
         the sessions run on a synchronous engine of their own (see ``loop_session``)."""
         url = normalize_database_url(url)
@@ -198,8 +204,9 @@ class Store:
                 loop_engine=loop_engine,
                 commit_thread=commits,
                 writer_turns=WriterTurns(path),
+                secrets=secrets,
             )
-        return cls(create_async_engine(url, **engine_options))
+        return cls(create_async_engine(url, **engine_options), secrets=secrets)
 
     def leadership(self, job: str) -> Leadership:
         """How the processes sharing this store's database elect the one that runs ``job``
@@ -264,7 +271,7 @@ class Store:
                 yield writer
             return
         async with self._sessions() as session, session.begin():
-            yield StoreSession(session)
+            yield StoreSession(session, self.secrets)
 
     @asynccontextmanager
     async def _sqlite_write(self) -> AsyncIterator[StoreSession]:
@@ -276,7 +283,7 @@ class Store:
                 # The group's first writer needs no savepoint: if it raises, the transaction,
                 # its own alone so far, is rolled back whole.
                 try:
-                    yield StoreSession(group.session)
+                    yield StoreSession(group.session, self.secrets)
                 except BaseException:
                     self._group = None
                     await self._end_group(group)
@@ -290,7 +297,7 @@ class Store:
                 committer.add_done_callback(self._committers.discard)
             else:
                 async with group.session.begin_nested():
-                    yield StoreSession(group.session)
+                    yield StoreSession(group.session, self.secrets)
         # Shielded: a caller cancelled here must not cancel the group's outcome for the rest.
         await asyncio.shield(group.committed)
 
@@ -570,10 +577,14 @@ class StoreSession:
     asks for ``populate_existing``: a row loaded earlier in the transaction is refreshed rather
     than served as it was before the write."""
 
-    def __init__(self, session: SessionSurface) -> None:
+    def __init__(self, session: SessionSurface, secrets: SecretCodec) -> None:
         self._session = session
+        self._secrets = secrets
 
     # organizations and keys ---------------------------------------------------------------
+
+    def _organization(self, row: OrganizationRow) -> Organization:
+        return _organization(row, self._secrets)
 
     async def add_organization(self, org: Organization) -> None:
         await self._session.execute(
@@ -581,14 +592,14 @@ class StoreSession:
                 id=org.id,
                 name=org.name,
                 provider=org.provider.value,
-                provider_api_key=org.credentials.api_key.get_secret_value(),
+                provider_api_key=self._secrets.seal(org.credentials.api_key.get_secret_value()),
                 provider_organization_id=org.credentials.provider_organization_id,
                 payout_source_id=org.credentials.payout_source_id,
                 country=org.profile.country,
                 currency=org.profile.currency,
                 bank_name=org.profile.bank_name,
                 holder_type=org.profile.holder_type.value if org.profile.holder_type else None,
-                webhook_secret=org.webhook_secret.get_secret_value()
+                webhook_secret=self._secrets.seal(org.webhook_secret.get_secret_value())
                 if org.webhook_secret
                 else None,
                 created_at=org.created_at,
@@ -597,17 +608,17 @@ class StoreSession:
 
     async def get_organization(self, organization_id: str) -> Organization | None:
         row = await self._session.get(OrganizationRow, organization_id)
-        return _organization(row) if row else None
+        return self._organization(row) if row else None
 
     async def organization_by_name(self, name: str) -> Organization | None:
         row = await self._session.scalar(
             select(OrganizationRow).where(OrganizationRow.name == name)
         )
-        return _organization(row) if row else None
+        return self._organization(row) if row else None
 
     async def list_organizations(self) -> list[Organization]:
         rows = await self._session.scalars(select(OrganizationRow).order_by(OrganizationRow.name))
-        return [_organization(row) for row in rows]
+        return [self._organization(row) for row in rows]
 
     async def add_api_key(
         self,
@@ -636,7 +647,7 @@ class StoreSession:
             .join(ApiKeyRow, ApiKeyRow.organization_id == OrganizationRow.id)
             .where(ApiKeyRow.key_hash == key_hash, ApiKeyRow.revoked_at.is_(None))
         )
-        return _organization(row) if row else None
+        return self._organization(row) if row else None
 
     async def api_key_hash_exists(self, key_hash: str) -> bool:
         found = await self._session.scalar(
@@ -778,21 +789,46 @@ class StoreSession:
                 OrganizationRow.provider_organization_id == provider_organization_id,
             )
         )
-        return [_organization(row) for row in rows]
+        return [self._organization(row) for row in rows]
 
     async def organizations_of_provider(self, provider: Provider) -> list[Organization]:
         rows = await self._session.scalars(
             select(OrganizationRow).where(OrganizationRow.provider == provider.value)
         )
-        return [_organization(row) for row in rows]
+        return [self._organization(row) for row in rows]
 
     async def set_webhook_secret(self, organization_id: str, secret: str | None) -> bool:
         result = await self._session.execute(
             update(OrganizationRow)
             .where(OrganizationRow.id == organization_id)
-            .values(webhook_secret=secret)
+            .values(webhook_secret=self._secrets.seal(secret) if secret is not None else None)
         )
         return bool(getattr(result, "rowcount", 0))
+
+    async def reseal_secrets(self) -> int:
+        """Every organization's secrets sealed again with the newest secrets key (those kept as
+        written get sealed); how many organizations."""
+        rows = (
+            await self._session.execute(
+                select(
+                    _ORGANIZATIONS.c.id,
+                    _ORGANIZATIONS.c.provider_api_key,
+                    _ORGANIZATIONS.c.webhook_secret,
+                )
+            )
+        ).all()
+        for row in rows:
+            await self._session.execute(
+                update(_ORGANIZATIONS)
+                .where(_ORGANIZATIONS.c.id == row.id)
+                .values(
+                    provider_api_key=self._secrets.reseal(row.provider_api_key),
+                    webhook_secret=self._secrets.reseal(row.webhook_secret)
+                    if row.webhook_secret is not None
+                    else None,
+                )
+            )
+        return len(rows)
 
     async def set_provider_organization_id(
         self, organization_id: str, provider_organization_id: str | None
@@ -1086,13 +1122,13 @@ class StoreSession:
         )
 
 
-def _organization(row: OrganizationRow) -> Organization:
+def _organization(row: OrganizationRow, secrets: SecretCodec) -> Organization:
     return Organization(
         id=row.id,
         name=row.name,
         provider=Provider(row.provider),
         credentials=ProviderCredentials(
-            api_key=SecretStr(row.provider_api_key),
+            api_key=SecretStr(secrets.open(row.provider_api_key)),
             provider_organization_id=row.provider_organization_id,
             payout_source_id=row.payout_source_id,
         ),
@@ -1102,7 +1138,7 @@ def _organization(row: OrganizationRow) -> Organization:
             bank_name=row.bank_name,
             holder_type=HolderType(row.holder_type) if row.holder_type else None,
         ),
-        webhook_secret=SecretStr(row.webhook_secret) if row.webhook_secret else None,
+        webhook_secret=SecretStr(secrets.open(row.webhook_secret)) if row.webhook_secret else None,
         created_at=row.created_at,
     )
 

@@ -153,7 +153,12 @@ def create_app(
         ensure_sqlite_directory(settings.database_url)
         # Schema to the newest migration first; replicas starting together take turns.
         await upgrade_schema(settings.database_url)
-        store = Store.from_url(settings.database_url)
+        store = Store.from_url(settings.database_url, secrets=settings.secret_codec())
+        if settings.is_production and not store.secrets.seals:
+            logger.warning(
+                "provider credentials and webhook secrets are stored as written: set "
+                "PAYOUT_GATEWAY_SECRETS_KEYS to seal them (`payout-gateway secrets-key`)"
+            )
         adapters = dict(providers) if providers is not None else build_providers()
         broker = await build_broker(settings)
         pipeline = StatusPipeline(store, broker)
