@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, Row, create_engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     async_sessionmaker,
@@ -160,6 +160,8 @@ class Store:
             if sync_engine.dialect.name == "sqlite":
                 event.listen(sync_engine, "connect", _sqlite_pragmas)
                 event.listen(sync_engine, "begin", _sqlite_begin)
+            elif sync_engine.dialect.name == "postgresql":
+                event.listen(sync_engine, "checkout", _refuse_closed_connection)
 
     @classmethod
     def from_url(
@@ -175,7 +177,9 @@ class Store:
         if url.startswith("postgresql"):
             engine_options.setdefault("pool_size", 10)
             engine_options.setdefault("max_overflow", 10)
-            engine_options.setdefault("pool_pre_ping", True)
+            # No pre-ping (a round trip, three with asyncpg, per checkout): a connection the
+            # server closed is refused at checkout without one (_refuse_closed_connection).
+            engine_options.setdefault("pool_pre_ping", False)
         elif url.startswith("sqlite") and ":memory:" not in url:
             # Sessions run their statements on the event loop's thread and only a writing
             # COMMIT goes to this one thread (see loop_session): aiosqlite's thread hand-off per
@@ -440,6 +444,17 @@ def _is_locked(error: OperationalError | sqlite3.OperationalError) -> bool:
     # an async engine's comes wrapped.
     original = error.orig if isinstance(error, OperationalError) else error
     return "database is locked" in str(original)
+
+
+def _refuse_closed_connection(dbapi_connection: Any, _record: object, _proxy: object) -> None:
+    """A pooled connection the server has closed (a restart, a terminated backend, an idle
+    timeout) is replaced at checkout: SQLAlchemy's pool retries the checkout on
+    ``DisconnectionError``. asyncpg knows without a round trip, from the socket the server
+    closed. An add writes to the store after its provider created the account, and that write
+    must not be the one that finds the connection dead."""
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
