@@ -5,8 +5,6 @@ connection)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -14,21 +12,13 @@ import pytest
 from sqlalchemy import func, select
 
 from payout_gateway.store import Store
-from tests.conftest import POSTGRES_URL, drop_postgres_schema, postgres_store
+from tests.conftest import POSTGRES_URL
 
-pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[Store]:
-    schema = f"pgw_test_{uuid.uuid4().hex[:12]}"
-    store = await postgres_store(schema)
-    try:
-        await store.create_schema()
-        yield store
-    finally:
-        await store.dispose()
-        await drop_postgres_schema(schema)
+# The shared ``store`` fixture (tests/conftest.py), on the PostgreSQL server only.
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.parametrize("store", ["postgres"], indirect=True),
+]
 
 
 async def pooled_connection(store: Store) -> tuple[int, Any]:
