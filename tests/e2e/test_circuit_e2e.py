@@ -25,7 +25,8 @@ ORGS = (
         holder_type=HolderType.INDIVIDUAL,
     ),
 )
-RESET_SECONDS = 1.5
+# Long enough for the next add to come within it on a slow machine, short for the suite.
+RESET_SECONDS = 2.5
 ADD = """
 mutation Add($input: AddBankAccountInput!) {
   addBankAccount(input: $input) {
@@ -87,7 +88,8 @@ async def test_a_failing_provider_is_cut_off_probed_and_taken_back(world: World)
         True,
         False,
     )
-    assert fast["retryAfterSeconds"] == 2  # the period's 1.5 s, rounded up
+    # What is left of the period, in whole seconds rounded up.
+    assert 1 <= fast["retryAfterSeconds"] <= 3
     assert "Nothing was sent" in str(fast["message"])
     assert world.commet_calls(CREATE) == before + 5
 
