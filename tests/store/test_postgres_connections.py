@@ -39,7 +39,7 @@ async def test_a_pooled_connection_the_server_closed_is_replaced_before_use(stor
         await admin.close()
     # The driver hears of the closed socket on the event loop's next turns: a bound, not a
     # timing claim.
-    for _ in range(400):
+    for _ in range(2_000):
         if driver.is_closed():
             break
         await asyncio.sleep(0.005)
