@@ -12,9 +12,10 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -56,9 +57,11 @@ class Workers:
     log: Path
 
 
-@pytest.fixture(scope="module")
-def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
-    workdir = tmp_path_factory.mktemp("workers")
+@contextmanager
+def serving_workers(workdir: Path, **settings: str) -> Iterator[Workers]:
+    """``serve --workers 2`` over both simulators and a seeded SQLite file, until both workers
+    listen; stopped on exit, its log then checked for tracebacks. ``settings``: more
+    ``PAYOUT_GATEWAY_*`` variables, by their names after the prefix."""
     database_url = f"sqlite+aiosqlite:///{workdir}/gateway.db"
     keys = seed_organizations(database_url, ORGS)
     port = free_port()
@@ -74,6 +77,7 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
             "PAYOUT_GATEWAY_REFRESH_INTERVAL_SECONDS": "0",
             "PAYOUT_GATEWAY_LOG_LEVEL": "INFO",
         }
+        env |= {f"PAYOUT_GATEWAY_{name.upper()}": value for name, value in settings.items()}
         log = (workdir / "serve.log").open("wb")
         stack.callback(log.close)
         process = subprocess.Popen(
@@ -119,9 +123,20 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
         stop()
         output = (workdir / "serve.log").read_text()
         assert "Traceback" not in output, output[-3000:]
-        # The logging set-up reaches the worker processes: they answered, and logged it.
-        records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-        assert any(r.get("name") == "payout_gateway.access" for r in records), output[-3000:]
+
+
+def log_records(workers: Workers) -> list[dict[str, Any]]:
+    output = workers.log.read_text()
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+    with serving_workers(tmp_path_factory.mktemp("workers")) as running:
+        yield running
+    # The logging set-up reaches the worker processes: they answered, and logged it.
+    records = log_records(running)
+    assert any(r.get("name") == "payout_gateway.access" for r in records), records[-5:]
 
 
 def listening_sockets(port: int) -> int:
@@ -223,3 +238,26 @@ def test_sandbox_mode_refuses_more_than_one_worker(
     result = CliRunner().invoke(main, ["serve", "--workers", "2"])
     assert result.exit_code == 2
     assert "--workers > 1 needs PAYOUT_GATEWAY_COMMET__BASE_URL" in result.output
+
+
+def test_one_worker_runs_the_status_refresh(tmp_path: Path) -> None:
+    """Both workers run a refresh loop; the flock beside the SQLite file lets one of them
+    refresh (store/leadership.py), so each object is read once per cycle, not once per
+    worker."""
+    with serving_workers(tmp_path, refresh_interval_seconds="0.05") as running:
+        # Both workers have started their loops and asked many times: a bound, not a timing
+        # claim (the lead is taken on the first cycle).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+            r.get("message", "").startswith("this process leads") for r in log_records(running)
+        ):
+            time.sleep(0.05)
+        time.sleep(0.5)
+    leads = [
+        record
+        for record in log_records(running)
+        if record.get("message") == "this process leads gateway.db-status-refresh.lock"
+    ]
+    # Both workers listened (serving_workers waits for it) and asked each cycle; a worker
+    # taking the lead logs it, so one record means the other was refused every time.
+    assert len(leads) == 1, leads
