@@ -244,20 +244,18 @@ def test_one_worker_runs_the_status_refresh(tmp_path: Path) -> None:
     """Both workers run a refresh loop; the flock beside the SQLite file lets one of them
     refresh (store/leadership.py), so each object is read once per cycle, not once per
     worker."""
+    lead = "this process leads gateway.db-status-refresh.lock"
     with serving_workers(tmp_path, refresh_interval_seconds="0.05") as running:
-        # Both workers have started their loops and asked many times: a bound, not a timing
-        # claim (the lead is taken on the first cycle).
+        # A bound, not a timing claim: the lead is taken on the first cycle.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not any(
-            r.get("message", "").startswith("this process leads") for r in log_records(running)
+            record.get("message") == lead for record in log_records(running)
         ):
             time.sleep(0.05)
-        time.sleep(0.5)
-    leads = [
-        record
-        for record in log_records(running)
-        if record.get("message") == "this process leads gateway.db-status-refresh.lock"
-    ]
+        time.sleep(0.5)  # ten more cycles of each worker's loop
+        # Read while both serve: at shutdown the leader steps down and the other may take
+        # the lead for its last moments, as it should.
+        leads = [record for record in log_records(running) if record.get("message") == lead]
     # Both workers listened (serving_workers waits for it) and asked each cycle; a worker
     # taking the lead logs it, so one record means the other was refused every time.
     assert len(leads) == 1, leads
