@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]
 
 from bench.load import LoadResult
-from bench.run import VERIFY, Bench, Plan
+from bench.run import Bench, Plan
 from bench.stack import running_stack
 
 # (process label, thread id) -> (thread name, CPU seconds so far)
@@ -70,7 +70,7 @@ def main() -> int:
         bench = Bench(stack, plan, Path(folder))
         try:
             if args.provider == "commet":
-                bench.gql(stack.keys.commet, VERIFY)  # Commet adds need a payout account
+                bench.verify_commet()
             base, options = bench.add_targets()[args.provider]["gateway"]
             bench.wrk("warm-up", base, options, connections=8, seconds=plan.warmup_seconds)
             gateway = psutil.Process(stack.gateway.pid)

@@ -8,7 +8,7 @@ import resource
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,6 +60,15 @@ class LoadResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rps": self.rps, "errors": self.errors}
+
+
+def percentile(values: Iterable[float], share: float) -> float:
+    """The value at ``share`` (0-1) of ``values`` sorted, nearest rank; NaN for none (the
+    latencies our own load generators record: bench/outage.py, bench/load_row.py)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def wrk_binary() -> str:

@@ -44,7 +44,8 @@ import aiohttp
 import httpx
 import psutil  # type: ignore[import-untyped]
 
-from bench.run import VERIFY, log
+from bench.load import percentile
+from bench.run import Bench, Plan, log
 from bench.stack import Stack, running_stack
 
 # The gateway's share of the p95, on top of the providers' latency: 50 clients sending back to
@@ -79,10 +80,8 @@ class Tally:
 
     def percentile(self, share: float, kind: str | None = None) -> float:
         if kind is None:
-            ordered = sorted(itertools.chain.from_iterable(self.latencies_ms.values()))
-        else:
-            ordered = sorted(self.latencies_ms[kind])
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+            return percentile(itertools.chain.from_iterable(self.latencies_ms.values()), share)
+        return percentile(self.latencies_ms[kind], share)
 
     @property
     def requests(self) -> int:
@@ -178,24 +177,19 @@ def creates_at(base: str) -> Counter[str]:
     return Counter({str(k): int(v) for k, v in counts.items()})
 
 
-def listed_accounts(stack: Stack, key: str) -> int:
+def listed_accounts(bench: Bench, key: str) -> int:
     """Every account the gateway lists for the key's organization, page by page."""
+    query = (
+        "query($after: String) { bankAccounts(first: 100, after: $after) "
+        "{ edges { cursor } pageInfo { hasNextPage endCursor } } }"
+    )
     total, after = 0, None
     while True:
-        answer = httpx.post(
-            f"{stack.gateway.base}/graphql",
-            json={
-                "query": "query($after: String) { bankAccounts(first: 100, after: $after) "
-                "{ edges { cursor } pageInfo { hasNextPage endCursor } } }",
-                "variables": {"after": after},
-            },
-            headers={"authorization": f"Bearer {key}"},
-            timeout=30,
-        ).json()["data"]["bankAccounts"]
-        total += len(answer["edges"])
-        if not answer["pageInfo"]["hasNextPage"]:
+        page = bench.gql(key, query, {"after": after})["bankAccounts"]
+        total += len(page["edges"])
+        if not page["pageInfo"]["hasNextPage"]:
             return total
-        after = answer["pageInfo"]["endCursor"]
+        after = page["pageInfo"]["endCursor"]
 
 
 @dataclass
@@ -206,14 +200,15 @@ class Counts:
     listed: dict[str, int]
 
 
-def counts(stack: Stack) -> Counts:
+def counts(bench: Bench) -> Counts:
+    stack = bench.stack
     keys = {"commet": stack.keys.commet, "paygentic": stack.keys.paygentic}
     return Counts(
         creates={
             "commet": creates_at(stack.commet.base)[COMMET_CREATE],
             "paygentic": creates_at(stack.paygentic.base)[PAYGENTIC_CREATE],
         },
-        listed={org: listed_accounts(stack, key) for org, key in keys.items()},
+        listed={org: listed_accounts(bench, key) for org, key in keys.items()},
     )
 
 
@@ -237,22 +232,16 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="payout-load-") as folder,
         running_stack(Path(folder), args.workers, sandbox_options=latency) as stack,
     ):
-        verified = httpx.post(
-            f"{stack.gateway.base}/graphql",
-            json={"query": VERIFY},
-            headers={"authorization": f"Bearer {stack.keys.commet}"},
-            timeout=30,
-        ).json()["data"]["completePayoutVerification"]
-        if verified["__typename"] != "CompletePayoutVerificationSuccess":
-            raise RuntimeError(f"Commet verification failed: {verified}")
-        before = counts(stack)
+        bench = Bench(stack, Plan.make(quick=True, soak_requests=0, soak_seconds=1), Path(folder))
+        bench.verify_commet()
+        before = counts(bench)
         log(f"warm-up: {args.clients} clients for 5 s")
         warm_up = asyncio.run(drive(stack, args.clients, 5, "warm-up", created))
         rss_before = rss_mb(stack)
         log(f"{args.clients} clients for {args.seconds:g} s, providers {args.latency_ms:g} ms late")
         tally = asyncio.run(drive(stack, args.clients, args.seconds, "load", created))
         rss_after = rss_mb(stack)
-        after = counts(stack)
+        after = counts(bench)
     tally.errors += warm_up.errors
     budget = args.latency_ms + BUDGET_MS
     checks = [

@@ -39,7 +39,8 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.run import ADD, VERIFY, Bench, Plan, log
+from bench.load import percentile
+from bench.run import ADD, Bench, Plan, log
 from bench.stack import Stack, restart_gateway, running_stack
 
 # A read timeout short enough that the hung provider's calls end within a phase (the default
@@ -56,10 +57,7 @@ class Outcomes:
     answers: Counter[str] = field(default_factory=Counter)
 
     def percentile(self, share: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+        return percentile(self.latencies_ms, share)
 
 
 async def drive(gateway: str, key: str, rate: float, seconds: float, first: int) -> Outcomes:
@@ -214,9 +212,7 @@ def main() -> int:
     ):
         plan = Plan.make(quick=True, soak_requests=0, soak_seconds=1)
         bench = Bench(stack, plan, Path(folder))
-        verified = bench.gql(stack.keys.commet, VERIFY)["completePayoutVerification"]
-        if verified["__typename"] != "CompletePayoutVerificationSuccess":
-            raise RuntimeError(f"Commet verification failed: {verified}")
+        bench.verify_commet()
         phases: list[Phase] = []
         for label, failures in (("breaker on", None), ("breaker off", NO_BREAKER)):
             stack.env["PAYOUT_GATEWAY_COMMET__READ_TIMEOUT"] = str(READ_TIMEOUT_SECONDS)

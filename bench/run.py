@@ -204,11 +204,16 @@ class Bench:
 
     # -- set-up ----------------------------------------------------------------------------
 
-    def prepare(self) -> None:
-        keys = self.stack.keys
-        result = self.gql(keys.commet, VERIFY)["completePayoutVerification"]
+    def verify_commet(self) -> None:
+        """Complete the Commet organization's payout verification: Commet takes bank accounts
+        only once its payout account exists."""
+        result = self.gql(self.stack.keys.commet, VERIFY)["completePayoutVerification"]
         if result["__typename"] != "CompletePayoutVerificationSuccess":
             raise RuntimeError(f"Commet verification failed: {result}")
+
+    def prepare(self) -> None:
+        keys = self.stack.keys
+        self.verify_commet()
         log(f"seeding {SEED_ACCOUNTS} Paygentic accounts through the gateway")
         asyncio.run(asyncio.wait_for(self._seed(keys.paygentic, SEED_ACCOUNTS), 120))
 
