@@ -83,10 +83,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Fan-out across replicas: unset = in-process (one replica); redis://host:6379/0 = Redis.
     redis_url: str | None = None
-    # Channels are <prefix><organization id>; deployments sharing one Redis need distinct ones.
+    # The replicas' stream is <prefix>stream; deployments sharing one Redis need distinct ones.
+    # (The name is from when fan-out used pub/sub channels; kept so deployments need no change.)
     redis_channel_prefix: Annotated[str, Field(min_length=1, max_length=200)] = (
         "payout-gateway:status:"
     )
+    # Changes the stream keeps, about: what a replica away from Redis can still catch up on.
+    redis_stream_max_length: Annotated[int, Field(ge=100)] = 10_000
     # Idempotency keys are kept this long after the first request (Stripe: 24 h).
     idempotency_retention_hours: Annotated[float, Field(gt=0)] = 24.0
     # A request holding a key longer than this is presumed dead; a retry may take over.

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
 from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
-from payout_gateway.events.redis_broker import RedisBroker
+from payout_gateway.events.redis_broker import RedisBroker, stream_key
 from payout_gateway.settings import Settings
 from payout_gateway.web import create_app
 from tests.support.live_server import live_server
@@ -98,17 +102,31 @@ async def test_the_publishing_replica_delivers_its_own_change_once(
         assert on_a.empty()
 
 
-async def test_malformed_and_misrouted_publications_are_dropped(
+async def append(redis: Redis, prefix: str, fields: dict[str, str | bytes]) -> None:
+    """An entry written to the stream straight, as another replica (or anything else) might."""
+    await redis.xadd(stream_key(prefix), fields)  # type: ignore[arg-type]
+
+
+def entry(changed: StatusChanged, publication_id: str | None = None) -> dict[str, str | bytes]:
+    return {"id": publication_id or uuid.uuid4().hex, "change": changed.model_dump_json()}
+
+
+async def test_malformed_entries_are_dropped_and_a_change_written_twice_is_delivered_once(
     replicas: tuple[RedisBroker, RedisBroker], redis: Redis, prefix: str
 ) -> None:
     a, _ = replicas
-    async with a.subscribe("org_1") as on_a, a.subscribe("org_2") as org2_on_a:
-        await redis.publish(f"{prefix}org_1", b"{not json")
-        # A payload naming org_2, sent on org_1's channel: delivered to nobody.
-        await redis.publish(f"{prefix}org_1", change("org_2").model_dump_json())
-        await redis.publish(f"{prefix}org_1", change("org_1", "pa_sentinel").model_dump_json())
-        assert await next_change(on_a) == change("org_1", "pa_sentinel")
-        assert org2_on_a.empty()
+    async with a.subscribe("org_1") as on_a:
+        await append(redis, prefix, {"id": "x1", "change": b"{not json"})
+        await append(redis, prefix, {"change": change("org_1", "pa_no_id").model_dump_json()})
+        await append(redis, prefix, {"id": "x2"})
+        # The same publication twice: a write retried after its answer was lost.
+        twice = entry(change("org_1", "pa_twice"))
+        await append(redis, prefix, twice)
+        await append(redis, prefix, twice)
+        await append(redis, prefix, entry(change("org_1", "pa_sentinel")))
+        assert (await next_change(on_a)).object_id == "pa_twice"
+        assert (await next_change(on_a)).object_id == "pa_sentinel"
+        assert on_a.empty()
 
 
 async def test_other_prefixes_are_not_received(
@@ -116,31 +134,27 @@ async def test_other_prefixes_are_not_received(
 ) -> None:
     a, _ = replicas
     async with a.subscribe("org_1") as on_a:
-        await redis.publish(f"x{prefix}org_1", change("org_1", "pa_other").model_dump_json())
-        await redis.publish(f"{prefix}org_1", change("org_1", "pa_mine").model_dump_json())
+        await append(redis, f"x{prefix}", entry(change("org_1", "pa_other")))
+        await append(redis, prefix, entry(change("org_1", "pa_mine")))
         assert (await next_change(on_a)).object_id == "pa_mine"
 
 
-async def test_the_subscription_survives_a_killed_connection(
+async def test_a_change_published_while_the_reading_connection_was_killed_still_arrives(
     replicas: tuple[RedisBroker, RedisBroker], redis: Redis, prefix: str
 ) -> None:
     a, b = replicas
     name = f"{prefix.split(':')[0]}-a"
-    clients = await redis.client_list(_type="pubsub")
-    (killed,) = [c["id"] for c in clients if c.get("name") == name]
-    made = a.subscriptions_made
-    assert await redis.client_kill_filter(_id=killed) == 1
-
-    async def resubscribed() -> None:
-        while a.subscriptions_made == made:
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(resubscribed(), 10)
-    clients = await redis.client_list(_type="pubsub")
-    assert [c["id"] for c in clients if c.get("name") == name] not in ([], [killed])
     async with a.subscribe("org_1") as on_a:
+        killed = [c["id"] for c in await redis.client_list() if c.get("name") == name]
+        assert killed  # the reading connection at least
+        for client_id in killed:
+            await redis.client_kill_filter(_id=client_id)
+        await b.publish(change("org_1", "pa_meanwhile"))
+        assert (await next_change(on_a)).object_id == "pa_meanwhile"
         await b.publish(change("org_1", "pa_after"))
         assert (await next_change(on_a)).object_id == "pa_after"
+        still = [c["id"] for c in await redis.client_list() if c.get("name") == name]
+        assert still and not set(still) & set(killed)
 
 
 class TcpProxy:
@@ -204,31 +218,109 @@ class TcpProxy:
             writer.close()
 
 
-async def test_the_subscription_comes_back_after_an_outage(redis: Redis, prefix: str) -> None:
+@asynccontextmanager
+async def behind_a_proxy(
+    prefix: str, **options: Any
+) -> AsyncIterator[tuple[TcpProxy, RedisBroker]]:
+    """A replica reaching Redis through a proxy that the test can take down."""
     proxy = TcpProxy()
     await proxy.up()
     broker = await RedisBroker.connect(
-        f"redis://127.0.0.1:{proxy.port}/0", prefix=prefix, backoff_max=0.3
+        f"redis://127.0.0.1:{proxy.port}/0", prefix=prefix, backoff_max=0.3, **options
     )
     try:
-        async with broker.subscribe("org_1") as queue:
-            await redis.publish(f"{prefix}org_1", change("org_1", "pa_before").model_dump_json())
-            assert (await next_change(queue)).object_id == "pa_before"
-
-            await proxy.down()
-
-            async def lost() -> None:
-                while broker.subscribed:
-                    await asyncio.sleep(0.02)
-
-            await asyncio.wait_for(lost(), 10)
-            await proxy.up()
-            assert await broker.wait_until_subscribed(10)
-            await redis.publish(f"{prefix}org_1", change("org_1", "pa_after").model_dump_json())
-            assert (await next_change(queue)).object_id == "pa_after"
+        yield proxy, broker
     finally:
         await broker.aclose()
         await proxy.down()
+
+
+async def wait_until_away(broker: RedisBroker) -> None:
+    async def away() -> None:
+        while broker.subscribed:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(away(), 10)
+
+
+async def test_changes_published_while_a_replica_was_away_reach_it_in_order(
+    prefix: str,
+) -> None:
+    publisher = await RedisBroker.connect(REDIS_URL, prefix=prefix)
+    try:
+        async with behind_a_proxy(prefix) as (proxy, away), away.subscribe("org_1") as queue:
+            await publisher.publish(change("org_1", "pa_before"))
+            assert (await next_change(queue)).object_id == "pa_before"
+
+            await proxy.down()
+            await wait_until_away(away)
+            meanwhile = [change("org_1", f"pa_{n}") for n in range(3)]
+            for missed in meanwhile:
+                await publisher.publish(missed)
+            # Written to Redis while the replica is away (pub/sub would have dropped them).
+            await asyncio.wait_for(publisher._backlog_empty.wait(), WAIT)
+
+            await proxy.up()
+            assert await away.wait_until_subscribed(10)
+            assert [await next_change(queue) for _ in meanwhile] == meanwhile
+            await publisher.publish(change("org_1", "pa_after"))
+            assert (await next_change(queue)).object_id == "pa_after"
+            assert queue.empty()
+    finally:
+        await publisher.aclose()
+
+
+async def test_changes_published_while_redis_is_away_are_sent_once_it_is_back(
+    prefix: str,
+) -> None:
+    async with behind_a_proxy(prefix) as (proxy, broker), broker.subscribe("org_1") as queue:
+        await proxy.down()
+        await wait_until_away(broker)
+        kept = [change("org_1", f"pa_{n}") for n in range(3)]
+        for published in kept:
+            await broker.publish(published)  # returns without waiting for Redis
+        assert broker.unsent == 3
+
+        await proxy.up()
+        assert [await next_change(queue) for _ in kept] == kept
+        assert broker.unsent == 0
+        await asyncio.sleep(0.2)
+        assert queue.empty()
+
+
+async def test_a_replica_away_past_the_streams_length_says_how_many_changes_it_missed(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher = await RedisBroker.connect(REDIS_URL, prefix=prefix, stream_max_length=100)
+    published = 350
+    try:
+        async with behind_a_proxy(prefix) as (proxy, away), away.subscribe("org_1") as queue:
+            # Read before going away, so that its place is not where it started.
+            for n in range(5):
+                await publisher.publish(change("org_1", f"pa_early_{n}"))
+            for n in range(5):
+                assert (await next_change(queue)).object_id == f"pa_early_{n}"
+            await proxy.down()
+            await wait_until_away(away)
+            for n in range(published):
+                await publisher.publish(change("org_1", f"pa_{n}"))
+            await asyncio.wait_for(publisher._backlog_empty.wait(), WAIT)
+
+            with caplog.at_level(logging.ERROR, logger="payout_gateway.events"):
+                await proxy.up()
+                assert await away.wait_until_subscribed(10)
+                last = f"pa_{published - 1}"
+                delivered = [await next_change(queue)]
+                while delivered[-1].object_id != last:
+                    delivered.append(await next_change(queue))
+            (report,) = [r for r in caplog.records if "trimmed past" in r.getMessage()]
+            missed = report.args[0] if isinstance(report.args, tuple) else None
+            assert isinstance(missed, int) and missed > 0
+            # Exactly the newest ones, in order, and the count of the others is exact.
+            assert missed + len(delivered) == published
+            assert [c.object_id for c in delivered] == [f"pa_{n}" for n in range(missed, published)]
+    finally:
+        await publisher.aclose()
 
 
 async def test_connect_fails_fast_without_redis() -> None:
@@ -274,22 +366,51 @@ async def test_a_caller_cancelled_while_closing_stays_cancelled() -> None:
     released.set()
 
 
-async def test_a_failed_publish_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    broker = RedisBroker(Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5))
+def unreachable(**options: Any) -> RedisBroker:
+    broker = RedisBroker(
+        Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5), **options
+    )
+    broker.start()
+    return broker
+
+
+async def test_a_publish_redis_does_not_take_is_kept_and_reported_at_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = unreachable(close_timeout_seconds=0.5)
     try:
         await broker.publish(change("org_1"))
+        assert broker.unsent == 1
+
+        async def tried() -> None:
+            while "could not publish status changes to Redis" not in caplog.text:
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(tried(), WAIT)
+        assert broker.unsent == 1
     finally:
         await broker.aclose()
-    assert "could not publish a status change" in caplog.text
+    assert "closing with 1 status change(s) not written to Redis" in caplog.text
+
+
+async def test_the_unsent_backlog_is_bounded_dropping_the_oldest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = unreachable(backlog_limit=3, close_timeout_seconds=0.1)
+    try:
+        for n in range(5):
+            await broker.publish(change("org_1", f"pa_{n}"))
+        assert broker.unsent == 3
+        assert broker.dropped_unsent == 2
+        kept = [StatusChanged.model_validate_json(p).object_id for _, p in broker._backlog]
+        assert kept == ["pa_2", "pa_3", "pa_4"]
+        assert "dropped the oldest unsent status change (2 dropped so far)" in caplog.text
+    finally:
+        await broker.aclose()
 
 
 async def test_readiness_follows_the_subscription_through_an_outage(prefix: str) -> None:
-    proxy = TcpProxy()
-    await proxy.up()
-    broker = await RedisBroker.connect(
-        f"redis://127.0.0.1:{proxy.port}/0", prefix=prefix, backoff_max=0.3
-    )
-    try:
+    async with behind_a_proxy(prefix) as (proxy, broker):
         await broker.check()
         await proxy.down()
 
@@ -305,9 +426,6 @@ async def test_readiness_follows_the_subscription_through_an_outage(prefix: str)
         await proxy.up()
         assert await broker.wait_until_subscribed(10)
         await broker.check()
-    finally:
-        await broker.aclose()
-        await proxy.down()
 
 
 async def test_readyz_answers_503_while_redis_is_away(prefix: str, tmp_path: Path) -> None:

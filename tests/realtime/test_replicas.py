@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from payout_gateway.domain.enums import Provider
 from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
+from payout_gateway.events.redis_broker import stream_key
 from payout_gateway.sandbox.commet import create_commet_sandbox
 from payout_gateway.store import Store
 from tests.conftest import POSTGRES_URL
@@ -210,8 +211,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 async def wait_until_live(
     subscriber: Subscriber, cluster: Cluster, org: str, object_type: ObjectType, field: str
 ) -> None:
-    """Publish probes straight to Redis until one comes through replica A's subscription: from
-    then on A's pattern subscription and this GraphQL subscription are both in place."""
+    """Write probes straight to the Redis stream until one comes through replica A's
+    subscription: from then on A reads the stream and this GraphQL subscription is in place."""
     probe = StatusChanged(
         organization_id=cluster.org_ids[org],
         object_type=object_type,
@@ -226,8 +227,9 @@ async def wait_until_live(
     try:
         deadline = asyncio.get_running_loop().time() + 10
         while asyncio.get_running_loop().time() < deadline:
-            await redis.publish(
-                f"{cluster.channel_prefix}{probe.organization_id}", probe.model_dump_json()
+            await redis.xadd(
+                stream_key(cluster.channel_prefix),
+                {"id": uuid.uuid4().hex, "change": probe.model_dump_json()},
             )
             try:
                 event = (await subscriber.next(timeout=0.25))[field]

@@ -10,4 +10,8 @@ from payout_gateway.settings import Settings
 async def build_broker(settings: Settings) -> EventBroker:
     if settings.redis_url is None:
         return InProcessBroker()
-    return await RedisBroker.connect(settings.redis_url, prefix=settings.redis_channel_prefix)
+    return await RedisBroker.connect(
+        settings.redis_url,
+        prefix=settings.redis_channel_prefix,
+        stream_max_length=settings.redis_stream_max_length,
+    )

@@ -1,79 +1,112 @@
-"""Fan-out across replicas through Redis pub/sub: a channel per organization, one psubscribe."""
+"""Fan-out across replicas through one Redis stream: replicas resume where they left off."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
+import uuid
+from collections import OrderedDict, deque
 from contextlib import AbstractAsyncContextManager, suppress
 from typing import Any
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from payout_gateway.domain.events import StatusChanged
 from payout_gateway.events.broker import LocalFanout
 
 logger = logging.getLogger("payout_gateway.events")
 
-DEFAULT_CHANNEL_PREFIX = "payout-gateway:status:"
+DEFAULT_KEY_PREFIX = "payout-gateway:status:"
+# Entries the stream keeps (trimmed approximately, the cheap way): the changes a replica can
+# catch up on after losing Redis. At ~400 bytes an entry, 10,000 is ~4 MB in Redis.
+DEFAULT_STREAM_MAX_LENGTH = 10_000
+# Changes waiting to be written while Redis cannot be reached; the oldest go beyond this.
+DEFAULT_BACKLOG_LIMIT = 10_000
+# Publication ids remembered to drop a change written twice (a write retried after its
+# answer was lost): far more than one retried batch can hold.
+_RECENT_IDS = 4_096
+_SEND_BATCH = 200
+
+
+def stream_key(prefix: str) -> str:
+    """The stream every replica sharing ``prefix`` writes to and reads."""
+    return f"{prefix}stream"
 
 
 class RedisBroker:
-    """Publishing sends the change to ``<prefix><organization_id>``; every replica (this one too)
-    receives it through its single ``psubscribe <prefix>*`` and hands it to its LocalFanout.
+    """Publishing appends the change to the stream ``<prefix>stream``; every replica (this one
+    too) reads the stream from where it last read and hands each change to its LocalFanout.
 
-    Redis pub/sub is fire-and-forget: a change published while a replica is reconnecting is not
-    replayed to that replica's subscribers. The store stays the record (``statusChangedAt``).
+    Unlike pub/sub, nothing published while a replica was away from Redis is lost to it: on
+    reconnecting it reads on from its last entry, as long as the stream (trimmed to about
+    ``stream_max_length`` entries) still holds it; a replica that fell further behind logs how
+    many it missed. ``publish`` never waits for Redis: a sender task writes changes in order,
+    keeping those it could not write yet (up to ``backlog_limit``) until Redis is back. A
+    change written twice (a retried write whose first answer was lost) is delivered once.
     """
 
     def __init__(
         self,
         client: Redis,
         *,
-        prefix: str = DEFAULT_CHANNEL_PREFIX,
+        prefix: str = DEFAULT_KEY_PREFIX,
+        stream_max_length: int = DEFAULT_STREAM_MAX_LENGTH,
+        backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
-        poll_seconds: float = 1.0,
-        ping_after_idle_seconds: float = 15.0,
-        pong_timeout_seconds: float = 10.0,
+        block_seconds: float = 1.0,
         close_timeout_seconds: float = 5.0,
     ) -> None:
         self._client = client
-        self._close_timeout = close_timeout_seconds
-        self._prefix = prefix
+        self._key = stream_key(prefix)
+        self._max_length = stream_max_length
+        self._backlog_limit = backlog_limit
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
-        self._poll_seconds = poll_seconds
-        self._ping_after_idle = ping_after_idle_seconds
-        self._pong_timeout = pong_timeout_seconds
+        self._block_ms = max(1, round(block_seconds * 1000))
+        self._close_timeout = close_timeout_seconds
         self._local = LocalFanout()
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # The last entry this replica has read ("0-0": none yet, the stream was empty).
+        self._position: str | None = None
+        # How many entries the stream had ever been given up to that one (None: Redis does
+        # not say), to tell how many a replica that was away missed if the stream was trimmed.
+        self._ordinal: int | None = None
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        # Changes not yet written to Redis, in publication order, with their publication ids.
+        self._backlog: deque[tuple[str, str]] = deque()
+        self._backlog_changed = asyncio.Event()
+        self._backlog_empty = asyncio.Event()
+        self._backlog_empty.set()
+        self._sender: asyncio.Task[None] | None = None
         self.subscriptions_made = 0
+        self.dropped_unsent = 0
 
     @classmethod
     async def connect(
         cls,
         url: str,
         *,
-        prefix: str = DEFAULT_CHANNEL_PREFIX,
+        prefix: str = DEFAULT_KEY_PREFIX,
         client_name: str = "payout-gateway",
         startup_timeout: float = 10.0,
         **options: Any,
     ) -> RedisBroker:
-        """Connect and wait for the pattern subscription, so a replica that reports ready
-        receives every change published from then on. Raises ``ConnectionError`` when Redis
-        cannot be reached within ``startup_timeout``."""
+        """Connect and wait until this replica has its place in the stream, so a replica that
+        reports ready receives every change published from then on. Raises
+        ``ConnectionError`` when Redis cannot be reached within ``startup_timeout``."""
         client = Redis.from_url(
             url,
             client_name=client_name,
             socket_connect_timeout=3.0,
-            # Bounds PUBLISH; the subscription's reads use their own poll timeout.
+            # Longer than a blocking read (``block_seconds``): a read that outlasts it is on a
+            # half-open connection, which never errors by itself.
             socket_timeout=5.0,
             socket_keepalive=True,
             retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), 2),
@@ -82,18 +115,21 @@ class RedisBroker:
         broker.start()
         if not await broker.wait_until_subscribed(startup_timeout):
             await broker.aclose()
-            raise ConnectionError("Redis did not accept the status-change subscription in time")
+            raise ConnectionError("Redis did not answer the status-change stream in time")
         return broker
 
-    def channel(self, organization_id: str) -> str:
-        return f"{self._prefix}{organization_id}"
+    @property
+    def key(self) -> str:
+        return self._key
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="redis-status-subscription")
+            self._task = asyncio.create_task(self._run(), name="redis-status-stream")
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send(), name="redis-status-sender")
 
     async def wait_until_subscribed(self, within: float) -> bool:
-        """True once the pattern subscription is live (again, after a reconnect)."""
+        """True once this replica reads the stream (again, after a reconnect)."""
         try:
             await asyncio.wait_for(self._subscribed.wait(), within)
         except TimeoutError:
@@ -108,21 +144,27 @@ class RedisBroker:
     def subscriber_count(self) -> int:
         return self._local.subscriber_count
 
+    @property
+    def unsent(self) -> int:
+        """Changes published here and not yet written to Redis."""
+        return len(self._backlog)
+
     async def publish(self, change: StatusChanged) -> None:
-        # No local delivery here: this replica's own subscription brings the change back, so
+        # No local delivery here: this replica reads its own change back from the stream, so
         # local subscribers get it exactly once, in the same order as every other replica.
-        try:
-            await self._client.publish(
-                self.channel(change.organization_id), change.model_dump_json()
+        # Nor any wait for Redis: the change is committed and audited, and a request must not
+        # fail or hang on fan-out.
+        if len(self._backlog) >= self._backlog_limit:
+            self._backlog.popleft()
+            self.dropped_unsent += 1
+            logger.error(
+                "Redis unreachable for too long: dropped the oldest unsent status change "
+                "(%d dropped so far); subscribers on every replica miss it",
+                self.dropped_unsent,
             )
-        except (RedisError, OSError):
-            # The change is committed and audited; failing the caller's request now would only
-            # make it retry a done operation. Live subscribers miss this one event.
-            logger.warning(
-                "could not publish a status change to Redis",
-                extra={"object_type": change.object_type.value, "object_id": change.object_id},
-                exc_info=True,
-            )
+        self._backlog.append((uuid.uuid4().hex, change.model_dump_json()))
+        self._backlog_empty.clear()
+        self._backlog_changed.set()
 
     def subscribe(
         self, organization_id: str
@@ -130,11 +172,11 @@ class RedisBroker:
         return self._local.subscription(organization_id)
 
     async def check(self, within: float = 2.0) -> None:
-        """Ready: the pattern subscription is live (else this replica's subscribers miss
-        changes) and Redis answers a PING within ``within`` seconds (else publishing fails).
+        """Ready: this replica reads the stream (else its subscribers miss changes for now)
+        and Redis answers a PING within ``within`` seconds (else changes wait to be sent).
         Raises ``ConnectionError`` otherwise."""
         if not self._subscribed.is_set():
-            raise ConnectionError("not subscribed to Redis (reconnecting)")
+            raise ConnectionError("not reading the Redis status stream (reconnecting)")
         try:
             await asyncio.wait_for(self._client.ping(), within)
         except (RedisError, TimeoutError) as error:
@@ -143,90 +185,182 @@ class RedisBroker:
             ) from error
 
     async def aclose(self) -> None:
+        """Write what is still unsent (within ``close_timeout_seconds``), then stop."""
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            if self._backlog:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._backlog_empty.wait(), self._close_timeout)
+            if self._backlog:
+                logger.error(
+                    "closing with %d status change(s) not written to Redis: subscribers on "
+                    "other replicas miss them",
+                    len(self._backlog),
+                )
+            await self._stop(sender)
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            # Bounded: a subscription whose clean-up does not finish must not hang shutdown
-            # (once, in the Redis outage tests, the wait here never ended, the loop idle). And
-            # ``wait``, not ``await task`` under a suppress: a caller cancelled while waiting
-            # here stays cancelled.
-            done, _ = await asyncio.wait({task}, timeout=self._close_timeout)
-            if not done:
-                logger.warning(
-                    "Redis status subscription did not stop within %s s", self._close_timeout
-                )
-            elif not task.cancelled() and task.exception() is not None:
-                logger.error(
-                    "Redis status subscription ended with an error", exc_info=task.exception()
-                )
+            await self._stop(task)
         await self._client.aclose()
 
-    # the subscription loop ----------------------------------------------------------------
+    async def _stop(self, task: asyncio.Task[None]) -> None:
+        task.cancel()
+        # Bounded: a task whose clean-up does not finish must not hang shutdown (once, in the
+        # Redis outage tests, the wait here never ended, the loop idle). And ``wait``, not
+        # ``await task`` under a suppress: a caller cancelled while waiting here stays
+        # cancelled.
+        done, _ = await asyncio.wait({task}, timeout=self._close_timeout)
+        if not done:
+            logger.warning("%s did not stop within %s s", task.get_name(), self._close_timeout)
+        elif not task.cancelled() and task.exception() is not None:
+            logger.error("%s ended with an error", task.get_name(), exc_info=task.exception())
+
+    # sending ------------------------------------------------------------------------------
+
+    async def _send(self) -> None:
+        delay = self._backoff_initial
+        failing = False
+        while True:
+            if not self._backlog:
+                self._backlog_changed.clear()
+                await self._backlog_changed.wait()
+                continue
+            batch = list(self._backlog)[:_SEND_BATCH]
+            try:
+                await self._write(batch)
+            except (RedisError, OSError) as error:
+                if not failing:
+                    logger.warning(
+                        "could not publish status changes to Redis (%s): kept, %d waiting; "
+                        "retrying",
+                        type(error).__name__,
+                        len(self._backlog),
+                    )
+                failing = True
+                await asyncio.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, self._backoff_max)
+                continue
+            except Exception:  # a bug here must not end fan-out for the replica's lifetime
+                logger.exception("publishing status changes to Redis failed")
+                await asyncio.sleep(self._backoff_max)
+                continue
+            if failing:
+                logger.info("status changes are reaching Redis again")
+            failing, delay = False, self._backoff_initial
+            # Written: forget them. The backlog only grows at its end meanwhile, and drops
+            # from its start only when full, which may already have dropped some of these.
+            for entry in batch:
+                if self._backlog and self._backlog[0] is entry:
+                    self._backlog.popleft()
+            if not self._backlog:
+                self._backlog_empty.set()
+
+    async def _write(self, batch: list[tuple[str, str]]) -> None:
+        # One round trip, in order. A batch cut off midway is written again whole: its entries
+        # that did arrive are then read twice and delivered once (their publication ids).
+        async with self._client.pipeline(transaction=False) as pipe:
+            for publication_id, payload in batch:
+                pipe.xadd(
+                    self._key,
+                    {"id": publication_id, "change": payload},
+                    maxlen=self._max_length,
+                    approximate=True,
+                )
+            await pipe.execute()
+
+    # reading ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
         delay = self._backoff_initial
         while True:
             made_before = self.subscriptions_made
-            pubsub = self._client.pubsub()
             try:
-                await pubsub.psubscribe(_glob_escape(self._prefix) + "*")
-                await self._listen(pubsub)
+                await self._place()
+                self.subscriptions_made += 1
+                if self.subscriptions_made > 1:
+                    logger.info("reading the Redis status stream again")
+                self._subscribed.set()
+                await self._read()
             except (RedisError, OSError) as exc:
-                logger.warning("Redis status subscription lost (%s)", type(exc).__name__)
+                logger.warning("Redis status stream lost (%s)", type(exc).__name__)
             except Exception:  # a bug here must not end fan-out for the replica's lifetime
-                logger.exception("Redis status subscription failed")
+                logger.exception("reading the Redis status stream failed")
             finally:
                 self._subscribed.clear()
-                with suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
             if self.subscriptions_made > made_before:
                 delay = self._backoff_initial  # it worked for a while: start over
             # Full jitter: replicas that lost Redis together do not reconnect in lockstep.
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self._backoff_max)
 
-    async def _listen(self, pubsub: PubSub) -> None:
-        loop = asyncio.get_running_loop()
-        last_seen = loop.time()
-        ping_sent_at: float | None = None
-        while True:
-            message = await pubsub.get_message(timeout=self._poll_seconds)
-            now = loop.time()
-            if message is None:
-                # A half-open TCP connection never errors on read: ask, and give up on silence.
-                if ping_sent_at is not None and now - ping_sent_at > self._pong_timeout:
-                    raise ConnectionError("Redis did not answer PING on the subscription")
-                if ping_sent_at is None and now - last_seen > self._ping_after_idle:
-                    await pubsub.ping()
-                    ping_sent_at = now
-                continue
-            last_seen, ping_sent_at = now, None
-            kind = message.get("type")
-            if kind == "psubscribe":
-                self.subscriptions_made += 1
-                if self.subscriptions_made > 1:
-                    logger.info("Redis status subscription restored")
-                self._subscribed.set()
-            elif kind == "pmessage":
-                self._receive(message.get("channel"), message.get("data"))
-
-    def _receive(self, channel: object, data: object) -> None:
-        if isinstance(channel, bytes):
-            channel = channel.decode("utf-8", "replace")
-        if not isinstance(data, bytes | str):
+    async def _place(self) -> None:
+        """On first connecting, start after the stream's last entry (a new replica has no
+        subscribers who missed anything); on reconnecting, go on from the last entry read, and
+        say how many changes it missed if the stream was trimmed past it meanwhile."""
+        try:
+            info = await self._client.xinfo_stream(self._key)
+        except ResponseError:  # no such key: nothing was written yet
+            if self._position is None:
+                self._position, self._ordinal = "0-0", 0
             return
+        # Every entry ever added has an ordinal (we never delete one): the stream now holds
+        # ordinals added - length + 1 up to added, and this replica has read up to its own.
+        added, length = info.get("entries-added"), info.get("length")
+        if self._position is None:
+            self._position = _text(info["last-generated-id"])
+            self._ordinal = added if isinstance(added, int) else None
+            return
+        if not isinstance(added, int) or not isinstance(length, int) or self._ordinal is None:
+            return  # a Redis before 7.0 does not count; nothing to compare
+        missed = added - length - self._ordinal
+        if missed > 0:
+            logger.error(
+                "the Redis status stream was trimmed past this replica's place while it was "
+                "away: subscribers here missed %d change(s) (raise "
+                "PAYOUT_GATEWAY_REDIS_STREAM_MAX_LENGTH if outages last this long)",
+                missed,
+            )
+            self._ordinal = added - length
+
+    async def _read(self) -> None:
+        while True:
+            assert self._position is not None
+            answer: Any = await self._client.xread(
+                {self._key: self._position}, count=_SEND_BATCH, block=self._block_ms
+            )
+            # RESP2 answers [[key, entries]], RESP3 {key: entries}; nothing new: empty.
+            streams = answer.values() if isinstance(answer, dict) else (e for _, e in answer or ())
+            for entries in streams:
+                for entry_id, fields in entries:
+                    self._position = _text(entry_id)
+                    if self._ordinal is not None:
+                        self._ordinal += 1
+                    self._receive(fields)
+
+    def _receive(self, fields: dict[Any, Any]) -> None:
+        publication_id, data = _field(fields, "id"), _field(fields, "change")
+        if publication_id is None or data is None:
+            logger.warning("ignoring a malformed entry on the Redis status stream")
+            return
+        key = _text(publication_id)
+        if key in self._recent:
+            return
+        self._recent[key] = None
+        if len(self._recent) > _RECENT_IDS:
+            self._recent.popitem(last=False)
         try:
             change = StatusChanged.model_validate_json(data)
         except ValidationError:
-            logger.warning("ignoring a malformed status change on %s", channel)
-            return
-        if channel != self.channel(change.organization_id):
-            # The channel is the routing key: a payload naming another organization is dropped.
-            logger.warning("ignoring a status change published on another organization's channel")
+            logger.warning("ignoring a malformed status change on the Redis status stream")
             return
         self._local.deliver(change)
 
 
-def _glob_escape(text: str) -> str:
-    """The prefix as a literal inside a Redis glob pattern."""
-    return "".join(f"\\{c}" if c in "\\*?[]^" else c for c in text)
+def _field(fields: dict[Any, Any], name: str) -> bytes | str | None:
+    """An entry's field, whether the client decodes answers or not."""
+    value = fields.get(name.encode(), fields.get(name))
+    return value if isinstance(value, bytes | str) else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
