@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -453,6 +454,30 @@ async def test_batched_operations_are_refused_and_nothing_runs(
         )
     assert response.status_code == 400
     assert fakes[Provider.COMMET].calls["add_bank_account"] == 0
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "bankAccountStatusChanged { toStatus }",
+        "payoutAccountStatusChanged { toStatus }",
+        "payoutStatusChanged { toStatus }",
+    ],
+)
+async def test_a_subscription_sent_over_http_is_a_400_that_names_the_websocket(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture, field: str
+) -> None:
+    # GraphiQL sends a subscription over HTTP when its document is not parsed yet; executed
+    # as a query it used to fail as an unexpected error, with a traceback in the log.
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            gw.graphql_url,
+            json={"query": f"subscription {{ {field} }}"},
+            headers=gw.headers("commet-a"),
+        )
+    assert response.status_code == 400
+    assert "open a WebSocket on this path (graphql-transport-ws)" in response.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_cors_never_allows_an_unlisted_origin(gw: RunningGateway) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -18,7 +18,10 @@ from strawberry.extensions.query_depth_limiter import create_validator as create
 from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
-from strawberry.types import ExecutionContext, Info
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
+from strawberry.types import ExecutionContext, ExecutionResult, Info
+from strawberry.types.graphql import OperationType
 
 from payout_gateway.domain.enums import BankAccountStatus
 from payout_gateway.domain.errors import InputValidationError, PayoutGatewayError
@@ -377,6 +380,16 @@ class Mutation:
         return RequestPayoutSuccess(payout=Payout.from_domain(payout))
 
 
+class SubscriptionOverHttpError(InvalidOperationTypeError):
+    """A subscription sent as a plain HTTP request: the HTTP view answers 400 with this."""
+
+    def as_http_error_reason(self, method: str) -> str:
+        return (
+            f"subscriptions are not served over {method}: open a WebSocket on this path "
+            "(graphql-transport-ws) and send the key in connection_init"
+        )
+
+
 class GatewaySchema(strawberry.Schema):
     """Strawberry's schema with the gateway's document checks and error masking run by its
     own extensions runner (graphql/runner.py), and errors logged redacted."""
@@ -384,6 +397,36 @@ class GatewaySchema(strawberry.Schema):
     def __init__(self, *args: Any, document_checks: DocumentChecks, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.document_checks = document_checks
+
+    async def execute(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        """One operation, one result: never a subscription. Strawberry allows subscriptions
+        on POST for its HTTP streaming transports, which the gateway does not offer (they go
+        over the WebSocket); executed as a query, one failed as an unexpected error."""
+        allowed = set(allowed_operation_types or DEFAULT_ALLOWED_OPERATION_TYPES)
+        allowed.discard(OperationType.SUBSCRIPTION)
+        try:
+            return await super().execute(
+                query,
+                variable_values,
+                context_value,
+                root_value,
+                operation_name,
+                allowed,
+                operation_extensions,
+            )
+        except InvalidOperationTypeError as error:
+            if error.operation_type is OperationType.SUBSCRIPTION:
+                raise SubscriptionOverHttpError(error.operation_type) from None
+            raise
 
     def create_extensions_runner(
         self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
