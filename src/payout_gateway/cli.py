@@ -15,7 +15,7 @@ import click
 import uvicorn
 import uvicorn.config
 from alembic.util import CommandError
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from uvicorn.supervisors import Multiprocess
 
 import payout_gateway.store.migrate as migrations
@@ -36,6 +36,20 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 T = TypeVar("T")
+
+
+def load_settings() -> Settings:
+    """The settings, or a clear error naming each variable that is wrong, never its value
+    (pydantic's own message would echo it, a secret included)."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = [
+            f"  PAYOUT_GATEWAY_{'__'.join(str(part).upper() for part in item['loc'])}: "
+            f"{item['msg']}"
+            for item in error.errors(include_input=False, include_url=False)
+        ]
+        raise click.ClickException("invalid settings:\n" + "\n".join(problems)) from None
 
 
 @click.group()
@@ -59,7 +73,7 @@ def serve(host: str, port: int, workers: int) -> None:
     from payout_gateway.web import create_app
     from payout_gateway.web.listeners import worker_listener
 
-    settings = Settings()
+    settings = load_settings()
     if workers > 1:
         if settings.sandbox_mode:
             raise click.UsageError(
@@ -116,7 +130,7 @@ def served_app() -> FastAPI:
     from payout_gateway.web import create_app
 
     lean_log_records()
-    return create_app(Settings(), serving=True)
+    return create_app(load_settings(), serving=True)
 
 
 def lean_log_records() -> None:
@@ -192,7 +206,7 @@ def export_schema(output: Path | None) -> None:
 def migrate(revision: str, show: bool) -> None:
     """Bring the database (PAYOUT_GATEWAY_DATABASE_URL) to --revision with its migrations."""
 
-    url = Settings().database_url
+    url = load_settings().database_url
     if not show:
         ensure_sqlite_directory(url)
         asyncio.run(_upgrade(url, revision))
@@ -217,7 +231,7 @@ async def _upgrade(url: str, revision: str = "head") -> None:
 
 def _run(action: Callable[[Tenancy, Store], Awaitable[T]]) -> T:
     async def run() -> T:
-        settings = Settings()
+        settings = load_settings()
 
         ensure_sqlite_directory(settings.database_url)
         store = Store.from_url(settings.database_url, secrets=settings.secret_codec())
@@ -427,7 +441,7 @@ def org_reseal_secrets() -> None:
     """Seal every organization's provider credential and webhook secret with the newest key of
     PAYOUT_GATEWAY_SECRETS_KEYS: those written before keys were set, and those sealed with an
     older key (run it after putting a new key first, then drop the old one)."""
-    settings = Settings()
+    settings = load_settings()
     if not settings.secrets_keys:
         raise click.UsageError(
             "PAYOUT_GATEWAY_SECRETS_KEYS is not set: there is no key to seal with"

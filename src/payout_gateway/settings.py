@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from payout_gateway.providers.transport import HttpBackend, HttpPolicy
@@ -47,6 +47,36 @@ class ProviderSettings(BaseModel):
         )
 
 
+class JwtSettings(BaseModel):
+    """Frontends' JWTs (jwt_tokens.py): off unless ``secret`` or ``jwks_url`` is set."""
+
+    # HS256 with a secret the customer's backend shares, or the identity provider's keys.
+    secret: SecretStr | None = None
+    jwks_url: str | None = None
+    # Required once JWTs are on: a token minted for another service is not one for this.
+    audience: str | None = None
+    # Required with a JWKS URL (it names the identity provider); optional with a secret.
+    issuer: str | None = None
+    # The claim holding the gateway organization's id (Auth0 wants namespaced claims).
+    organization_claim: Annotated[str, Field(min_length=1)] = "org_id"
+
+    @model_validator(mode="after")
+    def _complete(self) -> JwtSettings:
+        if self.secret is not None and self.jwks_url is not None:
+            raise ValueError("set either JWT__SECRET or JWT__JWKS_URL, not both")
+        if self.enabled and not self.audience:
+            raise ValueError("JWT__AUDIENCE is required once JWTs are on")
+        if self.jwks_url is not None and not self.issuer:
+            raise ValueError("JWT__ISSUER is required with JWT__JWKS_URL")
+        if self.secret is not None and len(self.secret.get_secret_value()) < 32:
+            raise ValueError("JWT__SECRET must have at least 32 characters (RFC 7518: 256 bits)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.secret is not None or self.jwks_url is not None
+
+
 class Settings(BaseSettings):
     """``PAYOUT_GATEWAY_DATABASE_URL``, ``PAYOUT_GATEWAY_COMMET__BASE_URL`` (nested with ``__``),
     ``PAYOUT_GATEWAY_ENVIRONMENT=production``, … An optional ``.env`` file is read too
@@ -81,6 +111,8 @@ class Settings(BaseSettings):
     # comma-separated (store/secrets.py); none: kept as written.
     secrets_keys: Annotated[list[SecretStr], NoDecode] = []
     log_level: str = "INFO"
+    # Frontends' credentials besides API keys (off by default).
+    jwt: JwtSettings = JwtSettings()
     # Fan-out across replicas: unset = in-process (one replica); redis://host:6379/0 = Redis.
     redis_url: str | None = None
     # The replicas' stream is <prefix>stream; deployments sharing one Redis need distinct ones.

@@ -1,10 +1,11 @@
-"""Organizations and their gateway API keys: create, issue (shown once), revoke, authenticate."""
+"""Organizations and their credentials: API keys (issued once, revocable) and frontends' JWTs."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cachetools import TTLCache
@@ -19,8 +20,10 @@ from payout_gateway.domain.models import (
     ProviderCredentials,
     validated,
 )
+from payout_gateway.jwt_tokens import JwtVerifier, looks_like_jwt
 from payout_gateway.service import Clock, new_id, utcnow
 from payout_gateway.store import Store
+from payout_gateway.store.database import StoreSession
 
 API_KEY_PREFIX = "pgw_"
 
@@ -72,8 +75,10 @@ class Tenancy:
         *,
         clock: Clock = utcnow,
         cache_seconds: float = 5.0,
+        jwt: JwtVerifier | None = None,
     ) -> None:
         self._store = store
+        self._jwt = jwt
         self._pepper = pepper.get_secret_value().encode()
         self._clock = clock
         # Key hash -> organization for a few seconds: authentication then costs no database
@@ -87,16 +92,42 @@ class Tenancy:
         # HMAC with a server-side pepper: a leaked database alone cannot be used to test keys.
         return hmac.new(self._pepper, api_key.encode(), hashlib.sha256).hexdigest()
 
-    async def authenticate(self, api_key: str) -> Organization | None:
-        if not api_key.startswith(API_KEY_PREFIX) or len(api_key) > 200:
+    async def authenticate(self, credential: str) -> Organization | None:
+        """The organization of a gateway API key or, where JWTs are on, of a valid token's
+        organization claim; None for anything else."""
+        if credential.startswith(API_KEY_PREFIX):
+            return await self._by_api_key(credential)
+        if self._jwt is not None and looks_like_jwt(credential):
+            organization_id = await self._jwt.organization_id(credential)
+            return None if organization_id is None else await self._by_id(organization_id)
+        return None
+
+    async def aclose(self) -> None:
+        if self._jwt is not None:
+            await self._jwt.aclose()
+
+    async def _by_api_key(self, api_key: str) -> Organization | None:
+        if len(api_key) > 200:
             return None
         key_hash = self.hash_key(api_key)
-        if self._cache is not None and (cached := self._cache.get(key_hash)) is not None:
+        return await self._cached(key_hash, lambda s: s.organization_for_key_hash(key_hash))
+
+    async def _by_id(self, organization_id: str) -> Organization | None:
+        # The token was checked above, every time; only the organization is remembered.
+        # "org:" cannot start a key's hash, which is hex.
+        return await self._cached(
+            f"org:{organization_id}", lambda s: s.get_organization(organization_id)
+        )
+
+    async def _cached(
+        self, entry: str, load: Callable[[StoreSession], Awaitable[Organization | None]]
+    ) -> Organization | None:
+        if self._cache is not None and (cached := self._cache.get(entry)) is not None:
             return cached
         async with self._store.session(write=False) as session:
-            org = await session.organization_for_key_hash(key_hash)
+            org = await load(session)
         if org is not None and self._cache is not None:
-            self._cache[key_hash] = org
+            self._cache[entry] = org
         return org
 
     async def create_organization(

@@ -201,3 +201,20 @@ def test_serve_with_workers_on_a_port_in_use_says_so(
     assert result.exit_code == 1, result.output
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
     assert started == []
+
+
+@pytest.mark.parametrize("command", [["serve"], ["migrate"], ["org", "list"]])
+def test_invalid_settings_name_each_variable_and_never_echo_a_value(
+    env: str, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    monkeypatch.setenv("PAYOUT_GATEWAY_JWT__SECRET", "canary-signing-secret")
+    monkeypatch.setenv("PAYOUT_GATEWAY_MAX_PAGE_SIZE", "0")
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1
+    assert "invalid settings:" in result.output
+    assert (
+        "PAYOUT_GATEWAY_MAX_PAGE_SIZE: Input should be greater than or equal to 1" in result.output
+    )
+    assert "PAYOUT_GATEWAY_JWT: Value error, JWT__AUDIENCE is required" in result.output
+    assert "canary-signing-secret" not in result.output
+    assert "Traceback" not in result.output

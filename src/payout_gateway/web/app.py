@@ -31,11 +31,12 @@ from payout_gateway.events.refresh import StatusRefresher
 from payout_gateway.graphql.context import GatewayContext, PagingLimits
 from payout_gateway.graphql.schema import build_schema
 from payout_gateway.idempotency import IdempotencyKeys, purge_expired_forever
+from payout_gateway.jwt_tokens import JwksKeys, JwtVerifier
 from payout_gateway.ports import PayoutProvider
 from payout_gateway.providers.registry import REGISTRY
 from payout_gateway.sandbox.registry import SANDBOXES, SandboxOptions
 from payout_gateway.service import PayoutService, utcnow
-from payout_gateway.settings import Settings
+from payout_gateway.settings import JwtSettings, Settings
 from payout_gateway.store import Store, ensure_sqlite_directory
 from payout_gateway.store.migrate import upgrade as upgrade_schema
 from payout_gateway.tenancy import Tenancy
@@ -107,6 +108,20 @@ class GatewayApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+def jwt_verifier(settings: JwtSettings) -> JwtVerifier | None:
+    """Frontends' JWTs as configured; None while they are off."""
+    if not settings.enabled:
+        return None
+    assert settings.audience is not None  # JwtSettings requires it once on
+    return JwtVerifier(
+        audience=settings.audience,
+        issuer=settings.issuer,
+        secret=settings.secret.get_secret_value() if settings.secret is not None else None,
+        jwks=JwksKeys(settings.jwks_url) if settings.jwks_url is not None else None,
+        organization_claim=settings.organization_claim,
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -169,7 +184,7 @@ def create_app(
             lease=timedelta(seconds=settings.idempotency_lease_seconds),
         )
         service = PayoutService(store, adapters, pipeline=pipeline, keys=keys)
-        tenancy = Tenancy(store, settings.api_key_pepper)
+        tenancy = Tenancy(store, settings.api_key_pepper, jwt=jwt_verifier(settings.jwt))
         if settings.demo_enabled:
             await tenancy.ensure_demo_organizations()
             await connect_demo_webhooks(store, sandboxes)
@@ -207,6 +222,7 @@ def create_app(
                     await refresher
             await refresh_leadership.step_down()
             await broker.aclose()
+            await tenancy.aclose()
             if providers is None:
                 for adapter in adapters.values():
                     await adapter.aclose()
