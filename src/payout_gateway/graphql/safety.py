@@ -196,7 +196,7 @@ def log_errors(errors: list[GraphQLError], execution_context: ExecutionContext |
 class IsAuthenticated(BasePermission):
     """Every root field needs a credential; the organization comes only from it."""
 
-    message = "Authentication required: send 'Authorization: Bearer <API key>'."
+    message = "Authentication required: send 'Authorization: Bearer <API key or JWT>'."
     error_extensions = {"code": "UNAUTHENTICATED"}
 
     def has_permission(self, source: Any, info: Info[Any, Any], **kwargs: Any) -> bool:

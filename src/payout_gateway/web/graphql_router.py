@@ -32,7 +32,9 @@ ContextBuilder = Callable[[HTTPConnection], Awaitable[GatewayContext]]
 
 # A bare connection_ack (no payload): UnsetType is a singleton, typed unlike strawberry's UNSET.
 ACK = UnsetType()
-REJECTED = "Authentication required: send {'Authorization': 'Bearer <API key>'} in connection_init."
+REJECTED = (
+    "Authentication required: send {'Authorization': 'Bearer <API key or JWT>'} in connection_init."
+)
 
 
 def bearer_credential(authorization: str) -> str | None:
