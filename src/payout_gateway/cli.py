@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import copy
 import logging
+import os
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,6 +29,7 @@ from payout_gateway.domain.models import (
     ProviderCredentials,
     validated,
 )
+from payout_gateway.metrics import MULTIPROCESS_DIRECTORY
 from payout_gateway.settings import Settings
 from payout_gateway.store import Store, ensure_sqlite_directory
 from payout_gateway.store.secrets import SecretsKeyError
@@ -121,8 +124,24 @@ def serve(host: str, port: int, workers: int) -> None:
         listener = worker_listener(host, port) or config.bind_socket()
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
-    with contextlib.suppress(KeyboardInterrupt):
+    with worker_metrics_directory(), contextlib.suppress(KeyboardInterrupt):
         Multiprocess(config, sockets=[listener]).run()
+
+
+@contextlib.contextmanager
+def worker_metrics_directory() -> Iterator[None]:
+    """A fresh directory where the workers keep their metrics, so that /metrics on any of
+    them answers for all (metrics.py); removed when serving ends. A directory the operator
+    named (PROMETHEUS_MULTIPROC_DIR) is used as it is."""
+    if os.environ.get(MULTIPROCESS_DIRECTORY):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="payout-gateway-metrics-") as directory:
+        os.environ[MULTIPROCESS_DIRECTORY] = directory
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_DIRECTORY]
 
 
 def served_app() -> FastAPI:

@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     # comma-separated (store/secrets.py); none: kept as written.
     secrets_keys: Annotated[list[SecretStr], NoDecode] = []
     log_level: str = "INFO"
+    # GET /metrics in Prometheus' format (keep it off the public internet, or turn it off).
+    metrics: bool = True
     # Frontends' credentials besides API keys (off by default).
     jwt: JwtSettings = JwtSettings()
     # Fan-out across replicas: unset = in-process (one replica); redis://host:6379/0 = Redis.

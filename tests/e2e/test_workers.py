@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from payout_gateway.cli import main
 from payout_gateway.domain.enums import HolderType, Provider
@@ -197,10 +198,9 @@ async def test_concurrent_adds_across_two_workers_all_land_once(workers: Workers
     assert workers.process.poll() is None
 
 
-def test_connections_opened_together_are_served_by_both_workers(workers: Workers) -> None:
-    """32 connections opened at once, as a backend's connection pool opens them: uvicorn's
-    one shared socket gave every one to whichever worker was awake; a socket per worker
-    (web/listeners.py) spreads them."""
+def healthz_over_32_connections_at_once(workers: Workers) -> Counter[int]:
+    """GET /healthz over 32 connections opened at once, as a backend's connection pool opens
+    them; how many each worker process served (its access log)."""
     already = workers.log.stat().st_size
     address = ("127.0.0.1", int(workers.url.rpartition(":")[2]))
     with ExitStack() as stack:
@@ -224,8 +224,42 @@ def test_connections_opened_together_are_served_by_both_workers(workers: Workers
             if record["name"] == "payout_gateway.access" and record["path"] == "/healthz"
         )
     assert sum(served_by.values()) == 32, served_by
+    return served_by
+
+
+def test_connections_opened_together_are_served_by_both_workers(workers: Workers) -> None:
+    """uvicorn's one shared socket gave every connection to whichever worker was awake; a
+    socket per worker (web/listeners.py) spreads them."""
+    served_by = healthz_over_32_connections_at_once(workers)
     # By hash, a worker gets fewer than 4 of 32 about once in a million runs.
     assert len(served_by) == 2 and min(served_by.values()) >= 4, served_by
+
+
+def healthz_answers(metrics: str) -> float:
+    """The ``/healthz`` 200s a ``/metrics`` answer counts."""
+    wanted = {"route": "/healthz", "method": "GET", "status": "200"}
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "payout_gateway_http_requests_total" and sample.labels == wanted
+    )
+
+
+def test_metrics_from_any_worker_count_what_every_worker_served(workers: Workers) -> None:
+    """Each worker counts in files of its own (PROMETHEUS_MULTIPROC_DIR, set by ``serve``); a
+    scrape reaching either one answers with the sum."""
+
+    def scrape() -> float:
+        # A connection of its own each time: the kernel picks the worker per connection.
+        with httpx.Client() as client:
+            return healthz_answers(client.get(f"{workers.url}/metrics").text)
+
+    before = scrape()
+    # Both workers serve some of them: a scrape that saw only its own worker's counts would
+    # be short.
+    assert len(healthz_over_32_connections_at_once(workers)) == 2
+    assert [scrape() for _ in range(8)] == [before + 32] * 8
 
 
 def test_sandbox_mode_refuses_more_than_one_worker(

@@ -20,6 +20,7 @@ from payout_gateway.domain.transitions import (
     is_forward,
 )
 from payout_gateway.events.broker import EventBroker
+from payout_gateway.metrics import STATUS_CHANGES
 from payout_gateway.store import Store, StoreSession
 
 logger = logging.getLogger("payout_gateway.events")
@@ -67,6 +68,7 @@ class StatusPipeline:
 
     async def publish(self, change: StatusChanged) -> None:
         """Fan out a change whose transaction has committed."""
+        STATUS_CHANGES.labels(change.object_type.value, change.to_status, change.source.value).inc()
         await self._broker.publish(change)
 
     async def apply_in(self, session: StoreSession, update: StatusUpdate) -> StatusChanged | None:

@@ -16,6 +16,7 @@ from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
 from payout_gateway.graphql.context import GatewayContext
 from payout_gateway.graphql.safety import IsAuthenticated
 from payout_gateway.graphql.types import BankAccount, PayoutAccount
+from payout_gateway.metrics import SUBSCRIPTIONS
 
 Ctx = Info[GatewayContext, None]
 
@@ -74,16 +75,20 @@ async def _changes(info: Ctx, object_type: ObjectType) -> AsyncGenerator[StatusC
         )
     # The organization is the connection's, decided at connection_init, never an argument.
     async with broker.subscribe(info.context.org.id) as queue:
-        while True:
-            change = await queue.get()
-            if change.object_type is not object_type:
-                continue
-            if not await info.context.still_authorized():
-                raise GraphQLError(
-                    "The API key of this connection is no longer valid.",
-                    extensions={"code": "UNAUTHENTICATED"},
-                )
-            yield change
+        SUBSCRIPTIONS.inc()
+        try:
+            while True:
+                change = await queue.get()
+                if change.object_type is not object_type:
+                    continue
+                if not await info.context.still_authorized():
+                    raise GraphQLError(
+                        "The API key or token of this connection is no longer valid.",
+                        extensions={"code": "UNAUTHENTICATED"},
+                    )
+                yield change
+        finally:
+            SUBSCRIPTIONS.dec()
 
 
 @strawberry.type

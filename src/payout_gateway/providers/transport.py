@@ -31,7 +31,13 @@ from payout_gateway.domain.errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from payout_gateway.providers.circuit import CircuitBreaker, CircuitOpen
+from payout_gateway.metrics import (
+    PROVIDER_ATTEMPTS,
+    PROVIDER_CIRCUIT_OPEN,
+    PROVIDER_SECONDS,
+    LabelledChildren,
+)
+from payout_gateway.providers.circuit import CircuitBreaker, CircuitOpen, CircuitState
 from payout_gateway.request_log import report_provider_call
 
 logger = logging.getLogger("payout_gateway.providers")
@@ -382,6 +388,16 @@ class ProviderHttp:
         ).as_dict()
         self._urls: OrderedDict[str, httpx.URL] = OrderedDict()
         self._closed = False
+        # This provider's metrics, looked up once (metrics.LabelledChildren).
+        self._attempt_children = LabelledChildren(PROVIDER_ATTEMPTS)
+        self._seconds = PROVIDER_SECONDS.labels(provider.value)
+        self._circuit_gauge = PROVIDER_CIRCUIT_OPEN.labels(provider.value)
+        self._circuit_gauge.set(0)
+        self._circuit_shown_open = False
+
+    def _attempts(self, outcome: str) -> Any:
+        """The attempts counter of this provider and ``outcome``."""
+        return self._attempt_children(self.provider.value, outcome)
 
     @property
     def is_closed(self) -> bool:
@@ -417,6 +433,7 @@ class ProviderHttp:
                     try:
                         probe = self.circuit.admit()
                     except CircuitOpen as refused:
+                        self._attempts("circuit_open").inc()
                         if ending is None:
                             raise self._circuit_open_error(refused) from None
                         break  # opened by other calls during this one's back-off
@@ -427,6 +444,7 @@ class ProviderHttp:
                         in_flight = False
                         self.circuit.failed(probe)
                         kind = failure_kind(exc)
+                        self._attempts(kind.value).inc()
                         sent = sent or kind is FailureKind.SENT_NO_ANSWER
                         ending = map_transport_error(exc, self.provider)
                         ending.__cause__ = exc
@@ -441,6 +459,7 @@ class ProviderHttp:
                         )
                     except BaseException:
                         if deadline.expired():  # no answer in time
+                            self._attempts("deadline").inc()
                             self.circuit.failed(probe)
                         else:  # an answer the adapter cannot use, cancelled, a bug of ours
                             self.circuit.undecided(probe)
@@ -480,6 +499,12 @@ class ProviderHttp:
                 provider=self.provider,
                 outcome_unknown=sent or in_flight,
             ) from None
+        finally:
+            # Open or probing: either way the provider is not being called freely.
+            circuit_open = self.circuit.state is not CircuitState.CLOSED
+            if circuit_open is not self._circuit_shown_open:
+                self._circuit_shown_open = circuit_open
+                self._circuit_gauge.set(circuit_open)
         if isinstance(ending, RawResponse):
             return ending
         raise ending
@@ -545,6 +570,8 @@ class ProviderHttp:
             ) from None
         status_code = answer.status_code
         request_id = answer.headers.get(self.request_id_header)
+        self._attempts(str(status_code)).inc()
+        self._seconds.observe(time.perf_counter() - started)
         if logger.isEnabledFor(logging.INFO):
             report_provider_call(
                 logger,

@@ -1,26 +1,30 @@
-"""Access log without query strings: a GET may carry a GraphQL document with account numbers."""
+"""Access log (never query strings: a GET may carry a document with account numbers) and metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from contextlib import AbstractContextManager
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from payout_gateway.request_log import collecting_provider_calls
+from payout_gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS, LabelledChildren, route_of
+from payout_gateway.request_log import ProviderCall, collecting_provider_calls
 
 logger = logging.getLogger("payout_gateway.access")
 
 
 class AccessLogMiddleware:
     """Logs method, path, status and duration, and the provider calls the request made (see
-    ``request_log``); never the query string, body or headers."""
+    ``request_log``); never the query string, body or headers. Counts and times the request
+    for ``/metrics`` too, log or no log."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not logger.isEnabledFor(logging.INFO):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -32,24 +36,40 @@ class AccessLogMiddleware:
                 status = message["status"]
             await send(message)
 
-        with collecting_provider_calls() as provider_calls:
+        logging_on = logger.isEnabledFor(logging.INFO)
+        calls: AbstractContextManager[list[ProviderCall]] = (
+            collecting_provider_calls() if logging_on else contextlib.nullcontext([])
+        )
+        with calls as provider_calls:
             try:
                 await self.app(scope, receive, tracking_send)
             finally:
-                duration_ms = round((time.perf_counter() - started) * 1000, 1)
-                extra: dict[str, object] = {
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": duration_ms,
-                }
-                if provider_calls:
-                    extra["provider_calls"] = provider_calls
-                logger.info(
-                    "%s %s %s %.1fms",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    duration_ms,
-                    extra=extra,
-                )
+                elapsed = time.perf_counter() - started
+                method = scope["method"]
+                route = route_of(scope["path"])
+                # A method outside the standard few (a client may send any token) is "other".
+                _REQUESTS(route, method if method in _METHODS else "other", str(status)).inc()
+                _SECONDS(route).observe(elapsed)
+                if logging_on:
+                    duration_ms = round(elapsed * 1000, 1)
+                    extra: dict[str, object] = {
+                        "method": method,
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": duration_ms,
+                    }
+                    if provider_calls:
+                        extra["provider_calls"] = provider_calls
+                    logger.info(
+                        "%s %s %s %.1fms",
+                        method,
+                        scope["path"],
+                        status,
+                        duration_ms,
+                        extra=extra,
+                    )
+
+
+_METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
+_REQUESTS = LabelledChildren(HTTP_REQUESTS)
+_SECONDS = LabelledChildren(HTTP_SECONDS)

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection
@@ -32,6 +32,7 @@ from payout_gateway.graphql.context import GatewayContext, PagingLimits
 from payout_gateway.graphql.schema import build_schema
 from payout_gateway.idempotency import IdempotencyKeys, purge_expired_forever
 from payout_gateway.jwt_tokens import JwksKeys, JwtVerifier
+from payout_gateway.metrics import exposition
 from payout_gateway.ports import PayoutProvider
 from payout_gateway.providers.registry import REGISTRY
 from payout_gateway.sandbox.registry import SANDBOXES, SandboxOptions
@@ -301,6 +302,16 @@ def create_app(
     app.router.routes.append(WebSocketRoute("/graphql", graphql_app))
     app.serve_graphql_http("/graphql", graphql_app, middleware)
     app.include_router(webhook_router, prefix="/webhooks")
+
+    if settings.metrics:
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics(request: Request) -> Response:
+            # Off the loop: with several workers it reads every worker's files.
+            body, content_type = await asyncio.to_thread(
+                exposition, request.headers.get("accept", "")
+            )
+            return Response(body, headers={"content-type": content_type})
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -28,6 +28,7 @@ from payout_gateway.domain.enums import Provider
 from payout_gateway.domain.errors import WebhookRejectedError
 from payout_gateway.domain.models import Organization
 from payout_gateway.events.pipeline import DeliveredEvent, StatusPipeline, StatusUpdate
+from payout_gateway.metrics import WEBHOOKS
 from payout_gateway.providers.commet import webhooks as commet
 from payout_gateway.providers.paygentic import webhooks as paygentic
 from payout_gateway.service import utcnow
@@ -212,11 +213,13 @@ async def _receive(request: Request, provider: Provider) -> JSONResponse:
     except Exception:
         # Only the store can fail here (input errors are WebhookRejectedError): retryable.
         logger.exception("webhook processing failed", extra={"provider": provider.value})
+        WEBHOOKS.labels(provider.value, "failed").inc()
         return JSONResponse(
             {"received": False, "error": "Temporarily unavailable."},
             status_code=503,
             headers={"Retry-After": "5"},
         )
+    WEBHOOKS.labels(provider.value, outcome.value).inc()
     if outcome is Outcome.RETRY_LATER:
         return JSONResponse(
             {"received": False, "error": "Unknown payout; retry later."}, status_code=409
@@ -226,6 +229,7 @@ async def _receive(request: Request, provider: Provider) -> JSONResponse:
 
 
 def _refused(provider: Provider, exc: WebhookRejectedError) -> JSONResponse:
+    WEBHOOKS.labels(provider.value, "refused").inc()
     logger.info(
         "webhook refused",
         extra={"provider": provider.value, "status": exc.status_code, "reason": exc.reason},

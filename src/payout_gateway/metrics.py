@@ -1,0 +1,115 @@
+"""The gateway's Prometheus metrics, and ``/metrics``' answer summed over worker processes.
+
+Process-wide, as prometheus_client intends: the code that sees an event counts it here (the
+access-log middleware, the provider transport, the status pipeline, webhooks, subscriptions).
+Label values come from small fixed sets (routes, providers, status codes, enums), never from
+a request's own data, so no caller can grow the series.
+
+Under ``serve --workers N`` every worker keeps its own counts and a scrape reaches one of them;
+``serve`` then points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers
+start, prometheus_client keeps each worker's values in files there, and ``/metrics`` answers
+with the sum over all workers (gauges per worker, labelled with its pid).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
+
+# Seconds: a provider answers in milliseconds, a slow one in seconds, a deadline at 25 s.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25)
+
+HTTP_REQUESTS = Counter(
+    "payout_gateway_http_requests",
+    "HTTP requests answered, by route, method and status code.",
+    ["route", "method", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "payout_gateway_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route.",
+    ["route"],
+    buckets=_LATENCY_BUCKETS,
+)
+PROVIDER_ATTEMPTS = Counter(
+    "payout_gateway_provider_attempts",
+    "Requests to a provider, each retry counted, by outcome: the HTTP status, or not_sent "
+    "(no connection), sent_no_answer (timed out or cut after sending), deadline (the call's "
+    "total deadline) or circuit_open (refused by the gateway, nothing sent).",
+    ["provider", "outcome"],
+)
+PROVIDER_SECONDS = Histogram(
+    "payout_gateway_provider_request_duration_seconds",
+    "Time for a provider to answer one request (answered attempts only).",
+    ["provider"],
+    buckets=_LATENCY_BUCKETS,
+)
+PROVIDER_CIRCUIT_OPEN = Gauge(
+    "payout_gateway_provider_circuit_open",
+    "1 while the gateway's circuit to the provider is open or probing, else 0.",
+    ["provider"],
+    multiprocess_mode="liveall",
+)
+STATUS_CHANGES = Counter(
+    "payout_gateway_status_changes",
+    "Status changes applied and published, by object type, new status and source.",
+    ["object_type", "to_status", "source"],
+)
+WEBHOOKS = Counter(
+    "payout_gateway_webhook_deliveries",
+    "Provider webhook deliveries, by provider and what became of them.",
+    ["provider", "outcome"],
+)
+SUBSCRIPTIONS = Gauge(
+    "payout_gateway_subscriptions_active",
+    "GraphQL subscriptions open now.",
+    multiprocess_mode="livesum",
+)
+
+_ROUTES = frozenset(
+    {"/graphql", "/webhooks/commet", "/webhooks/paygentic", "/healthz", "/readyz", "/metrics"}
+)
+
+
+class LabelledChildren:
+    """A metric's children by label values, looked up in a dict: ``labels()`` checks and
+    locks on every call, about three times the cost of the increment itself, paid on every
+    request. The label values must come from fixed sets (the caller's duty, as above)."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Counter | Histogram | Gauge) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
+def route_of(path: str) -> str:
+    """The route label of a request path: one of a fixed few."""
+    if path in _ROUTES:
+        return path
+    if path.startswith("/sandbox/"):
+        return "/sandbox"
+    return "other"
+
+
+def exposition(accept: str) -> tuple[bytes, str]:
+    """The metrics and their content type, in the format the scraper's ``Accept`` asks for
+    (Prometheus' text format unless it asks for OpenMetrics): this process's, or every
+    worker's summed."""
+    encode, content_type = choose_encoder(accept)
+    if os.environ.get(MULTIPROCESS_DIRECTORY):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return encode(registry), content_type
+    return encode(REGISTRY), content_type
