@@ -172,10 +172,14 @@ def logging_config(level: str) -> dict[str, Any]:
         "()": "pythonjsonlogger.orjson.OrjsonFormatter",
         "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
     }
+    config.setdefault("filters", {})["request_id"] = {
+        "()": "payout_gateway.request_log.RequestIdFilter"
+    }
     config["handlers"]["gateway"] = {
         "class": "logging.StreamHandler",
         "formatter": "json",
         "stream": "ext://sys.stderr",
+        "filters": ["request_id"],
     }
     config["loggers"]["payout_gateway"] = {
         "handlers": ["gateway"],

@@ -1,4 +1,5 @@
-"""One log line per request: the provider calls a request makes ride on its access-log record.
+"""One log line per request, the provider calls it makes riding on it; and the request's id
+on every record logged while it is served.
 
 A request that adds a bank account used to write two JSON lines, its access line and one per
 provider call, and each line costs the logging machinery and its JSON formatter more than
@@ -11,6 +12,8 @@ status refresher, a task that outlived its request) still gets a line of its own
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -45,6 +48,45 @@ def collecting_provider_calls() -> Iterator[list[ProviderCall]]:
     finally:
         collector.open = False
         _CURRENT.reset(token)
+
+
+_REQUEST_ID: ContextVar[str | None] = ContextVar("payout_gateway_request_id", default=None)
+# What a caller's (or its load balancer's) own X-Request-Id may be to be kept as the id.
+_GIVEN_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_for(given: str | None) -> str:
+    """The id a request is known by: the caller's ``X-Request-Id`` when it is a plain token
+    (so a load balancer's id carries through), else a new one."""
+    if given is not None and _GIVEN_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+@contextmanager
+def serving_request(request_id: str) -> Iterator[None]:
+    """Records logged inside the block (and by tasks it starts) carry ``request_id``."""
+    token = _REQUEST_ID.set(request_id)
+    try:
+        yield
+    finally:
+        _REQUEST_ID.reset(token)
+
+
+def current_request_id() -> str | None:
+    return _REQUEST_ID.get()
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the id of the request being served on each record the gateway's handler writes,
+    so that an error line and the request's access line can be found together."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            request_id = _REQUEST_ID.get()
+            if request_id is not None:
+                record.request_id = request_id
+        return True
 
 
 def report_provider_call(logger: logging.Logger, call: ProviderCall) -> None:

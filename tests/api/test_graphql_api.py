@@ -273,6 +273,42 @@ async def test_unexpected_exceptions_are_masked(
     assert "Traceback" not in str(body)
 
 
+async def test_a_masked_error_names_the_request_id_its_log_lines_carry(
+    gw: RunningGateway, fakes: dict[Provider, FakeProvider], caplog: pytest.LogCaptureFixture
+) -> None:
+    fakes[Provider.COMMET].fail_with = RuntimeError("secret internals")
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            gw.graphql_url,
+            json={"query": ADD, "variables": {"input": add_input()}},
+            headers=gw.headers("commet-a"),
+        )
+    request_id = response.headers["x-request-id"]
+    (error,) = response.json()["errors"]
+    assert error["message"] == "Unexpected error."
+    assert error["extensions"] == {"requestId": request_id}
+    access = [r for r in caplog.records if r.name == "payout_gateway.access"]
+    assert [getattr(r, "request_id", None) for r in access][-1] == request_id
+
+
+@pytest.mark.parametrize("path", ["/graphql", "/healthz", "/nowhere"])
+async def test_every_answer_has_a_request_id_and_a_plain_one_given_is_kept(
+    gw: RunningGateway, path: str
+) -> None:
+    async with httpx.AsyncClient(base_url=gw.url) as client:
+        fresh = await client.post(path, json={"query": "{ __typename }"})
+        given = await client.post(
+            path, json={"query": "{ __typename }"}, headers={"X-Request-Id": "lb-1234.5"}
+        )
+        odd = await client.post(
+            path, json={"query": "{ __typename }"}, headers={"X-Request-Id": "a b<script>"}
+        )
+    generated = fresh.headers["x-request-id"]
+    assert len(generated) == 32 and int(generated, 16) >= 0
+    assert given.headers["x-request-id"] == "lb-1234.5"
+    assert odd.headers["x-request-id"] not in ("a b<script>", generated)
+
+
 async def test_pages_walk_all_accounts_and_page_size_is_capped(gw: RunningGateway) -> None:
     for n in range(7):
         await gql(gw, ADD, {"input": add_input(f"0001234567{n:02d}")})

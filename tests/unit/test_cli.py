@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +221,24 @@ def test_invalid_settings_name_each_variable_and_never_echo_a_value(
     assert "PAYOUT_GATEWAY_JWT: Value error, JWT__AUDIENCE is required" in result.output
     assert "canary-signing-secret" not in result.output
     assert "Traceback" not in result.output
+
+
+def test_served_log_lines_carry_the_request_id_of_the_request_they_belong_to() -> None:
+    # In a process of its own: the logging set-up is process-wide.
+    program = (
+        "import logging, logging.config\n"
+        "from payout_gateway.cli import logging_config\n"
+        "from payout_gateway.request_log import serving_request\n"
+        "logging.config.dictConfig(logging_config('INFO'))\n"
+        "with serving_request('req-42'):\n"
+        "    logging.getLogger('payout_gateway.webhooks').info('inside')\n"
+        "logging.getLogger('payout_gateway.webhooks').info('outside')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert [(r["message"], r.get("request_id")) for r in records] == [
+        ("inside", "req-42"),
+        ("outside", None),
+    ]

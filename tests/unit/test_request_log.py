@@ -7,7 +7,13 @@ import logging
 
 import pytest
 
-from payout_gateway.request_log import collecting_provider_calls, report_provider_call
+from payout_gateway.request_log import (
+    RequestIdFilter,
+    collecting_provider_calls,
+    report_provider_call,
+    request_id_for,
+    serving_request,
+)
 
 logger = logging.getLogger("tests.request_log")
 
@@ -63,3 +69,48 @@ async def test_a_task_reporting_after_its_request_ended_logs_its_call_alone(
     await task
     assert [c["path"] for c in calls] == ["/during"]
     assert own_lines(caplog) == ["/after-the-request"]
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("lb-7f3a.2c:1", True),
+        ("a" * 128, True),
+        ("a" * 129, False),
+        ("has space", False),
+        ('quote"d', False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_a_callers_request_id_is_kept_only_when_it_is_a_plain_token(
+    given: str | None, kept: bool
+) -> None:
+    request_id = request_id_for(given)
+    if kept:
+        assert request_id == given
+    else:
+        assert request_id != given and len(request_id) == 32 and int(request_id, 16) >= 0
+
+
+async def test_records_logged_while_serving_a_request_carry_its_id() -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    handler.addFilter(RequestIdFilter())
+    log = logging.getLogger("payout_gateway.test_request_id")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        with serving_request("req-1"):
+            log.info("inside")
+            # A task started while serving keeps the id (the context is copied).
+            await asyncio.create_task(asyncio.to_thread(log.info, "in a thread"))
+        log.info("outside")
+    finally:
+        log.removeHandler(handler)
+    assert [getattr(r, "request_id", None) for r in records] == ["req-1", "req-1", None]

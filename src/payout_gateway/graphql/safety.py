@@ -26,6 +26,8 @@ from graphql import (
 from strawberry.permission import BasePermission
 from strawberry.types import ExecutionContext, Info
 
+from payout_gateway.request_log import current_request_id
+
 logger = logging.getLogger("payout_gateway.graphql")
 
 MASKED_MESSAGE = "Unexpected error."
@@ -158,8 +160,13 @@ def mask_errors(context: ExecutionContext) -> None:
 
 
 def _clean(error: GraphQLError, redacted_message: str) -> GraphQLError:
-    message = MASKED_MESSAGE if is_unexpected(error) else redacted_message
-    extensions = None if is_unexpected(error) else error.extensions
+    unexpected = is_unexpected(error)
+    message = MASKED_MESSAGE if unexpected else redacted_message
+    extensions = error.extensions
+    if unexpected:
+        # Nothing of the error itself; the request's id finds its log line (X-Request-Id).
+        request_id = current_request_id()
+        extensions = {"requestId": request_id} if request_id is not None else None
     return GraphQLError(
         message=message,
         nodes=error.nodes,

@@ -10,15 +10,21 @@ from contextlib import AbstractContextManager
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payout_gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS, LabelledChildren, route_of
-from payout_gateway.request_log import ProviderCall, collecting_provider_calls
+from payout_gateway.request_log import (
+    ProviderCall,
+    collecting_provider_calls,
+    request_id_for,
+    serving_request,
+)
 
 logger = logging.getLogger("payout_gateway.access")
 
 
 class AccessLogMiddleware:
     """Logs method, path, status and duration, and the provider calls the request made (see
-    ``request_log``); never the query string, body or headers. Counts and times the request
-    for ``/metrics`` too, log or no log."""
+    ``request_log``); never the query string, body or headers. Gives each request an id (the
+    caller's ``X-Request-Id`` if it is a plain token), answered in ``X-Request-Id`` and put on
+    every record logged while serving it. Counts and times the request for ``/metrics``."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -29,18 +35,21 @@ class AccessLogMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        request_id = request_id_for(_header(scope, b"x-request-id"))
+        id_header = (b"x-request-id", request_id.encode())
 
         async def tracking_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), id_header]}
             await send(message)
 
         logging_on = logger.isEnabledFor(logging.INFO)
         calls: AbstractContextManager[list[ProviderCall]] = (
             collecting_provider_calls() if logging_on else contextlib.nullcontext([])
         )
-        with calls as provider_calls:
+        with calls as provider_calls, serving_request(request_id):
             try:
                 await self.app(scope, receive, tracking_send)
             finally:
@@ -53,6 +62,7 @@ class AccessLogMiddleware:
                 if logging_on:
                     duration_ms = round(elapsed * 1000, 1)
                     extra: dict[str, object] = {
+                        "request_id": request_id,
                         "method": method,
                         "path": scope["path"],
                         "status": status,
@@ -68,6 +78,13 @@ class AccessLogMiddleware:
                         duration_ms,
                         extra=extra,
                     )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 _METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
