@@ -11,12 +11,13 @@ status refresher, a task that outlived its request) still gets a line of its own
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 ProviderCall = dict[str, Any]
@@ -57,10 +58,23 @@ _GIVEN_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 def request_id_for(given: str | None) -> str:
     """The id a request is known by: the caller's ``X-Request-Id`` when it is a plain token
-    (so a load balancer's id carries through), else a new one."""
+    (so a load balancer's id carries through), else a new one: this process's random prefix
+    and a count (unique without a uuid4's 2 µs of randomness per request)."""
     if given is not None and _GIVEN_ID.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    return f"{_process_prefix}{next(_issued):012x}"
+
+
+def _new_process_prefix() -> None:
+    global _process_prefix, _issued
+    _process_prefix, _issued = os.urandom(10).hex(), itertools.count()
+
+
+_process_prefix = ""
+_issued = itertools.count()
+_new_process_prefix()
+# A forked child starts its own series (``serve --workers`` spawns, but a fork must not repeat).
+os.register_at_fork(after_in_child=_new_process_prefix)
 
 
 @contextmanager
@@ -71,6 +85,16 @@ def serving_request(request_id: str) -> Iterator[None]:
         yield
     finally:
         _REQUEST_ID.reset(token)
+
+
+def set_request_id(request_id: str) -> Token[str | None]:
+    """``serving_request`` without the context manager's own cost, for the per-request path:
+    give the token back to ``reset_request_id``."""
+    return _REQUEST_ID.set(request_id)
+
+
+def reset_request_id(token: Token[str | None]) -> None:
+    _REQUEST_ID.reset(token)
 
 
 def current_request_id() -> str | None:

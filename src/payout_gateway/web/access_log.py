@@ -14,7 +14,8 @@ from payout_gateway.request_log import (
     ProviderCall,
     collecting_provider_calls,
     request_id_for,
-    serving_request,
+    reset_request_id,
+    set_request_id,
 )
 
 logger = logging.getLogger("payout_gateway.access")
@@ -49,7 +50,8 @@ class AccessLogMiddleware:
         calls: AbstractContextManager[list[ProviderCall]] = (
             collecting_provider_calls() if logging_on else contextlib.nullcontext([])
         )
-        with calls as provider_calls, serving_request(request_id):
+        serving = set_request_id(request_id)
+        with calls as provider_calls:
             try:
                 await self.app(scope, receive, tracking_send)
             finally:
@@ -78,6 +80,7 @@ class AccessLogMiddleware:
                         duration_ms,
                         extra=extra,
                     )
+                reset_request_id(serving)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
