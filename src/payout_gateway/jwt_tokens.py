@@ -7,7 +7,7 @@ Bearer <jwt>``, or in ``connection_init`` for subscriptions. The gateway checks 
 ``exp`` (required), ``nbf``, the audience (required) and, where configured, the issuer:
 
 - a shared secret (HS256), for a backend that mints the tokens itself; or
-- the identity provider's JWKS URL (RS256, ES256, PS256, EdDSA), fetched over HTTPS, cached, and
+- the identity provider's JWKS URL (RS256, ES256, PS256, EdDSA; HTTPS in production), cached, and
   fetched again when a token names a key the cache does not have (a rotation), at most once
   per ``refetch_interval`` so that tokens naming made-up keys cannot make the gateway hammer
   the provider.
