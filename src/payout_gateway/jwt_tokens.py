@@ -67,7 +67,6 @@ class JwksKeys:
         self._keys: dict[str | None, PyJWK] = {}
         self._fetched_at: float | None = None
         self._lock = asyncio.Lock()
-        self.fetches = 0
 
     async def key(self, key_id: str | None) -> PyJWK | None:
         """The key a token's header names (``kid``; a set of one key serves a token without
@@ -97,7 +96,6 @@ class JwksKeys:
         # The time is set even when the fetch fails: an identity provider that is down is
         # asked again after ``refetch_interval``, not on every request meanwhile.
         self._fetched_at = self._clock()
-        self.fetches += 1
         try:
             response = await self._client.get(self._url, headers={"Accept": "application/json"})
             response.raise_for_status()

@@ -77,19 +77,10 @@ _new_process_prefix()
 os.register_at_fork(after_in_child=_new_process_prefix)
 
 
-@contextmanager
-def serving_request(request_id: str) -> Iterator[None]:
-    """Records logged inside the block (and by tasks it starts) carry ``request_id``."""
-    token = _REQUEST_ID.set(request_id)
-    try:
-        yield
-    finally:
-        _REQUEST_ID.reset(token)
-
-
 def set_request_id(request_id: str) -> Token[str | None]:
-    """``serving_request`` without the context manager's own cost, for the per-request path:
-    give the token back to ``reset_request_id``."""
+    """Records logged from here (and by tasks started from here) carry ``request_id`` until
+    the token goes back to ``reset_request_id``. A plain pair, not a context manager: this is
+    on every request's path, and a ``contextmanager`` costs about 1 µs more."""
     return _REQUEST_ID.set(request_id)
 
 

@@ -22,8 +22,7 @@ from payout_gateway.domain.models import (
 )
 from payout_gateway.jwt_tokens import JwtVerifier, looks_like_jwt
 from payout_gateway.service import Clock, new_id, utcnow
-from payout_gateway.store import Store
-from payout_gateway.store.database import StoreSession
+from payout_gateway.store import Store, StoreSession
 
 API_KEY_PREFIX = "pgw_"
 

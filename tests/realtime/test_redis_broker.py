@@ -258,7 +258,7 @@ async def test_changes_published_while_a_replica_was_away_reach_it_in_order(
             for missed in meanwhile:
                 await publisher.publish(missed)
             # Written to Redis while the replica is away (pub/sub would have dropped them).
-            await asyncio.wait_for(publisher._backlog_empty.wait(), WAIT)
+            await asyncio.wait_for(publisher.sent(), WAIT)
 
             await proxy.up()
             assert await away.wait_until_subscribed(10)
@@ -304,7 +304,7 @@ async def test_a_replica_away_past_the_streams_length_says_how_many_changes_it_m
             await wait_until_away(away)
             for n in range(published):
                 await publisher.publish(change("org_1", f"pa_{n}"))
-            await asyncio.wait_for(publisher._backlog_empty.wait(), WAIT)
+            await asyncio.wait_for(publisher.sent(), WAIT)
 
             with caplog.at_level(logging.ERROR, logger="payout_gateway.events"):
                 await proxy.up()

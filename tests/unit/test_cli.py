@@ -228,10 +228,11 @@ def test_served_log_lines_carry_the_request_id_of_the_request_they_belong_to() -
     program = (
         "import logging, logging.config\n"
         "from payout_gateway.cli import logging_config\n"
-        "from payout_gateway.request_log import serving_request\n"
+        "from payout_gateway.request_log import reset_request_id, set_request_id\n"
         "logging.config.dictConfig(logging_config('INFO'))\n"
-        "with serving_request('req-42'):\n"
-        "    logging.getLogger('payout_gateway.webhooks').info('inside')\n"
+        "serving = set_request_id('req-42')\n"
+        "logging.getLogger('payout_gateway.webhooks').info('inside')\n"
+        "reset_request_id(serving)\n"
         "logging.getLogger('payout_gateway.webhooks').info('outside')\n"
     )
     done = subprocess.run(

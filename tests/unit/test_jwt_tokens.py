@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import jwt
@@ -138,21 +139,24 @@ def idp() -> Iterator[tuple[IdentityProvider, str]]:
         yield provider, f"{url}/.well-known/jwks.json"
 
 
-def with_jwks(url: str, **options: Any) -> JwtVerifier:
-    return JwtVerifier(audience=AUDIENCE, issuer=ISSUER, jwks=JwksKeys(url, **options))
+@asynccontextmanager
+async def jwks_verifier(url: str, **options: Any) -> AsyncIterator[JwtVerifier]:
+    """A verifier on the keys at ``url`` (``options``: JwksKeys'), closed after use."""
+    verifier = JwtVerifier(audience=AUDIENCE, issuer=ISSUER, jwks=JwksKeys(url, **options))
+    try:
+        yield verifier
+    finally:
+        await verifier.aclose()
 
 
 async def test_rs256_and_es256_tokens_from_the_identity_provider_are_accepted(
     idp: tuple[IdentityProvider, str],
 ) -> None:
     provider, url = idp
-    verifier = with_jwks(url)
-    try:
+    async with jwks_verifier(url) as verifier:
         assert await verifier.organization_id(provider.sign(provider.rsa, "rsa-1", "RS256")) == ORG
         assert await verifier.organization_id(provider.sign(provider.ec, "ec-1", "ES256")) == ORG
         assert provider.requests == 1  # the keys are cached
-    finally:
-        await verifier.aclose()
 
 
 async def test_an_hmac_token_keyed_with_the_public_key_is_refused(
@@ -170,47 +174,38 @@ async def test_an_hmac_token_keyed_with_the_public_key_is_refused(
         signing_input, public_pem
     )
     forged = (signing_input + b"." + jwt.utils.base64url_encode(signature)).decode()
-    verifier = with_jwks(url)
-    try:
+    async with jwks_verifier(url) as verifier:
         assert await verifier.organization_id(forged) is None
         # And with the right algorithm but the wrong issuer or none at all:
         rsa_token = provider.sign(provider.rsa, "rsa-1", "RS256", iss="https://evil.example/")
         assert await verifier.organization_id(rsa_token) is None
         no_issuer = provider.sign(provider.rsa, "rsa-1", "RS256", iss=None)
         assert await verifier.organization_id(no_issuer) is None
-    finally:
-        await verifier.aclose()
 
 
 async def test_a_rotated_key_is_fetched_when_a_token_names_it(
     idp: tuple[IdentityProvider, str],
 ) -> None:
     provider, url = idp
-    verifier = with_jwks(url, refetch_interval=0.0)
-    try:
+    async with jwks_verifier(url, refetch_interval=0.0) as verifier:
         assert await verifier.organization_id(provider.sign(provider.rsa, "rsa-1", "RS256")) == ORG
         rotated = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         provider.keys = [provider.jwk(rotated, "rsa-2")]
         token = provider.sign(rotated, "rsa-2", "RS256")
         assert await verifier.organization_id(token) == ORG
         assert provider.requests == 2
-    finally:
-        await verifier.aclose()
 
 
 async def test_tokens_naming_unknown_keys_cannot_make_it_fetch_again_and_again(
     idp: tuple[IdentityProvider, str],
 ) -> None:
     provider, url = idp
-    verifier = with_jwks(url, refetch_interval=60.0)
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    try:
+    async with jwks_verifier(url, refetch_interval=60.0) as verifier:
         for n in range(20):
             token = provider.sign(stranger, f"made-up-{n}", "RS256")
             assert await verifier.organization_id(token) is None
         assert provider.requests == 1
-    finally:
-        await verifier.aclose()
 
 
 async def test_keys_not_for_signing_and_hmac_keys_in_the_set_are_not_used(
@@ -221,15 +216,12 @@ async def test_keys_not_for_signing_and_hmac_keys_in_the_set_are_not_used(
         provider.jwk(provider.rsa, "rsa-enc", use="enc"),
         {"kty": "oct", "kid": "shared", "k": jwt.utils.base64url_encode(b"k" * 40).decode()},
     ]
-    verifier = with_jwks(url)
-    try:
+    async with jwks_verifier(url) as verifier:
         assert (
             await verifier.organization_id(provider.sign(provider.rsa, "rsa-enc", "RS256")) is None
         )
         hmac_token = jwt.encode(claims(), b"k" * 40, algorithm="HS256", headers={"kid": "shared"})
         assert await verifier.organization_id(hmac_token) is None
-    finally:
-        await verifier.aclose()
 
 
 async def test_an_identity_provider_that_fails_leaves_the_keys_it_gave_before(
@@ -237,13 +229,10 @@ async def test_an_identity_provider_that_fails_leaves_the_keys_it_gave_before(
 ) -> None:
     provider, url = idp
     clock = [0.0]
-    verifier = JwtVerifier(
-        audience=AUDIENCE,
-        issuer=ISSUER,
-        jwks=JwksKeys(url, max_age=10.0, refetch_interval=5.0, clock=lambda: clock[0]),
-    )
     token = provider.sign(provider.rsa, "rsa-1", "RS256")
-    try:
+    async with jwks_verifier(
+        url, max_age=10.0, refetch_interval=5.0, clock=lambda: clock[0]
+    ) as verifier:
         assert await verifier.organization_id(token) == ORG
         provider.status = 503
         clock[0] = 11.0  # the keys are due for a refresh, which fails
@@ -251,17 +240,12 @@ async def test_an_identity_provider_that_fails_leaves_the_keys_it_gave_before(
         assert provider.requests == 2
         # A token without a key id is served by a set of exactly one key only.
         assert await verifier.organization_id(provider.sign(provider.rsa, None, "RS256")) is None
-    finally:
-        await verifier.aclose()
 
 
 async def test_an_unreachable_identity_provider_refuses_tokens_without_raising() -> None:
-    verifier = with_jwks("http://127.0.0.1:1/jwks.json")
-    try:
-        provider = IdentityProvider()
+    provider = IdentityProvider()
+    async with jwks_verifier("http://127.0.0.1:1/jwks.json") as verifier:
         assert await verifier.organization_id(provider.sign(provider.rsa, "rsa-1", "RS256")) is None
-    finally:
-        await verifier.aclose()
 
 
 # settings ------------------------------------------------------------------------------------

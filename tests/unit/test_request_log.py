@@ -12,7 +12,8 @@ from payout_gateway.request_log import (
     collecting_provider_calls,
     report_provider_call,
     request_id_for,
-    serving_request,
+    reset_request_id,
+    set_request_id,
 )
 
 logger = logging.getLogger("tests.request_log")
@@ -106,10 +107,11 @@ async def test_records_logged_while_serving_a_request_carry_its_id() -> None:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
-        with serving_request("req-1"):
-            log.info("inside")
-            # A task started while serving keeps the id (the context is copied).
-            await asyncio.create_task(asyncio.to_thread(log.info, "in a thread"))
+        serving = set_request_id("req-1")
+        log.info("inside")
+        # A task started while serving keeps the id (the context is copied).
+        await asyncio.create_task(asyncio.to_thread(log.info, "in a thread"))
+        reset_request_id(serving)
         log.info("outside")
     finally:
         log.removeHandler(handler)

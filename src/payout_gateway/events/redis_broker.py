@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import uuid
@@ -149,6 +150,11 @@ class RedisBroker:
         """Changes published here and not yet written to Redis."""
         return len(self._backlog)
 
+    async def sent(self) -> None:
+        """Return once every change published so far is in Redis (bound the wait with
+        ``asyncio.timeout``)."""
+        await self._backlog_empty.wait()
+
     async def publish(self, change: StatusChanged) -> None:
         # No local delivery here: this replica reads its own change back from the stream, so
         # local subscribers get it exactly once, in the same order as every other replica.
@@ -190,7 +196,7 @@ class RedisBroker:
         if sender is not None:
             if self._backlog:
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(self._backlog_empty.wait(), self._close_timeout)
+                    await asyncio.wait_for(self.sent(), self._close_timeout)
             if self._backlog:
                 logger.error(
                     "closing with %d status change(s) not written to Redis: subscribers on "
@@ -225,7 +231,7 @@ class RedisBroker:
                 self._backlog_changed.clear()
                 await self._backlog_changed.wait()
                 continue
-            batch = list(self._backlog)[:_SEND_BATCH]
+            batch = list(itertools.islice(self._backlog, _SEND_BATCH))
             try:
                 await self._write(batch)
             except (RedisError, OSError) as error:

@@ -46,41 +46,51 @@ class AccessLogMiddleware:
                 message = {**message, "headers": [*message.get("headers", ()), id_header]}
             await send(message)
 
-        logging_on = logger.isEnabledFor(logging.INFO)
+        # Calls are collected for the access line only: with the log off, nothing reads them.
         calls: AbstractContextManager[list[ProviderCall]] = (
-            collecting_provider_calls() if logging_on else contextlib.nullcontext([])
+            collecting_provider_calls()
+            if logger.isEnabledFor(logging.INFO)
+            else contextlib.nullcontext([])
         )
         serving = set_request_id(request_id)
-        with calls as provider_calls:
-            try:
-                await self.app(scope, receive, tracking_send)
-            finally:
-                elapsed = time.perf_counter() - started
-                method = scope["method"]
-                route = route_of(scope["path"])
-                # A method outside the standard few (a client may send any token) is "other".
-                _REQUESTS(route, method if method in _METHODS else "other", str(status)).inc()
-                _SECONDS(route).observe(elapsed)
-                if logging_on:
-                    duration_ms = round(elapsed * 1000, 1)
-                    extra: dict[str, object] = {
-                        "request_id": request_id,
-                        "method": method,
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": duration_ms,
-                    }
-                    if provider_calls:
-                        extra["provider_calls"] = provider_calls
-                    logger.info(
-                        "%s %s %s %.1fms",
-                        method,
-                        scope["path"],
-                        status,
-                        duration_ms,
-                        extra=extra,
+        try:
+            with calls as provider_calls:
+                try:
+                    await self.app(scope, receive, tracking_send)
+                finally:
+                    _record(
+                        scope, status, time.perf_counter() - started, request_id, provider_calls
                     )
-                reset_request_id(serving)
+        finally:
+            reset_request_id(serving)
+
+
+def _record(
+    scope: Scope,
+    status: int,
+    elapsed: float,
+    request_id: str,
+    provider_calls: list[ProviderCall],
+) -> None:
+    """The request's metrics, and its access line when the access log is on."""
+    method = scope["method"]
+    route = route_of(scope["path"])
+    # A method outside the standard few (a client may send any token) is "other".
+    _REQUESTS(route, method if method in _METHODS else "other", str(status)).inc()
+    _SECONDS(route).observe(elapsed)
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    duration_ms = round(elapsed * 1000, 1)
+    extra: dict[str, object] = {
+        "request_id": request_id,
+        "method": method,
+        "path": scope["path"],
+        "status": status,
+        "duration_ms": duration_ms,
+    }
+    if provider_calls:
+        extra["provider_calls"] = provider_calls
+    logger.info("%s %s %s %.1fms", method, scope["path"], status, duration_ms, extra=extra)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
