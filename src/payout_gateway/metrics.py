@@ -8,19 +8,29 @@ a request's own data, so no caller can grow the series.
 Under ``serve --workers N`` every worker keeps its own counts and a scrape reaches one of them;
 ``serve`` then points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers
 start, prometheus_client keeps each worker's values in files there, and ``/metrics`` answers
-with the sum over all workers (gauges per worker, labelled with its pid).
+with the sum over all workers (gauges per worker, labelled with its pid). A worker that died
+(uvicorn restarts it, SIGHUP restarts them all, SIGTTOU stops one) leaves its gauge files
+behind; each scrape drops those of workers no longer running, as prometheus_client's
+``mark_process_dead`` is meant to be called, since uvicorn offers no hook at a worker's exit.
+Its counters stay in the sums: a count must never go down.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
+
+# The files of gauges that count only running processes (multiprocess_mode "live..."), by pid.
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 
 # Seconds: a provider answers in milliseconds, a slow one in seconds, a deadline at 25 s.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25)
@@ -108,8 +118,42 @@ def exposition(accept: str) -> tuple[bytes, str]:
     (Prometheus' text format unless it asks for OpenMetrics): this process's, or every
     worker's summed."""
     encode, content_type = choose_encoder(accept)
-    if os.environ.get(MULTIPROCESS_DIRECTORY):
+    directory = os.environ.get(MULTIPROCESS_DIRECTORY)
+    if directory:
+        forget_dead_workers(directory)
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return encode(registry), content_type
     return encode(REGISTRY), content_type
+
+
+def forget_dead_workers(directory: str) -> None:
+    """Remove the live gauges' files of processes no longer running, so that a dead worker's
+    last values (an open circuit, its subscriptions) stop being reported."""
+    pids = {
+        int(found[1])
+        for name in os.listdir(directory)
+        if (found := _LIVE_GAUGE_FILE.fullmatch(name))
+    }
+    for pid in pids:
+        if not _running(pid):
+            # Two workers scraping at once may both remove the same files.
+            with contextlib.suppress(FileNotFoundError):
+                mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs: it exists and, where /proc tells, is not a zombie (a
+    dead worker its supervisor has not reaped yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's: it exists
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: existing is all that can be told
+    # The state is the first field after the command name, which is in parentheses.
+    return stat.rpartition(")")[2].split()[0] != "Z"

@@ -4,8 +4,10 @@ concurrent writes, lose nothing and fail nothing; sandbox mode refuses more than
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -293,3 +295,37 @@ def test_one_worker_runs_the_status_refresh(tmp_path: Path) -> None:
     # Both workers listened (serving_workers waits for it) and asked each cycle; a worker
     # taking the lead logs it, so one record means the other was refused every time.
     assert len(leads) == 1, leads
+
+
+def circuit_gauge_pids(workers: Workers) -> set[int]:
+    """The worker pids /metrics reports the providers' circuit gauges for."""
+    answer = httpx.get(f"{workers.url}/metrics").text
+    return {
+        int(sample.labels["pid"])
+        for family in text_string_to_metric_families(answer)
+        for sample in family.samples
+        if sample.name == "payout_gateway_provider_circuit_open"
+    }
+
+
+def test_a_killed_worker_restarts_and_its_gauges_are_no_longer_reported(tmp_path: Path) -> None:
+    """uvicorn starts a new worker for one that died; the dead one's gauge files stay in the
+    metrics directory, and /metrics reports only the running workers' gauges (metrics.py)."""
+    with serving_workers(tmp_path) as running:
+        before = circuit_gauge_pids(running)
+        assert len(before) == 2, before
+        killed = min(before)
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline, running.log.read_text()[-3000:]
+            time.sleep(0.2)
+            # Also reports the new worker once it is up (its gauges start at its start).
+            with contextlib.suppress(httpx.TransportError):
+                after = circuit_gauge_pids(running)
+                if len(after - before) == 1:
+                    break
+        restarted = after - before
+        # The survivor and the new worker; the killed one's gauges no longer reported.
+        assert after == (before - {killed}) | restarted
+        assert killed not in after
