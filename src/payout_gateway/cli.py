@@ -257,7 +257,11 @@ def _run(action: Callable[[Tenancy, Store], Awaitable[T]]) -> T:
         settings = load_settings()
 
         ensure_sqlite_directory(settings.database_url)
-        store = Store.from_url(settings.database_url, secrets=settings.secret_codec())
+        store = Store.from_url(
+            settings.database_url,
+            secrets=settings.secret_codec(),
+            timeout_seconds=settings.database_timeout_seconds,
+        )
         try:
             await _upgrade(settings.database_url)
             return await action(Tenancy(store, settings.api_key_pepper), store)

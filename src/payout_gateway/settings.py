@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from payout_gateway.providers.transport import HttpBackend, HttpPolicy
+from payout_gateway.store.database import DEFAULT_DATABASE_TIMEOUT_SECONDS
 from payout_gateway.store.secrets import SecretCodec
 
 
@@ -91,6 +92,11 @@ class Settings(BaseSettings):
 
     environment: Environment = Environment.DEVELOPMENT
     database_url: str = "sqlite+aiosqlite:///./var/payout-gateway.db"
+    # PostgreSQL: a connection attempt or statement taking longer fails (a server that stopped
+    # answering), instead of holding the request.
+    database_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = (
+        DEFAULT_DATABASE_TIMEOUT_SECONDS
+    )
     commet: ProviderSettings = ProviderSettings()
     paygentic: ProviderSettings = ProviderSettings()
     # None: on in development, off in production.

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from redis.asyncio import Redis
@@ -26,7 +25,6 @@ from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
 from payout_gateway.events.redis_broker import stream_key
 from payout_gateway.sandbox.commet import create_commet_sandbox
 from payout_gateway.store import Store
-from tests.conftest import POSTGRES_URL
 from tests.realtime.support import (
     PAYOUT_ACCOUNT_CHANGES,
     Subscriber,
@@ -38,6 +36,7 @@ from tests.realtime.support import (
 from tests.support.gateway import PEPPER, SeededOrg, seed_organizations
 from tests.support.live_server import free_port, live_server
 from tests.support.names import unique_suffix
+from tests.support.postgres import fresh_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -80,25 +79,6 @@ class Cluster:
             )
         assert response.status_code < 300, response.text
         return dict(response.json())
-
-
-async def _admin(statement: str) -> None:
-    connection = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@contextmanager
-def fresh_database() -> Iterator[str]:
-    """A database of its own on the shared server: the replicas' one state, dropped after."""
-    name = f"pgw_rt_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{POSTGRES_URL.rsplit('/', 1)[0]}/{name}"
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def _org_ids(

@@ -112,9 +112,12 @@ def running_gateway(
     orgs: tuple[SeededOrg, ...] = DEFAULT_ORGS,
     read_timeout: float = 10.0,
     circuit_reset_seconds: float = 30.0,
+    database_url: str | None = None,
     **settings: Any,
 ) -> Iterator[RunningGateway]:
-    database_url = f"sqlite:///{tmp_path}/gateway.db"
+    """The gateway's app served on a free port, its organizations seeded in ``database_url``
+    (a SQLite file in ``tmp_path`` by default)."""
+    database_url = database_url or f"sqlite:///{tmp_path}/gateway.db"
     keys = seed_organizations(database_url, orgs)
     policy = {
         "max_retries": 1,

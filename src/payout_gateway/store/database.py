@@ -114,6 +114,10 @@ def ensure_sqlite_directory(database_url: str) -> None:
         )
 
 
+# How long a PostgreSQL connection attempt or statement may take before it fails.
+DEFAULT_DATABASE_TIMEOUT_SECONDS = 10.0
+
+
 class Store:
     """Owns the engine. ``session()`` is one unit of work, all or nothing (on SQLite, writers
     share their group's transaction, see ``session``); ``statements`` counts SQL sent (the
@@ -165,10 +169,18 @@ class Store:
 
     @classmethod
     def from_url(
-        cls, url: str, *, secrets: SecretCodec | None = None, **engine_options: Any
+        cls,
+        url: str,
+        *,
+        secrets: SecretCodec | None = None,
+        timeout_seconds: float = DEFAULT_DATABASE_TIMEOUT_SECONDS,
+        **engine_options: Any,
     ) -> Store:
         """A store on ``url``. ``engine_options`` configure the async engine; on a SQLite file
-        the sessions run on a synchronous engine of their own (see ``loop_session``)."""
+        the sessions run on a synchronous engine of their own (see ``loop_session``).
+        ``timeout_seconds`` bounds, on PostgreSQL, each wait on the server: a connection
+        attempt, a statement, a wait for a pooled connection (SQLite's own wait is the busy
+        timeout)."""
         url = normalize_database_url(url)
         # JSON columns (metadata, stored results) written and read in C: the standard
         # library's encoder and decoder cost several times as much per row.
@@ -180,6 +192,17 @@ class Store:
             # No pre-ping (a round trip, three with asyncpg, per checkout): a connection the
             # server closed is refused at checkout without one (_refuse_closed_connection).
             engine_options.setdefault("pool_pre_ping", False)
+            # A server that stops answering without closing the connection (a network
+            # partition, a frozen host) would otherwise hold every request that reached the
+            # store until the kernel gives up on the connection, a quarter of an hour, or
+            # forever behind a proxy that keeps it open; the pool's connections all held so,
+            # every other request would then wait for one. asyncpg's own bounds, on both.
+            engine_options.setdefault("pool_timeout", timeout_seconds)
+            connect_args = engine_options["connect_args"] = dict(
+                engine_options.get("connect_args", {})
+            )
+            connect_args.setdefault("timeout", timeout_seconds)
+            connect_args.setdefault("command_timeout", timeout_seconds)
         elif url.startswith("sqlite") and ":memory:" not in url:
             # Sessions run their statements on the event loop's thread and only a writing
             # COMMIT goes to this one thread (see loop_session): aiosqlite's thread hand-off per

@@ -169,7 +169,11 @@ def create_app(
         ensure_sqlite_directory(settings.database_url)
         # Schema to the newest migration first; replicas starting together take turns.
         await upgrade_schema(settings.database_url)
-        store = Store.from_url(settings.database_url, secrets=settings.secret_codec())
+        store = Store.from_url(
+            settings.database_url,
+            secrets=settings.secret_codec(),
+            timeout_seconds=settings.database_timeout_seconds,
+        )
         if settings.is_production and not store.secrets.seals:
             logger.warning(
                 "provider credentials and webhook secrets are stored as written: set "
