@@ -20,7 +20,8 @@ from pydantic import SecretStr
 from starlette.types import Message
 
 from bench.run import ADD
-from payout_gateway.domain.enums import BankAccountStatus, Provider
+from bench.stack import PAYGENTIC_ORG, PAYGENTIC_TOKEN
+from payout_gateway.domain.enums import BankAccountStatus, HolderType, Provider
 from payout_gateway.domain.models import (
     AddBankAccountRequest,
     BankAccount,
@@ -73,16 +74,30 @@ class InstantAddService(PayoutService):
         return ANSWER
 
 
-async def seed(database_url: str, commet_api_key: str = "ck_live_bench0000001") -> str:
-    """One Commet organization and its API key, as the benchmark's stack has."""
+async def seed(
+    database_url: str,
+    commet_api_key: str = "ck_live_bench0000001",
+    provider: Provider = Provider.COMMET,
+) -> str:
+    """One organization of ``provider`` and its API key, as the benchmark's stack has (a
+    Paygentic one with the stack's token, organization, payout source and profile)."""
     store = Store.from_url(database_url)
     await store.create_schema()
     tenancy = Tenancy(store, PEPPER)
+    if provider is Provider.COMMET:
+        credentials = ProviderCredentials(api_key=SecretStr(commet_api_key))
+        profile = OrganizationProfile(country="US", currency="USD")
+    else:
+        credentials = ProviderCredentials(
+            api_key=SecretStr(PAYGENTIC_TOKEN),
+            provider_organization_id=PAYGENTIC_ORG,
+            payout_source_id="src_bench",
+        )
+        profile = OrganizationProfile(
+            country="US", currency="USD", bank_name="Bench Bank", holder_type=HolderType.COMPANY
+        )
     org = await tenancy.create_organization(
-        name="bench",
-        provider=Provider.COMMET,
-        credentials=ProviderCredentials(api_key=SecretStr(commet_api_key)),
-        profile=OrganizationProfile(country="US", currency="USD"),
+        name="bench", provider=provider, credentials=credentials, profile=profile
     )
     _, key = await tenancy.issue_api_key(org.id)
     await store.dispose()
@@ -90,7 +105,9 @@ async def seed(database_url: str, commet_api_key: str = "ck_live_bench0000001") 
 
 
 def gateway_settings(
-    database_url: str, commet_base_url: str = "http://commet.invalid/api/v1"
+    database_url: str,
+    commet_base_url: str = "http://commet.invalid/api/v1",
+    paygentic_base_url: str = "http://paygentic.invalid",
 ) -> Settings:
     """The gateway's production settings over ``database_url``, status refresh off."""
     return Settings(
@@ -98,7 +115,7 @@ def gateway_settings(
         environment="production",
         database_url=database_url,
         commet=ProviderSettings(base_url=commet_base_url),
-        paygentic=ProviderSettings(base_url="http://paygentic.invalid"),
+        paygentic=ProviderSettings(base_url=paygentic_base_url),
         api_key_pepper=PEPPER,
         refresh_interval_seconds=0,
     )

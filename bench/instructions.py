@@ -1,5 +1,6 @@
 """Instructions per addBankAccount, counted by callgrind: the gateway's app in-process, its real
-service, SQLite store and Commet adapter, the Commet sandbox in a process of its own.
+service, SQLite store and provider adapter (Commet's, or Paygentic's with ``--provider
+paygentic``), that provider's sandbox in a process of its own.
 
 Throughput and CPU seconds on a shared 2-core machine move by 10-30 % between runs of the same
 code, more than most levers left; ``perf stat`` reads the instructions counter only where the
@@ -19,6 +20,7 @@ control calls. Trees run side by side (the count does not depend on the machine'
 sandbox's own work is not counted.
 
     .venv/bin/python -m bench.instructions --tree before=/tmp/wt-base --tree after=.
+    .venv/bin/python -m bench.instructions --provider paygentic
 
 Needs valgrind (Debian: ``apt-get install valgrind``). ``--counter perf`` counts the same adds
 with ``perf stat`` (user-space instructions) instead, about ten times faster, where the machine
@@ -44,7 +46,8 @@ from pathlib import Path
 
 from bench.compare import python_path, tree
 from bench.load import perf_count, perf_counts_instructions
-from bench.stack import COMMET_KEY, ROOT, commet_sandbox
+from bench.stack import COMMET_KEY, ROOT, provider_sandbox
+from payout_gateway.domain.enums import Provider
 
 TOTALS = re.compile(r"^totals:\s+(\d+)", re.MULTILINE)
 PERF_MARK = "perf phases: "
@@ -89,7 +92,13 @@ class _PerfPhase:
 
 
 async def child(
-    base_url: str, callers: int, adds: int, warm_up: int, counter: str, keyed: bool
+    base_url: str,
+    provider: Provider,
+    callers: int,
+    adds: int,
+    warm_up: int,
+    counter: str,
+    keyed: bool,
 ) -> None:
     """Runs in the process being counted: the adds between zeroing and dumping (callgrind), or
     inside each phase's ``perf stat`` (perf)."""
@@ -102,12 +111,18 @@ async def child(
         database_url = f"sqlite:///{workdir}/gateway.db"
         # Every tree's child adds for the same Commet organization of the one sandbox: account
         # numbers start from the process id so that they never repeat across children.
-        api_key = await seed(database_url, commet_api_key=COMMET_KEY)
-        app = create_app(gateway_settings(database_url, commet_base_url=base_url))
+        api_key = await seed(database_url, commet_api_key=COMMET_KEY, provider=provider)
+        base_urls = (
+            {"commet_base_url": base_url}
+            if provider is Provider.COMMET
+            else {"paygentic_base_url": base_url}
+        )
+        app = create_app(gateway_settings(database_url, **base_urls))
         async with app.router.lifespan_context(app):
-            verified = await post(app, api_key, json.dumps({"query": VERIFY}).encode())
-            if b"CompletePayoutVerificationSuccess" not in verified:
-                raise RuntimeError(f"verification failed: {verified[:300]!r}")
+            if provider is Provider.COMMET:
+                verified = await post(app, api_key, json.dumps({"query": VERIFY}).encode())
+                if b"CompletePayoutVerificationSuccess" not in verified:
+                    raise RuntimeError(f"verification failed: {verified[:300]!r}")
             sequence = iter(range(os.getpid() * 1_000_000, 10**15))
 
             body = _keyed_body if keyed else add_body
@@ -148,6 +163,7 @@ def count(
         "bench.instructions",
         "--child",
         base_url,
+        *("--provider", args.provider),
         *("--callers", str(args.callers), "--adds", str(args.adds)),
         *("--warm-up", str(args.warm_up), "--counter", args.counter),
         *(["--keyed"] if args.keyed else []),
@@ -186,13 +202,22 @@ def main() -> int:
         help="what counts (perf: where the machine exposes an instructions counter)",
     )
     parser.add_argument("--keyed", action="store_true", help="adds with idempotency keys")
+    parser.add_argument("--provider", choices=["commet", "paygentic"], default="commet")
     parser.add_argument("--child", metavar="BASE_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         import uvloop
 
         uvloop.run(
-            child(args.child, args.callers, args.adds, args.warm_up, args.counter, args.keyed)
+            child(
+                args.child,
+                Provider(args.provider.upper()),
+                args.callers,
+                args.adds,
+                args.warm_up,
+                args.counter,
+                args.keyed,
+            )
         )
         return 0
     if args.counter == "callgrind" and shutil.which("valgrind") is None:
@@ -204,13 +229,13 @@ def main() -> int:
         parser.error("--adds must be a multiple of --callers")
     with (
         tempfile.TemporaryDirectory(prefix="payout-instructions-") as workdir,
-        commet_sandbox(Path(workdir)) as base_url,
+        provider_sandbox(args.provider, Path(workdir)) as base_url,
     ):
         runs = {
             name: (count(source, base_url, args, Path(workdir) / f"{n}.out"), n)
             for n, (name, source) in enumerate(trees)
         }
-        kind = "keyed adds" if args.keyed else "adds"
+        kind = f"{args.provider} keyed adds" if args.keyed else f"{args.provider} adds"
         print(f"{args.adds} {kind} by {args.callers} callers, counted by {args.counter}")
         for name, (process, n) in runs.items():
             output, _ = process.communicate(timeout=3600)

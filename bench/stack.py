@@ -276,12 +276,20 @@ def fresh_postgres_database(server_url: str) -> Iterator[str]:
 def commet_sandbox(workdir: Path) -> Iterator[str]:
     """The Commet sandbox alone, in a process of its own; the base URL of its API. Stopped on
     exit."""
+    with provider_sandbox("commet", workdir) as base_url:
+        yield base_url
+
+
+@contextlib.contextmanager
+def provider_sandbox(provider: str, workdir: Path) -> Iterator[str]:
+    """One provider's sandbox (``commet`` or ``paygentic``) alone, in a process of its own;
+    the base URL of its API. Stopped on exit."""
     port = free_port()
-    command = [sys.executable, "-m", "bench.sandbox", "commet", "--port", str(port)]
-    sandbox = start("commet", command, port, workdir, _clean_env())
+    command = [sys.executable, "-m", "bench.sandbox", provider, "--port", str(port)]
+    sandbox = start(provider, command, port, workdir, _clean_env())
     try:
         wait_ready(sandbox, "/_sandbox/requests")
-        yield f"http://{HOST}:{port}/api/v1"
+        yield f"http://{HOST}:{port}" + ("/api/v1" if provider == "commet" else "")
     finally:
         sandbox.stop()
 
