@@ -92,8 +92,8 @@ class Settings(BaseSettings):
 
     environment: Environment = Environment.DEVELOPMENT
     database_url: str = "sqlite+aiosqlite:///./var/payout-gateway.db"
-    # PostgreSQL: a connection attempt or statement taking longer fails (a server that stopped
-    # answering), instead of holding the request.
+    # PostgreSQL: a connection attempt, a statement or a wait for a pooled connection taking
+    # longer fails (a server that stopped answering), instead of holding the request.
     database_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = (
         DEFAULT_DATABASE_TIMEOUT_SECONDS
     )

@@ -195,8 +195,10 @@ class Store:
             # A server that stops answering without closing the connection (a network
             # partition, a frozen host) would otherwise hold every request that reached the
             # store until the kernel gives up on the connection, a quarter of an hour, or
-            # forever behind a proxy that keeps it open; the pool's connections all held so,
-            # every other request would then wait for one. asyncpg's own bounds, on both.
+            # for ever behind a proxy that keeps it open; with the pool's connections all held
+            # so, every other request would wait for one too. asyncpg's connect and command
+            # timeouts bound the waits on the server, the pool's timeout the wait for a
+            # connection.
             engine_options.setdefault("pool_timeout", timeout_seconds)
             connect_args = engine_options["connect_args"] = dict(
                 engine_options.get("connect_args", {})
