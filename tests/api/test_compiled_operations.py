@@ -15,8 +15,10 @@ from typing import Annotated, Any, cast
 import httpx
 import pytest
 import strawberry
+from graphql import OperationDefinitionNode, parse
 from starlette.requests import HTTPConnection
 from strawberry import relay
+from strawberry.extensions import FieldExtension
 from strawberry.permission import BasePermission
 from strawberry.scalars import JSON
 
@@ -110,6 +112,39 @@ class Allowed(BasePermission):
 
     def has_permission(self, source: Any, info: strawberry.Info, **kwargs: Any) -> bool:
         return not kwargs.get("deny")
+
+
+class AllowedLater(BasePermission):
+    """Asked with an awaitable answer, which only the usual path awaits."""
+
+    message = "Not allowed."
+
+    async def has_permission(self, source: Any, info: strawberry.Info, **kwargs: Any) -> bool:
+        return not kwargs.get("deny")
+
+
+class SeesArguments(BasePermission):
+    """Counts the names of the arguments it is asked with."""
+
+    message = "Not allowed."
+
+    def has_permission(self, source: Any, info: strawberry.Info, **kwargs: Any) -> bool:
+        CALLS["seen:" + ",".join(sorted(kwargs))] += 1
+        return True
+
+
+class Renaming(FieldExtension):
+    """A field extension other than permissions: its field's resolver is left to Strawberry's
+    wrapper, which runs the extension."""
+
+    def resolve(self, next_: Any, source: Any, info: strawberry.Info, **kwargs: Any) -> Any:
+        return next_(source, info, **kwargs)
+
+    async def resolve_async(
+        self, next_: Any, source: Any, info: strawberry.Info, **kwargs: Any
+    ) -> Any:
+        result = await next_(source, info, **kwargs)
+        return Adopted(pet=Pet(id="r", name="Renamed", color=Color.RED, owner=result.pet.owner))
 
 
 def _pet(mode: str) -> Any:
@@ -235,6 +270,34 @@ class Query:
         CALLS["named"] += 1
         return Shelter(name="Home", city="Oslo")
 
+    @strawberry.field
+    def whoami(self, info: strawberry.Info, shout: bool = False) -> str:
+        CALLS["whoami"] += 1
+        name = f"{info.field_name} at {info.path.key} of {info.parent_type.name}"
+        return name.upper() if shout else name
+
+    @strawberry.field
+    def rooted(root: Any, suffix: str = "") -> str:
+        CALLS["rooted"] += 1
+        return f"{root!r}{suffix}"
+
+    # Strawberry's wrapper keeps an info argument from the permissions only if it is named
+    # "info".
+    @strawberry.field(permission_classes=[SeesArguments])
+    def odd(self, inf: strawberry.Info, level: int = 1) -> str:
+        CALLS["odd"] += 1
+        return f"{inf.field_name} {level}"
+
+    @strawberry.field(permission_classes=[SeesArguments])
+    def even(self, info: strawberry.Info, level: int = 1) -> str:
+        CALLS["even"] += 1
+        return f"{info.field_name} {level}"
+
+    @strawberry.field
+    def parented(self, parent: strawberry.Parent[Any]) -> str:
+        CALLS["parented"] += 1
+        return f"{self!r} {parent!r}"
+
 
 @strawberry.type
 class Mutation:
@@ -254,6 +317,16 @@ class Mutation:
     async def count(self, by: int = 1) -> int:
         CALLS["count"] += 1
         return by
+
+    @strawberry.mutation(permission_classes=[AllowedLater])
+    async def adopt_later(self, name: str, deny: bool = False) -> Result:
+        CALLS["adopt_later"] += 1
+        return cast(Result, _result("ok"))
+
+    @strawberry.mutation(extensions=[Renaming()])
+    async def adopt_renamed(self, name: str) -> Result:
+        CALLS["adopt_renamed"] += 1
+        return cast(Result, _result("ok"))
 
 
 def _schema() -> GatewaySchema:
@@ -362,6 +435,19 @@ COVERED: list[tuple[str, dict[str, Any], str]] = [
     ("mutation($by: Int) { count(by: $by) }", {"by": 5}, "count"),
     ("mutation($by: Int) { count(by: $by) }", {}, "count"),
     ("{ named { __typename name ... on Shelter { city } } }", {}, "named"),
+    ("query { whoami }", {}, "whoami"),
+    ("query($s: Boolean!) { me: whoami(shout: $s) }", {"s": True}, "whoami"),
+    ('query { rooted(suffix: "!") }', {}, "rooted"),
+    ("query { parented }", {}, "parented"),
+    ("query { odd }", {}, "seen:inf,level odd"),
+    ("query { even(level: 2) }", {}, "seen:level even"),
+    ('mutation { adoptLater(name: "Rex") { __typename } }', {}, "adopt_later"),
+    ('mutation { adoptLater(name: "Rex", deny: true) { __typename } }', {}, ""),
+    (
+        'mutation { adoptRenamed(name: "Rex") { ... on Adopted { pet { name } } } }',
+        {},
+        "adopt_renamed",
+    ),
 ]
 FIND = "query($f: Filter!, $limit: Int) { find(filter: $f, limit: $limit) { id name tags color } }"
 FIND_WITH_DEFAULT = 'query($f: Filter! = {name: "Dflt"}) { find(filter: $f) { id name tags } }'
@@ -539,6 +625,69 @@ async def test_the_replay_holds_when_the_document_is_parsed_again(mode: str) -> 
     finally:
         WHILE_ADOPTING.clear()
     assert CALLS == {"adopt": 1}
+
+
+def _plan_of(schema: GatewaySchema, document: str) -> Any:
+    """The compiled plan of ``document``'s one operation (not validated here)."""
+    compiled = compiled_operations(schema)
+    assert compiled is not None
+    operation = parse(document).definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    return compiled._plan_for(operation, fragments=False)
+
+
+@pytest.mark.parametrize(
+    ("document", "direct"),
+    [
+        (ADOPT, True),  # a permission, asked by the plan
+        ("mutation { count }", True),
+        ("query { whoami }", True),
+        ('query { rooted(suffix: "!") }', True),
+        ("query { parented }", True),
+        ('mutation { adoptLater(name: "Rex") { __typename } }', True),  # asked; answers later
+        ('mutation { adoptRenamed(name: "Rex") { __typename } }', False),  # another extension
+        ("{ named { name } }", True),
+    ],
+)
+def test_resolvers_are_called_directly_unless_the_field_has_other_extensions(
+    document: str, direct: bool
+) -> None:
+    plan = _plan_of(_schema(), document)
+    assert plan is not None
+    assert (plan.direct is not None) is direct
+
+
+async def test_a_permission_answering_later_is_awaited_by_the_usual_path() -> None:
+    view = _counting()
+    body = {"query": 'mutation { adoptLater(name: "Rex") { __typename } }'}
+    CALLS.clear()
+    answers = await _answers(view, body, times=3)
+    assert [json.loads(content) for _, content in answers] == [
+        {"data": {"adoptLater": {"__typename": "Adopted"}}}
+    ] * 3
+    assert view.usual == 3  # the plan never resolves it: the permission's answer is awaitable
+    assert CALLS == {"adopt_later": 3}
+
+
+def test_the_gateway_s_root_fields_are_called_directly() -> None:
+    plan = _plan_of(build_schema(), GATEWAY_ADD)
+    assert plan is not None and plan.direct is not None
+    assert [type(p).__name__ for p in plan.direct.permissions] == ["IsAuthenticated"]
+    # Both arguments by converters compiled for their types, not convert_argument.
+    assert [(name, convert is not None) for name, _, _, convert in plan.direct.arguments] == [
+        ("input", True),
+        ("idempotencyKey", True),
+    ]
+
+
+def test_arguments_of_kinds_not_compiled_are_converted_by_strawberry() -> None:
+    plan = _plan_of(_schema(), FIND)
+    assert plan is not None and plan.direct is not None
+    # Filter holds lists, which input_conversion does not compile.
+    assert [(name, convert is not None) for name, _, _, convert in plan.direct.arguments] == [
+        ("filter", False),
+        ("limit", True),
+    ]
 
 
 def test_schemas_with_extensions_or_handlers_are_not_compiled() -> None:

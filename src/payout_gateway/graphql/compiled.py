@@ -36,6 +36,7 @@ Tests (tests/api/test_compiled_operations.py) compare the answers of both paths.
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -89,9 +90,14 @@ from graphql.utilities import coerce_input_value
 from strawberry import relay
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 from strawberry.http import GraphQLRequestData
+from strawberry.permission import BasePermission, PermissionExtension
+from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types import ExecutionResult
+from strawberry.types.arguments import convert_argument
+from strawberry.types.base import StrawberryType
 from strawberry.types.field import StrawberryField
+from strawberry.types.scalar import ScalarDefinition, ScalarWrapper
 
 from payout_gateway.graphql.context import GatewayContext
 from payout_gateway.graphql.documents import DocumentChecks
@@ -105,6 +111,7 @@ from payout_gateway.graphql.execution import (
     _plain_fields,
     _PlainField,
 )
+from payout_gateway.graphql.input_conversion import Convert, argument_converter
 
 
 class _CannotComplete(Exception):
@@ -370,6 +377,100 @@ def _variables(schema: GraphQLSchema, definitions: Sequence[VariableDefinitionNo
     return _Variables(variables)
 
 
+# A permission of the root field did not grant access: the usual path asks again, and answers.
+_NOT_GRANTED = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _DirectCall:
+    """A root field's Strawberry resolver called as Strawberry's wrapper calls it, with what
+    the wrapper derives per request derived once (bench/PROFILE.md, eighteenth round: the
+    wrapper's argument names, extension chain and partials were ~6 % of an add's
+    instructions). Made only for a field whose extensions are Strawberry's permission
+    extensions: per request, each argument sent is converted (by a converter compiled for its
+    type where ``input_conversion`` compiles one, else by Strawberry's own
+    ``convert_argument``), the extensions map the arguments, the source and info are added
+    where the resolver asks for them, and each permission is asked with the same arguments
+    as Strawberry asks it; one that does not answer ``True`` (denied, or an awaitable the
+    usual path would await) leaves the field, not yet resolved, to the usual path."""
+
+    field: StrawberryField
+    # (GraphQL name, Python name, type, its compiled converter or None) of each argument, as
+    # Strawberry's conversion pairs them.
+    arguments: tuple[tuple[str, str, StrawberryType | type, Convert | None], ...]
+    permissions: tuple[BasePermission, ...]
+    config: StrawberryConfig
+    scalar_registry: Mapping[object, ScalarWrapper | ScalarDefinition]
+
+    def call(self, info: GraphQLResolveInfo[Any], arguments: Mapping[str, Any]) -> Any:
+        """The resolver's value (or awaitable), or ``_NOT_GRANTED``; raises what converting
+        the arguments or the resolver raises, as Strawberry's wrapper would."""
+        field = self.field
+        strawberry_info = self.config.info_class(_raw_info=info, _field=field)
+        kwargs: dict[str, Any] = {}
+        for name, python_name, type_, convert in self.arguments:
+            if name not in arguments:
+                continue
+            if convert is not None:
+                kwargs[python_name] = convert(arguments[name])
+            else:
+                kwargs[python_name] = convert_argument(
+                    arguments[name],
+                    type_,
+                    self.scalar_registry,
+                    self.config,
+                    strawberry_info,
+                    path=(name,),
+                )
+        for extension in field.extensions:
+            kwargs = extension.map_arguments(kwargs)
+        resolver = field.base_resolver
+        assert resolver is not None
+        # A root field's source is the root value, which the gateway never sets.
+        args = [None] if resolver.self_parameter else []
+        for parameter in (resolver.parent_parameter, resolver.root_parameter):
+            if parameter is not None:
+                kwargs[parameter.name] = None
+        if resolver.info_parameter is not None:
+            kwargs[resolver.info_parameter.name] = strawberry_info
+        # As the wrapper does: an info argument named "info" is kept from the permissions.
+        info_argument = kwargs.pop("info", None)
+        for permission in self.permissions:
+            granted = permission.has_permission(None, strawberry_info, **kwargs)
+            if granted is not True:
+                if inspect.iscoroutine(granted):
+                    granted.close()
+                return _NOT_GRANTED
+        if info_argument is not None:
+            kwargs["info"] = info_argument
+        # Typed for its own arguments (str), though it takes the source first as here.
+        return cast(Callable[..., Any], resolver)(*args, **kwargs)
+
+
+def _direct_call(
+    field: GraphQLField,
+    config: StrawberryConfig,
+    scalar_registry: Mapping[object, ScalarWrapper | ScalarDefinition],
+) -> _DirectCall | None:
+    """The direct call of ``field``'s resolver, or None where Strawberry's wrapper must
+    call it (a field extension other than permissions, no resolver of its own)."""
+    definition = (field.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    if not isinstance(definition, StrawberryField) or definition.base_resolver is None:
+        return None
+    permissions: list[BasePermission] = []
+    for extension in definition.extensions:
+        if type(extension) is not PermissionExtension:
+            return None
+        permissions.extend(extension.permissions)
+    arguments = []
+    for argument in definition.arguments:
+        assert argument.python_name
+        name = config.name_converter.from_argument(argument)
+        convert = argument_converter(argument.type, config, scalar_registry)
+        arguments.append((name, argument.python_name, argument.type, convert))
+    return _DirectCall(definition, tuple(arguments), tuple(permissions), config, scalar_registry)
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """An operation's one root field and how to complete its value."""
@@ -386,6 +487,8 @@ class _Plan:
     objects: Mapping[str, _Object]
     abstract_type: GraphQLAbstractType | None
     variables: _Variables
+    # None: Strawberry's wrapper (the field's ``resolve``) calls the resolver.
+    direct: _DirectCall | None
 
     def complete(self, value: Any, info: GraphQLResolveInfo[Any]) -> Any:
         """The field's completed value as graphql-core's ``complete_value`` gives it, or
@@ -478,7 +581,12 @@ def _object_plan(
     return _Object(object_type, tuple(fields))
 
 
-def _plan(schema: GraphQLSchema, operation: OperationDefinitionNode) -> _Plan:
+def _plan(
+    schema: GraphQLSchema,
+    operation: OperationDefinitionNode,
+    config: StrawberryConfig,
+    scalar_registry: Mapping[object, ScalarWrapper | ScalarDefinition],
+) -> _Plan:
     if operation.operation not in (OperationType.QUERY, OperationType.MUTATION):
         raise _Ineligible
     root_type = schema.get_root_type(operation.operation)
@@ -521,6 +629,7 @@ def _plan(schema: GraphQLSchema, operation: OperationDefinitionNode) -> _Plan:
         objects,
         abstract_type,
         _variables(schema, operation.variable_definitions or ()),
+        _direct_call(field, config, scalar_registry),
     )
 
 
@@ -528,9 +637,17 @@ class CompiledOperations:
     """The plans of one schema's documents, kept per operation node (by identity, as
     ``execution._PerOperation`` keeps subfields) until the node is freed."""
 
-    def __init__(self, schema: GraphQLSchema, checks: DocumentChecks) -> None:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        checks: DocumentChecks,
+        config: StrawberryConfig,
+        scalar_registry: Mapping[object, ScalarWrapper | ScalarDefinition],
+    ) -> None:
         self._schema = schema
         self._checks = checks
+        self._config = config
+        self._scalar_registry = scalar_registry
         self._plans: dict[int, tuple[weakref.ref[OperationDefinitionNode], _Plan | None]] = {}
 
     def _plan_for(self, operation: OperationDefinitionNode, fragments: bool) -> _Plan | None:
@@ -544,7 +661,7 @@ class CompiledOperations:
             # collection would need them) are not covered.
             if fragments or _holds(operation, (DirectiveNode,)):
                 raise _Ineligible
-            plan = _plan(self._schema, operation)
+            plan = _plan(self._schema, operation, self._config, self._scalar_registry)
         except _Ineligible:
             plan = None
         self._plans[key] = (weakref.ref(operation, partial(self._forget, key)), plan)
@@ -604,10 +721,15 @@ class CompiledOperations:
             None,
             _HELPERS,
         )
-        resolve = plan.field.resolve
-        assert resolve is not None
         try:
-            value = resolve(None, info, **arguments)
+            if plan.direct is not None:
+                value = plan.direct.call(info, arguments)
+                if value is _NOT_GRANTED:
+                    return None
+            else:
+                resolve = plan.field.resolve
+                assert resolve is not None
+                value = resolve(None, info, **arguments)
             if optimized_is_awaitable(value):
                 value = await value
         except Exception as error:  # graphql-core reports it, from the replay
@@ -634,4 +756,6 @@ def compiled_operations(schema: Any) -> CompiledOperations | None:
         or schema.config.enable_experimental_incremental_execution
     ):
         return None
-    return CompiledOperations(schema._schema, checks)
+    return CompiledOperations(
+        schema._schema, checks, schema.config, schema.schema_converter.scalar_registry
+    )

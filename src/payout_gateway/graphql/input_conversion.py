@@ -112,6 +112,18 @@ class _Compiler:
         return compiled
 
 
+def argument_converter(
+    type_: StrawberryType | type, config: StrawberryConfig, scalar_registry: ScalarRegistry
+) -> Convert | None:
+    """A converter compiled for a field argument of ``type_`` (graphql/compiled.py's direct
+    calls), doing what ``convert_argument`` does for it; None for a kind not compiled here,
+    which ``convert_argument`` must convert."""
+    try:
+        return _Compiler(config, scalar_registry).convert(type_)
+    except TypeError:
+        return None
+
+
 class _CompiledInputs:
     """The ``from_input`` hook: compiles for the schema that calls it, then reuses that."""
 
