@@ -144,7 +144,10 @@ def forget_dead_workers(directory: str) -> None:
 
 def _running(pid: int) -> bool:
     """Whether process ``pid`` runs: it exists and, where /proc tells, is not a zombie (a
-    dead worker its supervisor has not reaped yet)."""
+    dead worker its supervisor has not reaped yet). Off POSIX nothing is told: there,
+    ``os.kill`` with signal 0 would end the process instead of asking about it."""
+    if os.name != "posix":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
