@@ -384,15 +384,18 @@ _NOT_GRANTED = object()
 @dataclass(frozen=True, slots=True)
 class _DirectCall:
     """A root field's Strawberry resolver called as Strawberry's wrapper calls it, with what
-    the wrapper derives per request derived once (bench/PROFILE.md, eighteenth round: the
-    wrapper's argument names, extension chain and partials were ~6 % of an add's
-    instructions). Made only for a field whose extensions are Strawberry's permission
-    extensions: per request, each argument sent is converted (by a converter compiled for its
-    type where ``input_conversion`` compiles one, else by Strawberry's own
-    ``convert_argument``), the extensions map the arguments, the source and info are added
-    where the resolver asks for them, and each permission is asked with the same arguments
-    as Strawberry asks it; one that does not answer ``True`` (denied, or an awaitable the
-    usual path would await) leaves the field, not yet resolved, to the usual path."""
+    the wrapper derives per request derived once (bench/PROFILE.md, eighteenth round: 7 % of
+    an add's instructions). Made only for a field whose extensions are all Strawberry's
+    permission extensions. Per request:
+
+    - each argument sent is converted: by a converter compiled for its type where
+      ``input_conversion`` compiles one, else by Strawberry's own ``convert_argument``;
+    - the extensions map the arguments; the source and info are added where the resolver
+      asks for them;
+    - each permission is asked with the arguments Strawberry asks it with. One that does not
+      answer ``True`` (denied, or an awaitable the usual path would await) leaves the field,
+      not yet resolved, to the usual path, which asks again and answers.
+    """
 
     field: StrawberryField
     # (GraphQL name, Python name, type, its compiled converter or None) of each argument, as
