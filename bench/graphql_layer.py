@@ -20,7 +20,13 @@ from pydantic import SecretStr
 from starlette.types import Message
 
 from bench.run import ADD
-from bench.stack import PAYGENTIC_ORG, PAYGENTIC_TOKEN
+from bench.stack import (
+    PAYGENTIC_BANK_NAME,
+    PAYGENTIC_HOLDER_TYPE,
+    PAYGENTIC_ORG,
+    PAYGENTIC_PAYOUT_SOURCE,
+    PAYGENTIC_TOKEN,
+)
 from payout_gateway.domain.enums import BankAccountStatus, HolderType, Provider
 from payout_gateway.domain.models import (
     AddBankAccountRequest,
@@ -91,10 +97,13 @@ async def seed(
         credentials = ProviderCredentials(
             api_key=SecretStr(PAYGENTIC_TOKEN),
             provider_organization_id=PAYGENTIC_ORG,
-            payout_source_id="src_bench",
+            payout_source_id=PAYGENTIC_PAYOUT_SOURCE,
         )
         profile = OrganizationProfile(
-            country="US", currency="USD", bank_name="Bench Bank", holder_type=HolderType.COMPANY
+            country="US",
+            currency="USD",
+            bank_name=PAYGENTIC_BANK_NAME,
+            holder_type=HolderType(PAYGENTIC_HOLDER_TYPE.upper()),
         )
     org = await tenancy.create_organization(
         name="bench", provider=provider, credentials=credentials, profile=profile

@@ -49,7 +49,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
-from bench.stack import COMMET_KEY, ROOT, commet_sandbox
+from bench.stack import COMMET_KEY, ROOT, provider_sandbox
 
 TOTALS = re.compile(r"^totals:\s+(\d+)", re.MULTILINE)
 EMPTY = "nothing (subtracted)"
@@ -275,7 +275,7 @@ def main() -> int:
         parser.error("valgrind is not installed (Debian: apt-get install valgrind)")
     with (
         tempfile.TemporaryDirectory(prefix="payout-layers-") as workdir,
-        commet_sandbox(Path(workdir)) as base_url,
+        provider_sandbox("commet", Path(workdir)) as base_url,
     ):
         out = Path(workdir) / "callgrind.out"
         measured = [

@@ -28,6 +28,10 @@ SECRETS_KEY = "YmVuY2gtc2VjcmV0cy1rZXktbm90LWEtc2VjcmV0MDA="  # Fernet format, n
 COMMET_KEY = "ck_live_bench0commet0gateway"
 PAYGENTIC_TOKEN = "pgx_bench_paygentic_token"
 PAYGENTIC_ORG = "org_bench"
+# The Paygentic organization's payout source and profile (both seeders use them).
+PAYGENTIC_PAYOUT_SOURCE = "src_bench"
+PAYGENTIC_BANK_NAME = "Bench Bank"
+PAYGENTIC_HOLDER_TYPE = "company"
 MAX_PAGE_SIZE = 500
 ENVIRONMENT = "production"
 
@@ -119,14 +123,8 @@ def seed(env: dict[str, str], workdir: Path) -> Keys:
     paygentic = [
         *("--name", "bench-paygentic", "--provider", "paygentic"),
         *("--provider-api-key", PAYGENTIC_TOKEN, "--provider-org-id", PAYGENTIC_ORG),
-        *(
-            "--payout-source-id",
-            "src_bench",
-            "--bank-name",
-            "Bench Bank",
-            "--holder-type",
-            "company",
-        ),
+        *("--payout-source-id", PAYGENTIC_PAYOUT_SOURCE, "--bank-name", PAYGENTIC_BANK_NAME),
+        *("--holder-type", PAYGENTIC_HOLDER_TYPE),
     ]
     for options in (commet, paygentic):
         _cli(["org", "create", *options, "--country", "US", "--currency", "USD"], env, workdir)
@@ -270,14 +268,6 @@ def fresh_postgres_database(server_url: str) -> Iterator[str]:
         yield urlunsplit(parts._replace(path=f"/{name}"))
     finally:
         asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@contextlib.contextmanager
-def commet_sandbox(workdir: Path) -> Iterator[str]:
-    """The Commet sandbox alone, in a process of its own; the base URL of its API. Stopped on
-    exit."""
-    with provider_sandbox("commet", workdir) as base_url:
-        yield base_url
 
 
 @contextlib.contextmanager
