@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -33,6 +35,8 @@ from payout_gateway.events.pipeline import StatusPipeline, StatusUpdate
 from payout_gateway.idempotency import Hold, IdempotencyKeys, Replay
 from payout_gateway.ports import PayoutProvider
 from payout_gateway.store import Store, StoreSession
+
+logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
@@ -104,6 +108,22 @@ def _encode_refusal(exc: errors.PayoutGatewayError) -> dict[str, Any]:
         "provider": provider.value if provider else None,
         **fields,
     }
+
+
+@contextlib.contextmanager
+def _keeping_the_failure(action: str) -> Iterator[None]:
+    """Around the key's bookkeeping after its request failed: if that fails too (the database
+    went down), the request's own failure is what the caller hears, not the bookkeeping's.
+    The key then stays claimed until its lease lapses, after which a retry reconciles."""
+    try:
+        yield
+    except Exception as bookkeeping:
+        logger.warning(
+            "could not %s an idempotency key after its request failed (%s); it is released "
+            "when its lease lapses",
+            action,
+            type(bookkeeping).__name__,
+        )
 
 
 def _decode_refusal(result: dict[str, Any]) -> errors.PayoutGatewayError:
@@ -186,15 +206,29 @@ class PayoutService:
         try:
             return await run(begun)
         except _REMEMBERED_REFUSALS as exc:
-            await self._keys.finish(begun, _encode_refusal(exc), self._clock())
+            with _keeping_the_failure("record the refusal of"):
+                await self._keys.finish(begun, _encode_refusal(exc), self._clock())
             raise
         except errors.InputValidationError:
-            await self._keys.forget(begun)
+            with _keeping_the_failure("forget"):
+                await self._keys.forget(begun)
             raise
         except BaseException:
             # Shielded: a cancelled request must still hand its key on to the next one.
-            await asyncio.shield(self._keys.release(begun, self._clock()))
+            with _keeping_the_failure("release"):
+                await asyncio.shield(self._keys.release(begun, self._clock()))
             raise
+
+    @contextlib.asynccontextmanager
+    async def _recording(self) -> AsyncIterator[StoreSession]:
+        """A store session for what a provider has just applied: if the database fails now,
+        the caller is told the outcome is unknown (the provider has it, the gateway may not),
+        so that it retries with the same key and the gateway reconciles."""
+        try:
+            async with self._store.session() as session:
+                yield session
+        except errors.StoreUnavailableError as failure:
+            raise errors.StoreUnavailableError(outcome_unknown=True) from failure.__cause__
 
     # mutations ----------------------------------------------------------------------------
 
@@ -219,7 +253,7 @@ class PayoutService:
                 created = await adapter.add_bank_account(
                     org.provider_context(), request, idempotency_key=reference
                 )
-            async with self._store.session() as session:
+            async with self._recording() as session:
                 if adapter.capabilities.has_default_accounts:
                     is_default = created.is_default
                 else:
@@ -298,7 +332,7 @@ class PayoutService:
             )
         now = self._clock()
         change = None
-        async with self._store.session() as session:
+        async with self._recording() as session:
             existing = await session.get_payout_account(org.id)
             reported = outcome.payout_account
             if existing is None:
@@ -376,7 +410,7 @@ class PayoutService:
                 updated_at=now,
                 status_changed_at=now,
             )
-            async with self._store.session() as session:
+            async with self._recording() as session:
                 await session.add_payout(payout)
                 await self._audit(session, ObjectType.PAYOUT, payout, now)
                 if hold is not None:

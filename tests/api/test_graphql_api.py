@@ -248,6 +248,7 @@ async def test_input_errors_say_what_is_wrong_without_the_value(
             "UNSUPPORTED_OPERATION",
         ),
         (domain.NotFoundError("none"), "NotFoundError", "NOT_FOUND"),
+        (domain.StoreUnavailableError(), "StoreUnavailableError", "STORE_UNAVAILABLE"),
     ],
 )
 async def test_domain_errors_become_typed_union_members(

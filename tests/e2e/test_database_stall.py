@@ -1,10 +1,12 @@
 """The gateway on PostgreSQL while the server stops answering without closing anything (a
-partition, a frozen host): requests end within the database timeout with a typed answer,
-readiness says unavailable, a keyed add creates nothing at the provider, and all works again
-once the server answers."""
+partition, a frozen host): requests end within the database timeout with a typed, retryable
+answer, readiness says unavailable, a keyed add creates nothing at the provider, an add whose
+provider call was under way is reported as of unknown outcome and is reconciled by its retry,
+and all works again once the server answers."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,14 @@ from tests.support.stalling_proxy import StallingProxy
 pytestmark = pytest.mark.postgres
 
 ORG = SeededOrg("stall-commet", Provider.COMMET, "ck_live_stall00000001")
+# An organization whose API key is first used while the database stalls: nothing cached.
+UNCACHED = SeededOrg("stall-uncached", Provider.COMMET, "ck_live_stall00000002")
 ADD = (
     "mutation($input: AddBankAccountInput!, $key: String) { "
     "addBankAccount(input: $input, idempotencyKey: $key) { __typename "
-    "... on AddBankAccountSuccess { bankAccount { id last4 } } } }"
+    "... on AddBankAccountSuccess { bankAccount { id last4 } } "
+    "... on UserError { message code retryable } "
+    "... on StoreUnavailableError { outcomeUnknown } } }"
 )
 ADD_VARIABLES = {
     "input": {
@@ -53,9 +59,11 @@ def world(tmp_path: Path) -> Iterator[tuple[RunningGateway, StallingProxy, str]]
             tmp_path,
             database_url=proxied_url,
             commet_url=f"{commet_url}/api/v1",
-            orgs=(ORG,),
+            orgs=(ORG, UNCACHED),
             refresh_interval_seconds=0,
             database_timeout_seconds=1,
+            # Short, so that the retry below reconciles soon after the failed request.
+            idempotency_lease_seconds=1,
         ) as gateway,
     ):
         yield gateway, proxy, commet_url
@@ -72,30 +80,66 @@ def post(gateway: RunningGateway, query: str, variables: dict[str, Any] | None =
     return answer.json()
 
 
+def store_unavailable(outcome_unknown: bool) -> dict[str, Any]:
+    """A mutation's answer to the outage."""
+    advice = (
+        "The provider may have applied the request: retry with the same idempotency key."
+        if outcome_unknown
+        else "Nothing was changed; retry."
+    )
+    return {
+        "__typename": "StoreUnavailableError",
+        "message": f"The gateway's database did not answer. {advice}",
+        "code": "STORE_UNAVAILABLE",
+        "retryable": True,
+        "outcomeUnknown": outcome_unknown,
+    }
+
+
 def bank_account_creates(commet_url: str) -> int:
     counts = httpx.get(f"{commet_url}/_sandbox/requests").json()["data"]["counts"]
     return int(counts.get("POST /payouts/bank-accounts", 0))
+
+
+async def verified(gateway: RunningGateway, commet_url: str) -> tuple[int, int]:
+    """The organization verified, while the database answers; how many accounts it lists and
+    how many creates Commet has seen."""
+    await verify(gateway.graphql_url, gateway.keys[ORG.name])
+    listed = len(post(gateway, LIST)["data"]["bankAccounts"]["edges"])
+    return listed, bank_account_creates(commet_url)
 
 
 async def test_requests_end_typed_while_the_database_stalls_and_work_once_it_answers(
     world: tuple[RunningGateway, StallingProxy, str],
 ) -> None:
     gateway, proxy, commet_url = world
-    await verify(gateway.graphql_url, gateway.keys[ORG.name])
-    listed = post(gateway, LIST)["data"]["bankAccounts"]["edges"]
-    creates = bank_account_creates(commet_url)
+    listed, creates = await verified(gateway, commet_url)
 
     proxy.stall()
     ready = httpx.get(f"{gateway.url}/readyz", timeout=CLIENT_TIMEOUT)
     assert (ready.status_code, ready.json()) == (503, {"status": "unavailable"})
-    for query, variables in ((LIST, None), (ADD, ADD_VARIABLES)):
-        answer = post(gateway, query, variables)
-        assert answer["data"] is None, answer
-        [error] = answer["errors"]
-        assert error["message"] == "Unexpected error."
-        assert error["extensions"]["requestId"]
-    # The key's claim failed before the provider was called: nothing was created there.
+    # A query: a top-level error that says what happened and that a retry may succeed.
+    answer = post(gateway, LIST)
+    assert answer["data"] is None, answer
+    [error] = answer["errors"]
+    assert error["message"] == "The gateway's database did not answer. Nothing was changed; retry."
+    assert error["extensions"]["code"] == "STORE_UNAVAILABLE"
+    assert error["extensions"]["retryable"] is True
+    assert error["extensions"]["requestId"]
+    # A mutation: its result union's StoreUnavailableError. The key's claim failed before the
+    # provider was called: nothing was created there.
+    added = post(gateway, ADD, ADD_VARIABLES)["data"]["addBankAccount"]
+    assert added == store_unavailable(outcome_unknown=False)
     assert bank_account_creates(commet_url) == creates
+    # A credential not looked up before: no operation can run; the HTTP answer says why.
+    uncached = httpx.post(
+        gateway.graphql_url,
+        json={"query": LIST},
+        headers=gateway.headers(UNCACHED.name),
+        timeout=CLIENT_TIMEOUT,
+    )
+    assert uncached.status_code == 503, uncached.text
+    assert uncached.text == "The gateway's database did not answer. Nothing was changed; retry."
 
     proxy.resume()
     assert httpx.get(f"{gateway.url}/readyz", timeout=CLIENT_TIMEOUT).status_code == 200
@@ -103,4 +147,50 @@ async def test_requests_end_typed_while_the_database_stalls_and_work_once_it_ans
     assert added["__typename"] == "AddBankAccountSuccess", added
     assert bank_account_creates(commet_url) == creates + 1
     after = post(gateway, LIST)["data"]["bankAccounts"]["edges"]
-    assert len(after) == len(listed) + 1
+    assert len(after) == listed + 1
+
+
+async def test_an_add_whose_record_failed_after_the_provider_call_is_reconciled_by_its_retry(
+    world: tuple[RunningGateway, StallingProxy, str],
+) -> None:
+    gateway, proxy, commet_url = world
+    listed, creates = await verified(gateway, commet_url)
+    # Commet holds the create long enough for the database to stall while it is under way.
+    fault = {"kind": "latency", "latencyMs": 2000, "operation": "POST /payouts/bank-accounts"}
+    httpx.post(
+        f"{commet_url}/_sandbox/faults",
+        json=fault,
+        headers={"x-api-key": ORG.provider_api_key},
+    ).raise_for_status()
+    variables = {**ADD_VARIABLES, "key": "stall-add-during-call"}
+
+    adding = asyncio.create_task(asyncio.to_thread(post, gateway, ADD, variables))
+    # The create has reached Commet (so the key is claimed): now the database stops answering.
+    while bank_account_creates(commet_url) == creates:
+        assert not adding.done(), adding.result()
+        await asyncio.sleep(0.02)
+    proxy.stall()
+    answer = (await adding)["data"]["addBankAccount"]
+    # Commet has the account; the gateway could not record it, and says so.
+    assert answer == store_unavailable(outcome_unknown=True)
+    assert post_count_after_resume(gateway, proxy) == listed
+
+    # Retried with the same key, as told: the gateway reconciles with Commet (its idempotency
+    # replays the account) and records it once. Until the failed request's hold lapses, the
+    # key answers "in progress", which is retryable too.
+    retried = None
+    for _ in range(50):
+        retried = post(gateway, ADD, variables)["data"]["addBankAccount"]
+        if retried["__typename"] != "IdempotencyInProgressError":
+            break
+        await asyncio.sleep(0.2)
+    assert retried is not None and retried["__typename"] == "AddBankAccountSuccess", retried
+    after = post(gateway, LIST)["data"]["bankAccounts"]["edges"]
+    assert len(after) == listed + 1
+    assert retried["bankAccount"] in [edge["node"] for edge in after]
+
+
+def post_count_after_resume(gateway: RunningGateway, proxy: StallingProxy) -> int:
+    """How many accounts the gateway lists once the database answers again."""
+    proxy.resume()
+    return len(post(gateway, LIST)["data"]["bankAccounts"]["edges"])

@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 
 from payout_gateway.store import Store
 from payout_gateway.store.database import StoreSession
+from tests.support.store_errors import caused_by, raises_store_unavailable
 
 
 async def audit(session: StoreSession, object_id: str, organization_id: str = "org_a") -> None:
@@ -200,9 +200,9 @@ async def test_a_transaction_sqlite_rolled_back_fails_its_whole_group(sqlite_sto
         joins_after(),
         return_exceptions=True,
     )
-    assert isinstance(outcomes[1], OSError)
-    assert isinstance(outcomes[0], sqlite3.OperationalError)
-    assert isinstance(outcomes[2], sqlite3.OperationalError)
+    assert caused_by(outcomes[1], OSError, "disk full")
+    assert caused_by(outcomes[0], sqlite3.OperationalError)
+    assert caused_by(outcomes[2], sqlite3.OperationalError)
     assert await audited_ids(sqlite_store) == []
     # The store goes on: the next writer starts a new transaction.
     async with sqlite_store.session() as session:
@@ -213,7 +213,7 @@ async def test_a_transaction_sqlite_rolled_back_fails_its_whole_group(sqlite_sto
 async def test_a_writer_whose_transaction_sqlite_ended_is_not_told_it_was_saved(
     sqlite_store: Store,
 ) -> None:
-    with pytest.raises(sqlite3.OperationalError, match="rolled back by SQLite"):
+    with raises_store_unavailable(sqlite3.OperationalError, match="rolled back by SQLite"):
         async with sqlite_store.session() as session:
             await audit(session, "ba_lost")
             # What SQLite does on SQLITE_FULL; the writer's block ends without noticing.

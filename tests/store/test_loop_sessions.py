@@ -20,6 +20,7 @@ from payout_gateway.store import Store, database
 from payout_gateway.store.database import StoreSession
 from tests.store.test_core_writes import seed
 from tests.support.loop_ticks import loop_ticks
+from tests.support.store_errors import raises_store_unavailable
 
 
 async def write_audit_row(session: StoreSession, object_id: str = "ba_1") -> None:
@@ -129,7 +130,7 @@ async def test_a_writer_gives_up_with_database_is_locked_after_the_busy_timeout(
     holder.start()
     try:
         await asyncio.to_thread(held.wait)
-        with pytest.raises((OperationalError, sqlite3.OperationalError), match="locked"):
+        with raises_store_unavailable((OperationalError, sqlite3.OperationalError), "locked"):
             async with sqlite_store.session() as session:
                 await session.has_bank_accounts("org_a")
     finally:

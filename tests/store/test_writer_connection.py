@@ -18,6 +18,7 @@ from payout_gateway.store.database import StoreSession
 from payout_gateway.store.loop_session import WriteGroupSession
 from tests.store.test_core_writes import seed
 from tests.store.test_group_commit import audit, audited_ids
+from tests.support.store_errors import raises_store_unavailable
 
 
 async def driver_of(session: StoreSession) -> sqlite3.Connection:
@@ -130,7 +131,7 @@ async def test_a_connection_whose_rollback_failed_is_closed_and_frees_the_write_
         raise OSError("the rollback failed")  # nothing sent: the transaction stays open
 
     monkeypatch.setattr(RootTransaction, "rollback", fails_once)
-    with pytest.raises(OSError, match="the rollback failed"):
+    with raises_store_unavailable(OSError, match="the rollback failed"):
         async with sqlite_store.session() as session:
             await audit(session, "ba_failed")
             failed = await driver_of(session)

@@ -21,6 +21,7 @@ from payout_gateway.store import Store, database
 from payout_gateway.store.writer_turns import WriterTurns
 from tests.store.test_loop_sessions import write_audit_row
 from tests.support.loop_ticks import loop_ticks
+from tests.support.store_errors import raises_store_unavailable
 
 
 @pytest.fixture
@@ -147,7 +148,7 @@ async def test_a_store_kept_from_its_turn_fails_as_a_locked_database(
     monkeypatch.setattr(database, "BUSY_TIMEOUT_MS", 200)
     other = turns()
     await other.take()
-    with pytest.raises(database.sqlite3.OperationalError, match="locked"):
+    with raises_store_unavailable(database.sqlite3.OperationalError, match="locked"):
         async with sqlite_store.session() as session:
             await write_audit_row(session)
     other.give_back()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 from pydantic import SecretStr
 
 from payout_gateway.domain.enums import PayoutAccountStatus, Provider
-from payout_gateway.domain.errors import ProviderRejectedError
+from payout_gateway.domain.errors import ProviderRejectedError, StoreUnavailableError
 from payout_gateway.domain.models import (
     AddBankAccountRequest,
     OrganizationProfile,
@@ -15,7 +18,7 @@ from payout_gateway.domain.models import (
     validated,
 )
 from payout_gateway.service import PayoutService, provider_reference
-from payout_gateway.store import Store
+from payout_gateway.store import Store, StoreSession
 from payout_gateway.tenancy import Tenancy
 from tests.support.fakes import FakeProvider
 from tests.unit.test_domain_values import KYC
@@ -143,3 +146,76 @@ async def test_authentication_is_cached_but_revocation_here_is_immediate(store: 
     assert store.statements == before  # served from the cache
     await tenancy.revoke_api_key(record.id)
     assert await tenancy.authenticate(key) is None
+
+
+def database_fails_once_the_provider_was_called(
+    monkeypatch: pytest.MonkeyPatch, store: Store, fake: FakeProvider, operation: str
+) -> None:
+    """From the moment ``operation`` reached the provider, every store session fails as the
+    store reports a database outage."""
+    real_session = store.session
+
+    @asynccontextmanager
+    async def session(*, write: bool = True) -> AsyncIterator[StoreSession]:
+        if fake.calls[operation]:
+            raise StoreUnavailableError() from OSError("the database is gone")
+        async with real_session(write=write) as opened:
+            yield opened
+
+    monkeypatch.setattr(store, "session", session)
+
+
+@pytest.mark.parametrize("key", [None, "key-1"])
+@pytest.mark.parametrize("operation", ["add_bank_account", "complete_payout_verification"])
+async def test_a_database_failure_after_the_provider_call_leaves_the_outcome_unknown(
+    store: Store, monkeypatch: pytest.MonkeyPatch, operation: str, key: str | None
+) -> None:
+    fake = FakeProvider(Provider.COMMET)
+    service, tenancy = await make(store, fake)
+    org = await new_org(tenancy, "c", Provider.COMMET)
+    database_fails_once_the_provider_was_called(monkeypatch, store, fake, operation)
+    with pytest.raises(StoreUnavailableError) as raised:
+        if operation == "add_bank_account":
+            await service.add_bank_account(org, add_request(), idempotency_key=key)
+        else:
+            request = validated(PayoutVerificationRequest, KYC)
+            await service.complete_payout_verification(org, request, idempotency_key=key)
+    # The provider applied it, the gateway could not record it (nor, keyed, release its key):
+    # the caller is told to retry with the same key rather than that nothing changed.
+    assert raised.value.outcome_unknown
+    assert raised.value.retryable
+    assert fake.calls[operation] == 1
+
+
+async def test_a_database_failure_before_the_provider_call_changed_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeProvider(Provider.COMMET)
+    service, tenancy = await make(store, fake)
+    org = await new_org(tenancy, "c", Provider.COMMET)
+
+    @asynccontextmanager
+    async def session(*, write: bool = True) -> AsyncIterator[StoreSession]:
+        raise StoreUnavailableError() from OSError("the database is gone")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(store, "session", session)
+    with pytest.raises(StoreUnavailableError) as raised:
+        await service.add_bank_account(org, add_request(), idempotency_key="key-1")
+    assert not raised.value.outcome_unknown
+    assert fake.calls["add_bank_account"] == 0
+
+
+async def test_a_refusal_is_reported_even_when_its_key_cannot_be_updated(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeProvider(Provider.COMMET)
+    fake.fail_with = ProviderRejectedError(
+        "no", provider=Provider.COMMET, provider_code="duplicate"
+    )
+    service, tenancy = await make(store, fake)
+    org = await new_org(tenancy, "c", Provider.COMMET)
+    database_fails_once_the_provider_was_called(monkeypatch, store, fake, "add_bank_account")
+    # The refusal is what the caller must hear, not the failed bookkeeping of its key.
+    with pytest.raises(ProviderRejectedError):
+        await service.add_bank_account(org, add_request(), idempotency_key="key-1")

@@ -7,6 +7,7 @@
     ├── PayoutAccountRequiredError  complete payout verification first
     ├── UnsupportedOperationError   the organization's provider cannot do this
     ├── WebhookRejectedError        a provider webhook delivery refused (malformed or unsigned)
+    ├── StoreUnavailableError       the gateway's own database failed or did not answer (retryable)
     ├── IdempotencyError
     │   ├── IdempotencyConflictError    same key, different request
     │   └── IdempotencyInProgressError  same key, first request still running
@@ -112,6 +113,27 @@ class WebhookRejectedError(PayoutGatewayError):
         super().__init__(reason)
         self.status_code = status_code
         self.reason = reason
+
+
+class StoreUnavailableError(PayoutGatewayError):
+    """The gateway's database failed or did not answer in time (the store raises it for any
+    connection, timeout or I/O failure; a constraint violation is a bug, not this).
+    ``outcome_unknown``: a provider had already applied the request when the store failed, so
+    the gateway may hold no record of it; retried with the same idempotency key, the gateway
+    reconciles with the provider instead of applying it twice."""
+
+    code = "STORE_UNAVAILABLE"
+    retryable = True
+
+    def __init__(self, *, outcome_unknown: bool = False) -> None:
+        message = "The gateway's database did not answer. "
+        message += (
+            "The provider may have applied the request: retry with the same idempotency key."
+            if outcome_unknown
+            else "Nothing was changed; retry."
+        )
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
 
 
 class IdempotencyError(PayoutGatewayError):

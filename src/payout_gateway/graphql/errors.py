@@ -69,6 +69,17 @@ class ProviderUnavailableError(UserError):
     request_id: str | None
 
 
+@strawberry.type(
+    description="The gateway's own database failed or did not answer in time. Retry with the "
+    "same idempotency key."
+)
+class StoreUnavailableError(UserError):
+    outcome_unknown: bool = strawberry.field(
+        description="A provider may have applied the request before the database failed. Retry "
+        "with the same idempotency key; the gateway reconciles instead of creating a duplicate."
+    )
+
+
 @strawberry.type(description="This idempotency key was used with a different request.")
 class IdempotencyConflictError(UserError):
     pass
@@ -100,6 +111,7 @@ MutationError = (
     | ProviderRejectedError
     | OperationRetiredError
     | ProviderUnavailableError
+    | StoreUnavailableError
     | IdempotencyConflictError
     | IdempotencyInProgressError
     | NotPermittedError
@@ -200,6 +212,10 @@ def to_graphql_error(
                 outcome_unknown=False,
                 retry_after_seconds=None,
                 request_id=exc.request_id,
+            )
+        case domain.StoreUnavailableError():
+            return StoreUnavailableError(
+                message=message, code=code, retryable=True, outcome_unknown=exc.outcome_unknown
             )
         case domain.IdempotencyConflictError():
             return IdempotencyConflictError(message=message, code=code, retryable=False)

@@ -26,6 +26,7 @@ from graphql import (
 from strawberry.permission import BasePermission
 from strawberry.types import ExecutionContext, Info
 
+from payout_gateway.domain.errors import StoreUnavailableError
 from payout_gateway.request_log import current_request_id
 
 logger = logging.getLogger("payout_gateway.graphql")
@@ -138,9 +139,10 @@ def submitted_values(variables: object, document: DocumentNode | None) -> frozen
 
 
 def is_unexpected(error: GraphQLError) -> bool:
-    """An exception our code did not mean to show: anything but GraphQL's own errors."""
+    """An exception our code did not mean to show: anything but GraphQL's own errors and a
+    database outage (which a query answers as a retryable error, see ``_clean``)."""
     original = error.original_error
-    return original is not None and not isinstance(original, GraphQLError)
+    return original is not None and not isinstance(original, GraphQLError | StoreUnavailableError)
 
 
 def mask_errors(context: ExecutionContext) -> None:
@@ -163,10 +165,15 @@ def _clean(error: GraphQLError, redacted_message: str) -> GraphQLError:
     unexpected = is_unexpected(error)
     message = MASKED_MESSAGE if unexpected else redacted_message
     extensions = error.extensions
+    request_id = current_request_id()
     if unexpected:
         # Nothing of the error itself; the request's id finds its log line (X-Request-Id).
-        request_id = current_request_id()
         extensions = {"requestId": request_id} if request_id is not None else None
+    elif isinstance(outage := error.original_error, StoreUnavailableError):
+        # A query's answer to a database outage (a mutation's is its StoreUnavailableError).
+        extensions = {"code": outage.code, "retryable": True}
+        if request_id is not None:
+            extensions["requestId"] = request_id
     return GraphQLError(
         message=message,
         nodes=error.nodes,

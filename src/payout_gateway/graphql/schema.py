@@ -28,16 +28,7 @@ from payout_gateway.domain.errors import InputValidationError, PayoutGatewayErro
 from payout_gateway.graphql.context import GatewayContext
 from payout_gateway.graphql.documents import DocumentChecks, document_cache
 from payout_gateway.graphql.errors import (
-    IdempotencyConflictError,
-    IdempotencyInProgressError,
-    NotFoundError,
-    NotPermittedError,
-    OperationRetiredError,
-    PayoutAccountRequiredError,
-    ProviderRejectedError,
-    ProviderUnavailableError,
-    UnsupportedOperationError,
-    ValidationError,
+    MutationError,
     default_path,
     to_graphql_error,
 )
@@ -85,18 +76,8 @@ class RequestPayoutSuccess:
     payout: Payout
 
 
-_ERRORS = (
-    ValidationError
-    | PayoutAccountRequiredError
-    | ProviderRejectedError
-    | OperationRetiredError
-    | ProviderUnavailableError
-    | IdempotencyConflictError
-    | IdempotencyInProgressError
-    | NotPermittedError
-    | UnsupportedOperationError
-    | NotFoundError
-)
+# Every mutation's result: its success, or any expected failure (errors.MutationError).
+_ERRORS = MutationError
 AddBankAccountResult = Annotated[
     AddBankAccountSuccess | _ERRORS, strawberry.union("AddBankAccountResult")
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -35,7 +36,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, Row, create_engine
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     async_sessionmaker,
@@ -53,6 +55,7 @@ from payout_gateway.domain.enums import (
     PayoutStatus,
     Provider,
 )
+from payout_gateway.domain.errors import StoreUnavailableError
 from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
 from payout_gateway.domain.models import (
     ApiKey,
@@ -116,6 +119,24 @@ def ensure_sqlite_directory(database_url: str) -> None:
 
 # How long a PostgreSQL connection attempt or statement may take before it fails.
 DEFAULT_DATABASE_TIMEOUT_SECONDS = 10.0
+
+
+logger = logging.getLogger(__name__)
+
+# What a session raises when the database, not the statement, failed: the server unreachable
+# or gone mid-transaction, a statement, connection attempt or pool wait past the database
+# timeout (asyncpg raises the builtin TimeoutError), SQLite's I/O errors, a full disk or its
+# lock held too long. Raised as StoreUnavailableError (retryable); a constraint violation
+# (IntegrityError) is a bug and stays unexpected.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+    DisconnectionError,
+    sqlite3.OperationalError,
+    TimeoutError,
+    OSError,
+)
 
 
 class Store:
@@ -295,12 +316,17 @@ class Store:
         alone if its block raises; it returns once the COMMIT of its group is done, and raises
         if that failed.
         """
-        if write and self._write_lock is not None:
-            async with self._sqlite_write() as writer:
-                yield writer
-            return
-        async with self._sessions() as session, session.begin():
-            yield StoreSession(session, self.secrets)
+        try:
+            if write and self._write_lock is not None:
+                async with self._sqlite_write() as writer:
+                    yield writer
+                return
+            async with self._sessions() as session, session.begin():
+                yield StoreSession(session, self.secrets)
+        except DATABASE_UNAVAILABLE as error:
+            # The cause's type only: a driver's message may quote the statement's values.
+            logger.warning("the database failed: %s", type(error).__name__)
+            raise StoreUnavailableError() from error
 
     @asynccontextmanager
     async def _sqlite_write(self) -> AsyncIterator[StoreSession]:

@@ -20,6 +20,7 @@ from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.base import BaseSchema
 from strawberry.types.unset import UnsetType
 
+from payout_gateway.domain.errors import StoreUnavailableError
 from payout_gateway.domain.models import Organization
 from payout_gateway.graphql.compiled import compiled_operations
 from payout_gateway.graphql.context import GatewayContext
@@ -122,7 +123,13 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> GatewayContext:
-        context = await self._build_context(request)
+        try:
+            context = await self._build_context(request)
+        except StoreUnavailableError as outage:
+            if not isinstance(request, Request):
+                raise  # a WebSocket handshake fails as any other failure would end it
+            # The credential could not be looked up: no operation runs, whatever it was.
+            raise HTTPException(503, outage.message) from None
         context.request = request
         context.response = response if isinstance(response, Response) else None
         return context
