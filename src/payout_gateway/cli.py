@@ -18,11 +18,12 @@ import uvicorn
 import uvicorn.config
 from alembic.util import CommandError
 from pydantic import SecretStr, ValidationError
+from sqlalchemy.exc import DBAPIError
 from uvicorn.supervisors import Multiprocess
 
 import payout_gateway.store.migrate as migrations
 from payout_gateway.domain.enums import HolderType, Provider
-from payout_gateway.domain.errors import PayoutGatewayError
+from payout_gateway.domain.errors import PayoutGatewayError, StoreUnavailableError
 from payout_gateway.domain.models import (
     Organization,
     OrganizationProfile,
@@ -271,10 +272,21 @@ def _run(action: Callable[[Tenancy, Store], Awaitable[T]]) -> T:
     try:
         return asyncio.run(run())
     except PayoutGatewayError as exc:
-        click.echo(f"error: {exc.message}", err=True)
+        click.echo(f"error: {exc.message}{_database_failure(exc)}", err=True)
         sys.exit(2)
     except SecretsKeyError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _database_failure(exc: PayoutGatewayError) -> str:
+    """For the operator at the command line, what the database driver said when the store
+    failed (an API answer leaves it out): the driver's own message, without SQLAlchemy's
+    statement and parameters."""
+    cause = exc.__cause__
+    if not isinstance(exc, StoreUnavailableError) or cause is None:
+        return ""
+    said = cause.orig if isinstance(cause, DBAPIError) else cause
+    return f" ({type(said).__name__}: {said})"
 
 
 async def _find_org(store: Store, ref: str) -> Organization:

@@ -13,11 +13,11 @@ from typing import Any
 
 import greenlet
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 
 from payout_gateway.store import Store, database
-from payout_gateway.store.database import StoreSession
+from payout_gateway.store.database import StoreSession, database_unavailable
 from tests.store.test_core_writes import seed
 from tests.support.loop_ticks import loop_ticks
 from tests.support.store_errors import raises_store_unavailable
@@ -193,3 +193,43 @@ async def test_more_open_sessions_than_the_pool_keeps_never_wait_for_a_connectio
             return await session.has_bank_accounts("org_a")
 
     assert await asyncio.gather(*(read_across_an_await() for _ in range(60))) == [False] * 60
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (TimeoutError(), True),  # asyncpg: a statement or connection attempt past its timeout
+        (ConnectionRefusedError(), True),
+        (OperationalError("SELECT 1", {}, Exception("server closed the connection")), True),
+        (sqlite3.OperationalError("database is locked"), True),  # raised by the store itself
+        (ValueError("a bug"), False),
+    ],
+)
+def test_which_failures_are_the_databases(error: BaseException, unavailable: bool) -> None:
+    assert database_unavailable(error) is unavailable
+
+
+async def test_a_statement_sqlite_refuses_is_not_an_outage(tmp_path: Path) -> None:
+    store = Store.from_url(f"sqlite:///{tmp_path}/refused.db")
+    await store.create_schema()
+    try:
+        for write in (True, False):
+            # SQLITE_ERROR (no such table, a syntax error): a bug of ours, not the database's.
+            with pytest.raises(OperationalError, match="no such table"):
+                async with store.session(write=write) as session:
+                    await session._session.execute(text("SELECT * FROM no_such_table"))
+    finally:
+        await store.dispose()
+
+
+async def test_sqlite_failures_with_a_result_code_are_classified_by_it(tmp_path: Path) -> None:
+    connection = sqlite3.connect(tmp_path / "codes.db")
+    with pytest.raises(sqlite3.OperationalError) as refused:
+        connection.execute("SELEC 1")
+    connection.close()
+    assert refused.value.sqlite_errorcode == sqlite3.SQLITE_ERROR
+    assert not database_unavailable(refused.value)
+    busy = sqlite3.OperationalError("database is locked")
+    busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
+    assert database_unavailable(busy)
+    assert database_unavailable(OperationalError("BEGIN", {}, busy))

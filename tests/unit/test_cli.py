@@ -8,6 +8,7 @@ import importlib
 import json
 import logging
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -243,3 +244,37 @@ def test_served_log_lines_carry_the_request_id_of_the_request_they_belong_to() -
         ("inside", "req-42"),
         ("outside", None),
     ]
+
+
+def test_a_database_that_keeps_its_lock_is_named_as_the_cause(env: str) -> None:
+    # Migrated first, then another connection holds the file's write lock for the whole
+    # command: its write waits the store's busy timeout, then fails.
+    assert CliRunner().invoke(main, ["migrate"]).exit_code == 0
+    holder = sqlite3.connect(env.removeprefix("sqlite:///"))
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        result = CliRunner().invoke(
+            main,
+            [
+                "org",
+                "create",
+                "--name",
+                "locked-out",
+                "--provider",
+                "commet",
+                "--country",
+                "US",
+                "--currency",
+                "usd",
+                "--provider-api-key",
+                "ck_live_abcdefgh",
+            ],
+        )
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(
+        "error: The gateway's database did not answer. Nothing was changed; retry. "
+        "(OperationalError: database is locked"
+    ), result.output

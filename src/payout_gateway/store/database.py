@@ -127,7 +127,7 @@ logger = logging.getLogger(__name__)
 # or gone mid-transaction, a statement, connection attempt or pool wait past the database
 # timeout (asyncpg raises the builtin TimeoutError), SQLite's I/O errors, a full disk or its
 # lock held too long. Raised as StoreUnavailableError (retryable); a constraint violation
-# (IntegrityError) is a bug and stays unexpected.
+# (IntegrityError) or a statement the database refuses is a bug and stays unexpected.
 DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     OperationalError,
     InterfaceError,
@@ -137,6 +137,19 @@ DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
     OSError,
 )
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database failed rather than the statement. SQLite raises
+    OperationalError for both: its generic result code (SQLITE_ERROR: a syntax error, no such
+    table) is the statement's; busy, locked, I/O, full and the rest are the database's, and
+    so are the OperationalErrors the store raises itself (no result code)."""
+    if not isinstance(error, DATABASE_UNAVAILABLE):
+        return False
+    driver_error = error.orig if isinstance(error, OperationalError) else error
+    code = getattr(driver_error, "sqlite_errorcode", None)  # an extended code: primary & 0xFF
+    statement_failed = isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_ERROR
+    return not (isinstance(driver_error, sqlite3.Error) and statement_failed)
 
 
 class Store:
@@ -323,7 +336,9 @@ class Store:
                 return
             async with self._sessions() as session, session.begin():
                 yield StoreSession(session, self.secrets)
-        except DATABASE_UNAVAILABLE as error:
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
             # The cause's type only: a driver's message may quote the statement's values.
             logger.warning("the database failed: %s", type(error).__name__)
             raise StoreUnavailableError() from error
