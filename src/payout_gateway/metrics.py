@@ -12,7 +12,8 @@ with the sum over all workers (gauges per worker, labelled with its pid). A work
 (uvicorn restarts it, SIGHUP restarts them all, SIGTTOU stops one) leaves its gauge files
 behind; each scrape drops those of workers no longer running, as prometheus_client's
 ``mark_process_dead`` is meant to be called, since uvicorn offers no hook at a worker's exit.
-Its counters stay in the sums: a count must never go down.
+A pid the system has since given to another process counts as gone too: each process notes
+its start time beside its files. Its counters stay in the sums: a count must never go down.
 """
 
 from __future__ import annotations
@@ -129,17 +130,56 @@ def exposition(accept: str) -> tuple[bytes, str]:
 
 def forget_dead_workers(directory: str) -> None:
     """Remove the live gauges' files of processes no longer running, so that a dead worker's
-    last values (an open circuit, its subscriptions) stop being reported."""
+    last values (an open circuit, its subscriptions) stop being reported: also where its pid
+    now belongs to another process, told by the start time the worker noted
+    (``note_worker_start``)."""
     pids = {
         int(found[1])
         for name in os.listdir(directory)
         if (found := _LIVE_GAUGE_FILE.fullmatch(name))
     }
     for pid in pids:
-        if not _running(pid):
+        if not _running(pid) or _pid_reused(pid, directory):
             # Two workers scraping at once may both remove the same files.
             with contextlib.suppress(FileNotFoundError):
                 mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+            with contextlib.suppress(FileNotFoundError):
+                _start_note(directory, pid).unlink()
+
+
+def note_worker_start(directory: str | None = None) -> None:
+    """Note when this process started, beside its metrics files, so that a scrape can tell
+    it from a later process given the same pid. Where /proc tells no start time, nothing is
+    noted and a running pid counts as this process's."""
+    directory = directory or os.environ.get(MULTIPROCESS_DIRECTORY)
+    started = _start_time(os.getpid())
+    if directory and started is not None:
+        _start_note(directory, os.getpid()).write_text(started)
+
+
+def _pid_reused(pid: int, directory: str) -> bool:
+    """Whether the process now running as ``pid`` started at another time than the worker
+    whose metrics files bear that pid noted."""
+    try:
+        noted = _start_note(directory, pid).read_text()
+    except FileNotFoundError:
+        return False
+    started = _start_time(pid)
+    return started is not None and started != noted
+
+
+def _start_note(directory: str, pid: int) -> Path:
+    return Path(directory, f"started_{pid}.txt")
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start, in clock ticks after boot (/proc's ``starttime``), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name (in parentheses): the state first, the start time 20th.
+    return stat.rpartition(")")[2].split()[19]
 
 
 def _running(pid: int) -> bool:
@@ -160,3 +200,9 @@ def _running(pid: int) -> bool:
         return True  # no /proc here: existing is all that can be told
     # The state is the first field after the command name, which is in parentheses.
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+# As this module loads, before the process writes a metrics file of its own (and again in a
+# forked child, which writes its own files under its own pid).
+note_worker_start()
+os.register_at_fork(after_in_child=note_worker_start)

@@ -50,11 +50,21 @@ def start_worker(*, wait: bool) -> subprocess.Popen[str]:
     return worker
 
 
-@pytest.fixture
-def running_worker(directory: Path) -> Iterator[subprocess.Popen[str]]:
+def waiting_worker() -> Iterator[subprocess.Popen[str]]:
     worker = start_worker(wait=True)
     yield worker
     worker.communicate("\n", timeout=10)
+
+
+@pytest.fixture
+def running_worker(directory: Path) -> Iterator[subprocess.Popen[str]]:
+    yield from waiting_worker()
+
+
+@pytest.fixture
+def other_worker(directory: Path) -> Iterator[subprocess.Popen[str]]:
+    """A second worker, running beside ``running_worker``."""
+    yield from waiting_worker()
 
 
 def samples(name: str) -> list[tuple[dict[str, str], float]]:
@@ -106,11 +116,35 @@ def test_a_dead_worker_not_yet_reaped_is_gone_too(
 
 
 def test_running_workers_are_all_reported(
+    running_worker: subprocess.Popen[str], other_worker: subprocess.Popen[str]
+) -> None:
+    assert circuit_pids() == {str(running_worker.pid), str(other_worker.pid)}
+    assert samples("payout_gateway_subscriptions_active") == [({}, 2.0)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_each_worker_notes_when_it_started(
     directory: Path, running_worker: subprocess.Popen[str]
 ) -> None:
-    other = start_worker(wait=True)
-    try:
-        assert circuit_pids() == {str(running_worker.pid), str(other.pid)}
-        assert samples("payout_gateway_subscriptions_active") == [({}, 2.0)]
-    finally:
-        other.communicate("\n", timeout=10)
+    noted = (directory / f"started_{running_worker.pid}.txt").read_text()
+    stat = Path(f"/proc/{running_worker.pid}/stat").read_text()
+    assert noted == stat.rpartition(")")[2].split()[19]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_gauges_under_a_pid_now_given_to_another_process_go(
+    directory: Path, running_worker: subprocess.Popen[str], other_worker: subprocess.Popen[str]
+) -> None:
+    # As if the files under this pid had been written by an earlier process that had it.
+    (directory / f"started_{other_worker.pid}.txt").write_text("1")
+    assert circuit_pids() == {str(running_worker.pid)}
+    assert samples("payout_gateway_subscriptions_active") == [({}, 1.0)]
+    assert not list(directory.glob(f"gauge_live*_{other_worker.pid}.db"))
+    assert not (directory / f"started_{other_worker.pid}.txt").exists()
+
+
+def test_a_running_worker_that_noted_no_start_is_reported(
+    directory: Path, running_worker: subprocess.Popen[str]
+) -> None:
+    (directory / f"started_{running_worker.pid}.txt").unlink(missing_ok=True)
+    assert circuit_pids() == {str(running_worker.pid)}
