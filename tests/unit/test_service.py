@@ -12,7 +12,9 @@ from payout_gateway.domain.enums import PayoutAccountStatus, Provider
 from payout_gateway.domain.errors import ProviderRejectedError, StoreUnavailableError
 from payout_gateway.domain.models import (
     AddBankAccountRequest,
+    Money,
     OrganizationProfile,
+    PayoutRequest,
     PayoutVerificationRequest,
     ProviderCredentials,
     validated,
@@ -166,7 +168,9 @@ def database_fails_once_the_provider_was_called(
 
 
 @pytest.mark.parametrize("key", [None, "key-1"])
-@pytest.mark.parametrize("operation", ["add_bank_account", "complete_payout_verification"])
+@pytest.mark.parametrize(
+    "operation", ["add_bank_account", "complete_payout_verification", "request_payout"]
+)
 async def test_a_database_failure_after_the_provider_call_leaves_the_outcome_unknown(
     store: Store, monkeypatch: pytest.MonkeyPatch, operation: str, key: str | None
 ) -> None:
@@ -177,6 +181,9 @@ async def test_a_database_failure_after_the_provider_call_leaves_the_outcome_unk
     with pytest.raises(StoreUnavailableError) as raised:
         if operation == "add_bank_account":
             await service.add_bank_account(org, add_request(), idempotency_key=key)
+        elif operation == "request_payout":
+            payout = PayoutRequest(amount=Money(amount_minor=1500, currency="USD"))
+            await service.request_payout(org, payout, idempotency_key=key)
         else:
             request = validated(PayoutVerificationRequest, KYC)
             await service.complete_payout_verification(org, request, idempotency_key=key)
