@@ -89,7 +89,7 @@ def store_unavailable(outcome_unknown: bool) -> dict[str, Any]:
     )
     return {
         "__typename": "StoreUnavailableError",
-        "message": f"The gateway's database did not answer. {advice}",
+        "message": f"The gateway's database is unavailable. {advice}",
         "code": "STORE_UNAVAILABLE",
         "retryable": True,
         "outcomeUnknown": outcome_unknown,
@@ -122,7 +122,7 @@ async def test_requests_end_typed_while_the_database_stalls_and_work_once_it_ans
     answer = post(gateway, LIST)
     assert answer["data"] is None, answer
     [error] = answer["errors"]
-    assert error["message"] == "The gateway's database did not answer. Nothing was changed; retry."
+    assert error["message"] == "The gateway's database is unavailable. Nothing was changed; retry."
     assert error["extensions"]["code"] == "STORE_UNAVAILABLE"
     assert error["extensions"]["retryable"] is True
     assert error["extensions"]["requestId"]
@@ -139,7 +139,7 @@ async def test_requests_end_typed_while_the_database_stalls_and_work_once_it_ans
         timeout=CLIENT_TIMEOUT,
     )
     assert uncached.status_code == 503, uncached.text
-    assert uncached.text == "The gateway's database did not answer. Nothing was changed; retry."
+    assert uncached.text == "The gateway's database is unavailable. Nothing was changed; retry."
 
     proxy.resume()
     assert httpx.get(f"{gateway.url}/readyz", timeout=CLIENT_TIMEOUT).status_code == 200

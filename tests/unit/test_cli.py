@@ -275,6 +275,6 @@ def test_a_database_that_keeps_its_lock_is_named_as_the_cause(env: str) -> None:
         holder.close()
     assert result.exit_code == 2, result.output
     assert result.output.startswith(
-        "error: The gateway's database did not answer. Nothing was changed; retry. "
+        "error: The gateway's database is unavailable. Nothing was changed; retry. "
         "(OperationalError: database is locked"
     ), result.output

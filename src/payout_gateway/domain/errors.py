@@ -126,7 +126,7 @@ class StoreUnavailableError(PayoutGatewayError):
     retryable = True
 
     def __init__(self, *, outcome_unknown: bool = False) -> None:
-        message = "The gateway's database did not answer. "
+        message = "The gateway's database is unavailable. "
         message += (
             "The provider may have applied the request: retry with the same idempotency key."
             if outcome_unknown
