@@ -139,7 +139,7 @@ def forget_dead_workers(directory: str) -> None:
         if (found := _LIVE_GAUGE_FILE.fullmatch(name))
     }
     for pid in pids:
-        if not _running(pid) or _pid_reused(pid, directory):
+        if _gone(pid, directory):
             # Two workers scraping at once may both remove the same files.
             with contextlib.suppress(FileNotFoundError):
                 mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
@@ -152,54 +152,53 @@ def note_worker_start(directory: str | None = None) -> None:
     it from a later process given the same pid. Where /proc tells no start time, nothing is
     noted and a running pid counts as this process's."""
     directory = directory or os.environ.get(MULTIPROCESS_DIRECTORY)
-    started = _start_time(os.getpid())
-    if directory and started is not None:
-        _start_note(directory, os.getpid()).write_text(started)
+    stat = _stat(os.getpid())
+    if directory and stat is not None:
+        _start_note(directory, os.getpid()).write_text(stat[_START_TIME])
 
 
-def _pid_reused(pid: int, directory: str) -> bool:
-    """Whether the process now running as ``pid`` started at another time than the worker
-    whose metrics files bear that pid noted."""
+def _gone(pid: int, directory: str) -> bool:
+    """Whether the worker whose metrics files bear ``pid`` no longer runs: no process has
+    that pid, or it is a zombie (a dead worker its supervisor has not reaped yet), or it
+    started at another time than the worker noted (the pid went to another process). Off
+    POSIX nothing is told: there, ``os.kill`` with signal 0 would end the process instead of
+    asking about it."""
+    if os.name != "posix":
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # another user's: it exists
+    stat = _stat(pid)
+    if stat is None:
+        return False  # no /proc here: existing is all that can be told
+    if stat[_STATE] == "Z":
+        return True
     try:
         noted = _start_note(directory, pid).read_text()
     except FileNotFoundError:
         return False
-    started = _start_time(pid)
-    return started is not None and started != noted
+    return noted != stat[_START_TIME]
 
 
 def _start_note(directory: str, pid: int) -> Path:
     return Path(directory, f"started_{pid}.txt")
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start, in clock ticks after boot (/proc's ``starttime``), or None."""
+# Fields of /proc/<pid>/stat after the command name (which is in parentheses and may hold
+# spaces): the state first, the start time (clock ticks after boot) twentieth.
+_STATE, _START_TIME = 0, 19
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name, or None without /proc."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # Fields after the command name (in parentheses): the state first, the start time 20th.
-    return stat.rpartition(")")[2].split()[19]
-
-
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` runs: it exists and, where /proc tells, is not a zombie (a
-    dead worker its supervisor has not reaped yet). Off POSIX nothing is told: there,
-    ``os.kill`` with signal 0 would end the process instead of asking about it."""
-    if os.name != "posix":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's: it exists
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc here: existing is all that can be told
-    # The state is the first field after the command name, which is in parentheses.
-    return stat.rpartition(")")[2].split()[0] != "Z"
+    return stat.rpartition(")")[2].split()
 
 
 # As this module loads, before the process writes a metrics file of its own (and again in a

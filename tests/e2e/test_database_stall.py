@@ -173,7 +173,8 @@ async def test_an_add_whose_record_failed_after_the_provider_call_is_reconciled_
     answer = (await adding)["data"]["addBankAccount"]
     # Commet has the account; the gateway could not record it, and says so.
     assert answer == store_unavailable(outcome_unknown=True)
-    assert post_count_after_resume(gateway, proxy) == listed
+    proxy.resume()
+    assert len(post(gateway, LIST)["data"]["bankAccounts"]["edges"]) == listed
 
     # Retried with the same key, as told: the gateway reconciles with Commet (its idempotency
     # replays the account) and records it once. Until the failed request's hold lapses, the
@@ -188,9 +189,3 @@ async def test_an_add_whose_record_failed_after_the_provider_call_is_reconciled_
     after = post(gateway, LIST)["data"]["bankAccounts"]["edges"]
     assert len(after) == listed + 1
     assert retried["bankAccount"] in [edge["node"] for edge in after]
-
-
-def post_count_after_resume(gateway: RunningGateway, proxy: StallingProxy) -> int:
-    """How many accounts the gateway lists once the database answers again."""
-    proxy.resume()
-    return len(post(gateway, LIST)["data"]["bankAccounts"]["edges"])
