@@ -99,15 +99,7 @@ def serve(host: str, port: int, workers: int) -> None:
         click.echo("Demo organizations (send 'Authorization: Bearer <key>'):")
         for demo in DEMO_ORGANIZATIONS:
             click.echo(f"  {demo.name:<16} {demo.provider.value:<10} key: {demo.api_key}")
-    server_options: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "log_config": logging_config(settings.log_level),
-        "log_level": settings.log_level.lower(),
-        # uvicorn's access log prints query strings; the app logs requests without them.
-        "access_log": False,
-        "proxy_headers": False,
-    }
+    server_options = uvicorn_options(settings, host, port)
     if workers == 1:
         lean_log_records()
         uvicorn.run(create_app(settings, serving=True), **server_options)
@@ -127,6 +119,23 @@ def serve(host: str, port: int, workers: int) -> None:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
     with worker_metrics_directory(), contextlib.suppress(KeyboardInterrupt):
         Multiprocess(config, sockets=[listener]).run()
+
+
+def uvicorn_options(settings: Settings, host: str, port: int) -> dict[str, Any]:
+    """How ``serve`` configures uvicorn, with one worker or several."""
+    return {
+        "host": host,
+        "port": port,
+        "log_config": logging_config(settings.log_level),
+        "log_level": settings.log_level.lower(),
+        # uvicorn's access log prints query strings; the app logs requests without them.
+        "access_log": False,
+        "proxy_headers": False,
+        # A WebSocket message carries a GraphQL document as a POST body does: the same cap
+        # (uvicorn's own is 16 MiB), so that a subscribe message is refused before it is read
+        # whole, parsed and validated, as a body past the limit gets 413 before the app.
+        "ws_max_size": settings.max_body_bytes,
+    }
 
 
 @contextlib.contextmanager
@@ -173,9 +182,11 @@ def logging_config(level: str) -> dict[str, Any]:
         "()": "pythonjsonlogger.orjson.OrjsonFormatter",
         "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
     }
-    config.setdefault("filters", {})["request_id"] = {
-        "()": "payout_gateway.request_log.RequestIdFilter"
-    }
+    filters = config.setdefault("filters", {})
+    filters["request_id"] = {"()": "payout_gateway.request_log.RequestIdFilter"}
+    filters["handshake_query"] = {"()": "payout_gateway.request_log.HandshakeQueryFilter"}
+    # uvicorn's own lines (start-up, errors, WebSocket handshakes) go through "default".
+    config["handlers"]["default"].setdefault("filters", []).append("handshake_query")
     config["handlers"]["gateway"] = {
         "class": "logging.StreamHandler",
         "formatter": "json",

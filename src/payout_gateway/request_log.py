@@ -104,6 +104,26 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class HandshakeQueryFilter(logging.Filter):
+    """Cuts the query string from uvicorn's WebSocket handshake lines (``"WebSocket
+    /graphql?..." [accepted]``, ``403`` and the like), which print the path with it whatever
+    the access-log setting. The gateway reads nothing from a WebSocket's query string, but a
+    client may still put a credential or an account number there, and no log line may carry
+    one (the access log leaves query strings out for the same reason)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            isinstance(record.msg, str)
+            and record.msg.startswith('%s - "WebSocket %s"')
+            and isinstance(record.args, tuple)
+            and len(record.args) >= 2
+            and isinstance(record.args[1], str)
+        ):
+            path, _, _ = record.args[1].partition("?")
+            record.args = (record.args[0], path, *record.args[2:])
+        return True
+
+
 def report_provider_call(logger: logging.Logger, call: ProviderCall) -> None:
     """Onto the access line of the request making the call, or a record of its own on
     ``logger`` when no request is collecting."""

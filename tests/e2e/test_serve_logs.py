@@ -1,19 +1,24 @@
 """``payout-gateway serve`` logs: the gateway's own records reach stderr as JSON lines (access log,
 with each request's provider calls on its line) at the configured level, without query strings,
-account numbers or KYC data."""
+account numbers or KYC data; and its WebSocket messages are capped as request bodies are."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from tests.realtime.support import kyc
 from tests.support.live_server import free_port
@@ -25,12 +30,45 @@ VERIFY = """mutation($input: CompletePayoutVerificationInput!) {
 ADD = """mutation($input: AddBankAccountInput!) {
   addBankAccount(input: $input) {
     __typename ... on AddBankAccountSuccess { bankAccount { last4 } } } }"""
+PROTOCOL = Subprotocol("graphql-transport-ws")
+# The default PAYOUT_GATEWAY_MAX_BODY_BYTES.
+MAX_BODY_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Served:
+    log: str
+    # How the server closed a WebSocket after a message larger than a request body may be
+    # (None: it did not close it).
+    oversized_message_close: tuple[int, str] | None
+
+
+async def send_oversized_message(url: str) -> tuple[int, str] | None:
+    """A WebSocket (its handshake URL with a query string) acknowledged, then sent a
+    subscribe message past the body limit; the close code and reason it gets, None if the
+    socket stays open."""
+    ws_url = url.replace("http://", "ws://") + "/graphql?trace=ws-query-string-secret"
+    async with connect(ws_url, subprotocols=[PROTOCOL]) as socket:
+        init = {"type": "connection_init", "payload": {"Authorization": "Bearer pgw_demo_commet"}}
+        await socket.send(json.dumps(init))
+        assert json.loads(await socket.recv()) == {"type": "connection_ack"}
+        query = "subscription { payoutStatusChanged { toStatus } }" + " " * MAX_BODY_BYTES
+        await socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+        try:
+            # Bounded: a server that read the message would answer nothing to this subscription.
+            answer = await asyncio.wait_for(socket.recv(), timeout=10)
+        except ConnectionClosed as closed:
+            return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else None
+        except TimeoutError:
+            return None
+    raise AssertionError(f"answered instead of closing: {answer!r}")
 
 
 @pytest.fixture(scope="module")
-def served_log(tmp_path_factory: pytest.TempPathFactory) -> str:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
     """What ``serve`` (sandbox mode, default log level) wrote while it verified the demo Commet
-    organization and added a bank account, one request with a query string."""
+    organization and added a bank account, one request with a query string, and served a
+    WebSocket (a query string on its handshake) a message past the body limit."""
     workdir = tmp_path_factory.mktemp("serve-logs")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUT_GATEWAY_")}
@@ -77,10 +115,16 @@ def served_log(tmp_path_factory: pytest.TempPathFactory) -> str:
             )
             assert added.status_code == 200, added.text
             assert added.json()["data"]["addBankAccount"]["__typename"] == "AddBankAccountSuccess"
+            oversized_message_close = asyncio.run(send_oversized_message(url))
         finally:
             process.terminate()
             process.wait(timeout=15)
-    return stderr_path.read_text()
+    return Served(stderr_path.read_text(), oversized_message_close)
+
+
+@pytest.fixture(scope="module")
+def served_log(served: Served) -> str:
+    return served.log
 
 
 def records(log: str) -> list[dict[str, Any]]:
@@ -99,6 +143,16 @@ def test_requests_are_logged_without_their_query_strings(served_log: str) -> Non
     assert [(r["method"], r["status"]) for r in graphql] == [("POST", 200), ("POST", 200)]
     assert all(r["duration_ms"] > 0 for r in graphql)
     assert "query-string-secret" not in served_log
+    # uvicorn's own line for the WebSocket's handshake is kept, without its query string.
+    assert '"WebSocket /graphql" [accepted]' in served_log, served_log[-3000:]
+
+
+def test_a_websocket_message_is_capped_as_a_request_body_is(served: Served) -> None:
+    """A subscribe message past PAYOUT_GATEWAY_MAX_BODY_BYTES closes the socket with 1009
+    (Message Too Big) before the app reads it, as such a POST body gets 413."""
+    assert served.oversized_message_close is not None, "the socket stayed open"
+    code, reason = served.oversized_message_close
+    assert code == 1009, reason
 
 
 def test_provider_calls_ride_on_the_access_line_of_their_request(served_log: str) -> None:

@@ -1,4 +1,5 @@
-"""request_log: provider calls ride on their request's access line, and none is lost."""
+"""request_log: provider calls ride on their request's access line, and none is lost; uvicorn's
+WebSocket handshake lines lose their query strings."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import pytest
 
 from payout_gateway.request_log import (
+    HandshakeQueryFilter,
     RequestIdFilter,
     collecting_provider_calls,
     report_provider_call,
@@ -116,3 +118,28 @@ async def test_records_logged_while_serving_a_request_carry_its_id() -> None:
     finally:
         log.removeHandler(handler)
     assert [getattr(r, "request_id", None) for r in records] == ["req-1", "req-1", None]
+
+
+@pytest.mark.parametrize(
+    ("message", "args"),
+    [
+        ('%s - "WebSocket %s" [accepted]', ("127.0.0.1:5000", "/graphql?token=pgw_secret")),
+        ('%s - "WebSocket %s" 403', ("127.0.0.1:5000", "/graphql?account=000123456789")),
+        ('%s - "WebSocket %s" %d', ("127.0.0.1:5000", "/graphql?a=1&b=2", 500)),
+    ],
+)
+def test_uvicorns_websocket_handshake_lines_lose_their_query_string(
+    message: str, args: tuple[object, ...]
+) -> None:
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, message, args, None)
+    assert HandshakeQueryFilter().filter(record)
+    assert "?" not in record.getMessage()
+    assert record.getMessage().startswith('127.0.0.1:5000 - "WebSocket /graphql"')
+    assert record.args == (args[0], "/graphql", *args[2:])
+
+
+def test_other_records_pass_the_handshake_filter_untouched() -> None:
+    args = ("/graphql?kept=1",)
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, "path %s", args, None)
+    assert HandshakeQueryFilter().filter(record)
+    assert record.args == args
