@@ -272,10 +272,13 @@ def create_app(
     paging = PagingLimits(settings.default_page_size, settings.max_page_size)
 
     async def context(connection: HTTPConnection) -> GatewayContext:
-        # An HTTP request, or a WebSocket once per connection: there the header is optional
-        # and ``on_ws_connect`` decides the organization from the connection_init payload.
+        # An HTTP request, authenticated here; or a WebSocket, once per connection: there
+        # ``on_ws_connect`` decides the organization at connection_init (from its payload, or
+        # else this header), where a database outage can still be answered with a close code.
         gateway: Gateway = connection.app.state.gateway
-        authorization = connection.headers.get("authorization")
+        authorization = (
+            connection.headers.get("authorization") if connection.scope["type"] == "http" else None
+        )
         return GatewayContext(
             service=gateway.service,
             organization=await authenticate(connection, authorization) if authorization else None,

@@ -3,6 +3,7 @@ authentication of WebSocket connections at ``connection_init``."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -18,6 +19,10 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.base import BaseSchema
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
 from strawberry.types.unset import UnsetType
 
 from payout_gateway.domain.errors import StoreUnavailableError
@@ -28,14 +33,23 @@ from payout_gateway.json_text import json_text
 
 # (the connection, the value of an Authorization header) -> its organization, or None.
 Authenticator = Callable[[HTTPConnection, str], Awaitable[Organization | None]]
-# A request, or a WebSocket once per connection -> the context its operations run with.
+# A request, or a WebSocket once per connection -> the context its operations run with. It
+# authenticates a request; a WebSocket's credential is left to ``on_ws_connect``.
 ContextBuilder = Callable[[HTTPConnection], Awaitable[GatewayContext]]
+
+logger = logging.getLogger(__name__)
 
 # A bare connection_ack (no payload): UnsetType is a singleton, typed unlike strawberry's UNSET.
 ACK = UnsetType()
 REJECTED = (
     "Authentication required: send {'Authorization': 'Bearer <API key or JWT>'} in connection_init."
 )
+# RFC 6455's "Try Again Later": the server cannot serve the connection now, a later one may be.
+# graphql-ws clients reconnect after it (they give up after other 1xxx codes but a few), and it
+# cannot be mistaken for graphql-transport-ws's 4403 Forbidden, which a bad credential gets.
+TRY_AGAIN_LATER = 1013
+# A close frame's reason is at most 123 bytes (RFC 6455); this says what happened and what to do.
+STORE_UNAVAILABLE_REASON = "The gateway's database is unavailable; retry the connection later."
 
 
 def bearer_credential(authorization: str) -> str | None:
@@ -45,10 +59,35 @@ def bearer_credential(authorization: str) -> str | None:
     return credential if scheme.lower() == "bearer" and credential else None
 
 
+class GatewayTransportWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
+    """Strawberry's graphql-transport-ws handler, except that a connection whose credential
+    could not be looked up, as the database is unavailable, is closed with 1013 (Try Again
+    Later). Strawberry's own turns only a ConnectionRejectionError into a close, with 4403
+    (Forbidden), the answer to a bad credential; any other error escapes the handler, and the
+    server drops the connection without a close frame (an abnormal closure, 1006, to the
+    client) and logs a traceback."""
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except StoreUnavailableError as outage:
+            # A WebSocket has no access line: this is the record that a client was turned
+            # away. The cause's type only, as the store logs it; nothing of the credential.
+            cause = outage.__cause__ or outage
+            logger.warning(
+                "WebSocket connection closed with %d: the database failed: %s",
+                TRY_AGAIN_LATER,
+                type(cause).__name__,
+            )
+            await self.websocket.close(code=TRY_AGAIN_LATER, reason=STORE_UNAVAILABLE_REASON)
+
+
 class GatewayGraphQL(GraphQL[GatewayContext, None]):
     """Mounted as a plain route, not through FastAPI's router: FastAPI would resolve the
     context as a dependency and wrap the handler on every request, which profiling showed as
     a measurable share of a small mutation's CPU, for nothing this endpoint uses."""
+
+    graphql_transport_ws_handler_class = GatewayTransportWSHandler
 
     def __init__(
         self,
@@ -126,9 +165,8 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         try:
             context = await self._build_context(request)
         except StoreUnavailableError as outage:
-            if not isinstance(request, Request):
-                raise  # a WebSocket handshake fails as any other failure would end it
-            # The credential could not be looked up: no operation runs, whatever it was.
+            # The request's credential could not be looked up: no operation runs, whatever it
+            # was. (A WebSocket's is looked up at connection_init, see ``on_ws_connect``.)
             raise HTTPException(503, outage.message) from None
         context.request = request
         context.response = response if isinstance(response, Response) else None
@@ -167,18 +205,17 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
 
         Browsers cannot set headers on a WebSocket handshake, so the credential travels in the
         payload (``Authorization`` or ``authorization``; GraphiQL sends its Headers tab there).
-        A payload without one keeps what a handshake ``Authorization`` header authenticated
+        A payload without one falls back on the handshake's ``Authorization`` header
         (server-side clients); with neither, or with a bad one, the socket is closed with 4403.
+        Both are looked up here rather than at the handshake, so that a database outage can be
+        answered in the protocol: the StoreUnavailableError raised then closes the socket with
+        1013 (``GatewayTransportWSHandler``).
         """
         params = context.connection_params if isinstance(context.connection_params, dict) else {}
         authorization = params.get("Authorization", params.get("authorization"))
         connection = context.request
-        if authorization is None and context.organization is not None:
-            authorization = (
-                connection.headers.get("authorization")
-                if isinstance(connection, HTTPConnection)
-                else None
-            )
+        if authorization is None and isinstance(connection, HTTPConnection):
+            authorization = connection.headers.get("authorization")
         organization = None
         if (
             isinstance(authorization, str)
