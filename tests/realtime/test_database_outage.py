@@ -1,12 +1,17 @@
 """WebSocket clients while the gateway's database is unavailable: a connection whose credential
-cannot be looked up is closed with 1013 (Try Again Later), never 4403 (Forbidden)."""
+cannot be looked up is closed with 1013 (Try Again Later), never 4403 (Forbidden), and a running
+subscription that meets the outage ends with a typed, retryable STORE_UNAVAILABLE error instead
+of an UNAUTHENTICATED one."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -15,6 +20,7 @@ from websockets.frames import Close
 
 from payout_gateway.domain.enums import Provider
 from payout_gateway.domain.errors import StoreUnavailableError
+from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
 from payout_gateway.store.database import StoreSession
 from tests.realtime.support import WAIT, eventually, ws_url
 from tests.support.fakes import FakeProvider
@@ -26,12 +32,15 @@ PROTOCOL = "graphql-transport-ws"
 ORGS = tuple(
     SeededOrg(name, Provider.COMMET, f"ck_live_outage{number:07d}")
     for number, name in enumerate(
-        ("outage-header", "outage-payload", "outage-logged"),
+        ("outage-header", "outage-payload", "outage-logged", "outage-reauth", "outage-read"),
         start=1,
     )
 )
 TRY_AGAIN_LATER = 1013
 FORBIDDEN = 4403
+PAYOUT_CHANGES = "subscription { payoutStatusChanged { payoutId toStatus } }"
+PAYOUT_ACCOUNT_CHANGES = "subscription { payoutAccountStatusChanged { toStatus } }"
+BANK_ACCOUNT_CHANGES = "subscription { bankAccountStatusChanged { toStatus } }"
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +183,137 @@ async def test_the_refused_connection_is_logged_with_the_cause_type_only(
 
 def _closing_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if "1013" in r.getMessage()]
+
+
+# A status each kind of object can move to.
+TO_STATUS = {
+    ObjectType.PAYOUT: "PAID",
+    ObjectType.PAYOUT_ACCOUNT: "VERIFIED",
+    ObjectType.BANK_ACCOUNT: "ACTIVE",
+}
+
+
+class ServerLoop:
+    """Publishes status changes as the gateway's pipeline does, on the gateway's own event
+    loop (the live server runs in a thread of its own), to the organization whose
+    subscription was seen starting there last."""
+
+    def __init__(self, gw: RunningGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._broker = gw.state.broker
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._organization_id: str | None = None
+        subscribe = self._broker.subscribe
+
+        def seen_subscribing(
+            organization_id: str,
+        ) -> AbstractAsyncContextManager[asyncio.Queue[StatusChanged]]:
+            self._loop = asyncio.get_running_loop()
+            self._organization_id = organization_id
+            return subscribe(organization_id)
+
+        monkeypatch.setattr(self._broker, "subscribe", seen_subscribing)
+
+    def subscribers(self) -> int:
+        return int(self._broker._local.subscriber_count)  # type: ignore[attr-defined]
+
+    async def publish(self, object_type: ObjectType) -> None:
+        assert self._loop is not None and self._organization_id is not None
+        change = StatusChanged(
+            organization_id=self._organization_id,
+            object_type=object_type,
+            object_id="obj_outage",
+            from_status=None,
+            to_status=TO_STATUS[object_type],
+            provider_status=TO_STATUS[object_type].lower(),
+            source=ChangeSource.WEBHOOK,
+            at=datetime.now(UTC),
+        )
+        # Scheduled on the server's loop: by then the subscription that was seen starting has
+        # registered its queue (both happen in one step of that loop).
+        published = asyncio.run_coroutine_threadsafe(self._broker.publish(change), self._loop)
+        await asyncio.wrap_future(published)
+
+
+async def acknowledged(ws: ClientConnection, credential: str) -> None:
+    init = {"type": "connection_init", "payload": {"Authorization": credential}}
+    await ws.send(json.dumps(init))
+    assert await received(ws) == {"type": "connection_ack"}
+
+
+async def subscribe(ws: ClientConnection, operation_id: str, query: str) -> None:
+    message = {"type": "subscribe", "id": operation_id, "payload": {"query": query}}
+    await ws.send(json.dumps(message))
+
+
+async def received(ws: ClientConnection) -> Any:
+    # A bound on the wait, should the server never answer: not a timing claim.
+    async with asyncio.timeout(WAIT):
+        return json.loads(await ws.recv(decode=True))
+
+
+def assert_ended_by_the_outage(answer: Any, operation_id: str) -> None:
+    assert answer["id"] == operation_id and answer["type"] == "next", answer
+    assert answer["payload"]["data"] is None
+    [error] = answer["payload"]["errors"]
+    # Not the revoked key's UNAUTHENTICATED: the credential was not found wanting.
+    assert error["extensions"] == {"code": "STORE_UNAVAILABLE", "retryable": True}
+    assert error["message"] == (
+        "The gateway's database is unavailable: this subscription has ended; subscribe again."
+    )
+
+
+async def test_a_subscription_whose_key_cannot_be_checked_again_ends_with_a_retryable_error(
+    gw: RunningGateway, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = ServerLoop(gw, monkeypatch)
+    async with connected(gw) as ws:
+        await acknowledged(ws, bearer(gw, "outage-reauth"))
+        await subscribe(ws, "1", PAYOUT_CHANGES)
+        await eventually(lambda: server.subscribers() == 1, message="subscription live")
+        # The key was looked up at connection_init and would be answered from the cache for
+        # 5 s (tenancy.py); without it, the check before the event asks the database. A
+        # payout's event reads nothing more from the store: only that check meets the outage.
+        monkeypatch.setattr(gw.state.tenancy, "_cache", None)
+        database.available = False
+        await server.publish(ObjectType.PAYOUT)
+        assert_ended_by_the_outage(await received(ws), "1")
+        assert await received(ws) == {"id": "1", "type": "complete"}
+
+        # The connection stays open: subscribed again once the database answers, the next
+        # change arrives.
+        database.available = True
+        await eventually(lambda: server.subscribers() == 0, message="subscription released")
+        await subscribe(ws, "2", PAYOUT_CHANGES)
+        await eventually(lambda: server.subscribers() == 1, message="subscribed again")
+        await server.publish(ObjectType.PAYOUT)
+        event = await received(ws)
+        assert event["id"] == "2" and event["type"] == "next", event
+        assert event["payload"]["data"]["payoutStatusChanged"]["toStatus"] == "PAID"
+
+
+@pytest.mark.parametrize(
+    ("query", "object_type"),
+    [
+        pytest.param(PAYOUT_ACCOUNT_CHANGES, ObjectType.PAYOUT_ACCOUNT, id="payout account"),
+        pytest.param(BANK_ACCOUNT_CHANGES, ObjectType.BANK_ACCOUNT, id="bank account"),
+    ],
+)
+async def test_a_subscription_whose_event_cannot_be_read_ends_with_the_same_retryable_error(
+    gw: RunningGateway,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    query: str,
+    object_type: ObjectType,
+) -> None:
+    server = ServerLoop(gw, monkeypatch)
+    async with connected(gw) as ws:
+        await acknowledged(ws, bearer(gw, "outage-read"))
+        await subscribe(ws, "1", query)
+        await eventually(lambda: server.subscribers() == 1, message="subscription live")
+        # The key, looked up at connection_init, is most likely still cached: then the first
+        # to meet the outage is the event's read of the object it shows (else the check of
+        # the key, which answers the same).
+        database.available = False
+        await server.publish(object_type)
+        assert_ended_by_the_outage(await received(ws), "1")
+        assert await received(ws) == {"id": "1", "type": "complete"}

@@ -78,7 +78,8 @@ class GatewayContext(BaseContext):
     async def still_authorized(self) -> bool:
         """Whether the connection's credential still names its organization: a key revoked
         while a WebSocket is open stops what the socket receives (within the authentication
-        cache's few seconds, as for every request)."""
+        cache's few seconds, as for every request). Raises StoreUnavailableError when the
+        database cannot tell."""
         if self.reauthenticate is None:
             return self.organization is not None
         current = await self.reauthenticate()

@@ -171,9 +171,7 @@ def _clean(error: GraphQLError, redacted_message: str) -> GraphQLError:
         extensions = {"requestId": request_id} if request_id is not None else None
     elif isinstance(outage := error.original_error, StoreUnavailableError):
         # A query's answer to a database outage (a mutation's is its StoreUnavailableError).
-        extensions = {"code": outage.code, "retryable": True}
-        if request_id is not None:
-            extensions["requestId"] = request_id
+        extensions = store_unavailable_extensions(outage)
     return GraphQLError(
         message=message,
         nodes=error.nodes,
@@ -183,6 +181,16 @@ def _clean(error: GraphQLError, redacted_message: str) -> GraphQLError:
         original_error=None,
         extensions=extensions,
     )
+
+
+def store_unavailable_extensions(outage: StoreUnavailableError) -> dict[str, Any]:
+    """The extensions of an error that answers a database outage: its code, that a retry may
+    succeed, and the request's id where there is one (a WebSocket's operations have none)."""
+    extensions: dict[str, Any] = {"code": outage.code, "retryable": True}
+    request_id = current_request_id()
+    if request_id is not None:
+        extensions["requestId"] = request_id
+    return extensions
 
 
 def log_errors(errors: list[GraphQLError], execution_context: ExecutionContext | None) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import strawberry
@@ -12,9 +13,10 @@ from strawberry.types import Info
 from strawberry.types.enum import has_enum_definition
 
 from payout_gateway.domain.enums import BankAccountStatus, PayoutAccountStatus
+from payout_gateway.domain.errors import StoreUnavailableError
 from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
 from payout_gateway.graphql.context import GatewayContext
-from payout_gateway.graphql.safety import IsAuthenticated
+from payout_gateway.graphql.safety import IsAuthenticated, store_unavailable_extensions
 from payout_gateway.graphql.types import BankAccount, PayoutAccount
 from payout_gateway.metrics import SUBSCRIPTIONS
 
@@ -65,6 +67,32 @@ class PayoutStatusChange:
     at: datetime
 
 
+ENDED_BY_OUTAGE = (
+    "The gateway's database is unavailable: this subscription has ended; subscribe again."
+)
+
+
+@contextmanager
+def _outage_ends_the_subscription() -> Iterator[None]:
+    """A database outage met while a subscription runs, in the check of the connection's
+    credential before an event or in the read of what the event shows, ends the subscription
+    with a typed error: STORE_UNAVAILABLE and retryable, where a revoked key's is
+    UNAUTHENTICATED, since nothing was found wrong with the credential.
+
+    An error for this operation, not the close with 1013 that a connection_init meeting the
+    outage gets: the connection's other operations may still be served (a credential checked
+    moments ago is answered from the authentication cache, a payout's event reads nothing),
+    and an operation has no say over the socket its handler is still sending on. The client
+    subscribes again when the database answers; changes published meanwhile are not replayed,
+    as after any reconnection, and the objects' ``statusChangedAt`` tell what moved."""
+    try:
+        yield
+    except StoreUnavailableError as outage:
+        raise GraphQLError(
+            ENDED_BY_OUTAGE, extensions=store_unavailable_extensions(outage)
+        ) from outage
+
+
 async def _changes(info: Ctx, object_type: ObjectType) -> AsyncGenerator[StatusChanged, None]:
     """The organization's changes of one object type, from now until the client unsubscribes."""
     broker = info.context.broker
@@ -101,20 +129,23 @@ class Subscription:
         self, info: Ctx
     ) -> AsyncGenerator[BankAccountStatusChange, None]:
         service, org = info.context.service, info.context.org
-        async for change in _changes(info, ObjectType.BANK_ACCOUNT):
-            # Straight from the store, not the connection's loader: a connection lives for
-            # hours and each event needs the account as it is now.
-            (account,) = await service.bank_accounts_by_ids(org, [change.object_id])
-            if account is None:
-                continue
-            yield BankAccountStatusChange(
-                bank_account=BankAccount.from_domain(account),
-                from_status=BankAccountStatus(change.from_status) if change.from_status else None,
-                to_status=BankAccountStatus(change.to_status),
-                provider_status=change.provider_status,
-                source=change.source,
-                at=change.at,
-            )
+        with _outage_ends_the_subscription():
+            async for change in _changes(info, ObjectType.BANK_ACCOUNT):
+                # Straight from the store, not the connection's loader: a connection lives for
+                # hours and each event needs the account as it is now.
+                (account,) = await service.bank_accounts_by_ids(org, [change.object_id])
+                if account is None:
+                    continue
+                yield BankAccountStatusChange(
+                    bank_account=BankAccount.from_domain(account),
+                    from_status=(
+                        BankAccountStatus(change.from_status) if change.from_status else None
+                    ),
+                    to_status=BankAccountStatus(change.to_status),
+                    provider_status=change.provider_status,
+                    source=change.source,
+                    at=change.at,
+                )
 
     @strawberry.subscription(
         permission_classes=[IsAuthenticated],
@@ -124,30 +155,34 @@ class Subscription:
         self, info: Ctx
     ) -> AsyncGenerator[PayoutAccountStatusChange, None]:
         service, org = info.context.service, info.context.org
-        async for change in _changes(info, ObjectType.PAYOUT_ACCOUNT):
-            record = await service.payout_account(org)
-            if record is None:
-                continue
-            yield PayoutAccountStatusChange(
-                payout_account=PayoutAccount.from_domain(record),
-                from_status=PayoutAccountStatus(change.from_status) if change.from_status else None,
-                to_status=PayoutAccountStatus(change.to_status),
-                provider_status=change.provider_status,
-                source=change.source,
-                at=change.at,
-            )
+        with _outage_ends_the_subscription():
+            async for change in _changes(info, ObjectType.PAYOUT_ACCOUNT):
+                record = await service.payout_account(org)
+                if record is None:
+                    continue
+                yield PayoutAccountStatusChange(
+                    payout_account=PayoutAccount.from_domain(record),
+                    from_status=(
+                        PayoutAccountStatus(change.from_status) if change.from_status else None
+                    ),
+                    to_status=PayoutAccountStatus(change.to_status),
+                    provider_status=change.provider_status,
+                    source=change.source,
+                    at=change.at,
+                )
 
     @strawberry.subscription(
         permission_classes=[IsAuthenticated],
         description="Status changes of the organization's payouts.",
     )
     async def payout_status_changed(self, info: Ctx) -> AsyncGenerator[PayoutStatusChange, None]:
-        async for change in _changes(info, ObjectType.PAYOUT):
-            yield PayoutStatusChange(
-                payout_id=strawberry.ID(relay.to_base64("Payout", change.object_id)),
-                from_status=change.from_status,
-                to_status=change.to_status,
-                provider_status=change.provider_status,
-                source=change.source,
-                at=change.at,
-            )
+        with _outage_ends_the_subscription():
+            async for change in _changes(info, ObjectType.PAYOUT):
+                yield PayoutStatusChange(
+                    payout_id=strawberry.ID(relay.to_base64("Payout", change.object_id)),
+                    from_status=change.from_status,
+                    to_status=change.to_status,
+                    provider_status=change.provider_status,
+                    source=change.source,
+                    at=change.at,
+                )
