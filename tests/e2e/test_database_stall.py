@@ -1,22 +1,27 @@
 """The gateway on PostgreSQL while the server stops answering without closing anything (a
 partition, a frozen host): requests end within the database timeout with a typed, retryable
-answer, readiness says unavailable, a keyed add creates nothing at the provider, an add whose
-provider call was under way is reported as of unknown outcome and is reconciled by its retry,
-and all works again once the server answers."""
+answer (a WebSocket's connection_init: a close with 1013), readiness says unavailable, a keyed
+add creates nothing at the provider, an add whose provider call was under way is reported as
+of unknown outcome and is reconciled by its retry, and all works again once the server
+answers."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close
 
 from payout_gateway.domain.enums import Provider
 from payout_gateway.sandbox.commet import create_commet_sandbox
-from tests.realtime.support import verify
+from tests.realtime.support import verify, ws_url
 from tests.support.gateway import RunningGateway, SeededOrg, running_gateway
 from tests.support.live_server import live_server
 from tests.support.postgres import fresh_database, through_stalling_proxy
@@ -96,6 +101,23 @@ def store_unavailable(outcome_unknown: bool) -> dict[str, Any]:
     }
 
 
+async def connection_init_answer(gateway: RunningGateway, org: SeededOrg) -> Close:
+    """How the gateway closes a graphql-transport-ws connection authenticating as ``org``."""
+    async with connect(
+        ws_url(gateway.graphql_url),
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+        open_timeout=CLIENT_TIMEOUT,
+        close_timeout=CLIENT_TIMEOUT,
+    ) as ws:
+        init = {"type": "connection_init", "payload": gateway.headers(org.name)}
+        await ws.send(json.dumps(init))
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(CLIENT_TIMEOUT):
+                await ws.recv()
+    assert closed.value.rcvd is not None, "the connection ended without a close frame"
+    return closed.value.rcvd
+
+
 def bank_account_creates(commet_url: str) -> int:
     counts = httpx.get(f"{commet_url}/_sandbox/requests").json()["data"]["counts"]
     return int(counts.get("POST /payouts/bank-accounts", 0))
@@ -140,6 +162,12 @@ async def test_requests_end_typed_while_the_database_stalls_and_work_once_it_ans
     )
     assert uncached.status_code == 503, uncached.text
     assert uncached.text == "The gateway's database is unavailable. Nothing was changed; retry."
+    # The same credential at a WebSocket's connection_init: closed with "Try Again Later".
+    closed = await connection_init_answer(gateway, UNCACHED)
+    assert (closed.code, closed.reason) == (
+        1013,
+        "The gateway's database is unavailable; retry the connection later.",
+    )
 
     proxy.resume()
     assert httpx.get(f"{gateway.url}/readyz", timeout=CLIENT_TIMEOUT).status_code == 200
