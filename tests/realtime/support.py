@@ -1,18 +1,29 @@
-"""Helpers for the realtime tests: a graphql-transport-ws subscriber (gql), onboarding calls."""
+"""Helpers for the realtime tests: a graphql-transport-ws subscriber (gql), onboarding calls,
+and the raw protocol spoken over a socket to a running gateway whose database can be failed."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from gql import Client, GraphQLRequest
 from gql.transport.httpx import HTTPXAsyncTransport
 from gql.transport.websockets import WebsocketsTransport
+from websockets.asyncio.client import ClientConnection, connect
+
+from payout_gateway.domain.errors import StoreUnavailableError
+from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
+from payout_gateway.store.database import StoreSession
+from tests.support.gateway import RunningGateway
 
 WAIT = 10.0
+PROTOCOL = "graphql-transport-ws"
 
 PAYOUT_ACCOUNT_CHANGES = """
 subscription {
@@ -163,3 +174,117 @@ async def eventually(condition: Any, timeout: float = WAIT, message: str = "cond
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"{message} not met within {timeout}s")
         await asyncio.sleep(0.01)
+
+
+# --- the graphql-transport-ws protocol over a raw socket --------------------------------------
+
+
+@asynccontextmanager
+async def connected(
+    gw: RunningGateway, headers: dict[str, str] | None = None
+) -> AsyncIterator[ClientConnection]:
+    async with connect(
+        ws_url(gw.graphql_url),
+        subprotocols=[PROTOCOL],  # type: ignore[list-item]
+        additional_headers=headers,
+        open_timeout=WAIT,
+        close_timeout=WAIT,
+    ) as ws:
+        yield ws
+
+
+def bearer(gw: RunningGateway, org: str) -> str:
+    return f"Bearer {gw.keys[org]}"
+
+
+# A status each kind of object can move to.
+TO_STATUS = {
+    ObjectType.PAYOUT: "PAID",
+    ObjectType.PAYOUT_ACCOUNT: "VERIFIED",
+    ObjectType.BANK_ACCOUNT: "ACTIVE",
+}
+
+
+class ServerLoop:
+    """Publishes status changes as the gateway's pipeline does, on the gateway's own event
+    loop (the live server runs in a thread of its own), to the organization whose
+    subscription was seen starting there last."""
+
+    def __init__(self, gw: RunningGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._broker = gw.state.broker
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._organization_id: str | None = None
+        subscribe = self._broker.subscribe
+
+        def seen_subscribing(
+            organization_id: str,
+        ) -> AbstractAsyncContextManager[asyncio.Queue[StatusChanged]]:
+            self._loop = asyncio.get_running_loop()
+            self._organization_id = organization_id
+            return subscribe(organization_id)
+
+        monkeypatch.setattr(self._broker, "subscribe", seen_subscribing)
+
+    def subscribers(self) -> int:
+        return int(self._broker._local.subscriber_count)  # type: ignore[attr-defined]
+
+    async def publish(self, object_type: ObjectType) -> None:
+        assert self._loop is not None and self._organization_id is not None
+        change = StatusChanged(
+            organization_id=self._organization_id,
+            object_type=object_type,
+            object_id="obj_outage",
+            from_status=None,
+            to_status=TO_STATUS[object_type],
+            provider_status=TO_STATUS[object_type].lower(),
+            source=ChangeSource.WEBHOOK,
+            at=datetime.now(UTC),
+        )
+        # Scheduled on the server's loop: by then the subscription that was seen starting has
+        # registered its queue (both happen in one step of that loop).
+        published = asyncio.run_coroutine_threadsafe(self._broker.publish(change), self._loop)
+        await asyncio.wrap_future(published)
+
+
+async def acknowledged(ws: ClientConnection, credential: str) -> None:
+    init = {"type": "connection_init", "payload": {"Authorization": credential}}
+    await ws.send(json.dumps(init))
+    assert await received(ws) == {"type": "connection_ack"}
+
+
+async def subscribe(
+    ws: ClientConnection,
+    operation_id: str,
+    query: str,
+    variables: dict[str, Any] | None = None,
+) -> None:
+    payload: dict[str, Any] = {"query": query}
+    if variables is not None:
+        payload["variables"] = variables
+    await ws.send(json.dumps({"type": "subscribe", "id": operation_id, "payload": payload}))
+
+
+async def received(ws: ClientConnection) -> Any:
+    # A bound on the wait, should the server never answer: not a timing claim.
+    async with asyncio.timeout(WAIT):
+        return json.loads(await ws.recv(decode=True))
+
+
+class Database:
+    """The gateway's store, made to fail as it does when its database is unavailable: while
+    ``available`` is False, every session raises the store's outage error (caused, as the
+    store's is, by the driver's failure)."""
+
+    def __init__(self, gw: RunningGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.available = True
+        store = gw.state.store
+        working = store.session
+
+        @asynccontextmanager
+        async def session(*, write: bool = True) -> AsyncIterator[StoreSession]:
+            if not self.available:
+                raise StoreUnavailableError() from OSError("the database is gone")
+            async with working(write=write) as opened:
+                yield opened
+
+        monkeypatch.setattr(store, "session", session)

@@ -5,28 +5,30 @@ of an UNAUTHENTICATED one."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 
 from payout_gateway.domain.enums import Provider
-from payout_gateway.domain.errors import StoreUnavailableError
-from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
-from payout_gateway.store.database import StoreSession
-from tests.realtime.support import WAIT, eventually, ws_url
+from payout_gateway.domain.events import ObjectType
+from tests.realtime.support import (
+    Database,
+    ServerLoop,
+    acknowledged,
+    bearer,
+    connected,
+    eventually,
+    received,
+    subscribe,
+)
 from tests.support.fakes import FakeProvider
 from tests.support.gateway import RunningGateway, SeededOrg, running_gateway
 
-PROTOCOL = "graphql-transport-ws"
 # One organization per test: a key the gateway has looked up is cached for 5 s (tenancy.py),
 # and each connection test needs its first lookup to meet the outage.
 ORGS = tuple(
@@ -54,43 +56,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
         yield running
 
 
-class Database:
-    """The gateway's store, made to fail as it does when its database is unavailable: while
-    ``available`` is False, every session raises the store's outage error (caused, as the
-    store's is, by the driver's failure)."""
-
-    def __init__(self, gw: RunningGateway, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.available = True
-        store = gw.state.store
-        working = store.session
-
-        @asynccontextmanager
-        async def session(*, write: bool = True) -> AsyncIterator[StoreSession]:
-            if not self.available:
-                raise StoreUnavailableError() from OSError("the database is gone")
-            async with working(write=write) as opened:
-                yield opened
-
-        monkeypatch.setattr(store, "session", session)
-
-
 @pytest.fixture
 def database(gw: RunningGateway, monkeypatch: pytest.MonkeyPatch) -> Database:
     return Database(gw, monkeypatch)
-
-
-@asynccontextmanager
-async def connected(
-    gw: RunningGateway, headers: dict[str, str] | None = None
-) -> AsyncIterator[ClientConnection]:
-    async with connect(
-        ws_url(gw.graphql_url),
-        subprotocols=[PROTOCOL],  # type: ignore[list-item]
-        additional_headers=headers,
-        open_timeout=WAIT,
-        close_timeout=WAIT,
-    ) as ws:
-        yield ws
 
 
 async def close_answering(
@@ -109,10 +77,6 @@ async def close_answering(
             pytest.fail(f"answered {answer!r} instead of closing")
     assert closed.value.rcvd is not None, "the connection ended without a close frame"
     return closed.value.rcvd
-
-
-def bearer(gw: RunningGateway, org: str) -> str:
-    return f"Bearer {gw.keys[org]}"
 
 
 def assert_try_again_later(close: Close) -> None:
@@ -183,72 +147,6 @@ async def test_the_refused_connection_is_logged_with_the_cause_type_only(
 
 def _closing_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if "1013" in r.getMessage()]
-
-
-# A status each kind of object can move to.
-TO_STATUS = {
-    ObjectType.PAYOUT: "PAID",
-    ObjectType.PAYOUT_ACCOUNT: "VERIFIED",
-    ObjectType.BANK_ACCOUNT: "ACTIVE",
-}
-
-
-class ServerLoop:
-    """Publishes status changes as the gateway's pipeline does, on the gateway's own event
-    loop (the live server runs in a thread of its own), to the organization whose
-    subscription was seen starting there last."""
-
-    def __init__(self, gw: RunningGateway, monkeypatch: pytest.MonkeyPatch) -> None:
-        self._broker = gw.state.broker
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._organization_id: str | None = None
-        subscribe = self._broker.subscribe
-
-        def seen_subscribing(
-            organization_id: str,
-        ) -> AbstractAsyncContextManager[asyncio.Queue[StatusChanged]]:
-            self._loop = asyncio.get_running_loop()
-            self._organization_id = organization_id
-            return subscribe(organization_id)
-
-        monkeypatch.setattr(self._broker, "subscribe", seen_subscribing)
-
-    def subscribers(self) -> int:
-        return int(self._broker._local.subscriber_count)  # type: ignore[attr-defined]
-
-    async def publish(self, object_type: ObjectType) -> None:
-        assert self._loop is not None and self._organization_id is not None
-        change = StatusChanged(
-            organization_id=self._organization_id,
-            object_type=object_type,
-            object_id="obj_outage",
-            from_status=None,
-            to_status=TO_STATUS[object_type],
-            provider_status=TO_STATUS[object_type].lower(),
-            source=ChangeSource.WEBHOOK,
-            at=datetime.now(UTC),
-        )
-        # Scheduled on the server's loop: by then the subscription that was seen starting has
-        # registered its queue (both happen in one step of that loop).
-        published = asyncio.run_coroutine_threadsafe(self._broker.publish(change), self._loop)
-        await asyncio.wrap_future(published)
-
-
-async def acknowledged(ws: ClientConnection, credential: str) -> None:
-    init = {"type": "connection_init", "payload": {"Authorization": credential}}
-    await ws.send(json.dumps(init))
-    assert await received(ws) == {"type": "connection_ack"}
-
-
-async def subscribe(ws: ClientConnection, operation_id: str, query: str) -> None:
-    message = {"type": "subscribe", "id": operation_id, "payload": {"query": query}}
-    await ws.send(json.dumps(message))
-
-
-async def received(ws: ClientConnection) -> Any:
-    # A bound on the wait, should the server never answer: not a timing claim.
-    async with asyncio.timeout(WAIT):
-        return json.loads(await ws.recv(decode=True))
 
 
 def assert_ended_by_the_outage(answer: Any, operation_id: str) -> None:
