@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphql import parse
+import pytest
+from graphql import GraphQLSyntaxError, parse
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -38,6 +39,34 @@ def test_known_shapes_keep_where_and_what_was_wrong() -> None:
         "'BankAccountInput' to include required field 'holderName'; the value given is not "
         "valid."
     )
+
+
+@pytest.mark.parametrize(
+    ("document", "redacted"),
+    [
+        (f"{{ a }} {SECRET}", "Syntax Error: Unexpected Int."),
+        (f"{{ a }} {SECRET}.5", "Syntax Error: Unexpected Float."),
+        (f'{{ "{SECRET}" }}', "Syntax Error: Expected Name, found String."),
+        (f'{{ """{SECRET}""" }}', "Syntax Error: Expected Name, found BlockString."),
+        (f"{{ {SECRET} }}", "Syntax Error: Expected Name, found Int."),
+        (f"fragment F on T {{ ...on {SECRET} }}", "Syntax Error: Expected Name, found Int."),
+        (f'{{ a(x: "\\u{{{SECRET}}}") }}', "Syntax Error: Invalid Unicode escape sequence."),
+        # A name too: an enum value is one.
+        ("{ a } CHECKING", "Syntax Error: Unexpected Name."),
+        # What quotes no value stays as graphql-core wrote it.
+        ("{ a", "Syntax Error: Expected Name, found <EOF>."),
+        (f"{{ a(x: {SECRET}a) }}", "Syntax Error: Invalid number, expected digit but got: 'a'."),
+    ],
+)
+def test_a_syntax_error_loses_the_value_it_quotes(document: str, redacted: str) -> None:
+    # The document does not parse: none of its literals are known to cut by value.
+    try:
+        parse(document)
+    except GraphQLSyntaxError as error:
+        message = error.message
+    else:
+        raise AssertionError(f"{document!r} parsed")
+    assert redact(message) == redacted
 
 
 def test_submitted_values_come_from_the_variables_and_the_document_s_literals() -> None:

@@ -53,6 +53,15 @@ _SCALAR_MESSAGES = (
     "ID cannot represent value",
 )
 _INT_VALUE = re.compile("^(" + "|".join(map(re.escape, _SCALAR_MESSAGES)) + ").*$", re.S)
+# A syntax error ends quoting what the parser stopped at: a token ("Unexpected Int '…'.",
+# "Expected Name, found String '…'.") or the escape sequence of a string. An unparsed
+# document has no literals to cut by value (``submitted_values``), so the quote goes by shape.
+_SYNTAX_ERROR = "Syntax Error: "
+_SYNTAX_QUOTE = re.compile(
+    r"^(Syntax Error: (?:.*?\b(?:Name|Int|Float|String|BlockString)"
+    r"|Invalid Unicode escape sequence)):? '.*'\.$",
+    re.S,
+)
 # Submitted values shorter than this are left in messages: they could not hold a number or
 # a KYC detail, and would mangle the message's own words.
 _SHORTEST_SCRUBBED = 4
@@ -85,6 +94,9 @@ def _echoed(values: Collection[str], messages: Sequence[str]) -> list[str]:
 
 
 def _redact_patterns(message: str) -> str:
+    if message.startswith(_SYNTAX_ERROR):
+        # Only the quote: the coercion shapes below would read "found <EOF>" as a value.
+        return _SYNTAX_QUOTE.sub(r"\1.", message)
     match = _VARIABLE_REASON.match(message)
     if match:
         return f"{match.group(1)} has an invalid value{match.group(2)}: " + _redact_patterns(
