@@ -618,7 +618,7 @@ async def test_the_replay_holds_when_the_document_is_parsed_again(mode: str) -> 
     await _post(view, body)
     checks = cast(GatewaySchema, view.schema).document_checks
     # The cache drops the document while the resolver runs: the usual path parses it again.
-    WHILE_ADOPTING.append(checks.documents.cache_clear)  # type: ignore[attr-defined]
+    WHILE_ADOPTING.append(checks.documents.parsed.cache_clear)  # type: ignore[attr-defined]
     CALLS.clear()
     try:
         assert await _post(view, body) == expected

@@ -165,6 +165,9 @@ SECRET_BANK = {"accountNumber": SECRET, "holderName": "A"}
             None,
         ),
         (f'mutation {{ addBankAccount(input: "{SECRET}") {{ __typename }} }}', None),
+        # And its syntax errors, which quote the token the parser stopped at.
+        (f"{{ organization {{ name }} }} {SECRET}", None),
+        (f'{{ "{SECRET}" }}', None),
     ],
 )
 async def test_input_errors_say_what_is_wrong_without_the_value(

@@ -22,6 +22,7 @@ from strawberry.extensions.query_depth_limiter import create_validator as create
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionContext
+from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
 from payout_gateway.graphql.documents import DocumentChecks, document_cache
@@ -131,12 +132,12 @@ async def test_a_document_is_validated_once_and_its_errors_kept() -> None:
     schema = GatewaySchema(query=Hello, document_checks=DocumentChecks(documents, []))
     for query, valid in (("{ hello }", True), ("{ goodbye }", False)):
         first = await schema.execute(query)
-        checked = documents(query)
+        checked = documents.parsed(query)
         errors = checked.errors
         assert errors is not None
         assert not errors if valid else errors
         second = await schema.execute(query)
-        assert documents(query).errors is errors
+        assert documents.parsed(query).errors is errors
         assert answer(first) == answer(second)
 
 
@@ -147,3 +148,29 @@ async def test_a_document_over_the_token_budget_is_refused_every_time() -> None:
         result = await schema.execute("{ hello hello hello hello }")
         assert result.errors
         assert "more than 5 tokens" in result.errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("{ hello } 987654321012", "Syntax Error: Unexpected Int."),
+        (
+            "{ hello hello hello hello }",
+            "Syntax Error: Document contains more than 5 tokens. Parsing aborted.",
+        ),
+    ],
+)
+async def test_a_document_that_does_not_parse_is_answered_by_the_operation(
+    query: str, message: str
+) -> None:
+    """Not raised as the parsing step starts, with the cache's token budget kept: executed,
+    the answer is masked as the operation ends; streamed (a WebSocket's operations), it is
+    the stream's one result, where it once escaped the stream."""
+    documents = document_cache(max_tokens=5, maxsize=8)
+    schema = GatewaySchema(query=Hello, document_checks=DocumentChecks(documents, []))
+    executed = await schema.execute(query)
+    assert [error.message for error in executed.errors or ()] == [message]
+    [streamed] = [result async for result in await schema.stream(query)]
+    assert isinstance(streamed, PreExecutionError)
+    [error] = streamed.errors or ()
+    assert error.message.startswith("Syntax Error: ")

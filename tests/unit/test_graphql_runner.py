@@ -84,7 +84,7 @@ def test_sync_execution_runs_the_same_steps() -> None:
     assert [error.message for error in failed.errors or ()] == ["Unexpected error."]
     refused = checks_schema.execute_sync("{ goodbye }")
     assert refused.errors and "goodbye" in refused.errors[0].message
-    assert checks_schema.document_checks.documents("{ goodbye }").errors == refused.errors
+    assert checks_schema.document_checks.documents.parsed("{ goodbye }").errors == refused.errors
 
 
 async def test_the_gateway_schema_builds_no_extension_per_operation() -> None:

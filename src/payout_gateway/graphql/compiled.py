@@ -682,7 +682,7 @@ class CompiledOperations:
         if not request.query or request.extensions:
             return None
         try:
-            checked = self._checks.documents(request.query)
+            checked = self._checks.documents.parsed(request.query)
         except Exception:  # the usual path raises it again, and answers it
             return None
         # Validated once by the usual path, with no errors: only then is a plan made.

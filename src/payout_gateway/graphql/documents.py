@@ -30,8 +30,17 @@ class CheckedDocument:
     errors: list[GraphQLError] | None = None
 
 
-def document_cache(*, max_tokens: int, maxsize: int) -> Callable[[str], CheckedDocument]:
-    """Query text -> its parsed document, parsed at most ``max_tokens`` deep into the text.
+@dataclass(frozen=True, slots=True)
+class DocumentCache:
+    """``parsed``: query text -> its parsed document, parsed at most ``max_tokens`` deep into
+    the text (see :func:`document_cache`)."""
+
+    parsed: Callable[[str], CheckedDocument]
+    max_tokens: int
+
+
+def document_cache(*, max_tokens: int, maxsize: int) -> DocumentCache:
+    """The documents of up to ``maxsize`` query texts.
 
     Failures are not cached: a document that does not parse is parsed again each time, as
     Strawberry's ParserCache does.
@@ -41,7 +50,7 @@ def document_cache(*, max_tokens: int, maxsize: int) -> Callable[[str], CheckedD
     def checked_document(query: str) -> CheckedDocument:
         return CheckedDocument(parse(query, max_tokens=max_tokens))
 
-    return checked_document
+    return DocumentCache(checked_document, max_tokens)
 
 
 class DocumentChecks:
@@ -51,22 +60,28 @@ class DocumentChecks:
 
     __slots__ = ("documents", "rules")
 
-    def __init__(
-        self,
-        documents: Callable[[str], CheckedDocument],
-        rules: Sequence[type[ASTValidationRule]],
-    ) -> None:
+    def __init__(self, documents: DocumentCache, rules: Sequence[type[ASTValidationRule]]) -> None:
         self.documents = documents
         self.rules = tuple(rules)
 
     def parse(self, context: ExecutionContext) -> CheckedDocument | None:
-        """The operation's document from the cache, set on ``context``. As in Strawberry's
-        ParserCache: a query that does not parse raises from here, before Strawberry's own
-        parsing step, which then finds the document set and does nothing."""
+        """The operation's document from the cache, set on ``context``; Strawberry's own
+        parsing step, which runs next, then finds it set and does nothing.
+
+        A query that does not parse is left to that step, with the cache's token budget: it
+        fails there the same way, inside Strawberry's handling of a document that does not
+        parse. Raised from here, as the step starts (where Strawberry's ParserCache raises
+        it), the error would bypass that handling: an HTTP answer skipped the masking that
+        runs as the operation ends, and a WebSocket's operation failed outside its stream,
+        the client told nothing and the document quoted in a logged traceback."""
         query = context.query
         if not query:
             return None
-        checked = self.documents(query)
+        try:
+            checked = self.documents.parsed(query)
+        except GraphQLError:
+            context.parse_options["max_tokens"] = self.documents.max_tokens
+            return None
         context.graphql_document = checked.document
         return checked
 
