@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import strawberry
 from strawberry.extensions import SchemaExtension
+from strawberry.types import StreamExecutionResult
 
 from payout_gateway.graphql.documents import DocumentChecks, document_cache
 from payout_gateway.graphql.schema import GatewaySchema, build_schema
@@ -74,6 +76,32 @@ async def test_schema_extensions_run_around_the_gateway_s_own_steps() -> None:
     assert result.data is None
     assert [error.message for error in result.errors or ()] == ["Unexpected error."]
     assert result.extensions == {"recorded": 5}
+
+
+class StreamRecorder(SchemaExtension):
+    """A schema extension looking at each streamed result before it is sent."""
+
+    seen: list[list[str]] = []
+
+    def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
+        self.seen.append([error.message for error in getattr(result, "errors", None) or ()])
+        yield
+
+
+@pytest.mark.parametrize("extensions", [(), (StreamRecorder,)])
+async def test_each_streamed_result_is_masked_before_it_is_sent(
+    extensions: tuple[type[SchemaExtension], ...],
+) -> None:
+    """A stream (a WebSocket's operations) sends its results before the operation ends:
+    each is masked as it is yielded, after any schema extension's own ``on_stream_result``."""
+    StreamRecorder.seen = []
+    # Read as each result is yielded: what a WebSocket's handler sends then.
+    sent = [
+        [error.message for error in result.errors or ()]
+        async for result in await schema(*extensions).stream("{ hello broken }")
+    ]
+    assert sent == [["Unexpected error."]]
+    assert StreamRecorder.seen == ([["internal detail"]] if extensions else [])
 
 
 def test_sync_execution_runs_the_same_steps() -> None:

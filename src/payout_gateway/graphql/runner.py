@@ -5,8 +5,9 @@ As schema extensions, the two steps cost more to run than they do: per operation
 built both extensions, four context managers, looked every hook of every extension up again
 and wrapped each one found in a new ``contextlib`` decorator (bench/PROFILE.md, eighth round).
 ``GatewayExtensionsRunner`` is what ``Schema.create_extensions_runner`` returns: it calls the
-steps directly as the operation is parsed, validated and ends. Schema extensions still work:
-when the schema has any, Strawberry's own context managers run them inside these steps.
+steps directly as the operation is parsed, validated and ends, and as a stream (a WebSocket's
+operations) sends each result. Schema extensions still work: when the schema has any,
+Strawberry's own context managers run them inside these steps.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import Any, Protocol
 
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.runner import SchemaExtensionsRunner
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, ExecutionResult, StreamExecutionResult
 
 from payout_gateway.graphql.documents import CheckedDocument, DocumentChecks
-from payout_gateway.graphql.safety import mask_errors
+from payout_gateway.graphql.safety import mask_errors, mask_result_errors
 
 
 class _ContextManager(Protocol):
@@ -36,19 +37,21 @@ class _ContextManager(Protocol):
 
 
 class _Phase:
-    """``enter`` as the phase starts, then the schema extensions' hooks for it (if any);
-    ``leave`` once they are done, unless the phase raised."""
+    """``enter`` as the phase starts, then the schema extensions' hooks for it (if any), then
+    ``entered``; ``leave`` once they are done, unless the phase raised."""
 
-    __slots__ = ("_enter", "_extensions", "_leave")
+    __slots__ = ("_enter", "_entered", "_extensions", "_leave")
 
     def __init__(
         self,
         extensions: _ContextManager | None,
         enter: Callable[[], None] | None = None,
         leave: Callable[[], None] | None = None,
+        entered: Callable[[], None] | None = None,
     ) -> None:
         self._extensions = extensions
         self._enter = enter
+        self._entered = entered
         self._leave = leave
 
     def __enter__(self) -> None:
@@ -56,6 +59,8 @@ class _Phase:
             self._enter()
         if self._extensions is not None:
             self._extensions.__enter__()
+        if self._entered is not None:
+            self._entered()
 
     def __exit__(
         self,
@@ -74,6 +79,8 @@ class _Phase:
             self._enter()
         if self._extensions is not None:
             await self._extensions.__aenter__()
+        if self._entered is not None:
+            self._entered()
 
     async def __aexit__(
         self,
@@ -95,7 +102,8 @@ class _Phase:
 
 class GatewayExtensionsRunner(SchemaExtensionsRunner):
     """One operation's runner: the document checks as it is parsed and validated, errors
-    masked and redacted as it ends (after any schema extension's own ``on_operation``)."""
+    masked and redacted as it ends (after any schema extension's own ``on_operation``) or,
+    when it is streamed, in each result as it is sent (after any ``on_stream_result``)."""
 
     def __init__(
         self,
@@ -106,12 +114,34 @@ class GatewayExtensionsRunner(SchemaExtensionsRunner):
         super().__init__(execution_context, extensions)
         self._checks = checks
         self._checked: CheckedDocument | None = None
+        self._streamed = False
 
     def operation(self) -> _Phase:  # type: ignore[override]
+        return _Phase(super().operation() if self.extensions else None, leave=self._operation_ends)
+
+    def on_stream_result(self, result: StreamExecutionResult) -> _Phase:  # type: ignore[override]
+        # Strawberry's stream (``Schema.stream``: every operation of a WebSocket, queries and
+        # mutations included) sends each result to the client before the operation ends:
+        # each is masked here, just before it is sent. Every result it yields passes here,
+        # its refusals of the document before it runs (sent as an ``error`` message) and an
+        # exception raised mid-stream included.
         return _Phase(
-            super().operation() if self.extensions else None,
-            leave=lambda: mask_errors(self.execution_context),
+            super().on_stream_result(result) if self.extensions else None,
+            entered=lambda: self._mask_streamed_result(result),
         )
+
+    def _operation_ends(self) -> None:
+        # A streamed operation's last result is already masked, as Strawberry's MaskErrors
+        # extension leaves it too.
+        if not self._streamed:
+            mask_errors(self.execution_context)
+
+    def _mask_streamed_result(self, result: StreamExecutionResult) -> None:
+        self._streamed = True
+        # Or a frame of incremental delivery (@defer, @stream), which the schema does not
+        # enable and the WebSocket's handler refuses to send.
+        if isinstance(result, ExecutionResult):
+            mask_result_errors(result, self.execution_context)
 
     def parsing(self) -> _Phase:  # type: ignore[override]
         return _Phase(super().parsing() if self.extensions else None, enter=self._parse)

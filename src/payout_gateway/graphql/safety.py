@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from graphql import (
     DocumentNode,
@@ -23,7 +23,9 @@ from graphql import (
     Visitor,
     visit,
 )
+from strawberry.exceptions import MissingQueryError
 from strawberry.permission import BasePermission
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionContext, Info
 
 from payout_gateway.domain.errors import StoreUnavailableError
@@ -150,19 +152,43 @@ def submitted_values(variables: object, document: DocumentNode | None) -> frozen
     return frozenset(value for value in found if len(value.strip()) >= _SHORTEST_SCRUBBED)
 
 
+# What an error may be made of and still be shown: GraphQL's own errors, a database outage
+# (which a query answers as a retryable error, see ``_clean``), and Strawberry's refusals of
+# the request (no query, no operation to run, an operation type not allowed), which its HTTP
+# view answers with a 400 and its stream, a WebSocket's operation, as the operation's error.
+_EXPECTED = (
+    GraphQLError,
+    StoreUnavailableError,
+    MissingQueryError,
+    CannotGetOperationTypeError,
+    InvalidOperationTypeError,
+)
+
+
 def is_unexpected(error: GraphQLError) -> bool:
-    """An exception our code did not mean to show: anything but GraphQL's own errors and a
-    database outage (which a query answers as a retryable error, see ``_clean``)."""
+    """An error made of an exception our code did not mean to show (see ``_EXPECTED``)."""
     original = error.original_error
-    return original is not None and not isinstance(original, GraphQLError | StoreUnavailableError)
+    return original is not None and not isinstance(original, _EXPECTED)
+
+
+class _Result(Protocol):
+    """A result of an operation, as Strawberry or graphql-core built it."""
+
+    errors: list[GraphQLError] | None
 
 
 def mask_errors(context: ExecutionContext) -> None:
     """Mask the operation's unexpected errors and redact submitted values from the rest,
     before the response is built (the schema runs it as its operation ends)."""
-    result = context.result
-    errors = getattr(result, "errors", None)
-    if result is None or not errors:
+    if context.result is not None:
+        mask_result_errors(context.result, context)
+
+
+def mask_result_errors(result: _Result, context: ExecutionContext) -> None:
+    """:func:`mask_errors` for one of the operation's results: a stream, which runs a
+    WebSocket's operations, sends each result before the operation ends."""
+    errors = result.errors
+    if not errors:
         return
     messages = redact_all(
         [error.message for error in errors],
