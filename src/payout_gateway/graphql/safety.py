@@ -180,8 +180,9 @@ class _Result(Protocol):
 def mask_errors(context: ExecutionContext) -> None:
     """Mask the operation's unexpected errors and redact submitted values from the rest,
     before the response is built (the schema runs it as its operation ends)."""
-    if context.result is not None:
-        mask_result_errors(context.result, context)
+    result = context.result
+    if result is not None and result.errors:
+        mask_result_errors(result, context)
 
 
 def mask_result_errors(result: _Result, context: ExecutionContext) -> None:
