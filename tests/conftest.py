@@ -59,6 +59,9 @@ async def store(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterat
 _LONG_DIGIT_RUN = FULL_NUMBER
 
 
+_FORMATTER = logging.Formatter()
+
+
 class _AccountNumberCanary(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
@@ -72,8 +75,11 @@ class _AccountNumberCanary(logging.Handler):
         extras = " ".join(
             str(value) for key, value in vars(record).items() if key not in _STANDARD_RECORD_KEYS
         )
+        # As a handler prints them: every chained cause's message, and the frames' source lines.
         if record.exc_info and record.exc_info[1] is not None:
-            extras += " " + repr(record.exc_info[1])
+            extras += " " + _FORMATTER.formatException(record.exc_info)
+        if record.stack_info:
+            extras += " " + record.stack_info
         for candidate in (text, extras):
             if _LONG_DIGIT_RUN.search(candidate):
                 self.hits.append(f"{record.name}: {candidate[:300]}")
