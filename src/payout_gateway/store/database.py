@@ -71,6 +71,7 @@ from payout_gateway.domain.models import (
 from payout_gateway.json_text import json_text
 from payout_gateway.store import loop_session
 from payout_gateway.store.commit_thread import CommitThread
+from payout_gateway.store.connection_session import ConnectionSession
 from payout_gateway.store.leadership import (
     AdvisoryLeadership,
     AlwaysLeads,
@@ -183,6 +184,8 @@ class Store:
             self._sessions = lambda: LoopThreadSession(
                 loop_sessions(), commits, self._count_statement
             )
+        elif engine.dialect.name == "postgresql":
+            self._sessions = lambda: ConnectionSession(engine.connect())
         else:
             self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.statements = 0
