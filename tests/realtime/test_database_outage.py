@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +29,9 @@ from tests.realtime.support import (
 )
 from tests.support.fakes import FakeProvider
 from tests.support.gateway import RunningGateway, SeededOrg, running_gateway
+
+# The ids the gateway gives (request_log.request_id_for): a process prefix and a count, in hex.
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 
 # One organization per test: a key the gateway has looked up is cached for 5 s (tenancy.py),
 # and each connection test needs its first lookup to meet the outage.
@@ -153,8 +157,14 @@ def assert_ended_by_the_outage(answer: Any, operation_id: str) -> None:
     assert answer["id"] == operation_id and answer["type"] == "next", answer
     assert answer["payload"]["data"] is None
     [error] = answer["payload"]["errors"]
-    # Not the revoked key's UNAUTHENTICATED: the credential was not found wanting.
-    assert error["extensions"] == {"code": "STORE_UNAVAILABLE", "retryable": True}
+    # Not the revoked key's UNAUTHENTICATED: the credential was not found wanting. The
+    # operation's own request id, as an HTTP request's.
+    assert error["extensions"] == {
+        "code": "STORE_UNAVAILABLE",
+        "retryable": True,
+        "requestId": error["extensions"]["requestId"],
+    }
+    assert REQUEST_ID.fullmatch(error["extensions"]["requestId"]), error
     assert error["message"] == (
         "The gateway's database is unavailable: this subscription has ended; subscribe again."
     )

@@ -15,6 +15,7 @@ from websockets.asyncio.client import ClientConnection
 
 from payout_gateway.domain.enums import Provider
 from payout_gateway.domain.events import ObjectType
+from payout_gateway.request_log import RequestIdFilter
 from tests.realtime.support import (
     Database,
     ServerLoop,
@@ -118,6 +119,8 @@ async def test_an_unexpected_error_of_a_mutation_is_masked(
     gw: RunningGateway, provider: FakeProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
     provider.fail_with = RuntimeError(INTERNALS)
+    # As serve's log handler has it: each record gets the id of the request being served.
+    caplog.handler.addFilter(RequestIdFilter())
     async with connected(gw) as ws:
         await acknowledged(ws, bearer(gw, ORG))
         await subscribe(
@@ -128,14 +131,15 @@ async def test_an_unexpected_error_of_a_mutation_is_masked(
         )
         payload = await one_result(ws, "1")
     [error] = payload["errors"]
-    # As over HTTP, less the request id: a WebSocket's operations have none.
+    # As over HTTP: the operation's own request id, which finds the log line.
     assert error["message"] == "Unexpected error."
     assert error["path"] == ["addBankAccount"]
-    assert "extensions" not in error
+    assert list(error["extensions"]) == ["requestId"]
     assert "internal" not in json.dumps(payload)
     # The log line keeps what the answer left out.
     [logged] = [r for r in caplog.records if r.getMessage().startswith("unexpected error in Add")]
     assert logged.exc_info is not None and str(logged.exc_info[1]) == INTERNALS
+    assert getattr(logged, "request_id", None) == error["extensions"]["requestId"]
 
 
 async def test_a_query_meeting_a_database_outage_answers_store_unavailable(
@@ -151,14 +155,19 @@ async def test_a_query_meeting_a_database_outage_answers_store_unavailable(
     assert payload["data"] == {"payoutAccount": None}
     [error] = payload["errors"]
     assert error["path"] == ["payoutAccount"]
-    # As over HTTP, less the request id.
-    assert error["extensions"] == {"code": "STORE_UNAVAILABLE", "retryable": True}
+    # As over HTTP, with the operation's request id.
+    assert error["extensions"] == {
+        "code": "STORE_UNAVAILABLE",
+        "retryable": True,
+        "requestId": error["extensions"]["requestId"],
+    }
 
 
 async def test_a_subscription_failing_unexpectedly_mid_stream_ends_with_the_masked_error(
     gw: RunningGateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = ServerLoop(gw, monkeypatch)
+    caplog.handler.addFilter(RequestIdFilter())
 
     async def broken_read(*_: Any, **__: Any) -> None:
         raise RuntimeError(INTERNALS)
@@ -171,18 +180,26 @@ async def test_a_subscription_failing_unexpectedly_mid_stream_ends_with_the_mask
         monkeypatch.setattr(gw.state.service, "payout_account", broken_read)
         await server.publish(ObjectType.PAYOUT_ACCOUNT)
         ended = await answers(ws, "1")
+    request_id = ended[0]["payload"]["errors"][0]["extensions"]["requestId"]
     assert ended == [
         {
             "id": "1",
             "type": "next",
-            "payload": {"data": None, "errors": [{"message": "Unexpected error."}]},
+            "payload": {
+                "data": None,
+                "errors": [
+                    {"message": "Unexpected error.", "extensions": {"requestId": request_id}}
+                ],
+            },
         },
         {"id": "1", "type": "complete"},
     ]
-    assert any(
-        r.levelno == logging.ERROR and r.exc_info and str(r.exc_info[1]) == INTERNALS
+    [logged] = [
+        r
         for r in caplog.records
-    )
+        if r.levelno == logging.ERROR and r.exc_info and str(r.exc_info[1]) == INTERNALS
+    ]
+    assert getattr(logged, "request_id", None) == request_id
 
 
 # A value only a directive takes: the subscriptions have no arguments.

@@ -224,7 +224,7 @@ def _clean(error: GraphQLError, redacted_message: str) -> GraphQLError:
 
 def store_unavailable_extensions(outage: StoreUnavailableError) -> dict[str, Any]:
     """The extensions of an error that answers a database outage: its code, that a retry may
-    succeed, and the request's id where there is one (a WebSocket's operations have none)."""
+    succeed, and the id of the request or WebSocket operation it answers, where there is one."""
     extensions: dict[str, Any] = {"code": outage.code, "retryable": True}
     request_id = current_request_id()
     if request_id is not None:

@@ -22,7 +22,10 @@ from strawberry.schema.base import BaseSchema
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    SubscribeMessage,
+)
 from strawberry.types.unset import UnsetType
 
 from payout_gateway.domain.errors import StoreUnavailableError
@@ -30,6 +33,7 @@ from payout_gateway.domain.models import Organization
 from payout_gateway.graphql.compiled import compiled_operations
 from payout_gateway.graphql.context import GatewayContext
 from payout_gateway.json_text import json_text
+from payout_gateway.request_log import request_id_for, reset_request_id, set_request_id
 
 # (the connection, the value of an Authorization header) -> its organization, or None.
 Authenticator = Callable[[HTTPConnection, str], Awaitable[Organization | None]]
@@ -80,6 +84,17 @@ class GatewayTransportWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, No
                 type(cause).__name__,
             )
             await self.websocket.close(code=TRY_AGAIN_LATER, reason=STORE_UNAVAILABLE_REASON)
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        # Each operation gets a request id of its own, as each HTTP request does: the lines
+        # logged while it runs carry it, and its masked errors and outage errors give it as
+        # ``extensions.requestId``, so that a client can quote it. Strawberry starts the
+        # operation's task in here, and a task keeps the context it was started in.
+        token = set_request_id(request_id_for(None))
+        try:
+            await super().handle_subscribe(message)
+        finally:
+            reset_request_id(token)
 
 
 class GatewayGraphQL(GraphQL[GatewayContext, None]):
