@@ -27,12 +27,15 @@ with ``perf stat`` (user-space instructions) instead, about ten times faster, wh
 exposes an instructions counter: the child starts ``perf stat`` on itself for each phase, and
 the difference of the phases is again the adds alone (the same tree counted twice differed by
 under 0.5 %). ``--keyed`` sends every add with an idempotency key, as backend services do.
+``--postgres URL`` stores in a new database on that PostgreSQL server per tree instead of a
+SQLite file (the server's own work is not counted).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -46,7 +49,7 @@ from pathlib import Path
 
 from bench.compare import python_path, tree
 from bench.load import perf_count, perf_counts_instructions
-from bench.stack import COMMET_KEY, ROOT, provider_sandbox
+from bench.stack import COMMET_KEY, ROOT, fresh_postgres_database, provider_sandbox
 from payout_gateway.domain.enums import Provider
 
 TOTALS = re.compile(r"^totals:\s+(\d+)", re.MULTILINE)
@@ -99,16 +102,18 @@ async def child(
     warm_up: int,
     counter: str,
     keyed: bool,
+    database_url: str | None,
 ) -> None:
     """Runs in the process being counted: the adds between zeroing and dumping (callgrind), or
-    inside each phase's ``perf stat`` (perf)."""
+    inside each phase's ``perf stat`` (perf). ``database_url``: an empty PostgreSQL database
+    to store in instead of a SQLite file."""
     from bench.graphql_layer import add_body, gateway_settings, post, seed
     from bench.run import VERIFY
     from payout_gateway.web import create_app
     from payout_gateway.web.gc_tuning import tune_cycle_collector
 
     with tempfile.TemporaryDirectory() as workdir:
-        database_url = f"sqlite:///{workdir}/gateway.db"
+        database_url = database_url or f"sqlite:///{workdir}/gateway.db"
         # Every tree's child adds for the same Commet organization of the one sandbox: account
         # numbers start from the process id so that they never repeat across children.
         api_key = await seed(database_url, commet_api_key=COMMET_KEY, provider=provider)
@@ -153,7 +158,7 @@ async def child(
 
 
 def count(
-    source: Path, base_url: str, args: argparse.Namespace, out: Path
+    source: Path, base_url: str, args: argparse.Namespace, out: Path, database_url: str | None
 ) -> subprocess.Popen[str]:
     """Starts one tree's child, under callgrind (its two dumps go to ``out.1`` and
     ``out.2``) or counting itself with perf (it prints both phases' counts)."""
@@ -167,6 +172,7 @@ def count(
         *("--callers", str(args.callers), "--adds", str(args.adds)),
         *("--warm-up", str(args.warm_up), "--counter", args.counter),
         *(["--keyed"] if args.keyed else []),
+        *(["--database", database_url] if database_url else []),
     ]
     if args.counter == "callgrind":
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command]
@@ -203,7 +209,14 @@ def main() -> int:
     )
     parser.add_argument("--keyed", action="store_true", help="adds with idempotency keys")
     parser.add_argument("--provider", choices=["commet", "paygentic"], default="commet")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="a PostgreSQL server (e.g. postgresql://127.0.0.1/test) to store in, a new "
+        "database per tree, instead of a SQLite file",
+    )
     parser.add_argument("--child", metavar="BASE_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--database", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         import uvloop
@@ -217,6 +230,7 @@ def main() -> int:
                 args.warm_up,
                 args.counter,
                 args.keyed,
+                args.database,
             )
         )
         return 0
@@ -230,12 +244,19 @@ def main() -> int:
     with (
         tempfile.TemporaryDirectory(prefix="payout-instructions-") as workdir,
         provider_sandbox(args.provider, Path(workdir)) as base_url,
+        contextlib.ExitStack() as databases,
     ):
-        runs = {
-            name: (count(source, base_url, args, Path(workdir) / f"{n}.out"), n)
-            for n, (name, source) in enumerate(trees)
-        }
+        runs: dict[str, tuple[subprocess.Popen[str], int]] = {}
+        for n, (name, source) in enumerate(trees):
+            database_url = None
+            if args.postgres:
+                database_url = databases.enter_context(
+                    fresh_postgres_database(args.postgres, suffix=f"_{n}")
+                )
+            out = Path(workdir) / f"{n}.out"
+            runs[name] = (count(source, base_url, args, out, database_url), n)
         kind = f"{args.provider} keyed adds" if args.keyed else f"{args.provider} adds"
+        kind += " on PostgreSQL" if args.postgres else ""
         print(f"{args.adds} {kind} by {args.callers} callers, counted by {args.counter}")
         for name, (process, n) in runs.items():
             output, _ = process.communicate(timeout=3600)

@@ -249,11 +249,12 @@ def _asyncpg_dsn(url: str) -> str:
 
 
 @contextlib.contextmanager
-def fresh_postgres_database(server_url: str) -> Iterator[str]:
+def fresh_postgres_database(server_url: str, suffix: str = "") -> Iterator[str]:
     """A new, empty database on the server ``server_url`` names, dropped on exit: runs never
-    see each other's rows. Yields its URL."""
+    see each other's rows (``suffix`` tells apart those one process holds at once). Yields its
+    URL."""
     parts = urlsplit(_asyncpg_dsn(server_url))
-    name = f"payout_gateway_bench_{os.getpid()}"
+    name = f"payout_gateway_bench_{os.getpid()}{suffix}"
 
     async def run(statement: str) -> None:
         connection = await asyncpg.connect(_asyncpg_dsn(server_url))
