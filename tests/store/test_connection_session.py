@@ -5,15 +5,13 @@ connection back in the pool after each."""
 from __future__ import annotations
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import update
 
-from payout_gateway.domain.enums import Provider
-from payout_gateway.domain.models import Organization, OrganizationProfile, ProviderCredentials
 from payout_gateway.store import Store
 from payout_gateway.store.connection_session import ConnectionSession
 from payout_gateway.store.tables import OrganizationRow
 from tests.store.test_core_writes import T0, bank_account, seed
+from tests.unit.test_store import org
 
 pytestmark = [
     pytest.mark.postgres,
@@ -38,16 +36,7 @@ async def test_the_orm_reads_what_the_connection_wrote_in_the_same_transaction(
 ) -> None:
     async with store.session() as session:
         assert isinstance(session._session, ConnectionSession)
-        await session.add_organization(
-            Organization(
-                id="org_a",
-                name="a",
-                provider=Provider.PAYGENTIC,
-                credentials=ProviderCredentials(api_key=SecretStr("pk_secret")),
-                profile=OrganizationProfile(country="US", currency="USD"),
-                created_at=T0,
-            )
-        )
+        await session.add_organization(org("a"))
         # A Core INSERT, then an ORM read (session.get) and an ORM-enabled UPDATE of the row.
         found = await session.get_organization("org_a")
         assert found is not None and found.name == "a"
