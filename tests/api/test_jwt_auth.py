@@ -1,10 +1,12 @@
 """Frontends' JWTs end to end: over HTTP and at connection_init, the token's organization claim
-is the caller's organization, and a bad token answers as a bad key does."""
+is the caller's organization, a bad token answers as a bad key does, and a token that expires
+while its subscription runs stops it as a revoked key does."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +20,18 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from payout_gateway.domain.enums import Provider
+from payout_gateway.domain.events import ObjectType
+from payout_gateway.jwt_tokens import LEEWAY_SECONDS
 from payout_gateway.settings import JwtSettings
 from payout_gateway.store import Store
+from tests.realtime.support import (
+    ServerLoop,
+    acknowledged,
+    connected,
+    eventually,
+    received,
+    subscribe,
+)
 from tests.support.fakes import FakeProvider
 from tests.support.gateway import RunningGateway, running_gateway
 
@@ -152,6 +164,51 @@ async def test_a_token_at_connection_init_authenticates_a_subscription_connectio
     with pytest.raises(ConnectionClosed) as closed:
         await handshake(gw, token(org_ids["commet-a"], exp=int(time.time()) - 120))
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+
+
+async def test_a_token_expiring_while_subscribed_ends_the_subscription_as_a_revoked_key_does(
+    gw: RunningGateway,
+    org_ids: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)  # as production logs
+    server = ServerLoop(gw, monkeypatch)
+    # Expired already, but within the leeway for about three more seconds: no 30 s wait.
+    exp = int(time.time()) - LEEWAY_SECONDS + 3
+    expiring = token(org_ids["commet-a"], exp=exp)
+    async with connected(gw) as ws:
+        await acknowledged(ws, f"Bearer {expiring}")
+        await subscribe(ws, "1", "subscription { payoutStatusChanged { toStatus } }")
+        await eventually(lambda: server.subscribers() == 1, message="subscription live")
+        await server.publish(ObjectType.PAYOUT)
+        # Delivered while the token is still accepted.
+        assert await received(ws) == {
+            "id": "1",
+            "type": "next",
+            "payload": {"data": {"payoutStatusChanged": {"toStatus": "PAID"}}},
+        }
+        # PyJWT refuses a token once ``exp <= now - leeway``.
+        await eventually(lambda: time.time() > exp + LEEWAY_SECONDS, message="token expired")
+        await server.publish(ObjectType.PAYOUT)
+        # Not delivered: the revoked key's error instead, and the operation completes.
+        assert await received(ws) == {
+            "id": "1",
+            "type": "next",
+            "payload": {
+                "data": None,
+                "errors": [
+                    {
+                        "message": "The API key or token of this connection is no longer valid.",
+                        "extensions": {"code": "UNAUTHENTICATED"},
+                    }
+                ],
+            },
+        }
+        assert await received(ws) == {"id": "1", "type": "complete"}
+    await eventually(lambda: server.subscribers() == 0, message="subscription released")
+    assert expiring not in caplog.text
+    assert not [r for r in caplog.records if expiring in str(vars(r))]
 
 
 def test_tokens_are_refused_while_jwts_are_off(tmp_path: Path) -> None:
