@@ -116,6 +116,9 @@ class ProviderHarness:
     payout_account_statuses: Mapping[str, PayoutAccountStatus]
     # The provider refuses bank accounts until payout verification created its payout account.
     requires_verification_before_accounts: bool
+    # The provider opens a bank account in the country and currency asked for; otherwise in
+    # its organization's, and the adapter refuses others before any call.
+    opens_accounts_where_asked: bool
     # Smallest payout the provider documents (minor units), checked before any call.
     minimum_payout: int | None
     sends_request_id: bool
@@ -347,6 +350,7 @@ def _commet_harness(base_url: str, control: httpx.AsyncClient, sleeps: Sleeps) -
             "verified": PayoutAccountStatus.VERIFIED,
         },
         requires_verification_before_accounts=True,
+        opens_accounts_where_asked=False,
         minimum_payout=1000,
         sends_request_id=True,
         unverified_payout_refusal=Refusal("payout_account_not_verified", 409),
@@ -384,6 +388,7 @@ def _paygentic_harness(
             "verified": PayoutAccountStatus.VERIFIED,
         },
         requires_verification_before_accounts=False,
+        opens_accounts_where_asked=True,
         minimum_payout=None,
         sends_request_id=False,
         unverified_payout_refusal=Refusal("DESTINATION_NOT_VERIFIED", 422),
@@ -518,6 +523,29 @@ async def test_add_bank_account_reports_last4_only_and_a_status_from_the_provide
     for shown in (repr(account), account.model_dump_json(), str(account.model_dump())):
         assert ACCOUNT_NUMBER not in shown
         assert ROUTING_NUMBER not in shown
+
+
+async def test_a_bank_account_opens_in_the_country_and_currency_asked_for_or_not_at_all(
+    harness: ProviderHarness,
+) -> None:
+    context, _ = await verified_organization(harness)
+    await harness.reset()
+    request = add_request()
+    elsewhere = request.model_copy(
+        update={"bank": request.bank.model_copy(update={"country": "CA", "currency": "CAD"})}
+    )
+
+    if harness.opens_accounts_where_asked:
+        account = await harness.adapter.add_bank_account(context, elsewhere, idempotency_key=key())
+        assert (account.country, account.currency) == ("CA", "CAD")
+    else:
+        with pytest.raises(InputValidationError) as refused:
+            await harness.adapter.add_bank_account(context, elsewhere, idempotency_key=key())
+        assert [issue.path for issue in refused.value.issues] == [
+            ("bank", "country"),
+            ("bank", "currency"),
+        ]
+        assert await harness.total_requests() == 0
 
 
 # --- 2. verify -----------------------------------------------------------------------------

@@ -308,6 +308,43 @@ def test_add_bank_account_body_omits_unset_optionals_but_always_sends_set_defaul
     }
 
 
+def add_request(**bank: str) -> AddBankAccountRequest:
+    return AddBankAccountRequest.model_validate(
+        {"bank": {"account_number": ACCOUNT_NUMBER, "holder_name": "Ada", **bank}}
+    )
+
+
+@pytest.mark.parametrize(
+    "bank", [{}, {"country": "US"}, {"currency": "usd"}, {"country": "us", "currency": "USD"}]
+)
+def test_an_add_in_the_organizations_country_and_currency_passes(bank: dict[str, str]) -> None:
+    tf.refuse_another_place(add_request(**bank).bank, PROFILE, country_from_kyc=False)
+
+
+def test_an_add_in_another_country_or_currency_is_refused_naming_each_field() -> None:
+    # Commet would open it in the organization's US and USD whatever was asked.
+    with pytest.raises(InputValidationError) as caught:
+        tf.refuse_another_place(
+            add_request(country="DE", currency="EUR").bank, PROFILE, country_from_kyc=False
+        )
+    assert [issue.path for issue in caught.value.issues] == [
+        ("bank", "country"),
+        ("bank", "currency"),
+    ]
+    assert "must be US or left out" in caught.value.issues[0].message
+    assert "must be USD or left out" in caught.value.issues[1].message
+
+
+def test_a_verifications_bank_country_is_left_to_the_kyc_but_its_currency_is_checked() -> None:
+    bank = individual_request(country="CA").bank
+    tf.refuse_another_place(bank, PROFILE, country_from_kyc=True)
+    with pytest.raises(InputValidationError) as caught:
+        tf.refuse_another_place(
+            individual_request(currency="CAD").bank, PROFILE, country_from_kyc=True
+        )
+    assert caught.value.path == ("bank", "currency")
+
+
 def test_verification_body_for_an_individual() -> None:
     assert tf.verification_body(individual_request()).to_json() == {
         "email": "ada@example.com",

@@ -110,6 +110,7 @@ class CommetAdapter:
         *,
         idempotency_key: str | None = None,
     ) -> ProviderBankAccount:
+        transformers.refuse_another_place(request.bank, context.profile, country_from_kyc=False)
         body = transformers.add_bank_account_body(request)
         raw = await self._post(
             context, "/payouts/bank-accounts", body, idempotency_key, "add_bank_account"
@@ -136,6 +137,7 @@ class CommetAdapter:
         *,
         idempotency_key: str | None = None,
     ) -> PayoutVerificationOutcome:
+        transformers.refuse_another_place(request.bank, context.profile, country_from_kyc=True)
         body = transformers.verification_body(request)
         raw = await self._post(
             context, "/payouts/verification", body, idempotency_key, "complete_payout_verification"

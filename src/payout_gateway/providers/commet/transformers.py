@@ -22,6 +22,7 @@ from payout_gateway.domain.enums import (
     Provider,
 )
 from payout_gateway.domain.errors import (
+    FieldIssue,
     IdempotencyConflictError,
     IdempotencyInProgressError,
     InputValidationError,
@@ -37,6 +38,7 @@ from payout_gateway.domain.errors import (
 from payout_gateway.domain.models import (
     AddBankAccountRequest,
     Address,
+    BankDetails,
     Money,
     OrganizationProfile,
     PayoutAccount,
@@ -120,6 +122,36 @@ def add_bank_account_body(request: AddBankAccountRequest) -> wire.AddBankAccount
         account_type=_account_type_to_wire(bank.account_type),
         set_default=request.set_default,
     )
+
+
+def refuse_another_place(
+    bank: BankDetails, profile: OrganizationProfile, *, country_from_kyc: bool
+) -> None:
+    """Commet takes no country or currency for a bank account: it opens it in its
+    organization's, which the organization's profile mirrors (commet.md). A country or currency
+    the caller asks for that differs is refused here, before anything is sent, rather than
+    answered with an account in another country or currency than the one asked for.
+    ``country_from_kyc``: the bank of a verification takes the payout account's country, which
+    Commet derives from the KYC data, so only its currency is checked."""
+    issues: list[FieldIssue] = []
+    if not country_from_kyc and bank.country is not None and bank.country != profile.country:
+        issues.append(
+            FieldIssue(
+                ("bank", "country"),
+                f"must be {profile.country} or left out: Commet adds bank accounts in the "
+                "organization's country",
+            )
+        )
+    if bank.currency is not None and bank.currency != profile.currency:
+        issues.append(
+            FieldIssue(
+                ("bank", "currency"),
+                f"must be {profile.currency} or left out: Commet adds bank accounts in the "
+                "organization's currency",
+            )
+        )
+    if issues:
+        raise InputValidationError(issues)
 
 
 def verification_body(request: PayoutVerificationRequest) -> wire.VerificationBody:
