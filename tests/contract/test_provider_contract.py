@@ -548,6 +548,28 @@ async def test_a_bank_account_opens_in_the_country_and_currency_asked_for_or_not
         assert await harness.total_requests() == 0
 
 
+async def test_an_iban_of_another_country_than_the_accounts_is_refused_before_any_call(
+    harness: ProviderHarness,
+) -> None:
+    context, _ = await verified_organization(harness)
+    await harness.reset()
+    request = add_request()
+    assert context.profile.country == "US"
+    german = request.model_copy(
+        update={
+            "bank": request.bank.model_copy(
+                update={"account_number": SecretStr("DE89370400440532013000")}
+            )
+        }
+    )
+
+    with pytest.raises(InputValidationError) as refused:
+        await harness.adapter.add_bank_account(context, german, idempotency_key=key())
+
+    assert refused.value.path == ("bank", "account_number")
+    assert await harness.total_requests() == 0
+
+
 # --- 2. verify -----------------------------------------------------------------------------
 
 

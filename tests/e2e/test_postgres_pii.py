@@ -107,23 +107,25 @@ async def test_no_full_number_reaches_the_postgresql_database(world: tuple[World
         ("c-onboard", VERIFY, {"input": individual, "key": "verify"}),
         ("c-onboard", ADD, {"input": account(COMMET_KEYED), "key": "add"}),
         ("c-onboard", ADD, {"input": account(COMMET_UNKEYED)}),
-        ("c-onboard", ADD, {"input": account(IBAN), "key": "iban"}),
         ("c-onboard", ADD, {"input": account(REFUSED[1], routingNumber=BAD_ROUTING), "key": "b"}),
         ("c-onboard", ADD, {"input": account(REFUSED[3]), "key": "add"}),
-        # Paygentic: a company verified; adds with and without a key; one without routing.
+        # Paygentic: a company verified; adds with and without a key, and of an IBAN; one
+        # without routing.
         ("p-onboard", VERIFY, {"input": company, "key": "verify"}),
         ("p-onboard", ADD, {"input": account(PAYGENTIC_KEYED), "key": "add"}),
         ("p-onboard", ADD, {"input": account(PAYGENTIC_UNKEYED)}),
+        # An IBAN opens in its own country: Paygentic takes country and currency as asked.
+        ("p-onboard", ADD, {"input": account(IBAN, country="DE", currency="EUR"), "key": "iban"}),
         ("p-onboard", ADD, {"input": account(REFUSED[4], routingNumber=None), "key": "none"}),
     ]
     assert [await typename(gateway, *call) for call in calls] == [
         "PayoutAccountRequiredError",
         *["CompletePayoutVerificationSuccess"] * 2,
-        *["AddBankAccountSuccess"] * 3,
+        *["AddBankAccountSuccess"] * 2,
         "ValidationError",
         "IdempotencyConflictError",
         "CompletePayoutVerificationSuccess",
-        *["AddBankAccountSuccess"] * 2,
+        *["AddBankAccountSuccess"] * 3,
         "ValidationError",
     ]
     # The providers refuse or fail a keyed add: its record keeps the refusal or stays started.

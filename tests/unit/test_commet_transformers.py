@@ -335,6 +335,18 @@ def test_an_add_in_another_country_or_currency_is_refused_naming_each_field() ->
     assert "must be USD or left out" in caught.value.issues[1].message
 
 
+def test_an_add_of_an_iban_of_another_country_is_refused_without_echoing_it() -> None:
+    with pytest.raises(InputValidationError) as caught:
+        tf.refuse_another_place(
+            add_request(account_number="DE89370400440532013000").bank,
+            PROFILE,
+            country_from_kyc=False,
+        )
+    assert caught.value.path == ("bank", "account_number")
+    assert "is an IBAN of DE" in str(caught.value)
+    assert "DE89370400440532013000" not in str(caught.value)
+
+
 def test_a_verifications_bank_country_is_left_to_the_kyc_but_its_currency_is_checked() -> None:
     bank = individual_request(country="CA").bank
     tf.refuse_another_place(bank, PROFILE, country_from_kyc=True)

@@ -564,6 +564,50 @@ def test_resolve_bank_reports_every_gap_at_once() -> None:
     }
 
 
+GERMAN_IBAN = "DE89370400440532013000"
+
+
+def test_resolve_bank_takes_an_iban_in_its_own_country() -> None:
+    profile = OrganizationProfile(country="US", currency="USD", bank_name="B")
+    bank = _bank(
+        account_number=GERMAN_IBAN,
+        routing_number=ROUTING_NUMBER,
+        holder_type="INDIVIDUAL",
+        country="de",
+        currency="EUR",
+    )
+    assert tf.resolve_bank(bank, profile).country == "DE"
+
+
+@pytest.mark.parametrize(
+    ("country", "path", "says"),
+    [
+        ("FR", ("bank", "country"), "must be DE, the IBAN's country, or left out"),
+        (
+            None,
+            ("bank", "account_number"),
+            "is an IBAN of DE, not of the organization's country US",
+        ),
+    ],
+)
+def test_resolve_bank_refuses_an_iban_of_another_country_than_the_accounts(
+    country: str | None, path: tuple[str, str], says: str
+) -> None:
+    profile = OrganizationProfile(country="US", currency="USD", bank_name="B")
+    bank = _bank(
+        account_number=GERMAN_IBAN,
+        routing_number=ROUTING_NUMBER,
+        holder_type="INDIVIDUAL",
+        country=country,
+    )
+    with pytest.raises(InputValidationError) as caught:
+        tf.resolve_bank(bank, profile)
+    [issue] = caught.value.issues
+    assert issue.path == path
+    assert issue.message.startswith(says)
+    assert GERMAN_IBAN not in str(caught.value)
+
+
 def test_external_account_body_has_exactly_the_documented_fields() -> None:
     profile = OrganizationProfile(
         country="US", currency="USD", bank_name="B", holder_type=HolderType.COMPANY

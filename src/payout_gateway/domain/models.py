@@ -37,6 +37,7 @@ from payout_gateway.domain.values import (
     PublicHttpsUrl,
     RoutingNumber,
     ShortText,
+    iban_country,
     last4_of,
 )
 
@@ -110,6 +111,11 @@ class BankDetails(_Frozen):
     @property
     def last4(self) -> str:
         return last4_of(self.account_number)
+
+    @property
+    def iban_country(self) -> str | None:
+        """The country the account number names, if it is an IBAN."""
+        return iban_country(self.account_number)
 
 
 class AddBankAccountRequest(_Frozen):

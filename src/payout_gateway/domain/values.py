@@ -121,6 +121,13 @@ def last4_of(number: SecretStr) -> str:
     return number.get_secret_value()[-4:]
 
 
+def iban_country(number: SecretStr) -> str | None:
+    """The country an account number in its canonical form names if it is an IBAN (its first
+    two letters); None for a domestic one (digits only)."""
+    prefix = number.get_secret_value()[:2]
+    return prefix if prefix.isalpha() else None
+
+
 AccountNumber = Annotated[SecretStr, BeforeValidator(canonical_account_number)]
 RoutingNumber = Annotated[SecretStr, BeforeValidator(canonical_routing_number)]
 CountryCode = Annotated[str, BeforeValidator(canonical_country)]

@@ -132,7 +132,8 @@ def refuse_another_place(
     the caller asks for that differs is refused here, before anything is sent, rather than
     answered with an account in another country or currency than the one asked for.
     ``country_from_kyc``: the bank of a verification takes the payout account's country, which
-    Commet derives from the KYC data, so only its currency is checked."""
+    Commet derives from the KYC data, so only its currency is checked. An IBAN names its
+    country too: one of another country is refused as such a country is."""
     issues: list[FieldIssue] = []
     if not country_from_kyc and bank.country is not None and bank.country != profile.country:
         issues.append(
@@ -140,6 +141,14 @@ def refuse_another_place(
                 ("bank", "country"),
                 f"must be {profile.country} or left out: Commet adds bank accounts in the "
                 "organization's country",
+            )
+        )
+    elif not country_from_kyc and bank.iban_country not in (None, profile.country):
+        issues.append(
+            FieldIssue(
+                ("bank", "account_number"),
+                f"is an IBAN of {bank.iban_country}: Commet adds bank accounts in the "
+                f"organization's country, {profile.country}",
             )
         )
     if bank.currency is not None and bank.currency != profile.currency:

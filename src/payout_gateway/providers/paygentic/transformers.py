@@ -196,6 +196,18 @@ def resolve_bank(
             issues.append(
                 FieldIssue(("bank", name), f"is required by Paygentic: give it in {where}")
             )
+    named = bank.iban_country
+    if named is not None and country and named != country.upper():
+        # An IBAN names the account's country: Paygentic would be told another one.
+        issues.append(
+            FieldIssue(("bank", "country"), f"must be {named}, the IBAN's country, or left out")
+            if bank.country
+            else FieldIssue(
+                ("bank", "account_number"),
+                f"is an IBAN of {named}, not of the organization's country {country}: "
+                f"give country {named}",
+            )
+        )
     for key in sorted(RESERVED_METADATA_KEYS.intersection(metadata or {})):
         issues.append(FieldIssue(("metadata", key), "is reserved by the gateway"))
     if issues or not (country and currency and bank_name and holder and routing):
