@@ -439,6 +439,12 @@ def add_request(*, set_default: bool = True) -> AddBankAccountRequest:
     )
 
 
+def add_request_with(**bank: Any) -> AddBankAccountRequest:
+    """``add_request()`` with these bank fields in place of its own (not validated again)."""
+    request = add_request()
+    return request.model_copy(update={"bank": request.bank.model_copy(update=bank)})
+
+
 def verification_request() -> PayoutVerificationRequest:
     return PayoutVerificationRequest.model_validate(
         {
@@ -530,10 +536,7 @@ async def test_a_bank_account_opens_in_the_country_and_currency_asked_for_or_not
 ) -> None:
     context, _ = await verified_organization(harness)
     await harness.reset()
-    request = add_request()
-    elsewhere = request.model_copy(
-        update={"bank": request.bank.model_copy(update={"country": "CA", "currency": "CAD"})}
-    )
+    elsewhere = add_request_with(country="CA", currency="CAD")
 
     if harness.opens_accounts_where_asked:
         account = await harness.adapter.add_bank_account(context, elsewhere, idempotency_key=key())
@@ -553,15 +556,8 @@ async def test_an_iban_of_another_country_than_the_accounts_is_refused_before_an
 ) -> None:
     context, _ = await verified_organization(harness)
     await harness.reset()
-    request = add_request()
     assert context.profile.country == "US"
-    german = request.model_copy(
-        update={
-            "bank": request.bank.model_copy(
-                update={"account_number": SecretStr("DE89370400440532013000")}
-            )
-        }
-    )
+    german = add_request_with(account_number=SecretStr("DE89370400440532013000"))
 
     with pytest.raises(InputValidationError) as refused:
         await harness.adapter.add_bank_account(context, german, idempotency_key=key())
