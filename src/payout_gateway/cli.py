@@ -7,10 +7,12 @@ import contextlib
 import copy
 import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -102,6 +104,13 @@ def serve(host: str, port: int, workers: int) -> None:
     server_options = uvicorn_options(settings, host, port)
     if workers == 1:
         lean_log_records()
+        # uvicorn (>= 0.29, encode/uvicorn#1600) hands the SIGTERM it shut down on back to the
+        # handler it found; Python's default one would then end the process by that signal,
+        # exit status 143, after a finished graceful shutdown (answers sent, the lifespan's
+        # commits awaited), which Kubernetes and Docker record as an error. This one exits 0,
+        # as Ctrl-C (SIGINT) already did; before uvicorn starts, it exits 0 at once.
+        # ``--workers N``: uvicorn's supervisor exits 0 on SIGTERM itself.
+        signal.signal(signal.SIGTERM, _exit_successfully)
         uvicorn.run(create_app(settings, serving=True), **server_options)
         return
     # Migrated once here, so that the workers' start-ups find the schema current instead of
@@ -119,6 +128,10 @@ def serve(host: str, port: int, workers: int) -> None:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
     with worker_metrics_directory(), contextlib.suppress(KeyboardInterrupt):
         Multiprocess(config, sockets=[listener]).run()
+
+
+def _exit_successfully(_signal: int, _frame: FrameType | None) -> None:
+    sys.exit(0)
 
 
 def uvicorn_options(settings: Settings, host: str, port: int) -> dict[str, Any]:

@@ -9,15 +9,12 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -26,11 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from payout_gateway.cli import main
 from payout_gateway.domain.enums import HolderType, Provider
-from payout_gateway.sandbox.commet import create_commet_sandbox
-from payout_gateway.sandbox.paygentic import create_paygentic_sandbox
 from tests.realtime.support import verify
-from tests.support.gateway import PEPPER, SeededOrg, seed_organizations
-from tests.support.live_server import free_port, live_server
+from tests.support.gateway import SeededOrg
+from tests.support.serve_process import ServedGateway, log_records, served_gateway
 
 ORGS = (
     SeededOrg("workers-commet", Provider.COMMET, "ck_live_workers0000001"),
@@ -52,89 +47,22 @@ ADD = (
 LIST = "{ bankAccounts(first: 100) { edges { node { id last4 } } } }"
 
 
-@dataclass(frozen=True)
-class Workers:
-    url: str
-    keys: dict[str, str]
-    process: subprocess.Popen[bytes]
-    log: Path
-
-
 @contextmanager
-def serving_workers(workdir: Path, **settings: str) -> Iterator[Workers]:
-    """``serve --workers 2`` over both simulators and a seeded SQLite file, until both workers
-    listen; stopped on exit, its log then checked for tracebacks. ``settings``: more
-    ``PAYOUT_GATEWAY_*`` variables, by their names after the prefix."""
-    database_url = f"sqlite+aiosqlite:///{workdir}/gateway.db"
-    keys = seed_organizations(database_url, ORGS)
-    port = free_port()
-    with ExitStack() as stack:
-        commet_url = stack.enter_context(live_server(create_commet_sandbox()))
-        paygentic_url = stack.enter_context(live_server(create_paygentic_sandbox()))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUT_GATEWAY_")}
-        env |= {
-            "PAYOUT_GATEWAY_DATABASE_URL": database_url,
-            "PAYOUT_GATEWAY_COMMET__BASE_URL": f"{commet_url}/api/v1",
-            "PAYOUT_GATEWAY_PAYGENTIC__BASE_URL": paygentic_url,
-            "PAYOUT_GATEWAY_API_KEY_PEPPER": PEPPER.get_secret_value(),
-            "PAYOUT_GATEWAY_REFRESH_INTERVAL_SECONDS": "0",
-            "PAYOUT_GATEWAY_LOG_LEVEL": "INFO",
-        }
-        env |= {f"PAYOUT_GATEWAY_{name.upper()}": value for name, value in settings.items()}
-        log = (workdir / "serve.log").open("wb")
-        stack.callback(log.close)
-        process = subprocess.Popen(
-            [
-                *(str(Path(sys.executable).parent / "payout-gateway"), "serve"),
-                *("--port", str(port), "--workers", "2"),
-            ],
-            env=env,
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-        def stop() -> None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-
-        stack.callback(stop)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError((workdir / "serve.log").read_text()[-3000:])
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError((workdir / "serve.log").read_text()[-3000:])
-            time.sleep(0.1)
+def serving_workers(workdir: Path, **settings: str) -> Iterator[ServedGateway]:
+    """``serve --workers 2`` (tests/support/serve_process.py) until both workers listen."""
+    with served_gateway(workdir, ORGS, workers=2, settings=settings) as running:
         # One worker answering is not both listening: connections opened before the second
         # one listens all go to the first.
-        while sys.platform.startswith("linux") and listening_sockets(port) < 2:
+        deadline = time.monotonic() + 60
+        while sys.platform.startswith("linux") and listening_sockets(running.port) < 2:
             if time.monotonic() > deadline:
-                raise TimeoutError((workdir / "serve.log").read_text()[-3000:])
+                raise TimeoutError(running.log.read_text()[-3000:])
             time.sleep(0.1)
-        yield Workers(url, keys, process, workdir / "serve.log")
-        stop()
-        output = (workdir / "serve.log").read_text()
-        assert "Traceback" not in output, output[-3000:]
-
-
-def log_records(workers: Workers) -> list[dict[str, Any]]:
-    output = workers.log.read_text()
-    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+        yield running
 
 
 @pytest.fixture(scope="module")
-def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
     with serving_workers(tmp_path_factory.mktemp("workers")) as running:
         yield running
     # The logging set-up reaches the worker processes: they answered, and logged it.
@@ -167,7 +95,7 @@ def _variables(index: int, org: str) -> dict[str, object]:
     }
 
 
-async def test_concurrent_adds_across_two_workers_all_land_once(workers: Workers) -> None:
+async def test_concurrent_adds_across_two_workers_all_land_once(workers: ServedGateway) -> None:
     # Commet takes bank accounts once the payout account exists (this saves one account too).
     await verify(f"{workers.url}/graphql", workers.keys["workers-commet"])
     async with httpx.AsyncClient(base_url=workers.url, timeout=30) as client:
@@ -200,7 +128,7 @@ async def test_concurrent_adds_across_two_workers_all_land_once(workers: Workers
     assert workers.process.poll() is None
 
 
-def healthz_over_32_connections_at_once(workers: Workers) -> Counter[int]:
+def healthz_over_32_connections_at_once(workers: ServedGateway) -> Counter[int]:
     """GET /healthz over 32 connections opened at once, as a backend's connection pool opens
     them; how many each worker process served (its access log)."""
     already = workers.log.stat().st_size
@@ -229,7 +157,7 @@ def healthz_over_32_connections_at_once(workers: Workers) -> Counter[int]:
     return served_by
 
 
-def test_connections_opened_together_are_served_by_both_workers(workers: Workers) -> None:
+def test_connections_opened_together_are_served_by_both_workers(workers: ServedGateway) -> None:
     """uvicorn's one shared socket gave every connection to whichever worker was awake; a
     socket per worker (web/listeners.py) spreads them."""
     served_by = healthz_over_32_connections_at_once(workers)
@@ -248,7 +176,7 @@ def healthz_answers(metrics: str) -> float:
     )
 
 
-def test_metrics_from_any_worker_count_what_every_worker_served(workers: Workers) -> None:
+def test_metrics_from_any_worker_count_what_every_worker_served(workers: ServedGateway) -> None:
     """Each worker counts in files of its own (PROMETHEUS_MULTIPROC_DIR, set by ``serve``); a
     scrape reaching either one answers with the sum."""
 
@@ -297,7 +225,7 @@ def test_one_worker_runs_the_status_refresh(tmp_path: Path) -> None:
     assert len(leads) == 1, leads
 
 
-def circuit_gauge_pids(workers: Workers) -> set[int]:
+def circuit_gauge_pids(workers: ServedGateway) -> set[int]:
     """The worker pids /metrics reports the providers' circuit gauges for."""
     answer = httpx.get(f"{workers.url}/metrics").text
     return {
