@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,6 +334,25 @@ async def test_pages_walk_all_accounts_and_page_size_is_capped(gw: RunningGatewa
     assert "100" in too_many["errors"][0]["message"]
     bad_cursor = await gql(gw, '{ bankAccounts(after: "!!") { edges { cursor } } }')
     assert bad_cursor["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+@pytest.mark.parametrize("connection", ["bankAccounts", "payouts"])
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-01-01T00:00:00",  # no offset: issued ones have one
+        "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
+        "9999-12-31T23:59:59-01:00",  # after year 9999 in UTC
+    ],
+)
+async def test_an_edited_cursor_time_is_a_bad_cursor_not_an_unexpected_error(
+    gw: RunningGateway, connection: str, stamp: str
+) -> None:
+    cursor = base64.urlsafe_b64encode(f"{stamp}|ba_1".encode()).decode().rstrip("=")
+    query = f"query($after: String) {{ {connection}(after: $after) {{ edges {{ cursor }} }} }}"
+    body = await gql(gw, query, {"after": cursor})
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert body["errors"][0]["message"] == "The 'after' cursor is not one this API issued."
 
 
 async def test_foreign_ids_read_exactly_like_nonexistent_ones(gw: RunningGateway) -> None:

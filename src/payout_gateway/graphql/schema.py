@@ -6,7 +6,7 @@ import asyncio
 import base64
 import binascii
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import strawberry
@@ -123,8 +123,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, account_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), account_id
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        created_at = datetime.fromisoformat(stamp)
+        # Every cursor issued is in UTC. One edited to drop its offset, or to one that moves
+        # it out of datetime's range, would fail in the store as an unexpected error.
+        if created_at.tzinfo is None:
+            raise ValueError("no UTC offset")
+        return created_at.astimezone(UTC), account_id
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         raise GraphQLError(
             "The 'after' cursor is not one this API issued.",
             extensions={"code": "BAD_USER_INPUT"},
