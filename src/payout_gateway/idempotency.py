@@ -90,29 +90,32 @@ class IdempotencyKeys:
         record_id: str,
         now: Any,
     ) -> Replay | Hold:
+        record = IdempotencyRecord(
+            id=record_id,
+            organization_id=organization_id,
+            key=key,
+            operation=operation,
+            fingerprint=fingerprint,
+            state=STARTED,
+            attempts=1,
+            result=None,
+            locked_until=now + self.lease,
+            created_at=now,
+            expires_at=now + self.retention,
+        )
         async with self._store.session() as session:
-            claimed = await session.claim_idempotency_key(
-                IdempotencyRecord(
-                    id=record_id,
-                    organization_id=organization_id,
-                    key=key,
-                    operation=operation,
-                    fingerprint=fingerprint,
-                    state=STARTED,
-                    attempts=1,
-                    result=None,
-                    locked_until=now + self.lease,
-                    created_at=now,
-                    expires_at=now + self.retention,
-                )
-            )
-            if claimed:
+            if await session.claim_idempotency_key(record):
                 return Hold(record_id, recovering=False)
             existing = await session.get_idempotency_record(organization_id, key, lock=True)
             if existing is None:  # expired and purged between the two statements
                 raise IdempotencyInProgressError("Retry: the idempotency key was just released.")
             if existing.expires_at <= now:
+                # Past its retention the key is a new one, as if already purged. Claimed in this
+                # transaction: raising here would roll the delete back and refuse every retry
+                # until the purge.
                 await session.delete_idempotency_key(existing.id)
+                if await session.claim_idempotency_key(record):
+                    return Hold(record_id, recovering=False)
                 raise IdempotencyInProgressError("Retry: the idempotency key was just released.")
             if existing.operation != operation or existing.fingerprint != fingerprint:
                 raise IdempotencyConflictError(

@@ -17,7 +17,7 @@ from payout_gateway.domain.models import (
     OrganizationProfile,
     ProviderCredentials,
 )
-from payout_gateway.idempotency import IdempotencyKeys, purge_expired_forever
+from payout_gateway.idempotency import Hold, IdempotencyKeys, Replay, purge_expired_forever
 from payout_gateway.store import Store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -218,6 +218,22 @@ async def test_an_idempotency_key_is_claimed_once_and_taken_over_once(store: Sto
         assert done is not None
         assert (done.state, done.result, done.attempts) == ("completed", {"id": "ba_1"}, 2)
         assert await session.purge_expired_idempotency_keys(T0 + timedelta(hours=25)) == 2
+
+
+async def test_a_key_past_its_retention_is_a_new_key_before_the_purge_ran(store: Store) -> None:
+    await seed(store, "a")
+    keys = IdempotencyKeys(
+        store, pepper=SecretStr("p"), retention=timedelta(hours=24), lease=timedelta(seconds=60)
+    )
+    begin = {"organization_id": "org_a", "key": "k", "operation": "op", "fingerprint": "f"}
+    first = await keys.begin(**begin, record_id="i1", now=T0)
+    assert isinstance(first, Hold)
+    await keys.finish(first, {"id": "ba_1"}, T0)
+    later = T0 + timedelta(hours=25)  # the purge, every 10 minutes, has not deleted it yet
+    # A new request, not "retry: the key was just released" again and again until the purge.
+    assert await keys.begin(**begin, record_id="i2", now=later) == Hold("i2", recovering=False)
+    await keys.finish(Hold("i2", recovering=False), {"id": "ba_2"}, later)
+    assert await keys.begin(**begin, record_id="i3", now=later) == Replay({"id": "ba_2"})
 
 
 async def test_a_webhook_event_is_recorded_once_for_good(store: Store) -> None:
