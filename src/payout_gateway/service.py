@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import logging
 import secrets
-import uuid
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,8 +48,10 @@ def utcnow() -> datetime:
 
 
 def new_id(prefix: str) -> str:
-    """Gateway ids: a type prefix and 128 random bits; never a provider's id."""
-    return f"{prefix}_{uuid.uuid4().hex}"
+    """Gateway ids: a type prefix, the microsecond they were made and 72 random bits; never a
+    provider's id. They sort in the order they were made, which orders the objects a page
+    lists with the same creation time (Paygentic's have whole seconds) newest first."""
+    return f"{prefix}_{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
 
 
 def provider_reference(organization_id: str, operation: str, key: str | None) -> str:

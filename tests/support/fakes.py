@@ -38,8 +38,12 @@ class FakeProvider:
         has_defaults: bool = True,
         takes_kyc: bool = True,
         delay: float = 0.0,
+        created_at: datetime | None = None,
     ) -> None:
         self._provider = provider
+        # When set, every object is reported created then, as Paygentic's whole seconds report
+        # the objects created within one second.
+        self._created_at = created_at
         self._capabilities = ProviderCapabilities(
             takes_kyc=takes_kyc,
             has_default_accounts=has_defaults,
@@ -87,7 +91,7 @@ class FakeProvider:
             status=BankAccountStatus.ACTIVE,
             provider_status="active",
             livemode=False,
-            created_at=datetime.now(UTC),
+            created_at=self._created_at or datetime.now(UTC),
         )
 
     async def add_bank_account(
@@ -166,7 +170,7 @@ class FakeProvider:
             description=request.description,
             destination_provider_account_id=destination_provider_account_id,
             livemode=False,
-            created_at=datetime.now(UTC),
+            created_at=self._created_at or datetime.now(UTC),
         )
 
     async def aclose(self) -> None:

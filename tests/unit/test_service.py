@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import SecretStr
@@ -118,6 +119,25 @@ async def test_reads_never_cross_organizations(store: Store) -> None:
     mine = await service.add_bank_account(a, add_request())
     assert await service.bank_accounts_by_ids(b, [mine.id]) == [None]
     assert (await service.page_bank_accounts(b, first=10)).items == []
+
+
+async def test_accounts_created_in_one_provider_second_page_newest_first(store: Store) -> None:
+    # Paygentic's createdAt has whole seconds: several accounts can share one.
+    second = datetime(2026, 7, 1, 12, 0, 0, tzinfo=UTC)
+    fake = FakeProvider(Provider.PAYGENTIC, has_defaults=False, created_at=second)
+    service, tenancy = await make(store, fake)
+    org = await new_org(tenancy, "p", Provider.PAYGENTIC)
+    added = [
+        await service.add_bank_account(org, add_request(f"0001234567{n:02d}")) for n in range(8)
+    ]
+    first = await service.page_bank_accounts(org, first=3)
+    # One more while the caller pages: it is newer than the first page, so not on a later one.
+    await service.add_bank_account(org, add_request("000123456799"))
+    rest = await service.page_bank_accounts(
+        org, first=10, after=(first.items[-1].created_at, first.items[-1].id)
+    )
+    listed = [a.last4 for a in [*first.items, *rest.items]]
+    assert listed == [a.last4 for a in reversed(added)]
 
 
 def test_provider_references_are_stable_per_key_and_scoped() -> None:
