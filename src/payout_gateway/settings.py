@@ -4,13 +4,38 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from payout_gateway.providers.transport import HttpBackend, HttpPolicy
-from payout_gateway.store.database import DEFAULT_DATABASE_TIMEOUT_SECONDS
-from payout_gateway.store.secrets import SecretCodec
+from payout_gateway.store.database import (
+    DEFAULT_DATABASE_TIMEOUT_SECONDS,
+    normalize_database_url,
+)
+from payout_gateway.store.secrets import SecretCodec, SecretsKeyError
+
+# The messages below never quote the value: a URL may carry a password.
+
+
+def _scheme(url: str) -> str | None:
+    try:
+        return urlsplit(url).scheme
+    except ValueError:
+        return None
+
+
+def _http_url(value: str) -> str:
+    if _scheme(value) not in ("http", "https") or not urlsplit(value).hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Seconds = Annotated[float, Field(gt=0)]
 
 
 class Environment(StrEnum):
@@ -21,10 +46,10 @@ class Environment(StrEnum):
 class ProviderSettings(BaseModel):
     """How to reach one provider. No ``base_url``: the in-process sandbox (sandbox mode)."""
 
-    base_url: str | None = None
-    connect_timeout: float = 3.0
-    read_timeout: float = 10.0
-    total_deadline: float = 25.0
+    base_url: HttpUrl | None = None
+    connect_timeout: Seconds = 3.0
+    read_timeout: Seconds = 10.0
+    total_deadline: Seconds = 25.0
     max_retries: Annotated[int, Field(ge=0, le=5)] = 2
     max_connections: Annotated[int, Field(ge=1)] = 100
     # Failed requests in a row that open the provider's circuit, and for how long (seconds).
@@ -53,7 +78,7 @@ class JwtSettings(BaseModel):
 
     # HS256 with a secret the customer's backend shares, or the identity provider's keys.
     secret: SecretStr | None = None
-    jwks_url: str | None = None
+    jwks_url: HttpUrl | None = None
     # Required once JWTs are on: a token minted for another service is not one for this.
     audience: str | None = None
     # Required with a JWKS URL (it names the identity provider); optional with a secret.
@@ -146,6 +171,41 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("secrets_keys")
+    @classmethod
+    def _fernet_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        try:
+            SecretCodec([key.get_secret_value() for key in value])
+        except SecretsKeyError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            driver = make_url(normalize_database_url(value)).drivername
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+            driver = None
+        if driver not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and _scheme(value) not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
+            raise ValueError("must be one of CRITICAL, ERROR, WARNING, INFO, DEBUG")
         return value
 
     def secret_codec(self) -> SecretCodec:

@@ -224,6 +224,36 @@ def test_invalid_settings_name_each_variable_and_never_echo_a_value(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("DATABASE_URL", "postgresql://gw:canary-pw@db:five/gw", "must be a sqlite:/// or"),
+        ("DATABASE_URL", "mysql://gw:canary-pw@db/gw", "must be a sqlite:/// or"),
+        ("DATABASE_URL", "", "must be a sqlite:/// or postgresql:// URL"),
+        ("REDIS_URL", "redis-canary:6379", "must be a redis://, rediss:// or unix:// URL"),
+        ("COMMET__BASE_URL", "commet.canary/api/v1", "must be an http:// or https:// URL"),
+        ("JWT__JWKS_URL", "ftp://canary/jwks.json", "must be an http:// or https:// URL"),
+        ("PAYGENTIC__READ_TIMEOUT", "-1", "Input should be greater than 0"),
+        ("LOG_LEVEL", "verbose", "must be one of CRITICAL, ERROR, WARNING, INFO, DEBUG"),
+        ("SECRETS_KEYS", "canary-not-a-fernet-key", "a secrets key must be 32 url-safe"),
+    ],
+)
+def test_a_value_that_would_fail_later_is_an_invalid_setting_at_start(
+    env: str, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    # Each of these started the gateway (or a command) and failed at its first use, with a
+    # traceback, or never failed and broke every call.
+    monkeypatch.setenv("PAYOUT_GATEWAY_JWT__ISSUER", "https://id.example")
+    monkeypatch.setenv("PAYOUT_GATEWAY_JWT__AUDIENCE", "payout-gateway")
+    monkeypatch.setenv(f"PAYOUT_GATEWAY_{variable}", value)
+    result = CliRunner().invoke(main, ["migrate"])
+    assert result.exit_code == 1
+    assert f"invalid settings:\n  PAYOUT_GATEWAY_{variable}: " in result.output
+    assert message in result.output
+    assert "canary" not in result.output
+    assert "Traceback" not in result.output
+
+
 def test_served_log_lines_carry_the_request_id_of_the_request_they_belong_to() -> None:
     # In a process of its own: the logging set-up is process-wide.
     program = (
