@@ -7,6 +7,7 @@ import contextlib
 import copy
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -20,6 +21,7 @@ import uvicorn
 import uvicorn.config
 from alembic.util import CommandError
 from pydantic import SecretStr, ValidationError
+from pydantic_settings import SettingsError
 from sqlalchemy.exc import DBAPIError
 from uvicorn.supervisors import Multiprocess
 
@@ -56,6 +58,12 @@ def load_settings() -> Settings:
             for item in error.errors(include_input=False, include_url=False)
         ]
         raise click.ClickException("invalid settings:\n" + "\n".join(problems)) from None
+    except SettingsError as error:
+        # A list or object given as a variable is read as JSON; pydantic-settings names only
+        # the field that did not parse.
+        field = re.search(r'field "(\w+)"', str(error))
+        name = f"PAYOUT_GATEWAY_{field[1].upper()}" if field else "a PAYOUT_GATEWAY_ variable"
+        raise click.ClickException(f"invalid settings:\n  {name}: not valid JSON") from None
 
 
 @click.group()

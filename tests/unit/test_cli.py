@@ -254,6 +254,16 @@ def test_a_value_that_would_fail_later_is_an_invalid_setting_at_start(
     assert "Traceback" not in result.output
 
 
+def test_a_list_that_is_not_json_is_an_invalid_setting_naming_its_variable(
+    env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYOUT_GATEWAY_CORS_ORIGINS", "https://app.example")
+    result = CliRunner().invoke(main, ["migrate"])
+    assert result.exit_code == 1
+    assert "invalid settings:\n  PAYOUT_GATEWAY_CORS_ORIGINS: not valid JSON" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_served_log_lines_carry_the_request_id_of_the_request_they_belong_to() -> None:
     # In a process of its own: the logging set-up is process-wide.
     program = (
