@@ -1019,6 +1019,27 @@ async def test_auto_verify_turns_new_accounts_verified_after_the_delay(clock, sl
     ]
 
 
+async def test_auto_pay_settles_a_pending_payout_as_success_after_the_delay(clock, sleeps):
+    app = make_app(clock, sleeps, auto_verify_after_seconds=0, auto_pay_after_seconds=30)
+    async with client_for(app) as client:
+        created = await create_account(client)
+        payout = (await client.post("/v0/payouts", json=payout_body(created["id"]))).json()
+        clock.advance(29.5)
+        early = await client.get(f"/v0/payouts/{payout['id']}")
+        clock.advance(10)
+        late = await client.get(f"/v0/payouts/{payout['id']}")
+        listed = await client.get("/v0/payouts", params={"organizationId": ORG})
+        settle = await client.post(
+            f"/_sandbox/payouts/{payout['id']}/status", json={"status": "failed"}
+        )
+
+    assert early.json()["status"] == "pending"
+    assert (late.status_code, late.json()["status"]) == (200, "success")
+    assert late.json()["transactionId"] is not None
+    assert listed.json()["data"][0]["status"] == "success"
+    assert settle.json()["code"] == "INVALID_STATUS_TRANSITION"
+
+
 async def test_auto_verify_leaves_errored_accounts_alone(clock, sleeps):
     app = make_app(clock, sleeps, auto_verify_after_seconds=0)
     async with client_for(app) as client:

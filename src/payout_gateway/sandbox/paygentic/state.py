@@ -279,7 +279,7 @@ class PaygenticSandboxState:
             return payout
         if self.now() < payout.createdAt + timedelta(seconds=delay):
             return payout
-        return self.settle_payout(payout.id, PayoutStatusChange(status="success"))
+        return self._settle_pending(payout, PayoutStatusChange(status="success"))
 
     def list_payouts(
         self, organization_id: str, status: PayoutStatus | None, limit: int, offset: int
@@ -299,6 +299,9 @@ class PaygenticSandboxState:
                 f"The payout is already {payout.status}; only pending payouts can change",
                 code="INVALID_STATUS_TRANSITION",
             )
+        return self._settle_pending(payout, change)
+
+    def _settle_pending(self, payout: Payout, change: PayoutStatusChange) -> Payout:
         now = self.now()
         update: dict[str, object] = {"status": change.status, "updatedAt": now}
         if change.status == "success":
@@ -310,6 +313,6 @@ class PaygenticSandboxState:
             update["failureCode"] = change.failureCode or "PAYOUT_FAILED"
             update["failureMessage"] = change.failureMessage or "The bank rejected the transfer"
         settled = payout.model_copy(update=update)
-        self._payouts[payout_id] = settled
-        self._record_change("payout", payout_id, payout.status, settled.status, now)
+        self._payouts[payout.id] = settled
+        self._record_change("payout", payout.id, payout.status, settled.status, now)
         return settled
