@@ -429,13 +429,14 @@ class PayoutService:
         """The organization's default account; where the gateway keeps defaults it must be
         usable (active), since the gateway names it to the provider."""
         async with self._store.session(write=False) as session:
-            accounts, _ = await session.page_bank_accounts(org.id, first=100)
-        default = next((a for a in accounts if a.is_default), None)
-        if adapter.capabilities.has_default_accounts:
-            return default
-        usable = [a for a in accounts if a.status is BankAccountStatus.ACTIVE]
-        if default is not None and default.status is BankAccountStatus.ACTIVE:
-            return default
+            default = await session.default_bank_account(org.id)
+            if adapter.capabilities.has_default_accounts or (
+                default is not None and default.status is BankAccountStatus.ACTIVE
+            ):
+                return default
+            usable, _ = await session.page_bank_accounts(
+                org.id, first=1, status=BankAccountStatus.ACTIVE
+            )
         if usable:
             return usable[0]
         raise errors.PayoutAccountRequiredError(

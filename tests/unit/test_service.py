@@ -140,6 +140,22 @@ async def test_accounts_created_in_one_provider_second_page_newest_first(store: 
     assert listed == [a.last4 for a in reversed(added)]
 
 
+@pytest.mark.parametrize("provider", [Provider.COMMET, Provider.PAYGENTIC])
+async def test_a_payout_goes_to_the_default_account_behind_a_hundred_newer_ones(
+    store: Store, provider: Provider
+) -> None:
+    fake = FakeProvider(provider, has_defaults=provider is Provider.COMMET)
+    service, tenancy = await make(store, fake)
+    org = await new_org(tenancy, "o", provider)
+    default = await service.add_bank_account(org, add_request(set_default=True))
+    for n in range(100):
+        await service.add_bank_account(org, add_request(f"0009876543{n:02d}"))
+    payout = await service.request_payout(
+        org, PayoutRequest(amount=Money(amount_minor=1500, currency="USD"))
+    )
+    assert payout.destination_bank_account_id == default.id
+
+
 def test_provider_references_are_stable_per_key_and_scoped() -> None:
     assert provider_reference("org_a", "op", "k") == provider_reference("org_a", "op", "k")
     assert provider_reference("org_a", "op", "k") != provider_reference("org_b", "op", "k")

@@ -588,6 +588,14 @@ _BANK_ACCOUNTS_BY_IDS = select(_BANK_ACCOUNTS).where(
     _BANK_ACCOUNTS.c.organization_id == bindparam("organization_id"),
     _BANK_ACCOUNTS.c.id.in_(bindparam("ids", expanding=True)),
 )
+_DEFAULT_BANK_ACCOUNT = (
+    select(_BANK_ACCOUNTS)
+    .where(
+        _BANK_ACCOUNTS.c.organization_id == bindparam("organization_id"),
+        _BANK_ACCOUNTS.c.is_default.is_(True),
+    )
+    .limit(1)
+)
 
 
 # An idempotency key's statements, built once: a keyed mutation claims and finishes its key on
@@ -812,6 +820,14 @@ class StoreSession:
         query = _bank_account_page(by_status=status is not None, after=after is not None)
         rows = (await self._session.execute(query, params)).all()
         return [_bank_account(row) for row in itertools.islice(rows, first)], len(rows) > first
+
+    async def default_bank_account(self, organization_id: str) -> BankAccount | None:
+        """The organization's default account, however many accounts are newer."""
+        rows = await self._session.execute(
+            _DEFAULT_BANK_ACCOUNT, {"organization_id": organization_id}
+        )
+        row = rows.first()
+        return _bank_account(row) if row is not None else None
 
     async def has_bank_accounts(self, organization_id: str) -> bool:
         """Whether the organization has any account: stops at the first row, unlike a count."""
