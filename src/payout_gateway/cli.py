@@ -97,6 +97,11 @@ def serve(host: str, port: int, workers: int) -> None:
             )
         if ":memory:" in settings.database_url:
             raise click.UsageError("--workers > 1 needs a database file or server, not :memory:.")
+    # Migrated once here, so that the workers' start-ups find the schema current instead of
+    # racing to migrate it (each worker then builds its app from the same environment), and
+    # a database that cannot be reached is one line, not a traceback from the app's start-up.
+    ensure_sqlite_directory(settings.database_url)
+    asyncio.run(_upgrade(settings.database_url))
     base = f"http://{host}:{port}"
     click.echo(f"payout-gateway on {base}/graphql  (database: {settings.database_url})")
     if settings.sandbox_mode:
@@ -121,10 +126,6 @@ def serve(host: str, port: int, workers: int) -> None:
         signal.signal(signal.SIGTERM, _exit_successfully)
         uvicorn.run(create_app(settings, serving=True), **server_options)
         return
-    # Migrated once here, so that the workers' start-ups find the schema current instead of
-    # racing to migrate it; each worker then builds its app from the same environment.
-    ensure_sqlite_directory(settings.database_url)
-    asyncio.run(_upgrade(settings.database_url))
     config = uvicorn.Config(
         "payout_gateway.cli:served_app", factory=True, workers=workers, **server_options
     )
@@ -266,7 +267,10 @@ def migrate(revision: str, show: bool) -> None:
     if not show:
         ensure_sqlite_directory(url)
         asyncio.run(_upgrade(url, revision))
-    found = asyncio.run(migrations.current(url))
+    try:
+        found = asyncio.run(migrations.current(url))
+    except DATABASE_UNREACHABLE as exc:
+        raise _unreachable(exc) from exc
     if found is None:
         shown = "none (no migration applied)"
     else:
@@ -280,6 +284,19 @@ async def _upgrade(url: str, revision: str = "head") -> None:
         await migrations.upgrade(url, revision)
     except (migrations.MigrationError, CommandError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except DATABASE_UNREACHABLE as exc:
+        raise _unreachable(exc) from exc
+
+
+# A server that refuses or does not answer (asyncpg raises OSError and TimeoutError, one of
+# them, as they are), a database or role that does not exist, a file SQLite cannot open.
+DATABASE_UNREACHABLE = (DBAPIError, OSError)
+
+
+def _unreachable(exc: BaseException) -> click.ClickException:
+    said = exc.orig if isinstance(exc, DBAPIError) else exc
+    reason = str(said) or type(said).__name__  # a TimeoutError says nothing
+    return click.ClickException(f"cannot use the database of PAYOUT_GATEWAY_DATABASE_URL: {reason}")
 
 
 # --- organizations and keys ----------------------------------------------------------------

@@ -264,6 +264,30 @@ def test_a_list_that_is_not_json_is_an_invalid_setting_naming_its_variable(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    "command", [["serve"], ["migrate"], ["migrate", "--show"], ["org", "list"]]
+)
+def test_a_database_that_cannot_be_reached_is_one_line_naming_the_variable(
+    env: str, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    served: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(app))
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv(
+        "PAYOUT_GATEWAY_DATABASE_URL", f"postgresql://gateway:canary-pw@127.0.0.1:{port}/gateway"
+    )
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(
+        "Error: cannot use the database of PAYOUT_GATEWAY_DATABASE_URL: "
+    ), result.output
+    assert "Connect call failed" in result.output
+    assert "canary-pw" not in result.output
+    assert served == []
+
+
 def test_served_log_lines_carry_the_request_id_of_the_request_they_belong_to() -> None:
     # In a process of its own: the logging set-up is process-wide.
     program = (
