@@ -22,6 +22,7 @@ import uvicorn.config
 from alembic.util import CommandError
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import SettingsError
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from uvicorn.supervisors import Multiprocess
 
@@ -103,7 +104,8 @@ def serve(host: str, port: int, workers: int) -> None:
     ensure_sqlite_directory(settings.database_url)
     asyncio.run(_upgrade(settings.database_url))
     base = f"http://{host}:{port}"
-    click.echo(f"payout-gateway on {base}/graphql  (database: {settings.database_url})")
+    database = make_url(settings.database_url).render_as_string(hide_password=True)
+    click.echo(f"payout-gateway on {base}/graphql  (database: {database})")
     if settings.sandbox_mode:
         click.echo("Sandbox mode: provider simulators in-process:")
         if settings.commet.base_url is None:

@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import json
 import logging
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -286,6 +287,24 @@ def test_a_database_that_cannot_be_reached_is_one_line_naming_the_variable(
     assert "Connect call failed" in result.output
     assert "canary-pw" not in result.output
     assert served == []
+
+
+def test_serve_names_its_database_without_the_password(
+    env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def migrated(url: str, revision: str = "head") -> None:
+        pass
+
+    monkeypatch.setattr(cli, "_upgrade", migrated)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    # What serving the app would set for the process stays this test's.
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)
+    monkeypatch.setattr(cli, "lean_log_records", lambda: None)
+    monkeypatch.setenv("PAYOUT_GATEWAY_DATABASE_URL", "postgresql://gateway:canary-pw@db/gateway")
+    result = CliRunner().invoke(main, ["serve"])
+    assert result.exit_code == 0, result.output
+    assert "(database: postgresql://gateway:***@db/gateway)" in result.output
+    assert "canary-pw" not in result.output
 
 
 def test_served_log_lines_carry_the_request_id_of_the_request_they_belong_to() -> None:
