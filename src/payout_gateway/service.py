@@ -112,6 +112,10 @@ def _encode_refusal(exc: errors.PayoutGatewayError) -> dict[str, Any]:
     }
 
 
+# The lease a verification at a provider without a KYC API holds (``_one_at_a_time``).
+PAYOUT_VERIFICATION_LEASE = "payout_verification"
+
+
 @contextlib.contextmanager
 def _keeping_the_failure(action: str) -> Iterator[None]:
     """Around the key's bookkeeping after its request failed: if that fails too (the database
@@ -307,8 +311,12 @@ class PayoutService:
         hold: Hold | None,
     ) -> tuple[VerificationResult, StatusChanged | None]:
         adapter = self.provider_for(org)
-        if not adapter.capabilities.takes_kyc:
-            # Providers without a KYC API cannot dedupe per organization; the gateway does.
+        if adapter.capabilities.takes_kyc:
+            return await self._verify_at_provider(org, adapter, request, reference, hold)
+        # Providers without a KYC API cannot dedupe per organization; the gateway does. Two
+        # verifications at once (a double submit, two keys) would both find no payout account
+        # and both create a destination at the provider: one at a time, whatever the process.
+        async with self._one_at_a_time(org, PAYOUT_VERIFICATION_LEASE):
             async with self._store.session() as session:
                 existing = await session.get_payout_account(org.id)
             if existing is not None:
@@ -316,6 +324,50 @@ class PayoutService:
                 if hold is not None:
                     await self._keys.finish(hold, _snapshot(result), self._clock())
                 return result, None
+            return await self._verify_at_provider(org, adapter, request, reference, hold)
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, org: Organization, purpose: str) -> AsyncIterator[None]:
+        """Hold the organization's lease for ``purpose`` (store ``organization_leases``) for
+        the block; another caller meanwhile is told to retry. The lease lapses after the
+        idempotency keys' lease if its holder never gives it back (it died)."""
+        holder = new_id("lease")
+        now = self._clock()
+        async with self._store.session() as session:
+            taken = await session.take_lease(
+                org.id, purpose, holder, now=now, until=now + self._keys.lease
+            )
+        if not taken:
+            raise errors.IdempotencyInProgressError(
+                "Another payout verification of this organization is under way: retry once it "
+                "has finished."
+            )
+        try:
+            yield
+        finally:
+            try:
+                # Shielded: a cancelled request must still let the next caller in.
+                await asyncio.shield(self._give_back_lease(org, purpose, holder))
+            except Exception as failure:
+                # The block's own outcome is what the caller hears; the lease lapses.
+                logger.warning(
+                    "could not give back the %s lease (%s); it lapses on its own",
+                    purpose,
+                    type(failure).__name__,
+                )
+
+    async def _give_back_lease(self, org: Organization, purpose: str, holder: str) -> None:
+        async with self._store.session() as session:
+            await session.give_back_lease(org.id, purpose, holder)
+
+    async def _verify_at_provider(
+        self,
+        org: Organization,
+        adapter: PayoutProvider,
+        request: PayoutVerificationRequest,
+        reference: str,
+        hold: Hold | None,
+    ) -> tuple[VerificationResult, StatusChanged | None]:
         outcome = None
         if hold is not None and hold.recovering and not adapter.capabilities.has_idempotency:
             found = await adapter.find_bank_account_by_reference(org.provider_context(), reference)

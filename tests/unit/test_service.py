@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -10,7 +11,11 @@ import pytest
 from pydantic import SecretStr
 
 from payout_gateway.domain.enums import PayoutAccountStatus, Provider
-from payout_gateway.domain.errors import ProviderRejectedError, StoreUnavailableError
+from payout_gateway.domain.errors import (
+    IdempotencyInProgressError,
+    ProviderRejectedError,
+    StoreUnavailableError,
+)
 from payout_gateway.domain.models import (
     AddBankAccountRequest,
     Money,
@@ -20,7 +25,7 @@ from payout_gateway.domain.models import (
     ProviderCredentials,
     validated,
 )
-from payout_gateway.service import PayoutService, provider_reference
+from payout_gateway.service import PayoutService, VerificationResult, provider_reference
 from payout_gateway.store import Store, StoreSession
 from payout_gateway.tenancy import Tenancy
 from tests.support.fakes import FakeProvider
@@ -87,6 +92,49 @@ async def test_verification_without_provider_kyc_is_idempotent_per_organization(
     assert again.payout_account.id == first.payout_account.id
     assert fake.calls["complete_payout_verification"] == 1
     assert first.payout_account.status is PayoutAccountStatus.PENDING_VERIFICATION
+
+
+async def test_verifications_at_once_without_provider_kyc_create_one_destination(
+    store: Store,
+) -> None:
+    # A double submit: both would find no payout account and both create one at the provider.
+    fake = FakeProvider(Provider.PAYGENTIC, has_defaults=False, takes_kyc=False, delay=0.2)
+    service, tenancy = await make(store, fake)
+    org = await new_org(tenancy, "p", Provider.PAYGENTIC)
+    request = validated(PayoutVerificationRequest, KYC)
+    outcomes = await asyncio.gather(
+        service.complete_payout_verification(org, request, idempotency_key="first"),
+        service.complete_payout_verification(org, request, idempotency_key="second"),
+        return_exceptions=True,
+    )
+    [done] = [o for o in outcomes if isinstance(o, VerificationResult)]
+    [refused] = [o for o in outcomes if isinstance(o, IdempotencyInProgressError)]
+    assert not done.already_existed and done.bank_account is not None
+    assert "under way" in refused.message and refused.retryable
+    assert fake.calls["complete_payout_verification"] == 1
+    # Both retry with their keys: the one that went through replays its answer; the refused
+    # one's key was handed back, and it now finds the payout account.
+    retried = [
+        await service.complete_payout_verification(org, request, idempotency_key=key)
+        for key in ("first", "second")
+    ]
+    assert sorted(r.already_existed for r in retried) == [False, True]
+    assert {r.payout_account.id for r in retried} == {done.payout_account.id}
+    assert fake.calls["complete_payout_verification"] == 1
+
+
+async def test_a_failed_verification_lets_the_next_one_in(store: Store) -> None:
+    fake = FakeProvider(Provider.PAYGENTIC, has_defaults=False, takes_kyc=False)
+    service, tenancy = await make(store, fake)
+    org = await new_org(tenancy, "p", Provider.PAYGENTIC)
+    request = validated(PayoutVerificationRequest, KYC)
+    fake.fail_with = ProviderRejectedError("no", provider=Provider.PAYGENTIC)
+    with pytest.raises(ProviderRejectedError):
+        await service.complete_payout_verification(org, request)
+    fake.fail_with = None
+    result = await service.complete_payout_verification(org, request)
+    assert not result.already_existed
+    assert fake.calls["complete_payout_verification"] == 2
 
 
 async def test_verification_with_provider_kyc_asks_the_provider_again(store: Store) -> None:

@@ -290,3 +290,33 @@ async def test_the_purge_loop_deletes_expired_keys_and_keeps_live_ones(store: St
     async with store.session(write=False) as session:
         assert await session.get_idempotency_record("org_a", "old") is None
         assert await session.get_idempotency_record("org_a", "new") is not None
+
+
+async def test_an_organizations_lease_has_one_holder_until_given_back_or_lapsed(
+    store: Store,
+) -> None:
+    await seed(store, "a", "b")
+    minute = timedelta(minutes=1)
+
+    async def take(organization: str, holder: str, now: datetime) -> bool:
+        async with store.session() as session:
+            return await session.take_lease(organization, "p", holder, now=now, until=now + minute)
+
+    async def give_back(holder: str) -> None:
+        async with store.session() as session:
+            await session.give_back_lease("org_a", "p", holder)
+
+    assert await take("org_a", "first", T0)
+    assert not await take("org_a", "second", T0 + minute / 2)
+    assert await take("org_b", "other", T0)  # per organization
+    async with store.session() as session:  # and per purpose
+        assert await session.take_lease("org_a", "q", "x", now=T0, until=T0 + minute)
+    await give_back("second")  # not its lease: nothing happens
+    assert not await take("org_a", "second", T0 + minute / 2)
+    await give_back("first")
+    assert await take("org_a", "second", T0 + minute / 2)
+    # Its holder never gave it back: once lapsed, the next caller takes it over, and the old
+    # holder's late give-back leaves the new holder's lease alone.
+    assert await take("org_a", "third", T0 + 2 * minute)
+    await give_back("second")
+    assert not await take("org_a", "fourth", T0 + 2 * minute)

@@ -569,6 +569,7 @@ _PAYOUT_ACCOUNTS: Table = Base.metadata.tables["payout_accounts"]
 _PAYOUTS: Table = Base.metadata.tables["payouts"]
 _STATUS_CHANGES: Table = Base.metadata.tables["status_changes"]
 _IDEMPOTENCY: Table = Base.metadata.tables["idempotency_records"]
+_LEASES: Table = Base.metadata.tables["organization_leases"]
 _WEBHOOK_EVENTS: Table = Base.metadata.tables["webhook_events"]
 
 _INSERT_BANK_ACCOUNT = insert(_BANK_ACCOUNTS)
@@ -619,6 +620,29 @@ _TAKE_OVER_IDEMPOTENCY_KEY = update(_IDEMPOTENCY).where(
     _IDEMPOTENCY.c.attempts == bindparam("expected_attempts"),
 )
 _DELETE_IDEMPOTENCY_KEY = delete(_IDEMPOTENCY).where(_IDEMPOTENCY.c.id == bindparam("record_id"))
+
+
+# An organization's lease: taken over once lapsed (its holder died or hung), given back by its
+# holder only.
+_TAKE_LAPSED_LEASE = update(_LEASES).where(
+    _LEASES.c.organization_id == bindparam("lease_organization"),
+    _LEASES.c.purpose == bindparam("lease_purpose"),
+    _LEASES.c.locked_until <= bindparam("lapsed_by"),
+)
+_GIVE_BACK_LEASE = delete(_LEASES).where(
+    _LEASES.c.organization_id == bindparam("lease_organization"),
+    _LEASES.c.purpose == bindparam("lease_purpose"),
+    _LEASES.c.holder == bindparam("lease_holder"),
+)
+
+
+@functools.cache
+def _claim_lease(dialect: str) -> Insert:
+    """INSERT … ON CONFLICT (organization_id, purpose) DO NOTHING in ``dialect``'s words."""
+    statement: Insert = _dialect_insert(dialect)(_LEASES).on_conflict_do_nothing(
+        index_elements=["organization_id", "purpose"]
+    )
+    return statement
 
 
 @functools.cache
@@ -1162,6 +1186,46 @@ class StoreSession:
 
     async def delete_idempotency_key(self, record_id: str) -> None:
         await _write_row(self._session, _DELETE_IDEMPOTENCY_KEY, {"record_id": record_id})
+
+    # organization leases -----------------------------------------------------------------
+
+    async def take_lease(
+        self, organization_id: str, purpose: str, holder: str, *, now: datetime, until: datetime
+    ) -> bool:
+        """Hold the organization's lease for ``purpose`` until ``until``: False while another
+        holder has it and it has not lapsed."""
+        row = {"holder": holder, "locked_until": until}
+        dialect = self._session.get_bind().dialect.name
+        claimed = await _write_row(
+            self._session,
+            _claim_lease(dialect),
+            {"organization_id": organization_id, "purpose": purpose, **row},
+        )
+        if claimed:
+            return True
+        taken_over = await _write_row(
+            self._session,
+            _TAKE_LAPSED_LEASE,
+            {
+                "lease_organization": organization_id,
+                "lease_purpose": purpose,
+                "lapsed_by": now,
+                **row,
+            },
+        )
+        return bool(taken_over)
+
+    async def give_back_lease(self, organization_id: str, purpose: str, holder: str) -> None:
+        """Give the lease back if ``holder`` still has it (not if it lapsed and was taken)."""
+        await _write_row(
+            self._session,
+            _GIVE_BACK_LEASE,
+            {
+                "lease_organization": organization_id,
+                "lease_purpose": purpose,
+                "lease_holder": holder,
+            },
+        )
 
     async def purge_expired_idempotency_keys(self, now: datetime) -> int:
         result = await self._session.execute(

@@ -174,6 +174,19 @@ class PayoutRow(Base):
     status_changed_at: Mapped[datetime]
 
 
+class OrganizationLeaseRow(Base):
+    """A step of one organization that one caller at a time may take, whichever process or
+    replica it runs in (a payout verification at a provider that has no KYC API): held by
+    ``holder`` until it gives it back, or until ``locked_until`` if it never does."""
+
+    __tablename__ = "organization_leases"
+
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(60), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(40))
+    locked_until: Mapped[datetime]
+
+
 class IdempotencyRow(Base):
     """One idempotency key of one organization: who holds it, for which request, what it gave."""
 
