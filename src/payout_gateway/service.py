@@ -479,22 +479,24 @@ class PayoutService:
         self, org: Organization, adapter: PayoutProvider
     ) -> BankAccount | None:
         """The organization's default account; where the gateway keeps defaults it must be
-        usable (active), since the gateway names it to the provider."""
+        usable (active), since the gateway names it to the provider. Money goes to the account
+        the organization made its default or nowhere: never to another one because the default
+        is not verified yet (README "Payouts", the mutation's description)."""
         async with self._store.session(write=False) as session:
             default = await session.default_bank_account(org.id)
-            if adapter.capabilities.has_default_accounts or (
-                default is not None and default.status is BankAccountStatus.ACTIVE
-            ):
-                return default
-            usable, _ = await session.page_bank_accounts(
-                org.id, first=1, status=BankAccountStatus.ACTIVE
+        if adapter.capabilities.has_default_accounts:
+            return default
+        if default is None:
+            raise errors.PayoutAccountRequiredError(
+                "No verified destination account yet: payouts need a bank account the provider "
+                "has verified."
             )
-        if usable:
-            return usable[0]
-        raise errors.PayoutAccountRequiredError(
-            "No verified destination account yet: payouts need a bank account the provider "
-            "has verified."
-        )
+        if default.status is not BankAccountStatus.ACTIVE:
+            raise errors.PayoutAccountRequiredError(
+                f"The default bank account is {default.status.value}, not verified by the "
+                "provider yet: payouts go to it once it is ACTIVE."
+            )
+        return default
 
     # reads --------------------------------------------------------------------------------
 

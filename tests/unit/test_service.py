@@ -10,12 +10,14 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import SecretStr
 
-from payout_gateway.domain.enums import PayoutAccountStatus, Provider
+from payout_gateway.domain.enums import BankAccountStatus, PayoutAccountStatus, Provider
 from payout_gateway.domain.errors import (
     IdempotencyInProgressError,
+    PayoutAccountRequiredError,
     ProviderRejectedError,
     StoreUnavailableError,
 )
+from payout_gateway.domain.events import ObjectType
 from payout_gateway.domain.models import (
     AddBankAccountRequest,
     Money,
@@ -202,6 +204,31 @@ async def test_a_payout_goes_to_the_default_account_behind_a_hundred_newer_ones(
         org, PayoutRequest(amount=Money(amount_minor=1500, currency="USD"))
     )
     assert payout.destination_bank_account_id == default.id
+
+
+async def test_a_payout_waits_for_an_unverified_default_rather_than_pay_another_account(
+    store: Store,
+) -> None:
+    # Paygentic: the gateway names the destination, so it must be the default the organization
+    # chose, verified; an older verified account is not paid instead.
+    fake = FakeProvider(Provider.PAYGENTIC, has_defaults=False, takes_kyc=False)
+    service, tenancy = await make(store, fake)
+    org = await new_org(tenancy, "p", Provider.PAYGENTIC)
+    await service.add_bank_account(org, add_request())
+    default = await service.add_bank_account(org, add_request("111122223333", set_default=True))
+    async with store.session() as session:
+        await session.set_status(
+            ObjectType.BANK_ACCOUNT,
+            default.id,
+            status=BankAccountStatus.PENDING.value,
+            provider_status="new",
+            at=datetime.now(UTC),
+        )
+    payout = PayoutRequest(amount=Money(amount_minor=1500, currency="USD"))
+    with pytest.raises(PayoutAccountRequiredError) as refused:
+        await service.request_payout(org, payout)
+    assert "default bank account is PENDING" in refused.value.message
+    assert fake.calls["request_payout"] == 0
 
 
 def test_provider_references_are_stable_per_key_and_scoped() -> None:
