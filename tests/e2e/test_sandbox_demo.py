@@ -8,9 +8,10 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from payout_gateway.settings import Settings
+from payout_gateway.settings import ProviderSettings, Settings
 from payout_gateway.web import create_app
 from tests.realtime.support import kyc, run, subscribed
 from tests.support.live_server import live_server
@@ -93,3 +94,59 @@ async def test_commet_payout_is_paid_through_a_signed_webhook(graphql_url: str) 
     )
     listing = await run(graphql_url, COMMET, "{ payouts { edges { node { status } } } }")
     assert listing["payouts"]["edges"][0]["node"]["status"] == "PAID"
+
+
+SLOW_ADD = """mutation($key: String) {
+  addBankAccount(
+    idempotencyKey: $key
+    input: { bankAccount: { accountNumber: "000123123123", holderName: "Acme Inc",
+                            routingNumber: "021000021" } }
+  ) {
+    __typename
+    ... on AddBankAccountSuccess { bankAccount { last4 } }
+    ... on ProviderUnavailableError { code outcomeUnknown }
+  }
+}"""
+
+
+async def test_a_simulator_slower_than_the_read_timeout_times_out_and_is_reconciled(
+    tmp_path: Path,
+) -> None:
+    # Sandbox mode calls the simulators in-process; a deployment's read timeout must still
+    # apply there, and what the simulator went on to do must be found by the retry.
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/slow.db",
+        paygentic=ProviderSettings(read_timeout=0.2),
+        refresh_interval_seconds=0,
+    )
+    with live_server(create_app(settings)) as url:
+        simulator = f"{url}/sandbox/paygentic"
+        fault = {"kind": "latency", "latencyMs": 600, "count": 1}
+        fault["operation"] = "POST /v0/externalAccounts"
+        async with httpx.AsyncClient() as control:
+            (await control.post(f"{simulator}/_sandbox/faults", json=fault)).raise_for_status()
+
+            first = await run(f"{url}/graphql", PAYGENTIC, SLOW_ADD, {"key": "slow"})
+            assert first["addBankAccount"] == {
+                "__typename": "ProviderUnavailableError",
+                "code": "PROVIDER_TIMEOUT",
+                "outcomeUnknown": True,
+            }
+
+            async def created() -> int:
+                listed = await control.get(
+                    f"{simulator}/v0/externalAccounts",
+                    params={"organizationId": "org_demogateway"},
+                    headers={"Authorization": "Bearer pgx_demo_paygentic_token"},
+                )
+                return int(listed.json()["pagination"]["total"])
+
+            # The simulator finishes the create it was sent, after the caller gave up.
+            deadline = asyncio.get_running_loop().time() + 5
+            while await created() == 0:
+                assert asyncio.get_running_loop().time() < deadline, "never created"
+                await asyncio.sleep(0.05)
+
+            again = await run(f"{url}/graphql", PAYGENTIC, SLOW_ADD, {"key": "slow"})
+            assert again["addBankAccount"]["__typename"] == "AddBankAccountSuccess"
+            assert await created() == 1

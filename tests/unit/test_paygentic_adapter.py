@@ -485,14 +485,17 @@ async def test_read_timeout_after_send_is_reconciled_from_the_list(
     assert listing.headers["authorization"] == f"Bearer {API_KEY}"
 
 
-async def test_read_timeout_not_applied_is_reported_as_not_applied(
+async def test_read_timeout_with_nothing_found_yet_stays_unknown(
     adapter: PaygenticAdapter, fake: FakePaygentic
 ) -> None:
+    # No answer: the create may still land at Paygentic after the lookup, so "not applied"
+    # would be a guess, and a caller told so could send it again without its key.
     fake.faults.append(Fault("POST", "/v0/externalAccounts", exception=httpx.ReadTimeout))
     with pytest.raises(ProviderTimeoutError) as caught:
         await adapter.add_bank_account(make_context(), add_request(), idempotency_key="k-2")
-    assert caught.value.outcome_unknown is False
+    assert caught.value.outcome_unknown is True
     assert len(fake.calls("POST")) == 1
+    assert len(fake.calls("GET", "/v0/externalAccounts")) == 1  # looked, found nothing yet
     assert fake.accounts == []
 
 

@@ -48,6 +48,7 @@ from payout_gateway.web.limits import BodyLimitMiddleware
 from payout_gateway.web.sandbox_mode import (
     DEMO_STARTING_BALANCE,
     SANDBOX_HOST,
+    InProcessProviderTransport,
     LateBoundApp,
     connect_demo_webhooks,
 )
@@ -159,7 +160,7 @@ def create_app(
             base_url = provider_settings.base_url
             if base_url is None:
                 # Sandbox mode: the simulator is called in-process, no socket in between.
-                transport = httpx.ASGITransport(app=sandboxes[provider])
+                transport = InProcessProviderTransport(sandboxes[provider])
                 base_url = f"{SANDBOX_HOST}{entry.api_root}"
             built[provider] = entry.build(base_url, provider_settings.http_policy(), transport)
         return built

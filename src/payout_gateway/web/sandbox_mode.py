@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 
@@ -32,6 +33,45 @@ class LateBoundApp:
         if self.app is None:
             raise RuntimeError("the gateway app is not bound yet")
         await self.app(scope, receive, send)
+
+
+class InProcessProviderTransport(httpx.ASGITransport):
+    """httpx's ASGI transport to an in-process simulator, with the provider's read timeout as
+    a socket would have it. httpx's own ASGI transport has no timeouts: a simulator slowed past
+    the read timeout (a latency fault) was simply waited for, so sandbox mode never showed the
+    timeout a deployment gets. Past the read timeout the caller gets ``httpx.ReadTimeout``
+    while the simulator goes on with what it was sent, as a provider does: the outcome is then
+    unknown to the caller, which is what reconciliation is for."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        super().__init__(app=app)
+        # Answers nobody waits for any more, kept until done (the loop keeps only weak ones).
+        self._abandoned: set[asyncio.Task[httpx.Response]] = set()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        read_timeout = request.extensions.get("timeout", {}).get("read")
+        if read_timeout is None:
+            return await super().handle_async_request(request)
+        answer = asyncio.ensure_future(super().handle_async_request(request))
+        try:
+            return await asyncio.wait_for(asyncio.shield(answer), read_timeout)
+        except TimeoutError:
+            self._abandoned.add(answer)
+            answer.add_done_callback(self._forget)
+            raise httpx.ReadTimeout(
+                f"the simulator did not answer within {read_timeout:g} s", request=request
+            ) from None
+        except asyncio.CancelledError:
+            answer.cancel()
+            raise
+
+    def _forget(self, answer: asyncio.Task[httpx.Response]) -> None:
+        self._abandoned.discard(answer)
+        if not answer.cancelled() and answer.exception() is not None:
+            logger.warning(
+                "an in-process simulator failed after its caller stopped waiting: %s",
+                type(answer.exception()).__name__,
+            )
 
 
 async def connect_demo_webhooks(store: Store, sandboxes: Mapping[Provider, FastAPI]) -> None:

@@ -321,8 +321,14 @@ class PaygenticAdapter:
             )
             raise error from lookup_error
         if found is None:
-            # Read right after the failure: a create still in flight at the provider could land
-            # later. The service keeps the key, so a retry reconciles again before any new POST.
+            if error.http_status is None:
+                # No answer at all (a timeout, a dropped connection): the create may still be
+                # under way at Paygentic, and a read now cannot tell. The outcome stays unknown;
+                # the service keeps the key, so a retry with it looks again before any new POST.
+                logger.info("paygentic reconciliation found nothing yet; the outcome stays unknown")
+                raise error
+            # Paygentic answered (a 5xx, an unreadable body): it was done with the request, so
+            # what a read does not find was not created.
             logger.info("paygentic reconciliation found nothing; the create did not apply")
             error.outcome_unknown = False
             raise error
