@@ -404,13 +404,16 @@ async def test_a_query_naming_100_accounts_is_one_store_read(
 
 async def test_organization_reports_provider_capabilities(gw: RunningGateway) -> None:
     query = """{ organization { name provider country currency capabilities {
-        takesKyc hasDefaultAccounts requiredBankAccountFields bankAccountFieldsFromProfile } } }"""
+        takesKyc hasDefaultAccounts accountCountryFromInput requiredBankAccountFields
+        bankAccountFieldsFromProfile } } }"""
     commet = (await gql(gw, query, org="commet-a"))["data"]["organization"]
     assert commet["provider"] == "COMMET"
     assert commet["capabilities"]["takesKyc"] is True
+    assert commet["capabilities"]["accountCountryFromInput"] is False
     paygentic = (await gql(gw, query, org="paygentic-a"))["data"]["organization"]
     assert paygentic["provider"] == "PAYGENTIC"
     assert paygentic["capabilities"]["takesKyc"] is False
+    assert paygentic["capabilities"]["accountCountryFromInput"] is True
 
 
 async def test_graphiql_page_is_served_in_development(gw: RunningGateway) -> None:

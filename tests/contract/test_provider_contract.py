@@ -116,9 +116,6 @@ class ProviderHarness:
     payout_account_statuses: Mapping[str, PayoutAccountStatus]
     # The provider refuses bank accounts until payout verification created its payout account.
     requires_verification_before_accounts: bool
-    # The provider opens a bank account in the country and currency asked for; otherwise in
-    # its organization's, and the adapter refuses others before any call.
-    opens_accounts_where_asked: bool
     # Smallest payout the provider documents (minor units), checked before any call.
     minimum_payout: int | None
     sends_request_id: bool
@@ -350,7 +347,6 @@ def _commet_harness(base_url: str, control: httpx.AsyncClient, sleeps: Sleeps) -
             "verified": PayoutAccountStatus.VERIFIED,
         },
         requires_verification_before_accounts=True,
-        opens_accounts_where_asked=False,
         minimum_payout=1000,
         sends_request_id=True,
         unverified_payout_refusal=Refusal("payout_account_not_verified", 409),
@@ -388,7 +384,6 @@ def _paygentic_harness(
             "verified": PayoutAccountStatus.VERIFIED,
         },
         requires_verification_before_accounts=False,
-        opens_accounts_where_asked=True,
         minimum_payout=None,
         sends_request_id=False,
         unverified_payout_refusal=Refusal("DESTINATION_NOT_VERIFIED", 422),
@@ -538,7 +533,7 @@ async def test_a_bank_account_opens_in_the_country_and_currency_asked_for_or_not
     await harness.reset()
     elsewhere = add_request_with(country="CA", currency="CAD")
 
-    if harness.opens_accounts_where_asked:
+    if harness.adapter.capabilities.account_country_from_input:
         account = await harness.adapter.add_bank_account(context, elsewhere, idempotency_key=key())
         assert (account.country, account.currency) == ("CA", "CAD")
     else:

@@ -50,6 +50,7 @@ class FakeProvider:
             has_account_types=has_defaults,
             can_read_bank_accounts=not has_defaults,
             has_idempotency=has_defaults,
+            account_country_from_input=not has_defaults,
             required_bank_fields=("account_number", "holder_name"),
         )
         self.calls: Counter[str] = Counter()

@@ -229,6 +229,7 @@ async def test_the_adapter_satisfies_the_port() -> None:
         has_account_types=True,
         can_read_bank_accounts=False,
         has_idempotency=True,
+        account_country_from_input=False,
         required_bank_fields=("account_number", "holder_name"),
     )
     await adapter.aclose()

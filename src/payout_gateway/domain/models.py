@@ -312,6 +312,9 @@ class ProviderCapabilities(_Frozen):
     has_account_types: bool
     can_read_bank_accounts: bool
     has_idempotency: bool
+    # Whether a bank account's country and currency may be given per account; otherwise they
+    # are the organization's, and others are refused before any call.
+    account_country_from_input: bool
     # BankDetails fields the provider needs, from the input or the organization profile.
     required_bank_fields: tuple[str, ...]
 

@@ -160,6 +160,11 @@ class Capabilities:
     has_account_types: bool = strawberry.field(description="Checking/savings is kept.")
     can_read_bank_accounts: bool
     has_idempotency: bool
+    account_country_from_input: bool = strawberry.field(
+        description="Whether a bank account's country and currency may be given in its input. "
+        "False: they are the organization's, and others (an IBAN of another country too) are "
+        "refused with a ValidationError."
+    )
     required_bank_account_fields: list[str] = strawberry.field(
         description="BankAccountInput fields the provider needs (from the input or the profile)."
     )
@@ -196,6 +201,7 @@ class Organization:
                 has_account_types=caps.has_account_types,
                 can_read_bank_accounts=caps.can_read_bank_accounts,
                 has_idempotency=caps.has_idempotency,
+                account_country_from_input=caps.account_country_from_input,
                 required_bank_account_fields=[
                     BANK_INPUT_FIELD_NAMES[f] for f in caps.required_bank_fields
                 ],

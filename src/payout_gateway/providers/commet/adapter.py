@@ -61,6 +61,8 @@ CAPABILITIES = ProviderCapabilities(
     # Commet has no list or get endpoint for payout bank accounts (commet.md "Endpoints").
     can_read_bank_accounts=False,
     has_idempotency=True,
+    # Commet opens a bank account in its organization's country and currency (commet.md).
+    account_country_from_input=False,
     required_bank_fields=("account_number", "holder_name"),
 )
 

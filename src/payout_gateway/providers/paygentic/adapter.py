@@ -61,6 +61,7 @@ _CAPABILITIES: Final = ProviderCapabilities(
     has_account_types=False,
     can_read_bank_accounts=True,
     has_idempotency=False,
+    account_country_from_input=True,
     required_bank_fields=(
         "account_number",
         "routing_number",
