@@ -6,7 +6,15 @@ from enum import StrEnum
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -19,6 +27,10 @@ from payout_gateway.store.database import (
 from payout_gateway.store.secrets import SecretCodec, SecretsKeyError
 
 # The messages below never quote the value: a URL may carry a password.
+
+# API keys and request fingerprints are hashed with this unless a pepper is set: fine for
+# development and the sandbox, refused in production.
+DEVELOPMENT_PEPPER = "payout-gateway-development-pepper"
 
 
 def _scheme(url: str) -> str | None:
@@ -137,7 +149,10 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
     cors_origins: list[str] = []
     # Pepper for hashing gateway API keys (HMAC-SHA256); change it and every key is void.
-    api_key_pepper: SecretStr = SecretStr("payout-gateway-development-pepper")
+    # Validated even when not set: production refuses the public development one.
+    api_key_pepper: Annotated[SecretStr, Field(validate_default=True)] = SecretStr(
+        DEVELOPMENT_PEPPER
+    )
     # Fernet keys sealing provider credentials and webhook secrets at rest, newest first,
     # comma-separated (store/secrets.py); none: kept as written.
     secrets_keys: Annotated[list[SecretStr], NoDecode] = []
@@ -165,6 +180,21 @@ class Settings(BaseSettings):
     sandbox_status_delay_seconds: Annotated[float, Field(ge=0)] = 5.0
     # Paygentic (Svix) webhooks older or newer than this are refused (replay protection).
     webhook_tolerance_seconds: Annotated[int, Field(ge=1)] = 300
+
+    @field_validator("api_key_pepper")
+    @classmethod
+    def _secret_pepper_in_production(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        # The pepper also keys the request fingerprints of idempotency records, HMACs of
+        # requests holding account numbers: with a public pepper, a copy of the database lets
+        # anyone recover a number by trying the few candidates it can have.
+        pepper = value.get_secret_value()
+        if info.data.get("environment") is Environment.PRODUCTION and (
+            not pepper.strip() or pepper == DEVELOPMENT_PEPPER
+        ):
+            raise ValueError(
+                "set a secret of your own in production (the development pepper is public)"
+            )
+        return value
 
     @field_validator("secrets_keys", mode="before")
     @classmethod

@@ -361,3 +361,21 @@ def test_a_database_that_keeps_its_lock_is_named_as_the_cause(env: str) -> None:
         "error: The gateway's database is unavailable. Nothing was changed; retry. "
         "(OperationalError: database is locked"
     ), result.output
+
+
+@pytest.mark.parametrize("pepper", [None, "", "payout-gateway-development-pepper"])
+def test_production_refuses_the_public_development_pepper(
+    env: str, monkeypatch: pytest.MonkeyPatch, pepper: str | None
+) -> None:
+    # It keys the API key hashes and the fingerprints of requests holding account numbers.
+    monkeypatch.setenv("PAYOUT_GATEWAY_ENVIRONMENT", "production")
+    if pepper is None:
+        monkeypatch.delenv("PAYOUT_GATEWAY_API_KEY_PEPPER", raising=False)
+    else:
+        monkeypatch.setenv("PAYOUT_GATEWAY_API_KEY_PEPPER", pepper)
+    result = CliRunner().invoke(main, ["migrate"])
+    assert result.exit_code == 1
+    assert "invalid settings:\n  PAYOUT_GATEWAY_API_KEY_PEPPER: " in result.output
+    assert "the development pepper is public" in result.output
+    monkeypatch.setenv("PAYOUT_GATEWAY_API_KEY_PEPPER", "a-pepper-of-our-own")
+    assert CliRunner().invoke(main, ["migrate"]).exit_code == 0
