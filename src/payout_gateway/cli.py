@@ -103,6 +103,10 @@ def serve(host: str, port: int, workers: int) -> None:
     # a database that cannot be reached is one line, not a traceback from the app's start-up.
     ensure_sqlite_directory(settings.database_url)
     asyncio.run(_upgrade(settings.database_url))
+    if settings.redis_url is not None:
+        # Likewise the replicas' fan-out: one line rather than the app's start-up failing
+        # after its wait for the stream, with a traceback.
+        asyncio.run(_reach_redis(settings.redis_url))
     base = f"http://{host}:{port}"
     database = make_url(settings.database_url).render_as_string(hide_password=True)
     click.echo(f"payout-gateway on {base}/graphql  (database: {database})")
@@ -288,6 +292,24 @@ async def _upgrade(url: str, revision: str = "head") -> None:
         raise click.ClickException(str(exc)) from exc
     except DATABASE_UNREACHABLE as exc:
         raise _unreachable(exc) from exc
+
+
+async def _reach_redis(url: str) -> None:
+    """Ping the Redis the replicas share once, or say in one line why it cannot be used."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    client = Redis.from_url(url, socket_connect_timeout=3.0, socket_timeout=3.0)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        # redis-py's messages name the host and port, never the URL's password.
+        reason = str(exc) or type(exc).__name__
+        raise click.ClickException(
+            f"cannot reach the Redis of PAYOUT_GATEWAY_REDIS_URL: {reason}"
+        ) from exc
+    finally:
+        await client.aclose()
 
 
 # A server that refuses or does not answer (asyncpg raises OSError and TimeoutError, one of

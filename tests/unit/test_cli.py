@@ -24,6 +24,7 @@ from payout_gateway import cli
 from payout_gateway.cli import main
 from payout_gateway.store import Store
 from payout_gateway.tenancy import Tenancy
+from tests.support.live_server import free_port
 
 
 @pytest.fixture
@@ -265,17 +266,21 @@ def test_a_list_that_is_not_json_is_an_invalid_setting_naming_its_variable(
     assert "Traceback" not in result.output
 
 
+def apps_served(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The apps ``serve`` hands to uvicorn from now on, which does not start."""
+    served: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(app))
+    return served
+
+
 @pytest.mark.parametrize(
     "command", [["serve"], ["migrate"], ["migrate", "--show"], ["org", "list"]]
 )
 def test_a_database_that_cannot_be_reached_is_one_line_naming_the_variable(
     env: str, monkeypatch: pytest.MonkeyPatch, command: list[str]
 ) -> None:
-    served: list[object] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(app))
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
+    served = apps_served(monkeypatch)
+    port = free_port()
     monkeypatch.setenv(
         "PAYOUT_GATEWAY_DATABASE_URL", f"postgresql://gateway:canary-pw@127.0.0.1:{port}/gateway"
     )
@@ -379,3 +384,18 @@ def test_production_refuses_the_public_development_pepper(
     assert "the development pepper is public" in result.output
     monkeypatch.setenv("PAYOUT_GATEWAY_API_KEY_PEPPER", "a-pepper-of-our-own")
     assert CliRunner().invoke(main, ["migrate"]).exit_code == 0
+
+
+def test_serve_with_a_redis_that_cannot_be_reached_is_one_line_naming_the_variable(
+    env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = apps_served(monkeypatch)
+    monkeypatch.setenv("PAYOUT_GATEWAY_REDIS_URL", f"redis://:canary-pw@127.0.0.1:{free_port()}/0")
+    result = CliRunner().invoke(main, ["serve"])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(
+        "Error: cannot reach the Redis of PAYOUT_GATEWAY_REDIS_URL: "
+    ), result.output
+    assert "canary-pw" not in result.output
+    assert "Traceback" not in result.output
+    assert served == []
