@@ -112,7 +112,7 @@ def _encode_refusal(exc: errors.PayoutGatewayError) -> dict[str, Any]:
     }
 
 
-# The lease a verification at a provider without a KYC API holds (``_one_at_a_time``).
+# The lease a payout verification holds (``_one_at_a_time``).
 PAYOUT_VERIFICATION_LEASE = "payout_verification"
 
 
@@ -311,19 +311,21 @@ class PayoutService:
         hold: Hold | None,
     ) -> tuple[VerificationResult, StatusChanged | None]:
         adapter = self.provider_for(org)
-        if adapter.capabilities.takes_kyc:
-            return await self._verify_at_provider(org, adapter, request, reference, hold)
-        # Providers without a KYC API cannot dedupe per organization; the gateway does. Two
-        # verifications at once (a double submit, two keys) would both find no payout account
-        # and both create a destination at the provider: one at a time, whatever the process.
+        # One verification of an organization at a time, whatever the process or replica. Two
+        # at once (a double submit, two keys) would both find no payout account: at a provider
+        # without a KYC API both would create a destination there, and at Commet, which
+        # dedupes them itself, both would record the payout account (the second refused by
+        # the database as a duplicate, an unexpected error to its caller).
         async with self._one_at_a_time(org, PAYOUT_VERIFICATION_LEASE):
-            async with self._store.session() as session:
-                existing = await session.get_payout_account(org.id)
-            if existing is not None:
-                result = VerificationResult(existing, None, already_existed=True)
-                if hold is not None:
-                    await self._keys.finish(hold, _snapshot(result), self._clock())
-                return result, None
+            if not adapter.capabilities.takes_kyc:
+                # Such providers cannot dedupe per organization; the gateway does.
+                async with self._store.session() as session:
+                    existing = await session.get_payout_account(org.id)
+                if existing is not None:
+                    result = VerificationResult(existing, None, already_existed=True)
+                    if hold is not None:
+                        await self._keys.finish(hold, _snapshot(result), self._clock())
+                    return result, None
             return await self._verify_at_provider(org, adapter, request, reference, hold)
 
     @contextlib.asynccontextmanager

@@ -96,13 +96,17 @@ async def test_verification_without_provider_kyc_is_idempotent_per_organization(
     assert first.payout_account.status is PayoutAccountStatus.PENDING_VERIFICATION
 
 
-async def test_verifications_at_once_without_provider_kyc_create_one_destination(
-    store: Store,
+@pytest.mark.parametrize("provider", [Provider.PAYGENTIC, Provider.COMMET])
+async def test_verifications_at_once_create_one_payout_account(
+    store: Store, provider: Provider
 ) -> None:
-    # A double submit: both would find no payout account and both create one at the provider.
-    fake = FakeProvider(Provider.PAYGENTIC, has_defaults=False, takes_kyc=False, delay=0.2)
+    # A double submit: both would find no payout account. Without a KYC API both would create
+    # a destination at the provider; at Commet both would record the payout account, the
+    # second refused by the database as a duplicate.
+    kyc_api = provider is Provider.COMMET
+    fake = FakeProvider(provider, has_defaults=kyc_api, takes_kyc=kyc_api, delay=0.2)
     service, tenancy = await make(store, fake)
-    org = await new_org(tenancy, "p", Provider.PAYGENTIC)
+    org = await new_org(tenancy, "o", provider)
     request = validated(PayoutVerificationRequest, KYC)
     outcomes = await asyncio.gather(
         service.complete_payout_verification(org, request, idempotency_key="first"),
@@ -115,14 +119,15 @@ async def test_verifications_at_once_without_provider_kyc_create_one_destination
     assert "under way" in refused.message and refused.retryable
     assert fake.calls["complete_payout_verification"] == 1
     # Both retry with their keys: the one that went through replays its answer; the refused
-    # one's key was handed back, and it now finds the payout account.
+    # one's key was handed back, and it now finds the payout account (Commet is asked again,
+    # and answers that it exists).
     retried = [
         await service.complete_payout_verification(org, request, idempotency_key=key)
         for key in ("first", "second")
     ]
     assert sorted(r.already_existed for r in retried) == [False, True]
     assert {r.payout_account.id for r in retried} == {done.payout_account.id}
-    assert fake.calls["complete_payout_verification"] == 1
+    assert fake.calls["complete_payout_verification"] == (2 if kyc_api else 1)
 
 
 async def test_a_failed_verification_lets_the_next_one_in(store: Store) -> None:
