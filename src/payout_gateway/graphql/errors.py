@@ -10,63 +10,98 @@ import strawberry
 from payout_gateway.domain import errors as domain
 from payout_gateway.graphql.types import ProviderName
 
+_REQUEST_ID = "The provider's request id, for support; null when it sent none."
+
 
 @strawberry.interface(description="Every expected failure of a mutation.")
 class UserError:
-    message: str
+    message: str = strawberry.field(
+        description="What went wrong, in words for people; programs should branch on the type "
+        "and `code`."
+    )
     code: str = strawberry.field(description="Stable machine-readable code.")
     retryable: bool = strawberry.field(
         description="Whether sending the same mutation again (same idempotency key) may succeed."
     )
 
 
-@strawberry.type
+@strawberry.type(description="One invalid input field and why.")
 class FieldError:
     field: list[str] = strawberry.field(
-        description="Path of the input field, e.g. input.bankAccount.routingNumber."
+        description='Path of the input field as a list of segments, e.g. ["input", '
+        '"bankAccount", "routingNumber"] (["idempotencyKey"] for the argument).'
     )
-    message: str
+    message: str = strawberry.field(
+        description="Why the field is invalid; the value sent is not repeated."
+    )
 
 
 @strawberry.type(description="The input is invalid. Nothing was sent to the provider.")
 class ValidationError(UserError):
-    field: list[str] = strawberry.field(description="Path of the first invalid input field.")
-    issues: list[FieldError]
+    field: list[str] = strawberry.field(
+        description="Path of the first invalid input field as a list of segments (as in "
+        "FieldError.field)."
+    )
+    issues: list[FieldError] = strawberry.field(
+        description="Every invalid field found, the first being `field`."
+    )
 
 
-@strawberry.type(description="Complete payout verification first.")
+@strawberry.type(
+    description="No usable payout destination yet. Commet: complete payout verification before "
+    "adding bank accounts. A payout at Paygentic: the default bank account is missing or not "
+    "ACTIVE (verified) yet."
+)
 class PayoutAccountRequiredError(UserError):
     pass
 
 
 @strawberry.type(description="The provider understood the request and refused it.")
 class ProviderRejectedError(UserError):
-    provider: ProviderName
-    provider_code: str | None
-    doc_url: str | None
-    http_status: int | None
-    request_id: str | None = strawberry.field(description="The provider's request id, for support.")
+    provider: ProviderName = strawberry.field(description="The provider that refused.")
+    provider_code: str | None = strawberry.field(
+        description="The provider's error code (e.g. Commet `insufficient_balance`); null when "
+        "it sent none."
+    )
+    doc_url: str | None = strawberry.field(
+        description="The provider's documentation of the error (Commet sends one); null otherwise."
+    )
+    http_status: int | None = strawberry.field(
+        description="The HTTP status the provider answered with; null when not known."
+    )
+    request_id: str | None = strawberry.field(description=_REQUEST_ID)
     field: list[str] | None = strawberry.field(
-        description="The provider's name of the refused parameter."
+        description="The refused parameter as the provider names it, as path segments in "
+        "camelCase (not necessarily this API's input path); null when it named none."
     )
 
 
-@strawberry.type(description="The provider retired this operation; finish it in its dashboard.")
+@strawberry.type(
+    description="The provider retired this operation (Commet: 410 `endpoint_deprecated`, e.g. "
+    "for payout verification over its API): finish it in the provider's dashboard."
+)
 class OperationRetiredError(UserError):
-    provider: ProviderName
-    provider_code: str | None
-    doc_url: str | None
+    provider: ProviderName = strawberry.field(description="The provider that retired it.")
+    provider_code: str | None = strawberry.field(
+        description="The provider's error code (Commet `endpoint_deprecated`)."
+    )
+    doc_url: str | None = strawberry.field(
+        description="The provider's documentation of the change, when it sends one."
+    )
 
 
 @strawberry.type(description="The provider could not be reached, failed, or answered nonsense.")
 class ProviderUnavailableError(UserError):
-    provider: ProviderName
+    provider: ProviderName = strawberry.field(description="The provider that failed.")
     outcome_unknown: bool = strawberry.field(
-        description="The request may have been applied. Retry with the same idempotency key; "
-        "the gateway reconciles instead of creating a duplicate."
+        description="True: the request may have been applied. Retry with the same idempotency "
+        "key; the gateway reconciles instead of creating a duplicate."
     )
-    retry_after_seconds: float | None
-    request_id: str | None
+    retry_after_seconds: float | None = strawberry.field(
+        description="Seconds to wait before retrying: the provider's Retry-After on a rate "
+        "limit, or until the circuit breaker tries the provider again; null otherwise."
+    )
+    request_id: str | None = strawberry.field(description=_REQUEST_ID)
 
 
 @strawberry.type(
@@ -75,8 +110,9 @@ class ProviderUnavailableError(UserError):
 )
 class StoreUnavailableError(UserError):
     outcome_unknown: bool = strawberry.field(
-        description="A provider may have applied the request before the database failed. Retry "
-        "with the same idempotency key; the gateway reconciles instead of creating a duplicate."
+        description="True: a provider may have applied the request before the database failed. "
+        "Retry with the same idempotency key; the gateway reconciles instead of creating a "
+        "duplicate."
     )
 
 
@@ -85,22 +121,31 @@ class IdempotencyConflictError(UserError):
     pass
 
 
-@strawberry.type(description="A request with this idempotency key is still running.")
+@strawberry.type(
+    description="A request with this idempotency key is still running (or, for "
+    "completePayoutVerification, another verification of the organization); retry later."
+)
 class IdempotencyInProgressError(UserError):
     pass
 
 
-@strawberry.type(description="This credential may not do that.")
+@strawberry.type(
+    description="The organization is not set up for this at its provider (e.g. no Paygentic "
+    "organization id or payout source configured)."
+)
 class NotPermittedError(UserError):
     pass
 
 
 @strawberry.type(description="The organization's provider does not support this.")
 class UnsupportedOperationError(UserError):
-    provider: ProviderName
+    provider: ProviderName = strawberry.field(description="The organization's provider.")
 
 
-@strawberry.type
+@strawberry.type(
+    description="An object the request needs does not exist for this organization (another "
+    "organization's reads the same)."
+)
 class NotFoundError(UserError):
     pass
 

@@ -32,15 +32,36 @@ class BankAccountInput:
     account_number: str = strawberry.field(
         description="4-17 ASCII digits (spaces and hyphens are ignored), or an IBAN."
     )
-    holder_name: str
+    holder_name: str = strawberry.field(description="The account holder's name, 1-200 characters.")
     routing_number: str | None = strawberry.field(
-        default=None, description="US ABA routing number, 9 digits with a valid checksum."
+        default=None,
+        description="US ABA routing number, 9 digits with a valid checksum. Required by "
+        "Paygentic; optional for Commet.",
     )
-    holder_type: HolderType | None = None
-    account_type: AccountType | None = None
-    bank_name: str | None = None
-    country: str | None = strawberry.field(default=None, description="ISO 3166-1 alpha-2.")
-    currency: str | None = strawberry.field(default=None, description="ISO 4217.")
+    holder_type: HolderType | None = strawberry.field(
+        default=None,
+        description="Who holds the account. Paygentic requires it: omitted, it follows "
+        "businessType in payout verification, else the organization's profile.",
+    )
+    account_type: AccountType | None = strawberry.field(
+        default=None, description="Checking or savings: sent to Commet; Paygentic drops it."
+    )
+    bank_name: str | None = strawberry.field(
+        default=None,
+        description="The bank's name, 1-200 characters. Paygentic requires it (omitted: the "
+        "organization's profile); Commet is not sent it.",
+    )
+    country: str | None = strawberry.field(
+        default=None,
+        description="ISO 3166-1 alpha-2; omitted, the organization's. Commet: addBankAccount "
+        "takes only the organization's (another is a ValidationError); payout verification "
+        "does not use it.",
+    )
+    currency: str | None = strawberry.field(
+        default=None,
+        description="ISO 4217. Omitted: the organization's. Commet takes only the "
+        "organization's (anything else is a ValidationError).",
+    )
 
     def to_domain(self) -> dict[str, Any]:
         return _present(
@@ -55,12 +76,20 @@ class BankAccountInput:
         )
 
 
-@strawberry.input
+@strawberry.input(description="A bank account to add as a payout destination.")
 class AddBankAccountInput:
-    bank_account: BankAccountInput
-    set_default: bool = False
+    bank_account: BankAccountInput = strawberry.field(description="The account to add.")
+    set_default: bool = strawberry.field(
+        default=False,
+        description="Make it the default account, where payouts go. Commet keeps defaults; "
+        "for Paygentic the gateway does, and the organization's first account is the default "
+        "anyway.",
+    )
     metadata: JSON | None = strawberry.field(
-        default=None, description="Up to 20 string keys (≤ 40 chars) with string values (≤ 500)."
+        default=None,
+        description="Up to 20 string keys (1-40 chars) with string values (≤ 500 chars), "
+        "shown back on the account. Paygentic: `gatewayReference` and `gatewayPurpose` are "
+        "reserved.",
     )
 
     def to_domain(self) -> AddBankAccountRequest:
@@ -74,14 +103,18 @@ class AddBankAccountInput:
         )
 
 
-@strawberry.input
+@strawberry.input(description="A postal address (KYC data: never stored).")
 class AddressInput:
-    line1: str
-    city: str
-    postal_code: str
+    line1: str = strawberry.field(description="First address line, 1-200 characters.")
+    city: str = strawberry.field(description="City, 1-200 characters.")
+    postal_code: str = strawberry.field(description="Postal code, 1-20 characters.")
     country: str = strawberry.field(description="ISO 3166-1 alpha-2.")
-    line2: str | None = None
-    state: str | None = None
+    line2: str | None = strawberry.field(
+        default=None, description="Second address line, 1-200 characters."
+    )
+    state: str | None = strawberry.field(
+        default=None, description="State, province or region, 1-100 characters."
+    )
 
     def to_domain(self) -> dict[str, Any]:
         return _present(
@@ -94,15 +127,22 @@ class AddressInput:
         )
 
 
-@strawberry.input
+@strawberry.input(
+    description="KYC data of a person (businessType INDIVIDUAL): forwarded only to Commet, "
+    "never stored."
+)
 class IndividualInput:
-    first_name: str
-    last_name: str
+    first_name: str = strawberry.field(description="1-200 characters.")
+    last_name: str = strawberry.field(description="1-200 characters.")
     phone: str = strawberry.field(description="E.164, e.g. +14155550123.")
-    date_of_birth: date
-    address: AddressInput
-    ssn_last4: str | None = None
-    id_number: str | None = None
+    date_of_birth: date = strawberry.field(description="Between 1900-01-01 and today.")
+    address: AddressInput = strawberry.field(description="The person's address.")
+    ssn_last4: str | None = strawberry.field(
+        default=None, description="Last 4 digits of the US Social Security number (4 digits)."
+    )
+    id_number: str | None = strawberry.field(
+        default=None, description="An identity document number, 1-64 characters."
+    )
 
     def to_domain(self) -> dict[str, Any]:
         return _present(
@@ -116,12 +156,12 @@ class IndividualInput:
         )
 
 
-@strawberry.input
+@strawberry.input(description="The person representing a company in its KYC data.")
 class RepresentativeInput:
-    first_name: str
-    last_name: str
-    phone: str | None = None
-    email: str | None = None
+    first_name: str = strawberry.field(description="1-200 characters.")
+    last_name: str = strawberry.field(description="1-200 characters.")
+    phone: str | None = strawberry.field(default=None, description="E.164, e.g. +14155550123.")
+    email: str | None = strawberry.field(default=None, description="An email address.")
 
     def to_domain(self) -> dict[str, Any]:
         return _present(
@@ -132,12 +172,19 @@ class RepresentativeInput:
         )
 
 
-@strawberry.input
+@strawberry.input(
+    description="KYC data of a company (businessType COMPANY): forwarded only to Commet, never "
+    "stored."
+)
 class CompanyInput:
-    name: str
-    tax_id: str
-    address: AddressInput
-    representative: RepresentativeInput
+    name: str = strawberry.field(description="The company's name, 1-200 characters.")
+    tax_id: str = strawberry.field(
+        description="The company's tax id (e.g. a US EIN), 1-64 characters."
+    )
+    address: AddressInput = strawberry.field(description="The company's address.")
+    representative: RepresentativeInput = strawberry.field(
+        description="The person representing the company."
+    )
 
     def to_domain(self) -> dict[str, Any]:
         return {
@@ -153,18 +200,25 @@ class CompanyInput:
     "providers that take it (Commet) and never stored."
 )
 class CompletePayoutVerificationInput:
-    email: str
-    business_type: BusinessType
-    business_url: str = strawberry.field(description="A public https:// URL.")
-    document_url: str = strawberry.field(
-        description="Public https:// URL of the identity document (no private addresses)."
+    email: str = strawberry.field(description="The business's email address.")
+    business_type: BusinessType = strawberry.field(
+        description="Which of `individual` and `company` must be given (the other left out)."
     )
-    bank_account: BankAccountInput
+    business_url: str = strawberry.field(
+        description="The business's website: a public https:// URL, up to 2048 characters."
+    )
+    document_url: str = strawberry.field(
+        description="Public https:// URL of the identity document (no private addresses), up "
+        "to 2048 characters."
+    )
+    bank_account: BankAccountInput = strawberry.field(
+        description="The destination account; saved as the organization's default account."
+    )
     individual: IndividualInput | None = strawberry.field(
-        default=None, description="Required when businessType is INDIVIDUAL."
+        default=None, description="Required when businessType is INDIVIDUAL, else left out."
     )
     company: CompanyInput | None = strawberry.field(
-        default=None, description="Required when businessType is COMPANY."
+        default=None, description="Required when businessType is COMPANY, else left out."
     )
 
     def to_domain(self) -> PayoutVerificationRequest:
@@ -182,11 +236,16 @@ class CompletePayoutVerificationInput:
         )
 
 
-@strawberry.input
+@strawberry.input(description="A payout to the organization's default bank account.")
 class RequestPayoutInput:
-    amount: int = strawberry.field(description="Integer minor units (cents), e.g. 1500 = 15.00.")
+    amount: int = strawberry.field(
+        description="Positive integer minor units (cents), e.g. 1500 = 15.00. Commet: at least "
+        "1000 (10.00 USD)."
+    )
     currency: str | None = strawberry.field(
-        default=None, description="ISO 4217; defaults to the organization's currency."
+        default=None,
+        description="ISO 4217; defaults to the organization's currency. Commet pays out in USD "
+        "only.",
     )
     description: str | None = strawberry.field(default=None, description="Up to 500 characters.")
 

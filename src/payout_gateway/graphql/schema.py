@@ -55,63 +55,119 @@ AUTH: list[type[BasePermission]] = [IsAuthenticated]
 MAX_IDEMPOTENCY_KEY = 255
 MAX_NODES = 100
 
+# Argument descriptions shared by the mutations and by the paged queries.
+IdempotencyKey = Annotated[
+    str | None,
+    strawberry.argument(
+        description=f"1 to {MAX_IDEMPOTENCY_KEY} printable characters, scoped to the "
+        "organization: the same key with the same request answers the stored result again "
+        "without calling the provider (keys are kept 24 hours unless configured). Null: the "
+        "request is not deduplicated by key."
+    ),
+]
+PageSize = Annotated[
+    int | None,
+    strawberry.argument(
+        description="How many items, 1 to the maximum page size (100 unless configured); null: "
+        "20 unless configured. Larger values are a BAD_USER_INPUT error."
+    ),
+]
+After = Annotated[
+    str | None,
+    strawberry.argument(
+        description="The `endCursor` of the previous page: the items after it. Null: from the "
+        "newest. A cursor this API did not issue is a BAD_USER_INPUT error."
+    ),
+]
 
-@strawberry.type
+
+@strawberry.type(description="The bank account was added.")
 class AddBankAccountSuccess:
-    bank_account: BankAccount
+    bank_account: BankAccount = strawberry.field(
+        description="The new account, as the gateway recorded it."
+    )
 
 
-@strawberry.type
+@strawberry.type(
+    description="Payout verification was submitted, or the payout account already existed."
+)
 class CompletePayoutVerificationSuccess:
-    payout_account: PayoutAccount
+    payout_account: PayoutAccount = strawberry.field(
+        description="The organization's payout account, as the gateway recorded it after this call."
+    )
     bank_account: BankAccount | None = strawberry.field(
         description="The destination saved by this call; null when the payout account "
         "already existed and nothing was created."
     )
-    already_existed: bool
+    already_existed: bool = strawberry.field(
+        description="True when the organization already had a payout account (at the provider "
+        "or in the gateway): it is returned in its current status instead of a new one."
+    )
 
 
-@strawberry.type
+@strawberry.type(description="The provider accepted the payout.")
 class RequestPayoutSuccess:
-    payout: Payout
+    payout: Payout = strawberry.field(
+        description="The payout as the gateway recorded it; its status moves on by webhook "
+        "(Commet) or refresh (Paygentic)."
+    )
 
 
 # Every mutation's result: its success, or any expected failure (errors.MutationError).
 _ERRORS = MutationError
 AddBankAccountResult = Annotated[
-    AddBankAccountSuccess | _ERRORS, strawberry.union("AddBankAccountResult")
+    AddBankAccountSuccess | _ERRORS,
+    strawberry.union(
+        "AddBankAccountResult",
+        description="AddBankAccountSuccess, or a UserError type saying what went wrong.",
+    ),
 ]
 RequestPayoutResult = Annotated[
-    RequestPayoutSuccess | _ERRORS, strawberry.union("RequestPayoutResult")
+    RequestPayoutSuccess | _ERRORS,
+    strawberry.union(
+        "RequestPayoutResult",
+        description="RequestPayoutSuccess, or a UserError type saying what went wrong.",
+    ),
 ]
 CompletePayoutVerificationResult = Annotated[
     CompletePayoutVerificationSuccess | _ERRORS,
-    strawberry.union("CompletePayoutVerificationResult"),
+    strawberry.union(
+        "CompletePayoutVerificationResult",
+        description="CompletePayoutVerificationSuccess, or a UserError type saying what went "
+        "wrong.",
+    ),
 ]
 
 
-@strawberry.type
+_CURSOR = "Opaque; pass it as `after` for the items after this one."
+_PAGE_INFO = (
+    "Whether more items follow, and the cursors of the page's first and last edges. Paging goes "
+    "forwards only: hasPreviousPage is true when `after` was given."
+)
+
+
+@strawberry.type(description="A bank account in a page, with its cursor.")
 class BankAccountEdge:
-    cursor: str
-    node: BankAccount
+    cursor: str = strawberry.field(description=_CURSOR)
+    node: BankAccount = strawberry.field(description="The bank account.")
 
 
-@strawberry.type
+@strawberry.type(description="A page of the organization's bank accounts, newest first.")
 class BankAccountConnection:
-    edges: list[BankAccountEdge]
-    page_info: relay.PageInfo
+    edges: list[BankAccountEdge] = strawberry.field(description="The page's accounts.")
+    page_info: relay.PageInfo = strawberry.field(description=_PAGE_INFO)
 
 
-@strawberry.type
+@strawberry.type(description="A payout in a page, with its cursor.")
 class PayoutEdge:
-    cursor: str
-    node: Payout
+    cursor: str = strawberry.field(description=_CURSOR)
+    node: Payout = strawberry.field(description="The payout.")
 
 
-@strawberry.type
+@strawberry.type(description="A page of the organization's payouts, newest first.")
 class PayoutConnection:
-    edges: list[PayoutEdge]
-    page_info: relay.PageInfo
+    edges: list[PayoutEdge] = strawberry.field(description="The page's payouts.")
+    page_info: relay.PageInfo = strawberry.field(description=_PAGE_INFO)
 
 
 def encode_cursor(created_at: datetime, account_id: str) -> str:
@@ -207,10 +263,23 @@ def _argument_path(path: tuple[str | int, ...]) -> list[str]:
     return default_path(path)
 
 
-@strawberry.type
+@strawberry.type(
+    description="Reads for the organization of the caller's API key or JWT, from the gateway's "
+    "own records."
+)
 class Query:
-    @strawberry.field(permission_classes=AUTH, description="Fetch any object by its global id.")
-    async def node(self, info: Ctx, id: strawberry.ID) -> relay.Node | None:
+    @strawberry.field(
+        permission_classes=AUTH,
+        description="Fetch a bank account or a payout by its global id; null when unknown or "
+        "another organization's.",
+    )
+    async def node(
+        self,
+        info: Ctx,
+        id: Annotated[
+            strawberry.ID, strawberry.argument(description="A BankAccount or Payout global id.")
+        ],
+    ) -> relay.Node | None:
         return await _load_node(info, id)
 
     @strawberry.field(
@@ -218,15 +287,33 @@ class Query:
         description=f"Fetch up to {MAX_NODES} objects by global id in one batched read; "
         "unknown and foreign ids are null.",
     )
-    async def nodes(self, info: Ctx, ids: list[strawberry.ID]) -> list[relay.Node | None]:
+    async def nodes(
+        self,
+        info: Ctx,
+        ids: Annotated[
+            list[strawberry.ID],
+            strawberry.argument(
+                description=f"Up to {MAX_NODES} global ids (more is a BAD_USER_INPUT error); "
+                "the answer lists them in the same order."
+            ),
+        ],
+    ) -> list[relay.Node | None]:
         if len(ids) > MAX_NODES:
             raise GraphQLError(
                 f"'ids' takes at most {MAX_NODES} ids.", extensions={"code": "BAD_USER_INPUT"}
             )
         return list(await asyncio.gather(*(_load_node(info, i) for i in ids)))
 
-    @strawberry.field(permission_classes=AUTH)
-    async def bank_account(self, info: Ctx, id: strawberry.ID) -> BankAccount | None:
+    @strawberry.field(
+        permission_classes=AUTH,
+        description="One of the organization's bank accounts; null when unknown or another "
+        "organization's.",
+    )
+    async def bank_account(
+        self,
+        info: Ctx,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The account's global id.")],
+    ) -> BankAccount | None:
         return await _load_bank_account(info, id)
 
     @strawberry.field(
@@ -237,9 +324,12 @@ class Query:
     async def bank_accounts(
         self,
         info: Ctx,
-        first: int | None = None,
-        after: str | None = None,
-        status: BankAccountStatus | None = None,
+        first: PageSize = None,
+        after: After = None,
+        status: Annotated[
+            BankAccountStatus | None,
+            strawberry.argument(description="Only the accounts in this status; null: all."),
+        ] = None,
     ) -> BankAccountConnection:
         size = _page_size(info, first)
         page = await info.context.service.page_bank_accounts(
@@ -261,7 +351,7 @@ class Query:
         description="The organization's payouts, newest first (same paging rules as bankAccounts).",
     )
     async def payouts(
-        self, info: Ctx, first: int | None = None, after: str | None = None
+        self, info: Ctx, first: PageSize = None, after: After = None
     ) -> PayoutConnection:
         size = _page_size(info, first)
         page = await info.context.service.page_payouts(
@@ -279,7 +369,22 @@ class Query:
         "source, at), newest first; `objectId` narrows it to one object.",
     )
     async def status_changes(
-        self, info: Ctx, first: int = 50, object_id: strawberry.ID | None = None
+        self,
+        info: Ctx,
+        first: Annotated[
+            int,
+            strawberry.argument(
+                description="How many of the newest entries, 1 to the maximum page size (100 "
+                "unless configured); there is no cursor."
+            ),
+        ] = 50,
+        object_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(
+                description="Only this object's entries: its global id (as in "
+                "StatusChange.objectId); an id that is not a global id gives an empty list."
+            ),
+        ] = None,
     ) -> list[StatusChange]:
         size = _page_size(info, first)
         decoded = decode_global_id(str(object_id)) if object_id is not None else None
@@ -290,25 +395,43 @@ class Query:
         )
         return [StatusChange.from_domain(change) for change in changes]
 
-    @strawberry.field(permission_classes=AUTH)
+    @strawberry.field(
+        permission_classes=AUTH,
+        description="The organization's payout account; null until completePayoutVerification "
+        "has created it.",
+    )
     async def payout_account(self, info: Ctx) -> PayoutAccount | None:
         record = await info.context.service.payout_account(info.context.org)
         return PayoutAccount.from_domain(record) if record is not None else None
 
-    @strawberry.field(permission_classes=AUTH)
+    @strawberry.field(
+        permission_classes=AUTH,
+        description="The caller's organization, its provider and what that provider supports.",
+    )
     def organization(self, info: Ctx) -> Organization:
         org = info.context.org
         return Organization.from_domain(org, info.context.service.capabilities(org))
 
 
-@strawberry.type
+@strawberry.type(
+    description="Writes for the caller's organization; each answers a union of its success "
+    "type and the UserError types."
+)
 class Mutation:
-    @strawberry.mutation(permission_classes=AUTH)
+    @strawberry.mutation(
+        permission_classes=AUTH,
+        description="Add a payout destination bank account. Commet: only once payout "
+        "verification is complete (else PayoutAccountRequiredError); Paygentic: needs a routing "
+        "number, bank name, holder type, country and currency (the input or the organization's "
+        "profile).",
+    )
     async def add_bank_account(
         self,
         info: Ctx,
-        input: AddBankAccountInput,
-        idempotency_key: str | None = None,
+        input: Annotated[
+            AddBankAccountInput, strawberry.argument(description="The account to add.")
+        ],
+        idempotency_key: IdempotencyKey = None,
     ) -> AddBankAccountResult:
         try:
             _checked_idempotency_key(idempotency_key)
@@ -321,13 +444,19 @@ class Mutation:
 
     @strawberry.mutation(
         permission_classes=AUTH,
-        description="KYC + destination bank. The payout account starts PENDING_VERIFICATION.",
+        description="KYC + destination bank: creates the organization's payout account "
+        "(Commet takes the KYC data; Paygentic's is validated, then discarded). A new payout "
+        "account starts PENDING_VERIFICATION; when `alreadyExisted` is true nothing is created "
+        "and the existing one is returned in its current status.",
     )
     async def complete_payout_verification(
         self,
         info: Ctx,
-        input: CompletePayoutVerificationInput,
-        idempotency_key: str | None = None,
+        input: Annotated[
+            CompletePayoutVerificationInput,
+            strawberry.argument(description="The KYC data and the destination bank account."),
+        ],
+        idempotency_key: IdempotencyKey = None,
     ) -> CompletePayoutVerificationResult:
         try:
             _checked_idempotency_key(idempotency_key)
@@ -346,14 +475,18 @@ class Mutation:
 
     @strawberry.mutation(
         permission_classes=AUTH,
-        description="Pay out to the organization's default (verified) bank account. Status "
-        "changes arrive by webhook (Commet) or refresh (Paygentic).",
+        description="Pay out to the organization's default bank account (Commet: its payout "
+        "account's default; Paygentic: the gateway's default, which must be ACTIVE, else "
+        "PayoutAccountRequiredError). Status changes arrive by webhook (Commet) or refresh "
+        "(Paygentic).",
     )
     async def request_payout(
         self,
         info: Ctx,
-        input: RequestPayoutInput,
-        idempotency_key: str | None = None,
+        input: Annotated[
+            RequestPayoutInput, strawberry.argument(description="The amount and description.")
+        ],
+        idempotency_key: IdempotencyKey = None,
     ) -> RequestPayoutResult:
         org = info.context.org
         try:

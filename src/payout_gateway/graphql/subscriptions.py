@@ -27,17 +27,23 @@ if not has_enum_definition(ChangeSource):
     strawberry.enum(ChangeSource, name="StatusChangeSource")
 
 
+_FROM_STATUS = "The status it moved from; null when none was recorded."
+_TO_STATUS = "The status it moved to."
+_SOURCE = "Where the gateway learned of the move."
+_AT = "When the gateway recorded the move (UTC)."
+
+
 @strawberry.type(description="A bank account of the organization moved to another status.")
 class BankAccountStatusChange:
     bank_account: BankAccount = strawberry.field(
         description="The account as stored when the event was delivered (it may have moved "
         "further since the change)."
     )
-    from_status: BankAccountStatus | None
-    to_status: BankAccountStatus
+    from_status: BankAccountStatus | None = strawberry.field(description=_FROM_STATUS)
+    to_status: BankAccountStatus = strawberry.field(description=_TO_STATUS)
     provider_status: str = strawberry.field(description="The provider's value for `toStatus`.")
-    source: ChangeSource
-    at: datetime
+    source: ChangeSource = strawberry.field(description=_SOURCE)
+    at: datetime = strawberry.field(description=_AT)
 
 
 @strawberry.type(description="The organization's payout account moved to another status.")
@@ -45,11 +51,11 @@ class PayoutAccountStatusChange:
     payout_account: PayoutAccount = strawberry.field(
         description="The payout account as stored when the event was delivered."
     )
-    from_status: PayoutAccountStatus | None
-    to_status: PayoutAccountStatus
+    from_status: PayoutAccountStatus | None = strawberry.field(description=_FROM_STATUS)
+    to_status: PayoutAccountStatus = strawberry.field(description=_TO_STATUS)
     provider_status: str = strawberry.field(description="The provider's value for `toStatus`.")
-    source: ChangeSource
-    at: datetime
+    source: ChangeSource = strawberry.field(description=_SOURCE)
+    at: datetime = strawberry.field(description=_AT)
 
 
 @strawberry.type(
@@ -60,11 +66,13 @@ class PayoutStatusChange:
     payout_id: strawberry.ID = strawberry.field(
         description="The payout's Relay global id (`Payout:<gateway id>`, base64)."
     )
-    from_status: str | None
-    to_status: str
+    from_status: str | None = strawberry.field(
+        description="The PayoutStatus name it moved from; null when none was recorded."
+    )
+    to_status: str = strawberry.field(description="The PayoutStatus name it moved to.")
     provider_status: str = strawberry.field(description="The provider's value for `toStatus`.")
-    source: ChangeSource
-    at: datetime
+    source: ChangeSource = strawberry.field(description=_SOURCE)
+    at: datetime = strawberry.field(description=_AT)
 
 
 ENDED_BY_OUTAGE = (
@@ -119,11 +127,15 @@ async def _changes(info: Ctx, object_type: ObjectType) -> AsyncGenerator[StatusC
             SUBSCRIPTIONS.dec()
 
 
-@strawberry.type
+@strawberry.type(
+    description="Live status changes of the caller's organization, over a WebSocket "
+    "(graphql-transport-ws on /graphql): only moves made after subscribing, none replayed."
+)
 class Subscription:
     @strawberry.subscription(
         permission_classes=[IsAuthenticated],
-        description="Status changes of the organization's bank accounts.",
+        description="Status changes of the organization's bank accounts (Paygentic's, as "
+        "the gateway re-reads them; Commet reports no bank account status changes).",
     )
     async def bank_account_status_changed(
         self, info: Ctx
