@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any, get_args
 
 import pytest
@@ -214,6 +215,21 @@ def test_bank_account_keeps_only_four_digits_if_the_provider_sends_more() -> Non
 def test_non_string_metadata_values_are_kept_as_json() -> None:
     account = tf.parse_account(encode(account_json(metadata={"n": 3, "ok": True})))
     assert tf.bank_account_from_wire(account, livemode=True).metadata == {"n": "3", "ok": "true"}
+
+
+def test_timestamps_without_an_offset_are_read_as_utc() -> None:
+    # The store keeps aware times only: a naive one would be refused after Paygentic created
+    # the object.
+    account = tf.parse_account(
+        encode(account_json(createdAt="2024-01-02T03:04:05", updatedAt="2024-01-02T03:04:06"))
+    )
+    domain = tf.bank_account_from_wire(account, livemode=True)
+    assert domain.created_at == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert domain.updated_at == datetime(2024, 1, 2, 3, 4, 6, tzinfo=UTC)
+    payout = tf.parse_payout(encode(payout_json(createdAt="2024-01-02T03:04:05")))
+    assert tf.payout_from_wire(payout, livemode=True).created_at.tzinfo is UTC
+    offset = tf.parse_account(encode(account_json(createdAt="2024-01-02T05:04:05+02:00")))
+    assert tf.bank_account_from_wire(offset, livemode=True).created_at == domain.created_at
 
 
 def test_payout_account_is_derived_from_the_destination() -> None:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+
+def _utc_if_naive(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+# ISO 8601 without an offset is read as UTC, as Commet's are (commet/transformers.py), rather
+# than left naive: the store keeps only aware times, and would refuse it after Paygentic had
+# created the object.
+Timestamp = Annotated[datetime, AfterValidator(_utc_if_naive)]
 
 # --- closed vocabularies (paygentic.md; the seed page lists the account ones) ---------------
 
@@ -71,8 +81,8 @@ class ExternalBankAccount(_Response):
     account_holder_type: str
     status: str
     metadata: dict[str, Any] | None = None
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class Pagination(_Response):
@@ -115,8 +125,8 @@ class Payout(_Response):
     source_id: str | None = None
     destination_id: str | None = None
     metadata: dict[str, Any] | None = None
-    created_at: datetime
-    updated_at: datetime | None = None
+    created_at: Timestamp
+    updated_at: Timestamp | None = None
     platform_fee: int | None = None
     method_fee: int | None = None
     transaction_id: str | None = None
