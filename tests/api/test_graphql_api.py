@@ -618,3 +618,29 @@ async def test_graphql_over_http_skips_fastapi_s_layers_but_not_the_gateway_s(
     assert health.status_code == 599
     lines = [r.getMessage() for r in caplog.records if r.name == "payout_gateway.access"]
     assert any(line.startswith("POST /graphql 200") for line in lines), lines
+
+
+@pytest.fixture
+def small_pages_gw(tmp_path: Path, fakes: dict[Provider, FakeProvider]) -> Iterator[RunningGateway]:
+    with running_gateway(
+        tmp_path,
+        providers=fakes,
+        refresh_interval_seconds=0,
+        max_page_size=10,
+        default_page_size=10,
+    ) as running:
+        yield running
+
+
+async def test_status_changes_default_fits_a_smaller_maximum_page_size(
+    small_pages_gw: RunningGateway,
+) -> None:
+    # statusChanges' default is 50; an operator's maximum below it must not turn leaving
+    # `first` out into an error.
+    for _ in range(12):
+        await gql(small_pages_gw, ADD, {"input": add_input()})
+    left_out = await gql(small_pages_gw, "{ statusChanges { objectId } }")
+    assert "errors" not in left_out, left_out
+    assert len(left_out["data"]["statusChanges"]) == 10
+    too_many = await gql(small_pages_gw, "{ statusChanges(first: 11) { objectId } }")
+    assert too_many["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"

@@ -375,7 +375,8 @@ class Query:
             int,
             strawberry.argument(
                 description="How many of the newest entries, 1 to the maximum page size (100 "
-                "unless configured); there is no cursor."
+                "unless configured); 50, or that maximum if smaller, when left out. There is no "
+                "cursor."
             ),
         ] = 50,
         object_id: Annotated[
@@ -386,7 +387,9 @@ class Query:
             ),
         ] = None,
     ) -> list[StatusChange]:
-        size = _page_size(info, first)
+        # The schema's default, 50, is more than a configured maximum page size may be: left
+        # out (or sent as it), it asks for the most there may be rather than an error.
+        size = _page_size(info, min(first, info.context.paging.maximum) if first == 50 else first)
         decoded = decode_global_id(str(object_id)) if object_id is not None else None
         if object_id is not None and decoded is None:
             return []
