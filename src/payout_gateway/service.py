@@ -569,7 +569,7 @@ class PayoutService:
         )
         await session.add_bank_account(account)
         if is_default:
-            await session.clear_default_bank_accounts(org.id, account.id)
+            await session.clear_default_bank_accounts(org.id, account.id, at=now)
         await self._audit(session, ObjectType.BANK_ACCOUNT, account, now)
         return account
 

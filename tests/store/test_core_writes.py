@@ -369,7 +369,7 @@ async def test_reads_after_core_writes_in_one_transaction_see_the_writes(
         await session.set_status(
             ObjectType.BANK_ACCOUNT, "ba_1", status="ERRORED", provider_status="failed", at=later
         )
-        await session.clear_default_bank_accounts("org_a", except_id="ba_other")
+        await session.clear_default_bank_accounts("org_a", except_id="ba_other", at=later)
         await session.set_status(
             ObjectType.PAYOUT, "po_1", status="PAID", provider_status="paid", at=later
         )

@@ -134,12 +134,16 @@ async def test_clearing_defaults_touches_only_that_organization(store: Store) ->
         await session.add_bank_account(account("org_a", 1).model_copy(update={"is_default": True}))
         await session.add_bank_account(account("org_b", 2).model_copy(update={"is_default": True}))
         await session.add_bank_account(account("org_a", 3).model_copy(update={"is_default": True}))
-        await session.clear_default_bank_accounts("org_a", except_id="ba_org_a_003")
+        later = T0 + timedelta(days=1)
+        await session.clear_default_bank_accounts("org_a", except_id="ba_org_a_003", at=later)
     async with store.session() as session:
         a = await session.bank_accounts_by_ids("org_a", ["ba_org_a_001", "ba_org_a_003"])
         b = await session.bank_accounts_by_ids("org_b", ["ba_org_b_002"])
     assert not a["ba_org_a_001"].is_default and a["ba_org_a_003"].is_default
     assert b["ba_org_b_002"].is_default
+    # A client polling updatedAt sees the account that stopped being the default change.
+    assert a["ba_org_a_001"].updated_at == later
+    assert a["ba_org_a_003"].updated_at != later and b["ba_org_b_002"].updated_at != later
 
 
 async def test_api_keys_resolve_until_revoked(store: Store) -> None:

@@ -3,7 +3,7 @@
     PayoutGatewayError
     ├── InputValidationError        caller input is invalid (field paths, nothing echoed)
     ├── NotFoundError               no such object for this organization
-    ├── NotPermittedError           the credential may not do this
+    ├── NotPermittedError           the organization is not set up at its provider for this
     ├── PayoutAccountRequiredError  complete payout verification first
     ├── UnsupportedOperationError   the organization's provider cannot do this
     ├── WebhookRejectedError        a provider webhook delivery refused (malformed or unsigned)

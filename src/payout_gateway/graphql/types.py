@@ -219,8 +219,8 @@ class BankAccount(relay.Node):
     )
     updated_at: datetime = strawberry.field(
         description="At creation the provider's last update where it reports one (else when "
-        "the gateway recorded it), then each status change the gateway records (UTC); another "
-        "account becoming the default does not move it."
+        "the gateway recorded it), then each status change the gateway records, and when "
+        "another account became the default instead of this one (UTC)."
     )
     status_changed_at: datetime = strawberry.field(description=_STATUS_CHANGED_AT)
 

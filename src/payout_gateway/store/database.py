@@ -860,7 +860,11 @@ class StoreSession:
         )
         return bool(found)
 
-    async def clear_default_bank_accounts(self, organization_id: str, except_id: str) -> None:
+    async def clear_default_bank_accounts(
+        self, organization_id: str, except_id: str, *, at: datetime
+    ) -> None:
+        """The organization's other accounts stop being its default; their ``updated_at``
+        moves, so that a client polling it sees the change."""
         table = _BANK_ACCOUNTS
         await self._session.execute(
             update(table)
@@ -869,7 +873,7 @@ class StoreSession:
                 table.c.id != except_id,
                 table.c.is_default.is_(True),
             )
-            .values(is_default=False)
+            .values(is_default=False, updated_at=at)
         )
 
     # payout accounts ----------------------------------------------------------------------
