@@ -181,6 +181,15 @@ class Settings(BaseSettings):
     # Paygentic (Svix) webhooks older or newer than this are refused (replay protection).
     webhook_tolerance_seconds: Annotated[int, Field(ge=1)] = 300
 
+    @field_validator("default_page_size")
+    @classmethod
+    def _default_within_maximum(cls, value: int, info: ValidationInfo) -> int:
+        # Otherwise every page asked for without `first` would be refused.
+        maximum = info.data.get("max_page_size")
+        if maximum is not None and value > maximum:
+            raise ValueError("must be at most PAYOUT_GATEWAY_MAX_PAGE_SIZE")
+        return value
+
     @field_validator("api_key_pepper")
     @classmethod
     def _secret_pepper_in_production(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:

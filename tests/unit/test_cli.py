@@ -238,6 +238,7 @@ def test_invalid_settings_name_each_variable_and_never_echo_a_value(
         ("PAYGENTIC__READ_TIMEOUT", "-1", "Input should be greater than 0"),
         ("LOG_LEVEL", "verbose", "must be one of CRITICAL, ERROR, WARNING, INFO, DEBUG"),
         ("SECRETS_KEYS", "canary-not-a-fernet-key", "a secrets key must be 32 url-safe"),
+        ("DEFAULT_PAGE_SIZE", "101", "must be at most PAYOUT_GATEWAY_MAX_PAGE_SIZE"),
     ],
 )
 def test_a_value_that_would_fail_later_is_an_invalid_setting_at_start(
