@@ -268,6 +268,31 @@ async def test_domain_errors_become_typed_union_members(
     assert result["code"] == code
 
 
+@pytest.mark.parametrize(
+    ("error", "retry_after"),
+    [
+        (
+            domain.ProviderUnavailableError(
+                "down", provider=Provider.COMMET, outcome_unknown=True, retry_after=45
+            ),
+            45,
+        ),
+        (domain.ProviderRateLimitedError("slow", provider=Provider.COMMET, retry_after=7), 7),
+        (domain.ProviderTimeoutError("late", provider=Provider.COMMET, outcome_unknown=True), None),
+    ],
+)
+async def test_the_wait_a_provider_asked_for_reaches_the_caller(
+    gw: RunningGateway,
+    fakes: dict[Provider, FakeProvider],
+    error: Exception,
+    retry_after: float | None,
+) -> None:
+    fakes[Provider.COMMET].fail_with = error
+    result = (await gql(gw, ADD, {"input": add_input()}))["data"]["addBankAccount"]
+    assert result["__typename"] == "ProviderUnavailableError"
+    assert result["retryAfterSeconds"] == retry_after
+
+
 async def test_unexpected_exceptions_are_masked(
     gw: RunningGateway, fakes: dict[Provider, FakeProvider]
 ) -> None:

@@ -403,6 +403,18 @@ async def test_429_with_a_retry_after_beyond_the_cap_reports_it(
     assert len(commet.requests) == 1
 
 
+async def test_a_503_past_its_retries_reports_the_retry_after_it_sent(
+    make_adapter: Callable[..., CommetAdapter],
+) -> None:
+    # Beyond the gateway's own cap for waiting (30 s): not retried, and the caller is told.
+    commet = Recorder(fail(503, "internal_error", "api_error", **{"retry-after": "120"}))
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await make_adapter(commet).request_payout(context(), payout_request())
+    assert type(caught.value) is ProviderUnavailableError
+    assert caught.value.retry_after == 120.0
+    assert len(commet.requests) == 1
+
+
 async def test_connection_refused_is_retried_and_reported_as_not_applied(
     make_adapter: Callable[..., CommetAdapter], sleeps: Sleeps
 ) -> None:

@@ -475,6 +475,15 @@ def test_5xx_is_unavailable_and_unknown_for_writes(
     assert error.retryable
 
 
+@pytest.mark.parametrize("retry_after", [45.0, None])
+def test_a_5xx_keeps_the_retry_after_paygentic_sent(retry_after: float | None) -> None:
+    error = tf.error_from_response(
+        503, _HTML, None, "create_external_account", retry_after=retry_after
+    )
+    assert type(error) is ProviderUnavailableError
+    assert error.retry_after == retry_after
+
+
 @pytest.mark.parametrize(
     ("retry_after", "body"), [(2.0, encode({"message": "slow down"})), (None, _HTML)]
 )

@@ -207,7 +207,8 @@ class OperationRetiredError(ProviderRejectedError):
 
 class ProviderUnavailableError(ProviderError):
     """Could not reach the provider, or it failed on its side. ``outcome_unknown``: the request
-    may have been applied (sent, no answer) — a retry must reconcile, not repeat blindly."""
+    may have been applied (sent, no answer) — a retry must reconcile, not repeat blindly.
+    ``retry_after``: seconds the provider asked for (a 503's Retry-After), when it did."""
 
     code = "PROVIDER_UNAVAILABLE"
     retryable = True
@@ -221,6 +222,7 @@ class ProviderUnavailableError(ProviderError):
         http_status: int | None = None,
         provider_code: str | None = None,
         request_id: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(
             message,
@@ -230,6 +232,7 @@ class ProviderUnavailableError(ProviderError):
             request_id=request_id,
         )
         self.outcome_unknown = outcome_unknown
+        self.retry_after = retry_after
 
 
 class ProviderTimeoutError(ProviderUnavailableError):
@@ -256,8 +259,8 @@ class ProviderRateLimitedError(ProviderUnavailableError):
             http_status=http_status,
             provider_code=provider_code,
             request_id=request_id,
+            retry_after=retry_after,
         )
-        self.retry_after = retry_after
 
 
 class ProviderCircuitOpenError(ProviderUnavailableError):
@@ -267,8 +270,7 @@ class ProviderCircuitOpenError(ProviderUnavailableError):
     code = "PROVIDER_CIRCUIT_OPEN"
 
     def __init__(self, message: str, *, provider: Provider, retry_after: float) -> None:
-        super().__init__(message, provider=provider, outcome_unknown=False)
-        self.retry_after = retry_after
+        super().__init__(message, provider=provider, outcome_unknown=False, retry_after=retry_after)
 
 
 class ProviderBadResponseError(ProviderError):

@@ -99,7 +99,8 @@ class ProviderUnavailableError(UserError):
     )
     retry_after_seconds: float | None = strawberry.field(
         description="Seconds to wait before retrying: the provider's Retry-After on a rate "
-        "limit, or until the circuit breaker tries the provider again; null otherwise."
+        "limit or a failure that sent one (a 503), or until the circuit breaker tries the "
+        "provider again; null otherwise."
     )
     request_id: str | None = strawberry.field(description=_REQUEST_ID)
 
@@ -245,7 +246,7 @@ def to_graphql_error(
                 retryable=True,
                 provider=exc.provider,
                 outcome_unknown=exc.outcome_unknown,
-                retry_after_seconds=None,
+                retry_after_seconds=getattr(exc, "retry_after", None),
                 request_id=exc.request_id,
             )
         case domain.ProviderError():

@@ -569,6 +569,7 @@ def error_from_response(
                 outcome_unknown=True,
                 http_status=status_code,
                 request_id=request_id,
+                retry_after=retry_after,
             )
         if kind is ErrorKind.RATE_LIMITED:
             return ProviderRateLimitedError(
@@ -621,6 +622,7 @@ def error_from_response(
             http_status=status_code,
             provider_code=code,
             request_id=request_id,
+            retry_after=retry_after,
         )
     rejected: type[ProviderRejectedError] = ProviderRejectedError
     if kind is ErrorKind.AUTHENTICATION:

@@ -546,6 +546,7 @@ def error_from_response(
             http_status=status_code,
             provider_code=code,
             request_id=request_id,
+            retry_after=retry_after,
         )
     if not 400 <= status_code < 500 or info is None:
         return ProviderBadResponseError(
