@@ -540,7 +540,16 @@ def test_bank_account_from_wire_reads_nulls_and_naive_timestamps() -> None:
     assert account.account_type is None
     assert account.bank_name is None
     assert account.status is BankAccountStatus.ERRORED
-    assert account.created_at.tzinfo is not None
+    assert account.created_at == datetime(2026, 7, 20, 10, 0, tzinfo=UTC)
+
+
+def test_timestamps_with_an_offset_are_moved_to_utc() -> None:
+    # As reads of the store give them: a mutation's answer and a later read agree.
+    data = wire.PayoutBankAccount.model_validate(
+        bank_account_data(createdAt="2026-07-20T12:00:00+02:00")
+    )
+    created_at = tf.bank_account_from_wire(data).created_at
+    assert (created_at, created_at.tzinfo) == (datetime(2026, 7, 20, 10, 0, tzinfo=UTC), UTC)
 
 
 def test_payout_from_wire_is_money_in_upper_case_currency() -> None:

@@ -217,7 +217,7 @@ def test_non_string_metadata_values_are_kept_as_json() -> None:
     assert tf.bank_account_from_wire(account, livemode=True).metadata == {"n": "3", "ok": "true"}
 
 
-def test_timestamps_without_an_offset_are_read_as_utc() -> None:
+def test_timestamps_are_read_in_utc() -> None:
     # The store keeps aware times only: a naive one would be refused after Paygentic created
     # the object.
     account = tf.parse_account(
@@ -229,7 +229,8 @@ def test_timestamps_without_an_offset_are_read_as_utc() -> None:
     payout = tf.parse_payout(encode(payout_json(createdAt="2024-01-02T03:04:05")))
     assert tf.payout_from_wire(payout, livemode=True).created_at.tzinfo is UTC
     offset = tf.parse_account(encode(account_json(createdAt="2024-01-02T05:04:05+02:00")))
-    assert tf.bank_account_from_wire(offset, livemode=True).created_at == domain.created_at
+    moved = tf.bank_account_from_wire(offset, livemode=True).created_at
+    assert (moved, moved.tzinfo) == (domain.created_at, UTC)  # moved to UTC, as the store reads
 
 
 def test_payout_account_is_derived_from_the_destination() -> None:

@@ -248,8 +248,10 @@ def _address(address: Address) -> wire.VerificationAddress:
 
 
 def _aware(moment: datetime) -> datetime:
-    # ISO 8601 without an offset is read as UTC rather than as local time.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    # ISO 8601 without an offset is read as UTC rather than as local time; one with an offset
+    # is moved to UTC, so that a mutation's answer shows the time as later reads of the store
+    # (always UTC) do.
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def bank_account_from_wire(

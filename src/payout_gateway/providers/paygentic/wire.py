@@ -9,14 +9,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 
-def _utc_if_naive(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+def _in_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-# ISO 8601 without an offset is read as UTC, as Commet's are (commet/transformers.py), rather
-# than left naive: the store keeps only aware times, and would refuse it after Paygentic had
-# created the object.
-Timestamp = Annotated[datetime, AfterValidator(_utc_if_naive)]
+# In UTC, as Commet's are (commet/transformers.py): ISO 8601 without an offset is read as UTC
+# rather than left naive (the store keeps only aware times, and would refuse it after Paygentic
+# had created the object), and one with an offset is moved to UTC, so that a mutation's answer
+# shows the time as later reads of the store (always UTC) do.
+Timestamp = Annotated[datetime, AfterValidator(_in_utc)]
 
 # --- closed vocabularies (paygentic.md; the seed page lists the account ones) ---------------
 
