@@ -1,4 +1,5 @@
-"""Validated value types for caller input: bank numbers, ISO codes, phones, public URLs.
+"""Validated value types for caller input: bank numbers, ISO codes, phones, public URLs; and
+providers' times in UTC.
 
 Every validator fails with a message that never repeats the submitted value, because that value
 may be an account number and error messages travel to responses and logs.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -119,6 +121,12 @@ def public_https_url(value: str) -> str:
 
 def last4_of(number: SecretStr) -> str:
     return number.get_secret_value()[-4:]
+
+
+def in_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC, as the store gives times back; ISO 8601 without an offset is read as
+    UTC rather than as local time."""
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def iban_country(number: SecretStr) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from typing import Any, Literal, TypeVar
 
@@ -48,7 +48,7 @@ from payout_gateway.domain.models import (
     ProviderBankAccount,
     ProviderPayout,
 )
-from payout_gateway.domain.values import canonical_country, canonical_currency
+from payout_gateway.domain.values import canonical_country, canonical_currency, in_utc
 from payout_gateway.providers.commet import wire
 
 PROVIDER = Provider.COMMET
@@ -247,13 +247,6 @@ def _address(address: Address) -> wire.VerificationAddress:
 # --- wire response -> domain --------------------------------------------------------------------
 
 
-def _aware(moment: datetime) -> datetime:
-    # ISO 8601 without an offset is read as UTC rather than as local time; one with an offset
-    # is moved to UTC, so that a mutation's answer shows the time as later reads of the store
-    # (always UTC) do.
-    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def bank_account_from_wire(
     data: wire.PayoutBankAccount,
     *,
@@ -277,7 +270,7 @@ def bank_account_from_wire(
         provider_status=data.status,
         livemode=data.livemode,
         metadata=dict(metadata or {}),
-        created_at=_aware(data.created_at),
+        created_at=in_utc(data.created_at),
     )
 
 
@@ -338,7 +331,7 @@ def verification_outcome_from_wire(
         status=BankAccountStatus.ACTIVE,
         provider_status="active",
         livemode=data.livemode,
-        created_at=_aware(now),
+        created_at=in_utc(now),
     )
     return PayoutVerificationOutcome(
         payout_account=account, bank_account=bank_account, already_existed=False
@@ -363,7 +356,7 @@ def payout_from_wire(data: wire.Payout) -> ProviderPayout:
         # Commet always pays out to the organization's default bank account.
         destination_provider_account_id=None,
         livemode=data.livemode,
-        created_at=_aware(data.created_at),
+        created_at=in_utc(data.created_at),
     )
 
 

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-
-def _in_utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
+from payout_gateway.domain.values import in_utc
 
 # In UTC, as Commet's are (commet/transformers.py): ISO 8601 without an offset is read as UTC
 # rather than left naive (the store keeps only aware times, and would refuse it after Paygentic
 # had created the object), and one with an offset is moved to UTC, so that a mutation's answer
 # shows the time as later reads of the store (always UTC) do.
-Timestamp = Annotated[datetime, AfterValidator(_in_utc)]
+Timestamp = Annotated[datetime, AfterValidator(in_utc)]
 
 # --- closed vocabularies (paygentic.md; the seed page lists the account ones) ---------------
 
