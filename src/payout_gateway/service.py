@@ -112,7 +112,7 @@ def _encode_refusal(exc: errors.PayoutGatewayError) -> dict[str, Any]:
     }
 
 
-# The lease a payout verification holds (``_one_at_a_time``).
+# The lease a payout verification holds (``_one_verification_at_a_time``).
 PAYOUT_VERIFICATION_LEASE = "payout_verification"
 
 
@@ -316,7 +316,7 @@ class PayoutService:
         # without a KYC API both would create a destination there, and at Commet, which
         # dedupes them itself, both would record the payout account (the second refused by
         # the database as a duplicate, an unexpected error to its caller).
-        async with self._one_at_a_time(org, PAYOUT_VERIFICATION_LEASE):
+        async with self._one_verification_at_a_time(org):
             if not adapter.capabilities.takes_kyc:
                 # Such providers cannot dedupe per organization; the gateway does.
                 async with self._store.session() as session:
@@ -329,10 +329,11 @@ class PayoutService:
             return await self._verify_at_provider(org, adapter, request, reference, hold)
 
     @contextlib.asynccontextmanager
-    async def _one_at_a_time(self, org: Organization, purpose: str) -> AsyncIterator[None]:
-        """Hold the organization's lease for ``purpose`` (store ``organization_leases``) for
-        the block; another caller meanwhile is told to retry. The lease lapses after the
+    async def _one_verification_at_a_time(self, org: Organization) -> AsyncIterator[None]:
+        """Hold the organization's payout verification lease (store ``organization_leases``)
+        for the block; another caller meanwhile is told to retry. The lease lapses after the
         idempotency keys' lease if its holder never gives it back (it died)."""
+        purpose = PAYOUT_VERIFICATION_LEASE
         holder = new_id("lease")
         now = self._clock()
         async with self._store.session() as session:

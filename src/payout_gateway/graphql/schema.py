@@ -239,6 +239,10 @@ def _page_info(
     )
 
 
+# statusChanges' `first` when left out (or the maximum page size, if smaller).
+STATUS_CHANGES_DEFAULT = 50
+
+
 def _page_size(info: Ctx, first: int | None) -> int:
     paging = info.context.paging
     size = paging.default if first is None else first
@@ -378,7 +382,7 @@ class Query:
                 "unless configured); 50, or that maximum if smaller, when left out. There is no "
                 "cursor."
             ),
-        ] = 50,
+        ] = STATUS_CHANGES_DEFAULT,
         object_id: Annotated[
             strawberry.ID | None,
             strawberry.argument(
@@ -389,7 +393,9 @@ class Query:
     ) -> list[StatusChange]:
         # The schema's default, 50, is more than a configured maximum page size may be: left
         # out (or sent as it), it asks for the most there may be rather than an error.
-        size = _page_size(info, min(first, info.context.paging.maximum) if first == 50 else first)
+        if first == STATUS_CHANGES_DEFAULT:
+            first = min(first, info.context.paging.maximum)
+        size = _page_size(info, first)
         decoded = decode_global_id(str(object_id)) if object_id is not None else None
         if object_id is not None and decoded is None:
             return []

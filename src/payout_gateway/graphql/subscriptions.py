@@ -10,7 +10,6 @@ import strawberry
 from graphql import GraphQLError
 from strawberry import relay
 from strawberry.types import Info
-from strawberry.types.enum import has_enum_definition
 
 from payout_gateway.domain.enums import BankAccountStatus, PayoutAccountStatus
 from payout_gateway.domain.errors import StoreUnavailableError
@@ -21,10 +20,6 @@ from payout_gateway.graphql.types import BankAccount, PayoutAccount
 from payout_gateway.metrics import SUBSCRIPTIONS
 
 Ctx = Info[GatewayContext, None]
-
-if not has_enum_definition(ChangeSource):
-    # graphql/types.py may register it already (the audit trail has it too): one definition.
-    strawberry.enum(ChangeSource, name="StatusChangeSource")
 
 
 _FROM_STATUS = "The status it moved from; null when none was recorded."
