@@ -155,6 +155,10 @@ SECRET_BANK = {"accountNumber": SECRET, "holderName": "A"}
         (ADD, {"input": {"accountNumber": SECRET}}),
         (ADD, {"input": {"bankAccount": {"accountNumber": SECRET}}}),
         (ADD, {"input": {"bankAccount": {**SECRET_BANK, "x": 1}}}),
+        # A misspelt field gets "Did you mean …? Found: <value>", which prints a value with a
+        # control character escaped: the value as sent is then not in the message to cut.
+        (ADD, {"input": {"bankAccount": {"acountNumber": f"{SECRET}\n", "holderName": "A"}}}),
+        (INLINE.format(bank=f'{{acountNumber: "{SECRET}\\t", holderName: "A"}}'), None),
         (ADD, {"input": {"bankAccount": {**SECRET_BANK, "accountType": SECRET}}}),
         (ADD, {"input": {"bankAccount": [SECRET]}}),
         (ADD, {"input": SECRET}),

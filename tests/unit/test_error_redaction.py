@@ -41,6 +41,21 @@ def test_known_shapes_keep_where_and_what_was_wrong() -> None:
     )
 
 
+def test_an_unknown_field_with_a_suggestion_loses_the_value_it_prints() -> None:
+    # The value is printed escaped (a newline as backslash and n), so cutting the value as
+    # sent would miss it.
+    message = (
+        "Expected value of type 'BankAccountInput' not to include unknown field "
+        "'acountNumber'. Did you mean 'accountNumber' or 'routingNumber'? Found: "
+        f"{{'acountNumber': '{SECRET}\\n', 'holderName': 'A'}}."
+    )
+    assert redact(message, {f"{SECRET}\n"}) == (
+        "Expected value of type 'BankAccountInput' not to include unknown field "
+        "'acountNumber'. Did you mean 'accountNumber' or 'routingNumber'? The value given is "
+        "not valid."
+    )
+
+
 @pytest.mark.parametrize(
     ("document", "redacted"),
     [

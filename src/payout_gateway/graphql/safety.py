@@ -45,6 +45,8 @@ _REPRESENT_VALUE = re.compile(r"(cannot represent [^:]*?value)\s*:.*$", re.S)
 # "Expected value of type 'T' to include required field 'f', found: {…}." and every other
 # "…, found …" form: what follows "found" is the submitted value.
 _FOUND = re.compile(r"^(.*?), found\b.*$", re.S)
+# An unknown input field with a suggestion: "…unknown field 'f'. Did you mean 'g'? Found: {…}."
+_SUGGESTED_FOUND = re.compile(r"^(.*?\?) Found\b.*$", re.S)
 _ENUM_VALUE = re.compile(r"^(Value) .* (does not exist in '[^']+' enum)\.?.*$", re.S)
 _SCALAR_MESSAGES = (
     "Int cannot represent non-integer value",
@@ -110,6 +112,7 @@ def _redact_patterns(message: str) -> str:
         reason = _redact_patterns(match.group(3).strip())
         return f"{match.group(1)} got an invalid value{where}; {reason}"
     for pattern, keep in (
+        (_SUGGESTED_FOUND, r"\1 The value given is not valid."),
         (_FOUND, r"\1; the value given is not valid."),
         (_ENUM_VALUE, r"\1 \2."),
         (_INT_VALUE, r"\1."),
