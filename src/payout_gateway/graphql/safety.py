@@ -66,6 +66,9 @@ _SYNTAX_QUOTE = re.compile(
     r"|Invalid Unicode escape sequence)):? '.*'\.$",
     re.S,
 )
+# graphql-core's suggestion of a name, for a field, argument, type, enum value or input field;
+# Strawberry's ``disable_field_suggestions`` drops only a field's.
+_SUGGESTION = re.compile(r" Did you mean [^?]*\?")
 # Submitted values shorter than this are left in messages: they could not hold a number or
 # a KYC detail, and would mangle the message's own words.
 _SHORTEST_SCRUBBED = 4
@@ -198,6 +201,9 @@ def mask_result_errors(result: _Result, context: ExecutionContext) -> None:
         [error.message for error in errors],
         submitted_values(context.variables, context.graphql_document),
     )
+    if context.schema.config.disable_field_suggestions:
+        # Production: the schema is not to be discovered by guessing names either.
+        messages = [_SUGGESTION.sub("", message) for message in messages]
     result.errors = [
         _clean(error, message) for error, message in zip(errors, messages, strict=True)
     ]
