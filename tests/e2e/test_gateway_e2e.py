@@ -86,6 +86,15 @@ mutation Verify($input: CompletePayoutVerificationInput!, $key: String) {
 }
 """
 
+PAYOUT = """
+mutation Payout($amount: Int!) {
+  requestPayout(input: {amount: $amount}) {
+    __typename
+    ... on UserError { message code retryable }
+  }
+}
+"""
+
 
 def bank(number: str, **extra: Any) -> dict[str, Any]:
     return {
@@ -181,6 +190,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 async def test_commet_onboarding(world: World) -> None:
     early = await world.run("c-onboard", ADD, {"input": {"bankAccount": bank("000111122223")}})
     assert early["addBankAccount"]["__typename"] == "PayoutAccountRequiredError"
+    # Commet refuses a payout without a payout account as it refuses the bank account.
+    payouts = world.commet_calls("POST /payouts")
+    early_payout = await world.run("c-onboard", PAYOUT, {"amount": 2500})
+    assert early_payout["requestPayout"]["__typename"] == "PayoutAccountRequiredError"
+    assert early_payout["requestPayout"]["code"] == "PAYOUT_ACCOUNT_REQUIRED"
+    assert world.commet_calls("POST /payouts") == payouts + 1
 
     first = (await world.run("c-onboard", VERIFY, {"input": kyc(), "key": "v1"}))[
         "completePayoutVerification"

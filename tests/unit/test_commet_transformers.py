@@ -690,7 +690,11 @@ def test_every_documented_error_code_maps_to_its_domain_error(
         param="amount",
         doc_url=f"https://commet.co/docs/api-reference/2026-07-11/errors/{code}.md",
     )
-    error = tf.error_from_response(status, body, "req_42", "request_payout", retry_after=2.0)
+    # An operation where no code has a meaning of its own (not_found has one for adding a bank
+    # account or requesting a payout: see the next tests).
+    error = tf.error_from_response(
+        status, body, "req_42", "complete_payout_verification", retry_after=2.0
+    )
     assert type(error) is expected
     if isinstance(error, ProviderError):
         assert error.provider is Provider.COMMET
@@ -728,6 +732,15 @@ def test_not_found_while_adding_a_bank_account_means_no_payout_account_yet() -> 
     assert isinstance(error, PayoutAccountRequiredError)
     other = tf.error_from_response(404, body, None, "complete_payout_verification")
     assert type(other) is ProviderRejectedError
+
+
+def test_not_found_while_requesting_a_payout_means_no_payout_account_yet() -> None:
+    # The sandbox answers POST /payouts without a payout account as it answers
+    # POST /payouts/bank-accounts (its app.py choice 13): the same typed error, not a refusal
+    # that only a provider code tells apart.
+    body = error_body("not_found", "not_found_error")
+    error = tf.error_from_response(404, body, "req_7", "request_payout")
+    assert isinstance(error, PayoutAccountRequiredError)
 
 
 def test_endpoint_deprecated_on_verification_says_to_use_the_dashboard() -> None:

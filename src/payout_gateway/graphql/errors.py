@@ -49,8 +49,8 @@ class ValidationError(UserError):
 
 @strawberry.type(
     description="No usable payout destination yet. Commet: complete payout verification before "
-    "adding bank accounts. A payout at Paygentic: the default bank account is missing or not "
-    "ACTIVE (verified) yet."
+    "adding bank accounts or requesting payouts. A payout at Paygentic: the default bank "
+    "account is missing or not ACTIVE (verified) yet."
 )
 class PayoutAccountRequiredError(UserError):
     pass

@@ -545,6 +545,10 @@ def _error_object(body: bytes) -> wire.ErrorObject | None:
         return None
 
 
+# The operations Commet refuses with ``not_found`` until payout verification made the account.
+_NEED_A_PAYOUT_ACCOUNT: frozenset[Operation] = frozenset({"add_bank_account", "request_payout"})
+
+
 def error_from_response(
     status_code: int,
     body: bytes,
@@ -589,8 +593,9 @@ def error_from_response(
         return _bad_response(
             f"an error body with HTTP {status_code}", status_code=status_code, request_id=request_id
         )
-    if kind is ErrorKind.NOT_FOUND and operation == "add_bank_account":
-        # [I] The sandbox answers 404 not_found when the organization has no payout account yet.
+    if kind is ErrorKind.NOT_FOUND and operation in _NEED_A_PAYOUT_ACCOUNT:
+        # [I] 404 not_found: the organization has no payout account yet, on adding a bank
+        # account and on requesting a payout alike (the sandbox's reading, its app.py choice 13).
         return PayoutAccountRequiredError()
     if kind is ErrorKind.IDEMPOTENCY_CONFLICT:
         return IdempotencyConflictError(
