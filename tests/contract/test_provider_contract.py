@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Literal
 
@@ -31,6 +31,7 @@ from payout_gateway.domain.errors import (
     PayoutAccountRequiredError,
     ProviderAuthenticationError,
     ProviderBadResponseError,
+    ProviderRateLimitedError,
     ProviderRejectedError,
     ProviderTimeoutError,
     ProviderUnavailableError,
@@ -124,6 +125,8 @@ class ProviderHarness:
     # Credentials that must fail authentication, and the refusal each one gets.
     bad_credentials: Mapping[CredentialProblem, tuple[str, Refusal]]
     counter_keys: Mapping[Operation, str] = field(default_factory=dict)
+    # Another adapter on the same sandbox and sleeper, under another HTTP policy.
+    with_policy: Callable[[HttpPolicy], PayoutProvider] | None = None
 
     def new_context(self, api_key: str | None = None) -> ProviderContext:
         """A fresh organization at the provider (``api_key`` replaces its credential)."""
@@ -146,6 +149,8 @@ class ProviderHarness:
         applied: bool = False,
         latency_ms: int | None = None,
         unknown_status: str | None = None,
+        retry_after_seconds: int | None = None,
+        count: int | None = None,
     ) -> None:
         raise NotImplementedError
 
@@ -222,6 +227,8 @@ class CommetHarness(ProviderHarness):
         applied: bool = False,
         latency_ms: int | None = None,
         unknown_status: str | None = None,
+        retry_after_seconds: int | None = None,
+        count: int | None = None,
     ) -> None:
         body: dict[str, Any] = {"operation": self.counter_keys[operation], "kind": kind}
         if status is not None:
@@ -232,6 +239,10 @@ class CommetHarness(ProviderHarness):
             body["latencyMs"] = latency_ms
         if unknown_status is not None:
             body["unknownStatus"] = unknown_status
+        if retry_after_seconds is not None:
+            body["retryAfterSeconds"] = retry_after_seconds
+        if count is not None:
+            body["count"] = count
         await self._control("POST", "/_sandbox/faults", context, body)
 
     async def accounts_at_sandbox(self, context: ProviderContext) -> list[str]:
@@ -283,6 +294,8 @@ class PaygenticHarness(ProviderHarness):
         applied: bool = False,
         latency_ms: int | None = None,
         unknown_status: str | None = None,
+        retry_after_seconds: int | None = None,
+        count: int | None = None,
     ) -> None:
         # The sandbox's "status" fault never runs the request; "apply_then_fail" runs it first.
         wire_kind = "apply_then_fail" if kind == "status" and applied else kind
@@ -293,6 +306,10 @@ class PaygenticHarness(ProviderHarness):
             body["latencyMs"] = latency_ms
         if unknown_status is not None:
             body["unknownStatus"] = unknown_status
+        if retry_after_seconds is not None:
+            body["retryAfterSeconds"] = retry_after_seconds
+        if count is not None:
+            body["count"] = count
         await self._control("POST", "/_sandbox/faults", body)
 
     async def accounts_at_sandbox(self, context: ProviderContext) -> list[str]:
@@ -363,6 +380,9 @@ def _commet_harness(base_url: str, control: httpx.AsyncClient, sleeps: Sleeps) -
             "complete_payout_verification": "POST /payouts/verification",
             "request_payout": "POST /payouts",
         },
+        with_policy=lambda policy: CommetAdapter(
+            base_url=f"{base_url}/api/v1", policy=policy, sleep=sleeps
+        ),
     )
 
 
@@ -396,6 +416,7 @@ def _paygentic_harness(
             "complete_payout_verification": "POST /v0/externalAccounts",
             "request_payout": "POST /v0/payouts",
         },
+        with_policy=lambda policy: PaygenticAdapter(base_url=base_url, policy=policy, sleep=sleeps),
     )
 
 
@@ -835,6 +856,38 @@ async def test_an_answer_slower_than_the_read_timeout_is_a_timeout_with_unknown_
 
     assert caught.value.outcome_unknown is True
     assert caught.value.retryable is True
+
+
+async def test_a_rate_limit_asking_for_longer_than_the_deadline_leaves_is_answered_at_once(
+    harness: ProviderHarness,
+) -> None:
+    # Both providers send Retry-After with a 429 (commet.md "Transport"; Paygentic's sandbox
+    # likewise). A wait the gateway accepts (within its cap) but that ends past its deadline
+    # would end in a timeout with the outcome unknown, for a request the provider refused
+    # before doing anything: the caller gets the rate limit and the provider's delay at once.
+    assert harness.with_policy is not None
+    adapter = harness.with_policy(replace(POLICY, total_deadline=2.0, retry_after_cap=30.0))
+    context = harness.new_context()
+    await harness.inject_fault(
+        context,
+        "complete_payout_verification",
+        "status",
+        status=429,
+        retry_after_seconds=3,
+        count=3,
+    )
+    try:
+        with pytest.raises(ProviderRateLimitedError) as caught:
+            await adapter.complete_payout_verification(
+                context, verification_request(), idempotency_key=key()
+            )
+    finally:
+        await adapter.aclose()
+
+    assert caught.value.retry_after == 3
+    assert caught.value.outcome_unknown is False
+    assert harness.sleeps.delays == []
+    assert await harness.count("complete_payout_verification") == 1
 
 
 # --- 8. request_payout ---------------------------------------------------------------------

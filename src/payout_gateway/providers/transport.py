@@ -188,6 +188,12 @@ def failure_kind(exc: httpx.HTTPError) -> FailureKind:
     return FailureKind.SENT_NO_ANSWER
 
 
+def _outlasts(deadline: asyncio.Timeout, delay: float) -> bool:
+    """Whether waiting ``delay`` seconds would reach ``deadline``."""
+    when = deadline.when()
+    return when is not None and asyncio.get_running_loop().time() + delay >= when
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds form only; dates are ignored)."""
     if value is None:
@@ -488,6 +494,11 @@ class ProviderHttp:
                                 retry_after=parse_retry_after(response.headers.get("retry-after")),
                                 jitter=self.jitter(),
                             )
+                            if delay is not None and _outlasts(deadline, delay):
+                                # The deadline would cut the wait: a timeout whose outcome is
+                                # unknown would then replace this answer (a 429 applied
+                                # nothing), and its Retry-After would not reach the caller.
+                                delay = None
                     if delay is None or not self.circuit.admits():
                         break
                     attempt += 1
