@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from payout_gateway.domain.enums import HolderType, Provider
+from tests.realtime.support import kyc
 from tests.support.fakes import FakeProvider
 from tests.support.gateway import DEFAULT_ORGS, RunningGateway, SeededOrg, running_gateway
 
@@ -73,27 +74,6 @@ CURSORS = """
 { bankAccounts(first: 100) { edges { cursor } } payouts(first: 100) { edges { cursor } } }
 """
 MISSING = base64.b64encode(b"BankAccount:ba_00000000000000000000000000000000").decode()
-
-
-def kyc(number: str) -> dict[str, Any]:
-    return {
-        "email": "ada@example.com",
-        "businessType": "INDIVIDUAL",
-        "businessUrl": "https://ada.example.com",
-        "documentUrl": "https://files.example.com/ada.pdf",
-        "bankAccount": {
-            "accountNumber": number,
-            "routingNumber": "021000021",
-            "holderName": "Ada Lovelace",
-        },
-        "individual": {
-            "firstName": "Ada",
-            "lastName": "Lovelace",
-            "phone": "+14155550123",
-            "dateOfBirth": "1990-01-31",
-            "address": {"line1": "1 Main St", "city": "SF", "postalCode": "94105", "country": "US"},
-        },
-    }
 
 
 @dataclass
