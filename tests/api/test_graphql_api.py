@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -470,9 +471,17 @@ async def test_mutations_are_refused_over_get_and_non_json_posts(
             content=mutation,
             headers={**gw.headers("commet-a"), "content-type": "text/plain"},
         )
+        # The GraphQL multipart request spec's shape (file uploads), a form a page may post.
+        multipart = await client.post(
+            gw.graphql_url,
+            data={"operations": json.dumps({"query": mutation}), "map": "{}"},
+            files={"0": ("a.txt", b"x")},
+            headers=gw.headers("commet-a"),
+        )
     assert via_get.status_code >= 400
     assert form.status_code >= 400
     assert text.status_code >= 400
+    assert 400 <= multipart.status_code < 500
     assert fakes[Provider.COMMET].calls["add_bank_account"] == 0
 
 
