@@ -375,6 +375,17 @@ def org() -> None:
     """Manage organizations and their gateway API keys."""
 
 
+_PAYGENTIC_ORGANIZATION_ID = (
+    "--provider-org-id must be a Paygentic organization id: org_ followed by letters and digits"
+)
+
+
+def _paygentic_organization_id(value: str | None) -> bool:
+    from payout_gateway.providers.paygentic.wire import ORGANIZATION_ID
+
+    return value is not None and ORGANIZATION_ID.fullmatch(value) is not None
+
+
 @org.command("create")
 @click.option("--name", required=True)
 @click.option("--provider", required=True, type=click.Choice(["commet", "paygentic"]))
@@ -405,6 +416,8 @@ def org_create(
     """Create an organization with its provider, credentials and profile."""
     if provider == "paygentic" and not provider_org_id:
         raise click.UsageError("--provider-org-id is required for paygentic")
+    if provider == "paygentic" and not _paygentic_organization_id(provider_org_id):
+        raise click.UsageError(_PAYGENTIC_ORGANIZATION_ID)
 
     async def action(tenancy: Tenancy, _store: Store) -> Organization:
         profile = validated(
@@ -526,6 +539,13 @@ def org_set_webhook_secret(organization: str, secret: str, provider_org_id: str 
         # Svix secrets are base64 keys: refuse one the verifier could never use.
         if found.provider is Provider.PAYGENTIC and not is_usable_secret(secret):
             raise click.UsageError("a Paygentic (Svix) secret looks like whsec_<base64>")
+        # The adapter names the same id in every Paygentic request.
+        if (
+            found.provider is Provider.PAYGENTIC
+            and provider_org_id is not None
+            and not _paygentic_organization_id(provider_org_id)
+        ):
+            raise click.UsageError(_PAYGENTIC_ORGANIZATION_ID)
         async with store.session() as session:
             await session.set_webhook_secret(found.id, secret)
             if provider_org_id is not None:

@@ -53,6 +53,15 @@ ORGS = (
         holder_type=HolderType.INDIVIDUAL,
     ),
     SeededOrg("p-unset", Provider.PAYGENTIC, "pgx_e2e_token_0004", bank_name="E2E Bank"),
+    # Not an id Paygentic accepts (^org_[a-zA-Z0-9]+$): set up before the CLI checked it.
+    SeededOrg(
+        "p-badorg",
+        Provider.PAYGENTIC,
+        "pgx_e2e_token_0005",
+        provider_org_id="acme-inc",
+        bank_name="E2E Bank",
+        holder_type=HolderType.COMPANY,
+    ),
 )
 KEYS = {org.name: org.provider_api_key for org in ORGS}
 
@@ -392,6 +401,14 @@ async def test_every_error_type_through_the_real_providers(world: World) -> None
         "addBankAccount"
     ]
     assert unset["__typename"] == "NotPermittedError"
+    # ... or with one Paygentic refuses in every request: said so, and nothing is sent.
+    posts = world.paygentic_calls("POST /v0/externalAccounts")
+    malformed = (
+        await world.run("p-badorg", ADD, {"input": {"bankAccount": bank("000800000008")}})
+    )["addBankAccount"]
+    assert malformed["__typename"] == "NotPermittedError"
+    assert "organization id" in malformed["message"]
+    assert world.paygentic_calls("POST /v0/externalAccounts") == posts
 
     # ValidationError and PayoutAccountRequiredError are shown in the onboarding tests.
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import uvicorn
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from pydantic import SecretStr
 
 from payout_gateway import cli
@@ -116,8 +116,9 @@ def test_bad_profile_is_a_clear_error(env: str) -> None:
     assert "country" in result.output
 
 
-def test_paygentic_needs_its_organization_id(env: str) -> None:
-    result = CliRunner().invoke(
+def create_paygentic_org(*extra: str) -> Result:
+    """``org create`` of a Paygentic organization ``x`` with ``extra`` options."""
+    return CliRunner().invoke(
         main,
         [
             "org",
@@ -132,10 +133,27 @@ def test_paygentic_needs_its_organization_id(env: str) -> None:
             "USD",
             "--provider-api-key",
             "pgx_tokentoken",
+            *extra,
         ],
     )
+
+
+def test_paygentic_needs_its_organization_id(env: str) -> None:
+    result = create_paygentic_org()
     assert result.exit_code != 0
     assert "--provider-org-id" in result.output
+
+
+@pytest.mark.parametrize("provider_org_id", ["acme", "org_", "org_acme-inc", "ORG_acme"])
+def test_a_paygentic_organization_id_paygentic_refuses_is_refused_here(
+    env: str, provider_org_id: str
+) -> None:
+    # paygentic.md "Transport": organizationId matches ^org_[a-zA-Z0-9]+$; Paygentic would refuse
+    # every request naming another.
+    result = create_paygentic_org("--provider-org-id", provider_org_id)
+    assert result.exit_code == 2, result.output
+    assert "org_ followed by letters and digits" in result.output
+    assert "x" not in CliRunner().invoke(main, ["org", "list"]).output.split()
 
 
 def test_serve_builds_an_app_that_owns_its_process(

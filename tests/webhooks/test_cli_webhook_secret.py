@@ -98,6 +98,21 @@ def test_the_secret_may_come_from_the_environment(
     assert org.credentials.provider_organization_id == "org_pay"  # unchanged
 
 
+def test_a_paygentic_organization_id_paygentic_refuses_is_refused(env: str) -> None:
+    # The adapter names this id in every Paygentic request (paygentic.md: ^org_[a-zA-Z0-9]+$).
+    create("pay", "paygentic", "--provider-org-id", "org_pay")
+    result = CliRunner().invoke(
+        main,
+        ["org", "set-webhook-secret", "pay", "--provider-org-id", "acme-inc"],
+        input=f"{SVIX_SECRET}\n",
+    )
+    assert result.exit_code == 2, result.output
+    assert "org_ followed by letters and digits" in result.output
+    org = stored(env, "pay")
+    assert org.credentials.provider_organization_id == "org_pay"
+    assert org.webhook_secret is None
+
+
 def test_a_paygentic_secret_the_verifier_cannot_use_is_refused(env: str) -> None:
     create("pay", "paygentic", "--provider-org-id", "org_pay")
     result = CliRunner().invoke(main, ["org", "set-webhook-secret", "pay"], input="whsec_!!!!\n")

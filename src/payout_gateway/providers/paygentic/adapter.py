@@ -423,6 +423,13 @@ class PaygenticAdapter:
         organization_id = context.credentials.provider_organization_id
         if not organization_id:
             raise NotPermittedError("The organization has no Paygentic organization id configured.")
+        if wire.ORGANIZATION_ID.fullmatch(organization_id) is None:
+            # Paygentic refuses every request naming it (400 on organizationId): say what is
+            # wrong with the set-up instead of relaying that refusal, and send nothing.
+            raise NotPermittedError(
+                "The organization's Paygentic organization id is not one Paygentic accepts "
+                "(org_ followed by letters and digits); nothing was sent."
+            )
         return organization_id
 
     @staticmethod

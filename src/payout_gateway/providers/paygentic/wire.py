@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,9 @@ ErrorCategory = Literal[
     "bad_request", "unauthorized", "forbidden", "not_found", "conflict", "validation_error"
 ]
 ForbiddenReason = Literal["no_permission", "insufficient_scope", "not_member"]
+
+# The ``organizationId`` a key acts for, in bodies and queries (paygentic.md "Transport" [C]).
+ORGANIZATION_ID = re.compile(r"org_[a-zA-Z0-9]+")
 
 
 class _Body(BaseModel):
