@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from payout_gateway.domain import errors as domain
 from payout_gateway.domain.enums import Provider
+from payout_gateway.graphql.schema import build_schema
 from tests.support.fakes import FakeProvider
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.pii import assert_no_full_numbers
@@ -78,18 +80,34 @@ async def gql(
     return body
 
 
-@pytest.mark.parametrize(
-    "query",
-    [
-        "{ organization { name } }",
-        "{ payoutAccount { status } }",
-        "{ bankAccounts { edges { cursor } } }",
-        '{ bankAccount(id: "x") { id } }',
-        '{ node(id: "x") { id } }',
-        '{ nodes(ids: ["x"]) { id } }',
-        INLINE_ADD,
-    ],
-)
+UNAUTHENTICATED_CALLS = [
+    "{ organization { name } }",
+    "{ payoutAccount { status } }",
+    "{ bankAccounts { edges { cursor } } }",
+    '{ bankAccount(id: "x") { id } }',
+    '{ node(id: "x") { id } }',
+    '{ nodes(ids: ["x"]) { id } }',
+    "{ payouts { edges { cursor } } }",
+    "{ statusChanges { objectId } }",
+    INLINE_ADD,
+    "mutation { requestPayout(input: {amount: 2500}) { __typename } }",
+    'mutation { completePayoutVerification(input: {email: "a@b.co", businessType: COMPANY, '
+    'businessUrl: "https://b.co", documentUrl: "https://b.co/d", bankAccount: '
+    '{accountNumber: "000123456789", holderName: "A"}}) { __typename } }',
+]
+
+
+def test_every_query_and_mutation_root_field_is_tried_without_credentials() -> None:
+    # A root field added later cannot be left out of the test below.
+    schema = build_schema()._schema
+    assert schema.query_type is not None and schema.mutation_type is not None
+    fields = {*schema.query_type.fields, *schema.mutation_type.fields}
+    root_field = re.compile(r"(?:mutation )?\{ (\w+)")
+    tried = {root_field.match(query)[1] for query in UNAUTHENTICATED_CALLS}  # type: ignore[index]
+    assert tried == fields
+
+
+@pytest.mark.parametrize("query", UNAUTHENTICATED_CALLS)
 async def test_every_root_field_refuses_callers_without_credentials(
     gw: RunningGateway, fakes: dict[Provider, FakeProvider], query: str
 ) -> None:
