@@ -535,7 +535,11 @@ async def test_a_string_no_utf_8_can_hold_is_a_400_and_changes_nothing(
             content=body.encode(),
             headers={**gw.headers("commet-a"), "content-type": "application/json"},
         )
-    assert (answer.status_code, answer.text) == (400, "Unable to parse request body as JSON")
+    error = {
+        "message": "Unable to parse request body as JSON",
+        "extensions": {"code": "INVALID_JSON"},
+    }
+    assert (answer.status_code, answer.json()) == (400, {"errors": [error]})
     assert fakes[Provider.COMMET].calls["add_bank_account"] == 0
 
 
@@ -551,6 +555,22 @@ async def test_deep_and_wide_queries_are_rejected_cleanly(gw: RunningGateway) ->
         body = await gql(gw, query)
         assert body.get("data") is None
         assert "Traceback" not in str(body)
+
+
+async def test_aliases_multiplied_through_fragments_are_refused_before_any_mutation_runs(
+    gw: RunningGateway, fakes: dict[Provider, FakeProvider]
+) -> None:
+    # 10 aliases in a fragment, spread under 10 aliased mutations: 110 aliases, over the 100
+    # allowed, though the document spells out only 20 of them.
+    fragment = "fragment F on AddBankAccountSuccess { " + " ".join(
+        f"f{n}: bankAccount {{ id }}" for n in range(10)
+    )
+    add = 'addBankAccount(input: {bankAccount: {accountNumber: "000123456789", holderName: "A"}})'
+    mutations = " ".join(f"m{n}: {add} {{ ...F }}" for n in range(10))
+    body = await gql(gw, f"mutation {{ {mutations} }} {fragment} }}")
+    assert body["data"] is None
+    assert body["errors"][0]["message"] == "110 aliases found. Allowed: 100"
+    assert fakes[Provider.COMMET].calls["add_bank_account"] == 0
 
 
 async def test_access_log_never_contains_query_strings(
