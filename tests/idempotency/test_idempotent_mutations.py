@@ -281,3 +281,30 @@ async def test_a_crash_between_provider_success_and_local_commit_leaves_one_acco
     )
     assert upstream_after == upstream_before + 1
     assert await world.local_rows(org) == rows_before + 1
+
+
+async def test_a_rate_limit_after_a_timed_out_attempt_keeps_the_outcome_unknown(
+    world: World,
+) -> None:
+    """Commet applies the first attempt after the gateway stopped waiting; the resend (same
+    Commet key) is rate limited. The create happened, so the caller must not be told it did
+    not: only a retry with the same key may follow, and it ends with the one account."""
+    before = world.commet_accounts("c6")
+    rows_before = await world.local_rows("c6")
+    world.fault(
+        Provider.COMMET, "c6", {"kind": "latency", "latencyMs": 2_000, "operation": COMMET_ADD}
+    )
+    world.fault(
+        Provider.COMMET,
+        "c6",
+        {"kind": "status", "status": 429, "retryAfterSeconds": 120, "operation": COMMET_ADD},
+    )
+    result = await world.add("c6", "000555000008", "timeout-then-429")
+    assert result["__typename"] == "ProviderUnavailableError"
+    assert result["outcomeUnknown"] is True
+    while world.commet_accounts("c6") == before:  # the first attempt lands at Commet
+        await asyncio.sleep(0.05)
+    recovered = await world.add("c6", "000555000008", "timeout-then-429")
+    assert recovered["__typename"] == "AddBankAccountSuccess"
+    assert world.commet_accounts("c6") == before + 1
+    assert await world.local_rows("c6") == rows_before + 1

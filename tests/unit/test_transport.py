@@ -21,6 +21,7 @@ from payout_gateway.domain.errors import (
     ProviderBadResponseError,
     ProviderCircuitOpenError,
     ProviderError,
+    ProviderRateLimitedError,
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
@@ -36,6 +37,7 @@ from payout_gateway.providers.transport import (
     map_transport_error,
     parse_retry_after,
     retry_delay,
+    with_earlier_attempts,
 )
 from tests.support.garbage import cyclic_garbage
 
@@ -460,6 +462,30 @@ async def test_a_retryable_status_is_returned_once_retries_are_spent(
         "GET", "/x", replay_safe=True
     )
     assert (raw.status_code, raw.attempts) == (503, 3)
+
+
+@pytest.mark.parametrize(
+    ("first", "may_have_applied"),
+    [("timeout", True), (500, True), (429, False)],
+)
+async def test_an_answer_to_a_resend_says_whether_an_earlier_attempt_may_have_applied(
+    make_http: Callable[..., ProviderHttp], first: str | int, may_have_applied: bool
+) -> None:
+    # The resend's 429 asks for more than the cap allows: the call ends with it.
+    answers = iter([(first, "1"), (429, "120")])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        status, retry_after = next(answers)
+        if status == "timeout":
+            raise httpx.ReadTimeout("slow", request=request)
+        return httpx.Response(int(status), headers={"retry-after": retry_after})
+
+    raw = await make_http(answer).request("POST", "/x", replay_safe=True)
+    assert (raw.status_code, raw.attempts) == (429, 2)
+    assert raw.earlier_may_have_applied is may_have_applied
+    rate_limited = ProviderRateLimitedError("slow down", provider=PROVIDER, retry_after=120)
+    assert with_earlier_attempts(rate_limited, raw) is rate_limited
+    assert rate_limited.outcome_unknown is may_have_applied
 
 
 async def test_429_is_retried_after_the_advertised_delay_even_for_writes(

@@ -235,7 +235,8 @@ def to_graphql_error(
                 code=code,
                 retryable=True,
                 provider=exc.provider,
-                outcome_unknown=False,
+                # A rate limit answering a resend leaves the first attempt's outcome unknown.
+                outcome_unknown=exc.outcome_unknown,
                 retry_after_seconds=exc.retry_after,
                 request_id=exc.request_id,
             )

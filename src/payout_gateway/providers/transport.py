@@ -25,6 +25,7 @@ import orjson
 from payout_gateway import __version__
 from payout_gateway.domain.enums import Provider
 from payout_gateway.domain.errors import (
+    PayoutGatewayError,
     ProviderBadResponseError,
     ProviderCircuitOpenError,
     ProviderError,
@@ -320,6 +321,20 @@ class RawResponse:
     body: bytes
     request_id: str | None
     attempts: int = 1
+    # An earlier attempt of the same call reached the provider and got no answer or a 5xx: it
+    # may have been applied, whatever this last answer says (a 429 to the resend, say).
+    earlier_may_have_applied: bool = False
+
+
+def with_earlier_attempts(error: PayoutGatewayError, raw: RawResponse) -> PayoutGatewayError:
+    """``error``, read from the last answer of ``raw``'s call, with its outcome unknown when an
+    earlier attempt may have been applied: a resend answered 429 or "not applied" says nothing
+    of the attempt before it."""
+    if raw.earlier_may_have_applied and isinstance(
+        error, ProviderUnavailableError | ProviderBadResponseError
+    ):
+        error.outcome_unknown = True
+    return error
 
 
 class ProviderHttp:
@@ -428,6 +443,8 @@ class ProviderHttp:
         out by its first attempts' timeouts, not once whole calls have spent their retries.)
         """
         sent = False
+        # An attempt that was sent and answered nothing or a 5xx: the write may be applied.
+        may_have_applied = False
         # An attempt cut by the deadline may already be at the provider: its outcome is unknown.
         in_flight = False
         # How the call ends if it makes no more attempts: the last answer or error.
@@ -452,6 +469,7 @@ class ProviderHttp:
                         kind = failure_kind(exc)
                         self._attempts(kind.value).inc()
                         sent = sent or kind is FailureKind.SENT_NO_ANSWER
+                        may_have_applied = may_have_applied or kind is FailureKind.SENT_NO_ANSWER
                         ending = map_transport_error(exc, self.provider)
                         ending.__cause__ = exc
                         if sent and isinstance(ending, ProviderUnavailableError):
@@ -483,7 +501,9 @@ class ProviderHttp:
                             body=response.body,
                             request_id=response.request_id,
                             attempts=attempt + 1,
+                            earlier_may_have_applied=may_have_applied,
                         )
+                        may_have_applied = may_have_applied or response.status_code >= 500
                         delay = None
                         if response.status_code in RETRYABLE_STATUSES:
                             delay = retry_delay(

@@ -47,6 +47,7 @@ from payout_gateway.providers.transport import (
     ProviderHttp,
     RawResponse,
     parse_retry_after,
+    with_earlier_attempts,
 )
 
 logger = logging.getLogger("payout_gateway.providers.commet")
@@ -251,12 +252,15 @@ class CommetAdapter:
         )
         if 200 <= raw.status_code < 300:
             return raw
-        error = transformers.error_from_response(
-            raw.status_code,
-            raw.body,
-            raw.request_id,
-            operation,
-            retry_after=parse_retry_after(raw.headers.get("retry-after")),
+        error = with_earlier_attempts(
+            transformers.error_from_response(
+                raw.status_code,
+                raw.body,
+                raw.request_id,
+                operation,
+                retry_after=parse_retry_after(raw.headers.get("retry-after")),
+            ),
+            raw,
         )
         if isinstance(error, IdempotencyInProgressError) and raw.attempts > 1:
             # Our own earlier attempt timed out and Commet is still running it: to the caller

@@ -39,6 +39,7 @@ from payout_gateway.providers.transport import (
     ProviderHttp,
     RawResponse,
     parse_retry_after,
+    with_earlier_attempts,
 )
 
 if TYPE_CHECKING:
@@ -438,13 +439,16 @@ class PaygenticAdapter:
     ) -> None:
         if 200 <= raw.status_code < 300:
             return
-        raise tf.error_from_response(
-            raw.status_code,
-            raw.body,
-            raw.request_id,
-            operation,
-            retry_after=parse_retry_after(raw.headers.get("retry-after")),
-            redact=redact,
+        raise with_earlier_attempts(
+            tf.error_from_response(
+                raw.status_code,
+                raw.body,
+                raw.request_id,
+                operation,
+                retry_after=parse_retry_after(raw.headers.get("retry-after")),
+                redact=redact,
+            ),
+            raw,
         )
 
 
