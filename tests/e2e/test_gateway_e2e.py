@@ -421,3 +421,14 @@ def test_no_full_number_reaches_the_database(world: World) -> None:
     assert b"6789" in stored  # last4 is there ...
     for number in (b"000123456789", b"000987654321", b"000444455556", b"021000021"):
         assert number not in stored  # ... the full numbers and the routing number are not
+    # Nor any KYC detail the onboardings sent (design.md: "Never stored: ... KYC data").
+    for detail in (
+        b"ada@example.com",
+        b"4155550123",
+        b"1990-01-31",
+        b"1 Main St",
+        b"files.example.com",
+        b"12-3456789",
+        b"Hopper",
+    ):
+        assert detail not in stored, detail
