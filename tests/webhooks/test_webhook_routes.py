@@ -23,6 +23,7 @@ from tests.support.gateway import RunningGateway, SeededOrg, running_gateway
 from tests.webhooks.support import (
     COMMET_SECRET,
     OTHER_COMMET_SECRET,
+    OTHER_SVIX_SECRET,
     SVIX_SECRET,
     add_payout,
     changes_of,
@@ -190,6 +191,31 @@ def test_refused_commet_deliveries_change_nothing(
     assert response.json()["received"] is False
     assert hooks.status(payout) == PayoutStatus.PENDING
     assert hooks.changes(payout) == 0
+
+
+@pytest.mark.parametrize("provider", ["commet", "paygentic"])
+def test_a_forged_delivery_never_queues_for_the_database_writer(
+    hooks: Hooks, provider: str
+) -> None:
+    # Finding whose secret to check is a read: an unsigned caller must not join the queue of
+    # writers (SQLite has one at a time), where a flood of forgeries would hold up every
+    # mutation. Here another process holds the writer's turn meanwhile: the forgery is still
+    # refused at once, where queued it waited the busy timeout out and answered 503.
+    if provider == "commet":
+        body = commet_body("payout.paid", payout_id=new_id("po_"))
+        headers = commet_headers(body, OTHER_COMMET_SECRET)
+    else:
+        body = paygentic_body("subscription.created.v0")
+        headers = svix_headers(body, OTHER_SVIX_SECRET, timestamp=now())
+
+    async def forge_while_writing(store: Store) -> int:
+        async with store.session() as session:
+            await session.get_organization(hooks.orgs["commet-hooks"])
+            async with httpx.AsyncClient(base_url=hooks.gateway.url, timeout=30) as client:
+                response = await client.post(f"/webhooks/{provider}", content=body, headers=headers)
+        return response.status_code
+
+    assert hooks.db(forge_while_writing) == 401
 
 
 def test_duplicate_parallel_and_replayed_deliveries_apply_once(hooks: Hooks) -> None:

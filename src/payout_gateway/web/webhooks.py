@@ -115,7 +115,9 @@ class WebhookReceiver:
     ) -> Organization:
         """The organization whose secret signs the delivery. Unknown organization, no secret and
         wrong signature all answer the same 401, so a caller cannot probe which ids exist."""
-        async with self._store.session() as session:
+        # A read: an unsigned caller never joins the queue of writers (SQLite has one at a
+        # time), where forgeries would hold up mutations and wait out other processes' writes.
+        async with self._store.session(write=False) as session:
             if provider_organization_id is not None:
                 found = await session.organizations_by_provider_id(
                     provider, provider_organization_id
