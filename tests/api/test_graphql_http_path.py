@@ -8,8 +8,8 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from starlette.requests import HTTPConnection
-from strawberry.asgi import GraphQL
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
 from strawberry.http.async_base_view import AsyncBaseHTTPView
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
@@ -21,9 +21,12 @@ from payout_gateway.web.graphql_router import GatewayGraphQL
 
 class StrawberrysOwnPath(GatewayGraphQL):
     """The same view, every request taken by Strawberry's own ``run`` and its bodies parsed by
-    Strawberry's own code."""
+    Strawberry's own code (the refusals of both answered alike, by the gateway's
+    ``__call__``)."""
 
-    __call__ = GraphQL.__call__  # type: ignore[assignment]
+    async def _run_json_operation(self, request: Request) -> Response:
+        return await self.run(request)
+
     parse_http_body = AsyncBaseHTTPView.parse_http_body  # type: ignore[assignment]
 
 
@@ -64,7 +67,6 @@ REQUESTS: list[tuple[str, dict[str, str], str | None]] = [
     ("POST", JSON, "[" * 5000),
     ("POST", JSON, ""),
     ("POST", {"content-type": "application/json; charset=utf-8"}, json.dumps(TYPENAME)),
-    ("POST", {"content-type": "Application/JSON"}, json.dumps(TYPENAME)),
     ("POST", {"content-type": "text/plain"}, json.dumps(TYPENAME)),
     ("POST", {}, json.dumps(TYPENAME)),
     ("POST", {**JSON, "accept": "text/event-stream"}, json.dumps(TYPENAME)),
@@ -107,7 +109,9 @@ async def test_a_json_body_that_is_not_an_object_is_a_400(content_type: str, bod
     headers = {"content-type": content_type}
     assert await outcome(view(StrawberrysOwnPath, None), "POST", headers, body) is AttributeError
     status, _, content = await outcome(view(GatewayGraphQL, None), "POST", headers, body)
-    assert (status, content) == (400, b"The GraphQL request body must be a JSON object.")
+    message = "The GraphQL request body must be a JSON object."
+    error = {"message": message, "extensions": {"code": "BAD_REQUEST"}}
+    assert (status, json.loads(content)) == (400, {"errors": [error]})
 
 
 async def test_with_batching_on_a_batch_still_reaches_strawberry_s_own_path() -> None:

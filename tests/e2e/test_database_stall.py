@@ -161,7 +161,15 @@ async def test_requests_end_typed_while_the_database_stalls_and_work_once_it_ans
         timeout=CLIENT_TIMEOUT,
     )
     assert uncached.status_code == 503, uncached.text
-    assert uncached.text == "The gateway's database is unavailable. Nothing was changed; retry."
+    [refused] = uncached.json()["errors"]
+    assert refused == {
+        "message": "The gateway's database is unavailable. Nothing was changed; retry.",
+        "extensions": {
+            "code": "STORE_UNAVAILABLE",
+            "retryable": True,
+            "requestId": uncached.headers["x-request-id"],
+        },
+    }
     # The same credential at a WebSocket's connection_init: closed with "Try Again Later".
     closed = await connection_init_answer(gateway, UNCACHED)
     assert (closed.code, closed.reason) == (

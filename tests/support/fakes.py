@@ -176,3 +176,11 @@ class FakeProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def fake_providers() -> dict[Provider, FakeProvider]:
+    """A fake of each provider, as they differ: Commet takes KYC data and has defaults."""
+    return {
+        Provider.COMMET: FakeProvider(Provider.COMMET),
+        Provider.PAYGENTIC: FakeProvider(Provider.PAYGENTIC, has_defaults=False, takes_kyc=False),
+    }

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -34,6 +34,12 @@ from payout_gateway.graphql.compiled import compiled_operations
 from payout_gateway.graphql.context import GatewayContext
 from payout_gateway.json_text import json_text
 from payout_gateway.request_log import request_id_for, reset_request_id, set_request_id
+from payout_gateway.web.http_errors import (
+    refusal_for,
+    refusal_response,
+    store_unavailable,
+    unsupported_media_type,
+)
 
 # (the connection, the value of an Authorization header) -> its organization, or None.
 Authenticator = Callable[[HTTPConnection, str], Awaitable[Organization | None]]
@@ -132,23 +138,39 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         self._compiled = compiled_operations(schema) if self._json_fast_path else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The gateway's every request, one operation POSTed as JSON, takes the steps of
-        # Strawberry's ``run`` that apply to it, in its order, through the same hooks. Skipping
-        # the rest of ``run`` (WebSockets, the IDE, GET, batches, streaming, incremental
-        # results; an isinstance against a runtime-checkable Protocol alone was ~1.5 % of an
-        # add's CPU) took 4.7 % off an add's instructions (bench/PROFILE.md, ninth round).
-        # Anything else goes to Strawberry; a test compares the answers of both paths for
-        # every kind of request.
-        if self._json_fast_path and scope["type"] == "http" and scope["method"] == "POST":
-            request = Request(scope, receive)
-            if _is_json(request.headers.get("content-type")):
-                try:
-                    response = await self._run_json_operation(request)
-                except HTTPException as exc:
-                    response = PlainTextResponse(exc.reason, status_code=exc.status_code)
-                await response(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)  # a WebSocket: Strawberry's
+            return
+        # Strawberry's own ``__call__`` answers its refusals (HTTPException) in plain text;
+        # here every one, Strawberry's and the gateway's, is answered in one JSON shape with
+        # a code (web/http_errors.py), whichever path raised it.
+        request = Request(scope, receive)
+        try:
+            response = await self._respond(request)
+        except HTTPException as exc:
+            response = refusal_response(refusal_for(exc))
+        await response(scope, receive, send)
+
+    async def _respond(self, request: Request) -> Response:
+        if request.method == "POST":
+            content_type = request.headers.get("content-type")
+            if content_type != "application/json":
+                # Before anything runs or is read, the credential's lookup included.
+                refusal = unsupported_media_type(
+                    content_type, multipart=self.multipart_uploads_enabled
+                )
+                if refusal is not None:
+                    raise refusal
+            # The gateway's every request, one operation POSTed as JSON, takes the steps of
+            # Strawberry's ``run`` that apply to it, in its order, through the same hooks.
+            # Skipping the rest of ``run`` (WebSockets, the IDE, GET, batches, streaming,
+            # incremental results; an isinstance against a runtime-checkable Protocol alone
+            # was ~1.5 % of an add's CPU) took 4.7 % off an add's instructions
+            # (bench/PROFILE.md, ninth round). Anything else goes to Strawberry; a test
+            # compares the answers of both paths for every kind of request.
+            if self._json_fast_path and _is_json(content_type):
+                return await self._run_json_operation(request)
+        return await self.run(request)
 
     async def _run_json_operation(self, request: Request) -> Response:
         request_adapter = self.request_adapter_class(request)
@@ -182,7 +204,7 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         except StoreUnavailableError as outage:
             # The request's credential could not be looked up: no operation runs, whatever it
             # was. (A WebSocket's is looked up at connection_init, see ``on_ws_connect``.)
-            raise HTTPException(503, outage.message) from None
+            raise store_unavailable(outage.message) from None
         context.request = request
         context.response = response if isinstance(response, Response) else None
         return context
@@ -249,9 +271,10 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
 
 
 def _is_json(content_type: str | None) -> bool:
-    """Whether Strawberry's parser would read the body as JSON."""
+    """Whether the body is JSON (any letter case: media types are case-insensitive, where
+    Strawberry's parser would refuse ``Application/JSON``)."""
     return content_type == "application/json" or (
-        "application/json" in parse_content_type(content_type or "")[0]
+        parse_content_type(content_type or "")[0].lower() == "application/json"
     )
 
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from payout_gateway.web.http_errors import JSON_MEDIA_TYPE, refusal_body
+
+# The GraphQL endpoint's refusal shape (web/http_errors.py), whichever route was asked.
+TOO_LARGE = refusal_body("Request body too large.", "BODY_TOO_LARGE")
+
 
 class BodyTooLarge(Exception):
     pass
@@ -49,13 +54,13 @@ class BodyLimitMiddleware:
 
 
 async def _too_large(send: Send) -> None:
-    body = b'{"errors":[{"message":"Request body too large."}]}'
+    body = TOO_LARGE
     await send(
         {
             "type": "http.response.start",
             "status": 413,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", JSON_MEDIA_TYPE.encode()),
                 (b"content-length", str(len(body)).encode()),
             ],
         }
