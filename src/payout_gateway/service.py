@@ -29,6 +29,7 @@ from payout_gateway.domain.models import (
     PayoutVerificationRequest,
     ProviderBankAccount,
     ProviderCapabilities,
+    ProviderPayout,
 )
 from payout_gateway.events.broker import InProcessBroker
 from payout_gateway.events.pipeline import StatusPipeline, StatusUpdate
@@ -444,11 +445,15 @@ class PayoutService:
 
         async def run(hold: Hold | None) -> Payout:
             adapter = self.provider_for(org)
-            destination = await self._payout_destination(org, adapter)
             created = None
             if hold is not None and hold.recovering and not adapter.capabilities.has_idempotency:
+                # Looked for before the default is checked: an earlier attempt may have paid
+                # the account that was the default then, whatever the default is now.
                 created = await adapter.find_payout_by_reference(org.provider_context(), reference)
-            if created is None:
+            if created is not None:
+                destination = await self._paid_destination(org, created)
+            else:
+                destination = await self._payout_destination(org, adapter)
                 created = await adapter.request_payout(
                     org.provider_context(),
                     request,
@@ -477,6 +482,17 @@ class PayoutService:
         return await self._idempotent(
             org, idempotency_key, "requestPayout", request, run, Payout.model_validate
         )
+
+    async def _paid_destination(
+        self, org: Organization, payout: ProviderPayout
+    ) -> BankAccount | None:
+        """The gateway's account a payout found at the provider was paid to."""
+        if payout.destination_provider_account_id is None:
+            return None
+        async with self._store.session(write=False) as session:
+            return await session.bank_account_by_provider_id(
+                org.id, payout.destination_provider_account_id
+            )
 
     async def _payout_destination(
         self, org: Organization, adapter: PayoutProvider

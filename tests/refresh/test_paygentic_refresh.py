@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class World:
             self.gateway.graphql_url,
             json={"query": query, "variables": variables or {}},
             headers=self.gateway.headers("acme"),
+            timeout=30,
         )
         body: dict[str, Any] = response.json()
         assert "errors" not in body, body
@@ -76,16 +78,29 @@ async def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+@contextmanager
+def serving(tmp_path: Path, **settings: Any) -> Iterator[World]:
     sandbox = create_paygentic_sandbox()
     with (
         live_server(sandbox) as sandbox_url,
         running_gateway(
-            tmp_path, paygentic_url=sandbox_url, orgs=ORGS, refresh_interval_seconds=0.1
+            tmp_path, paygentic_url=sandbox_url, orgs=ORGS, refresh_interval_seconds=0.1, **settings
         ) as gateway,
     ):
         yield World(gateway, sandbox, sandbox_url)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    with serving(tmp_path) as world:
+        yield world
+
+
+@pytest.fixture
+def impatient_world(tmp_path: Path) -> Iterator[World]:
+    """Gives up on a Paygentic answer after 1 s."""
+    with serving(tmp_path, read_timeout=1.0) as world:
+        yield world
 
 
 async def test_verification_and_payout_move_forward_by_refresh(world: World) -> None:
@@ -154,3 +169,69 @@ async def test_payouts_need_a_verified_destination(world: World) -> None:
         "code": "PAYOUT_ACCOUNT_REQUIRED",
     }
     assert world.sandbox.state.sandbox.request_counts["POST /v0/payouts"] == 0
+
+
+ADD_DEFAULT = """mutation {
+  addBankAccount(input: {
+    bankAccount: {accountNumber: "000111122223", routingNumber: "021000021", holderName: "Acme"}
+    setDefault: true
+  }) { ... on AddBankAccountSuccess { bankAccount { id providerAccountId isDefault } } } }"""
+KEYED_PAYOUT = """mutation($key: String) {
+  requestPayout(input: {amount: 2500}, idempotencyKey: $key) {
+    __typename
+    ... on RequestPayoutSuccess { payout { id destinationBankAccount { id } } }
+    ... on ProviderUnavailableError { outcomeUnknown }
+    ... on UserError { code } } }"""
+ACCOUNTS = "{ bankAccounts { edges { node { id providerAccountId status } } } }"
+
+
+async def verified_at_paygentic(world: World, account: dict[str, str]) -> None:
+    """Paygentic verifies ``account``; the gateway's refresh then shows it ACTIVE."""
+    destination = account["providerAccountId"]
+    httpx.post(
+        f"{world.sandbox_url}/_sandbox/externalAccounts/{destination}/status",
+        json={"status": "verified"},
+    )
+    await eventually(
+        lambda: (
+            {**account, "status": "ACTIVE"}
+            in [edge["node"] for edge in world.gql(ACCOUNTS)["bankAccounts"]["edges"]]
+        )
+    )
+
+
+@pytest.mark.parametrize("new_default_verified", [False, True])
+async def test_a_lost_payout_is_recovered_to_the_account_it_paid_after_the_default_changed(
+    impatient_world: World, new_default_verified: bool
+) -> None:
+    """A payout whose answer was lost, retried with its key after the organization's default
+    account changed: the payout found at Paygentic is the answer, recorded to the account it
+    was paid to; never a refusal (remembered with the key) and never another account."""
+    world = impatient_world
+    world.gql(VERIFY, {"input": INPUT})
+    (edge,) = world.gql(ACCOUNTS)["bankAccounts"]["edges"]
+    paid_to = {key: edge["node"][key] for key in ("id", "providerAccountId")}
+    await verified_at_paygentic(world, paid_to)
+
+    # Paygentic makes the payout and answers after the gateway stopped waiting, and its list
+    # cannot be read to reconcile: the outcome is unknown, the key kept for a retry.
+    for fault in (
+        {"operation": "POST /v0/payouts", "kind": "apply_then_fail", "latencyMs": 2_000},
+        {"operation": "GET /v0/payouts", "kind": "status", "status": 500, "count": 2},
+    ):
+        httpx.post(f"{world.sandbox_url}/_sandbox/faults", json=fault)
+    lost = world.gql(KEYED_PAYOUT, {"key": "october"})["requestPayout"]
+    assert (lost["code"], lost["outcomeUnknown"]) == ("PROVIDER_TIMEOUT", True)
+
+    # Meanwhile another account becomes the default (not verified yet, or verified too).
+    new_default = world.gql(ADD_DEFAULT)["addBankAccount"]["bankAccount"]
+    assert new_default.pop("isDefault") is True
+    if new_default_verified:
+        await verified_at_paygentic(world, new_default)
+
+    recovered = world.gql(KEYED_PAYOUT, {"key": "october"})["requestPayout"]
+    assert recovered["__typename"] == "RequestPayoutSuccess", recovered
+    assert recovered["payout"]["destinationBankAccount"] == {"id": paid_to["id"]}
+    assert world.sandbox.state.sandbox.request_counts["POST /v0/payouts"] == 1
+    listed = world.gql("{ payouts { edges { node { id } } } }")["payouts"]["edges"]
+    assert [edge["node"]["id"] for edge in listed] == [recovered["payout"]["id"]]

@@ -81,6 +81,20 @@ async def test_reads_are_scoped_to_the_organization(store: Store) -> None:
     assert found["ba_org_a_001"].created_at.tzinfo is not None
 
 
+async def test_an_account_is_found_by_its_provider_id_within_its_organization(
+    store: Store,
+) -> None:
+    await seed(store, "a", "b")
+    async with store.session() as session:
+        await session.add_bank_account(account("org_a", 1))
+        await session.add_bank_account(account("org_b", 2))
+    async with store.session(write=False) as session:
+        found = await session.bank_account_by_provider_id("org_a", "pba_1")
+        foreign = await session.bank_account_by_provider_id("org_a", "pba_2")
+    assert found is not None and found.id == "ba_org_a_001"
+    assert foreign is None
+
+
 async def test_batched_read_is_one_statement(store: Store) -> None:
     await seed(store, "a")
     async with store.session() as session:

@@ -853,6 +853,22 @@ class StoreSession:
         row = rows.first()
         return _bank_account(row) if row is not None else None
 
+    async def bank_account_by_provider_id(
+        self, organization_id: str, provider_account_id: str
+    ) -> BankAccount | None:
+        """The organization's account the provider knows as ``provider_account_id``."""
+        table = _BANK_ACCOUNTS
+        rows = await self._session.execute(
+            select(table)
+            .where(
+                table.c.organization_id == organization_id,
+                table.c.provider_account_id == provider_account_id,
+            )
+            .limit(1)
+        )
+        row = rows.first()
+        return _bank_account(row) if row is not None else None
+
     async def has_bank_accounts(self, organization_id: str) -> bool:
         """Whether the organization has any account: stops at the first row, unlike a count."""
         found = await _read_value(
