@@ -24,6 +24,7 @@ from payout_gateway.domain.events import ObjectType
 from payout_gateway.jwt_tokens import LEEWAY_SECONDS
 from payout_gateway.settings import JwtSettings
 from payout_gateway.store import Store
+from payout_gateway.web.graphql_router import NOT_ACCEPTED
 from tests.realtime.support import (
     ServerLoop,
     acknowledged,
@@ -164,6 +165,8 @@ async def test_a_token_at_connection_init_authenticates_a_subscription_connectio
     with pytest.raises(ConnectionClosed) as closed:
         await handshake(gw, token(org_ids["commet-a"], exp=int(time.time()) - 120))
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+    # The reason an unknown key gets: nothing tells which of the two was sent.
+    assert closed.value.rcvd.reason == NOT_ACCEPTED
 
 
 async def test_a_token_expiring_while_subscribed_ends_the_subscription_as_a_revoked_key_does(

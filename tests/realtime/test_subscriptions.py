@@ -16,6 +16,7 @@ from payout_gateway.domain.enums import Provider
 from payout_gateway.sandbox.commet import create_commet_sandbox
 from payout_gateway.store import Store
 from payout_gateway.tenancy import Tenancy
+from payout_gateway.web.graphql_router import MISSING_CREDENTIAL, NOT_ACCEPTED, NOT_BEARER
 from tests.realtime.support import (
     PAYOUT_ACCOUNT_CHANGES,
     WAIT,
@@ -108,6 +109,35 @@ async def test_an_invalid_handshake_header_is_refused(world: World) -> None:
     with pytest.raises(ConnectionClosed) as closed:
         await handshake(world, None, headers={"Authorization": "Bearer pgw_not_a_key"})
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+
+
+@pytest.mark.parametrize(
+    ("payload", "headers", "reason"),
+    [
+        (None, None, MISSING_CREDENTIAL),
+        ({}, None, MISSING_CREDENTIAL),
+        ({"Authorization": ""}, None, MISSING_CREDENTIAL),
+        ({"Authorization": ["Bearer", "pgw_x"]}, None, MISSING_CREDENTIAL),
+        ({"headers": {"Authorization": "Bearer pgw_x"}}, None, MISSING_CREDENTIAL),
+        ({"Authorization": "pgw_without_scheme"}, None, NOT_BEARER),
+        ({"authorization": "Basic cGd3Og=="}, None, NOT_BEARER),
+        ({"Authorization": "Bearer pgw_not_a_key"}, None, NOT_ACCEPTED),
+        ({"Authorization": "Bearer not-even-a-key-shape"}, None, NOT_ACCEPTED),
+        (None, {"Authorization": "Bearer pgw_not_a_key"}, NOT_ACCEPTED),
+    ],
+)
+async def test_a_refused_connection_is_told_what_to_fix(
+    world: World,
+    payload: dict[str, Any] | None,
+    headers: dict[str, str] | None,
+    reason: str,
+) -> None:
+    # Strawberry's own close said only "Forbidden", whatever was wrong.
+    message = {"type": "connection_init", **({} if payload is None else {"payload": payload})}
+    with pytest.raises(ConnectionClosed) as closed:
+        await handshake(world, message, headers=headers)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4403, reason)
 
 
 @pytest.mark.parametrize("field", ["Authorization", "authorization"])

@@ -15,7 +15,6 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.base import BaseSchema
@@ -51,9 +50,16 @@ logger = logging.getLogger(__name__)
 
 # A bare connection_ack (no payload): UnsetType is a singleton, typed unlike strawberry's UNSET.
 ACK = UnsetType()
-REJECTED = (
-    "Authentication required: send {'Authorization': 'Bearer <API key or JWT>'} in connection_init."
+# graphql-transport-ws's close code for a connection refused at connection_init.
+FORBIDDEN = 4403
+# The reasons given with it (a close frame's reason is at most 123 bytes, RFC 6455). One for a
+# credential that is not accepted, whatever the cause: an unknown, revoked or expired one is
+# answered alike, as over HTTP, so that a reason tells nothing of the key a guess hit.
+MISSING_CREDENTIAL = (
+    'Authentication required: send {"Authorization": "Bearer <API key or JWT>"} in connection_init.'
 )
+NOT_BEARER = 'The Authorization must read "Bearer <API key or JWT>".'
+NOT_ACCEPTED = "The API key or JWT was not accepted (unknown, revoked or expired)."
 # RFC 6455's "Try Again Later": the server cannot serve the connection now, a later one may be.
 # graphql-ws clients reconnect after it (they give up after other 1xxx codes but a few), and it
 # cannot be mistaken for graphql-transport-ws's 4403 Forbidden, which a bad credential gets.
@@ -69,17 +75,29 @@ def bearer_credential(authorization: str) -> str | None:
     return credential if scheme.lower() == "bearer" and credential else None
 
 
+class ConnectionRefused(Exception):
+    """``on_ws_connect``'s refusal of a connection's credential, with the reason its close
+    frame gives. Not a ConnectionRejectionError: Strawberry's handler closes on one with the
+    bare reason "Forbidden", whatever was wrong, and drops the payload it carries."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class GatewayTransportWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
-    """Strawberry's graphql-transport-ws handler, except that a connection whose credential
-    could not be looked up, as the database is unavailable, is closed with 1013 (Try Again
-    Later). Strawberry's own turns only a ConnectionRejectionError into a close, with 4403
-    (Forbidden), the answer to a bad credential; any other error escapes the handler, and the
-    server drops the connection without a close frame (an abnormal closure, 1006, to the
-    client) and logs a traceback."""
+    """Strawberry's graphql-transport-ws handler, except for how a connection is refused at
+    connection_init: a bad credential (ConnectionRefused) is closed with 4403 (Forbidden) and a
+    reason saying what to fix, and one that could not be looked up, as the database is
+    unavailable, with 1013 (Try Again Later). Any error but Strawberry's ConnectionRejectionError
+    escapes Strawberry's own handler, and the server drops the connection without a close frame
+    (an abnormal closure, 1006, to the client) and logs a traceback."""
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         try:
             await super().handle_connection_init(message)
+        except ConnectionRefused as refused:
+            await self.websocket.close(code=FORBIDDEN, reason=refused.reason)
         except StoreUnavailableError as outage:
             # A WebSocket has no access line: this is the record that a client was turned
             # away. The cause's type only, as the store logs it; nothing of the credential.
@@ -243,7 +261,8 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         Browsers cannot set headers on a WebSocket handshake, so the credential travels in the
         payload (``Authorization`` or ``authorization``; GraphiQL sends its Headers tab there).
         A payload without one falls back on the handshake's ``Authorization`` header
-        (server-side clients); with neither, or with a bad one, the socket is closed with 4403.
+        (server-side clients); with neither, or with a bad one, the socket is closed with 4403
+        and a reason that says which (``ConnectionRefused``).
         Both are looked up here rather than at the handshake, so that a database outage can be
         answered in the protocol: the StoreUnavailableError raised then closes the socket with
         1013 (``GatewayTransportWSHandler``).
@@ -253,17 +272,17 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         connection = context.request
         if authorization is None and isinstance(connection, HTTPConnection):
             authorization = connection.headers.get("authorization")
+        if not isinstance(authorization, str) or not authorization.strip():
+            raise ConnectionRefused(MISSING_CREDENTIAL)
+        if bearer_credential(authorization) is None:
+            raise ConnectionRefused(NOT_BEARER)
         organization = None
-        if (
-            isinstance(authorization, str)
-            and self._authenticate is not None
-            and isinstance(connection, HTTPConnection)
-        ):
+        if self._authenticate is not None and isinstance(connection, HTTPConnection):
             organization = await self._authenticate(connection, authorization)
             # Asked again before each event the connection receives: a revoked key stops.
             context.reauthenticate = partial(self._authenticate, connection, authorization)
         if organization is None:
-            raise ConnectionRejectionError({"reason": REJECTED})
+            raise ConnectionRefused(NOT_ACCEPTED)
         # The one place a connection's organization is decided; operations never take it as
         # an argument.
         context.organization = organization
