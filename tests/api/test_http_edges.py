@@ -208,3 +208,43 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGate
 def test_without_graphiql_the_page_is_a_json_404(production: RunningGateway) -> None:
     page = httpx.get(production.graphql_url, headers={"accept": "text/html"})
     assert refusal(page)[:2] == (404, "NOT_FOUND")
+
+
+APP_ORIGIN = "https://app.example"
+
+
+@pytest.fixture(scope="module")
+def cors_gw(
+    tmp_path_factory: pytest.TempPathFactory, fakes: dict[Provider, FakeProvider]
+) -> Iterator[RunningGateway]:
+    with running_gateway(
+        tmp_path_factory.mktemp("cors"),
+        providers=fakes,
+        refresh_interval_seconds=0,
+        cors_origins=[APP_ORIGIN],
+    ) as running:
+        yield running
+
+
+def test_a_browser_app_may_send_and_read_the_request_id(cors_gw: RunningGateway) -> None:
+    preflight = httpx.options(
+        cors_gw.graphql_url,
+        headers={
+            "Origin": APP_ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, x-request-id",
+        },
+    )
+    assert preflight.status_code == 200, preflight.text
+    assert "x-request-id" in preflight.headers["access-control-allow-headers"].lower()
+    answer = httpx.post(
+        cors_gw.graphql_url,
+        content=TYPENAME,
+        headers={**JSON, "Origin": APP_ORIGIN, "X-Request-Id": "app-42"},
+    )
+    assert answer.headers["x-request-id"] == "app-42"
+    # Without this a page's script cannot read the header, whatever the server sent.
+    assert answer.headers["access-control-expose-headers"].lower() == "x-request-id"
+    refused = httpx.post(cors_gw.graphql_url, content="{", headers={**JSON, "Origin": APP_ORIGIN})
+    assert refused.headers["access-control-expose-headers"].lower() == "x-request-id"
+    assert refused.headers["access-control-allow-origin"] == APP_ORIGIN

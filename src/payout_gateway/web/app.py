@@ -246,7 +246,10 @@ def create_app(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST"],
-                allow_headers=["authorization", "content-type"],
+                # A browser app may send its own request id, and read the one answered: what
+                # the request's log lines are found by (README: Request ids).
+                allow_headers=["authorization", "content-type", "x-request-id"],
+                expose_headers=["x-request-id"],
             ),
         )
     app = GatewayApp(
