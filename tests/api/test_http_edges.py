@@ -248,3 +248,22 @@ def test_a_browser_app_may_send_and_read_the_request_id(cors_gw: RunningGateway)
     refused = httpx.post(cors_gw.graphql_url, content="{", headers={**JSON, "Origin": APP_ORIGIN})
     assert refused.headers["access-control-expose-headers"].lower() == "x-request-id"
     assert refused.headers["access-control-allow-origin"] == APP_ORIGIN
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/healthz", "application/json"),
+        ("/readyz", "application/json"),
+        ("/metrics", "text/plain; version=0.0.4; charset=utf-8"),
+    ],
+)
+def test_the_probes_answer_head_as_they_answer_get(
+    gw: RunningGateway, path: str, content_type: str
+) -> None:
+    # A load balancer's health check may send HEAD; FastAPI's routes answered it with 405.
+    got = httpx.get(gw.url + path)
+    head = httpx.head(gw.url + path)
+    assert (got.status_code, head.status_code) == (200, 200)
+    assert got.headers["content-type"] == head.headers["content-type"] == content_type
+    assert got.content and not head.content

@@ -314,9 +314,11 @@ def create_app(
     app.serve_graphql_http("/graphql", graphql_app, middleware)
     app.include_router(webhook_router, prefix="/webhooks")
 
+    # The probes answer HEAD as they answer GET (RFC 9110 asks it of every GET resource): a
+    # load balancer's health check may send either, and FastAPI's ``get`` refused it with 405.
     if settings.metrics:
 
-        @app.get("/metrics", include_in_schema=False)
+        @app.api_route("/metrics", methods=["GET", "HEAD"], include_in_schema=False)
         async def metrics(request: Request) -> Response:
             # Off the loop: with several workers it reads every worker's files.
             body, content_type = await asyncio.to_thread(
@@ -324,11 +326,11 @@ def create_app(
             )
             return Response(body, headers={"content-type": content_type})
 
-    @app.get("/healthz", include_in_schema=False)
+    @app.api_route("/healthz", methods=["GET", "HEAD"], include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", include_in_schema=False)
+    @app.api_route("/readyz", methods=["GET", "HEAD"], include_in_schema=False)
     async def readyz(request: Request) -> JSONResponse:
         gateway: Gateway = request.app.state.gateway
         try:
