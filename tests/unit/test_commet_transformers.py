@@ -797,6 +797,31 @@ def test_flat_error_object_is_read_like_the_sdks_do() -> None:
     assert type(error) is ProviderAuthenticationError
 
 
+def test_a_refused_credential_says_it_is_the_organizations_commet_key() -> None:
+    # Commet's bare "Invalid API key." read as if the caller's gateway key were wrong.
+    body = error_body("unauthorized", "authentication_error", message="Invalid API key.")
+    error = tf.error_from_response(401, body, None, "add_bank_account")
+    assert type(error) is ProviderAuthenticationError
+    assert error.message == "Commet refused the organization's credentials: Invalid API key."
+
+
+def test_insufficient_balance_says_so_instead_of_redacted_amounts() -> None:
+    # The sandbox's (and plausibly Commet's) text quotes amounts, which the scrubbing of
+    # possible account numbers turned into "Requested [redacted] but only [redacted] ...".
+    body = error_body(
+        "insufficient_balance",
+        "billing_error",
+        param="amount",
+        message="Requested 99999999 but only 997500 is available.",
+    )
+    error = tf.error_from_response(400, body, "req_1", "request_payout")
+    assert type(error) is ProviderRejectedError
+    assert error.provider_code == "insufficient_balance"
+    assert error.message == (
+        "Commet refused the payout: it is more than the balance available for payouts."
+    )
+
+
 def test_validation_details_name_the_field_when_param_is_absent() -> None:
     body = json.dumps(
         {

@@ -627,9 +627,19 @@ def error_from_response(
     rejected: type[ProviderRejectedError] = ProviderRejectedError
     if kind is ErrorKind.AUTHENTICATION:
         rejected = ProviderAuthenticationError
+        # Commet's own text ("Invalid API key.") reads, to a gateway caller, as if their gateway
+        # key were wrong: it is the organization's Commet credential, which they cannot fix.
+        message = (
+            f"Commet refused the organization's credentials: "
+            f"{message or code or error.type or status_code}"
+        )
     elif kind is ErrorKind.RETIRED:
         rejected = OperationRetiredError
         message = _retired_message(operation)
+    elif code == "insufficient_balance":
+        # Its message quotes the amounts, which scrub_message redacts as possible account
+        # numbers ("Requested [redacted] but only [redacted] is available."): say it plainly.
+        message = "Commet refused the payout: it is more than the balance available for payouts."
     return rejected(
         message or f"Commet refused the request ({code or error.type or status_code}).",
         provider=PROVIDER,
