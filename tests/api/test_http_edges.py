@@ -267,3 +267,85 @@ def test_the_probes_answer_head_as_they_answer_get(
     assert (got.status_code, head.status_code) == (200, 200)
     assert got.headers["content-type"] == head.headers["content-type"] == content_type
     assert got.content and not head.content
+
+
+SPEC_TYPE = "application/graphql-response+json; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        (None, "application/json"),
+        ("application/json", "application/json"),
+        ("*/*", "application/json"),
+        ("text/html", "application/json"),
+        ("application/graphql-response+json", SPEC_TYPE),
+        ("application/graphql-response+json, application/json", SPEC_TYPE),
+        ("application/json, application/graphql-response+json", "application/json"),
+        ("application/json;q=0.9, application/graphql-response+json", SPEC_TYPE),
+        ("application/graphql-response+json;q=0.5, application/json", "application/json"),
+        ("application/graphql-response+json;q=0, */*", "application/json"),
+        ("Application/GraphQL-Response+JSON", SPEC_TYPE),
+    ],
+)
+def test_the_answer_s_media_type_is_the_one_the_client_ranks_first(
+    gw: RunningGateway, accept: str | None, content_type: str
+) -> None:
+    headers = {**JSON, **({"accept": accept} if accept is not None else {})}
+    answer = httpx.post(gw.graphql_url, content=TYPENAME, headers=headers)
+    assert (answer.status_code, answer.json()) == (200, {"data": {"__typename": "Query"}})
+    assert answer.headers["content-type"] == content_type
+
+
+SPEC = {**JSON, "accept": "application/graphql-response+json"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"query": "{ nope"},  # does not parse
+        {"query": "{ nope }"},  # does not validate
+        {"query": "query($n: Int!) { __typename }", "variables": {"n": "x"}},  # variables
+    ],
+)
+def test_a_request_error_is_a_400_without_data_in_the_spec_s_media_type(
+    gw: RunningGateway, body: dict[str, object]
+) -> None:
+    answer = httpx.post(gw.graphql_url, content=json.dumps(body), headers=SPEC)
+    assert answer.headers["content-type"] == SPEC_TYPE
+    assert answer.status_code == 400
+    assert set(answer.json()) == {"errors"}
+    # The same with application/json: 200, as the spec has it for that media type.
+    legacy = httpx.post(gw.graphql_url, content=json.dumps(body), headers=JSON)
+    assert (legacy.status_code, legacy.json()["data"]) == (200, None)
+
+
+def test_an_operation_that_ran_is_a_200_in_the_spec_s_media_type(gw: RunningGateway) -> None:
+    # No credential: the field's error nulls data, but the operation ran (a field error).
+    anonymous = httpx.post(
+        gw.graphql_url, content=json.dumps({"query": "{ organization { name } }"}), headers=SPEC
+    )
+    assert (anonymous.status_code, anonymous.headers["content-type"]) == (200, SPEC_TYPE)
+    body = anonymous.json()
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    signed = httpx.post(
+        gw.graphql_url,
+        content=json.dumps({"query": "{ organization { name } }"}),
+        headers={**SPEC, **gw.headers("commet-a")},
+    )
+    assert (signed.status_code, signed.json()) == (
+        200,
+        {"data": {"organization": {"name": "commet-a"}}},
+    )
+
+
+def test_a_refusal_is_sent_in_the_media_type_asked_for(gw: RunningGateway) -> None:
+    for body, status in ((b"{", 400), (b"{" + b" " * (1024 * 1024) + b"}", 413)):
+        answer = httpx.post(gw.graphql_url, content=body, headers=SPEC)
+        assert (answer.status_code, answer.headers["content-type"]) == (status, SPEC_TYPE)
+        assert set(answer.json()) == {"errors"}
+    text = httpx.post(
+        gw.graphql_url, content=TYPENAME, headers={**SPEC, "content-type": "text/plain"}
+    )
+    assert (text.status_code, text.headers["content-type"]) == (415, SPEC_TYPE)

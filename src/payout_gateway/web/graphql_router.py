@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.base import BaseSchema
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
@@ -34,8 +34,11 @@ from payout_gateway.graphql.context import GatewayContext
 from payout_gateway.json_text import json_text
 from payout_gateway.request_log import request_id_for, reset_request_id, set_request_id
 from payout_gateway.web.http_errors import (
+    JSON_MEDIA_TYPE,
+    is_request_error,
     refusal_for,
     refusal_response,
+    response_content_type,
     store_unavailable,
     unsupported_media_type,
 )
@@ -166,7 +169,8 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         try:
             response = await self._respond(request)
         except HTTPException as exc:
-            response = refusal_response(refusal_for(exc))
+            content_type = response_content_type(request.headers.get("accept"))
+            response = refusal_response(refusal_for(exc), content_type)
         await response(scope, receive, send)
 
     async def _respond(self, request: Request) -> Response:
@@ -213,6 +217,30 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         if result.errors:
             self._handle_errors(result.errors, response_data)
         return self.create_response(response_data=response_data, sub_response=sub_response)
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        # The media type the answer is to be sent as (see ``create_response``).
+        sub_response.media_type = response_content_type(request.headers.get("accept"))
+        return sub_response
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        # Strawberry's answer is always application/json. Asked for the spec's
+        # application/graphql-response+json, a request error (nothing ran) is a 400 without
+        # ``data``, as that media type requires; anything that ran stays a 200.
+        content_type = sub_response.media_type
+        if content_type is None or content_type == JSON_MEDIA_TYPE:
+            return super().create_response(response_data, sub_response)
+        if isinstance(response_data, dict) and is_request_error(response_data):
+            response_data = {"errors": response_data["errors"]}
+            sub_response.status_code = sub_response.status_code or 400
+        response = super().create_response(response_data, sub_response)
+        response.headers["content-type"] = content_type
+        return response
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -1,4 +1,5 @@
-"""The GraphQL endpoint's refusals over HTTP: one JSON shape, a stable code, the right status."""
+"""The GraphQL endpoint's HTTP edges: its refusals (one JSON shape, a stable code, the right
+status) and the media type its answers are sent as."""
 
 from __future__ import annotations
 
@@ -18,6 +19,46 @@ from payout_gateway.request_log import current_request_id
 
 # What a refusal is sent as: the media type of GraphQL answers, so a client reads one shape.
 JSON_MEDIA_TYPE = "application/json"
+# The GraphQL-over-HTTP spec's own, for a client that asks for it: its status codes can be
+# trusted (a 4xx is the server's, a 200 means the operation ran), unlike application/json's.
+GRAPHQL_RESPONSE_MEDIA_TYPE = "application/graphql-response+json"
+GRAPHQL_RESPONSE_CONTENT_TYPE = f"{GRAPHQL_RESPONSE_MEDIA_TYPE}; charset=utf-8"
+_JSON_RANGES = (JSON_MEDIA_TYPE, "application/*", "*/*")
+
+
+def response_content_type(accept: str | None) -> str:
+    """The content type of an answer to a request with this Accept header: the spec's
+    ``application/graphql-response+json`` where the client ranks it first (by q, then by
+    order), else ``application/json``, also for no Accept or one naming neither (the answer
+    a legacy client reads, rather than a 406)."""
+    if not accept or "graphql-response" not in accept.lower():
+        return JSON_MEDIA_TYPE
+    best: tuple[float, int, bool] = (0.0, 0, False)  # (q, -position, graphql-response+json)
+    for position, item in enumerate(accept.split(",")):
+        media_type, params = parse_content_type(item)
+        media_type = media_type.lower()
+        is_graphql = media_type == GRAPHQL_RESPONSE_MEDIA_TYPE
+        if not is_graphql and media_type not in _JSON_RANGES:
+            continue
+        try:
+            q = float(params.get("q", "1"))
+        except ValueError:
+            continue
+        if q > 0 and (q, -position) > best[:2]:
+            best = (q, -position, is_graphql)
+    return GRAPHQL_RESPONSE_CONTENT_TYPE if best[2] else JSON_MEDIA_TYPE
+
+
+def is_request_error(response: Mapping[str, Any]) -> bool:
+    """Whether a GraphQL response answers a request error (a document that does not parse or
+    validate, variables that do not fit, no operation to run): no data, and errors none of
+    which is a field's (a field error has a path)."""
+    errors = response.get("errors") or ()
+    return (
+        response.get("data") is None
+        and bool(errors)
+        and all(isinstance(error, Mapping) and "path" not in error for error in errors)
+    )
 
 
 class HTTPRefusal(HTTPException):
@@ -84,12 +125,12 @@ def refusal_body(message: str, code: str, extensions: Mapping[str, Any] | None =
     return json_text({"errors": [error]}).encode()
 
 
-def refusal_response(refusal: HTTPRefusal) -> Response:
+def refusal_response(refusal: HTTPRefusal, content_type: str = JSON_MEDIA_TYPE) -> Response:
     return Response(
         refusal_body(refusal.reason, refusal.code, refusal.extensions),
         status_code=refusal.status_code,
         headers=refusal.headers,
-        media_type=JSON_MEDIA_TYPE,
+        media_type=content_type,
     )
 
 

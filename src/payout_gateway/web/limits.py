@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from payout_gateway.web.http_errors import JSON_MEDIA_TYPE, refusal_body
+from payout_gateway.web.http_errors import refusal_body, response_content_type
 
 # The GraphQL endpoint's refusal shape (web/http_errors.py), whichever route was asked.
 TOO_LARGE = refusal_body("Request body too large.", "BODY_TOO_LARGE")
@@ -27,7 +27,7 @@ class BodyLimitMiddleware:
             return
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                await _too_large(send)
+                await _too_large(scope, send)
                 return
         received = 0
         started = False
@@ -50,17 +50,19 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await _too_large(send)
+                await _too_large(scope, send)
 
 
-async def _too_large(send: Send) -> None:
+async def _too_large(scope: Scope, send: Send) -> None:
+    accept = next((v for k, v in scope.get("headers", ()) if k == b"accept"), b"")
+    content_type = response_content_type(accept.decode("latin-1"))
     body = TOO_LARGE
     await send(
         {
             "type": "http.response.start",
             "status": 413,
             "headers": [
-                (b"content-type", JSON_MEDIA_TYPE.encode()),
+                (b"content-type", content_type.encode()),
                 (b"content-length", str(len(body)).encode()),
             ],
         }
