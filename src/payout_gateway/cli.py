@@ -119,6 +119,8 @@ def serve(host: str, port: int, workers: int) -> None:
     if settings.demo_enabled:
         click.echo("Demo organizations (send 'Authorization: Bearer <key>'):")
         for demo in DEMO_ORGANIZATIONS:
+            if demo.provider not in settings.demo_providers:
+                continue
             click.echo(f"  {demo.name:<16} {demo.provider.value:<10} key: {demo.api_key}")
     server_options = uvicorn_options(settings, host, port)
     if workers == 1:

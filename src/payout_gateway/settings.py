@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from payout_gateway.domain.enums import Provider
 from payout_gateway.providers.transport import HttpBackend, HttpPolicy
 from payout_gateway.store.database import (
     DEFAULT_DATABASE_TIMEOUT_SECONDS,
@@ -139,7 +140,8 @@ class Settings(BaseSettings):
     # None: on in development, off in production.
     graphiql: bool | None = None
     introspection: bool | None = None
-    # Demo organizations with the documented keys; None: only in sandbox mode.
+    # Demo organizations with the documented keys; None: those of the providers whose
+    # simulator runs in-process, outside production.
     demo_organizations: bool | None = None
     max_page_size: Annotated[int, Field(ge=1, le=1000)] = 100
     default_page_size: Annotated[int, Field(ge=1, le=1000)] = 20
@@ -269,6 +271,22 @@ class Settings(BaseSettings):
 
     @property
     def demo_enabled(self) -> bool:
+        return bool(self.demo_providers)
+
+    @property
+    def demo_providers(self) -> frozenset[Provider]:
+        """The providers whose demo organization exists. By default only the simulated ones:
+        a demo organization's dummy credential sent to a configured (real) provider is only
+        ever refused, behind a key printed in the README."""
         if self.demo_organizations is not None:
-            return self.demo_organizations
-        return self.sandbox_mode and not self.is_production
+            return frozenset(Provider) if self.demo_organizations else frozenset()
+        if self.is_production:
+            return frozenset()
+        return frozenset(
+            provider
+            for provider, policy in (
+                (Provider.COMMET, self.commet),
+                (Provider.PAYGENTIC, self.paygentic),
+            )
+            if policy.base_url is None
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 from cachetools import TTLCache
@@ -181,10 +181,15 @@ class Tenancy:
         if self._cache is not None:
             self._cache.clear()
 
-    async def ensure_demo_organizations(self) -> list[Organization]:
-        """Create the demo organizations and their fixed keys when missing (idempotent)."""
+    async def ensure_demo_organizations(
+        self, providers: Collection[Provider] = frozenset(Provider)
+    ) -> list[Organization]:
+        """Create the demo organizations of ``providers`` and their fixed keys when missing
+        (idempotent)."""
         orgs = []
         for demo in DEMO_ORGANIZATIONS:
+            if demo.provider not in providers:
+                continue
             async with self._store.session() as session:
                 org = await session.organization_by_name(demo.name)
             if org is None:

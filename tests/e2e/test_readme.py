@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from payout_gateway.domain.enums import Provider
 from payout_gateway.settings import Settings
 from payout_gateway.web import create_app
 from tests.support.live_server import live_server
@@ -91,3 +92,28 @@ def test_demo_keys_survive_a_restart(tmp_path: Path) -> None:
     for _ in range(2):
         with live_server(create_app(settings)) as url:
             assert post(url, "pgw_demo_paygentic", "{ organization { name } }")["organization"]
+
+
+def test_a_configured_provider_gets_no_demo_organization(tmp_path: Path) -> None:
+    # Only Paygentic runs in-process here. A demo-commet organization would send its dummy
+    # credential to the configured Commet (refused every time) behind the README's public key.
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/half.db",
+        commet={"base_url": "http://127.0.0.1:9/api/v1"},
+    )
+    assert settings.demo_providers == {Provider.PAYGENTIC}
+    with live_server(create_app(settings)) as url:
+        assert post(url, "pgw_demo_paygentic", "{ organization { name } }")["organization"]
+        refused = httpx.post(
+            f"{url}/graphql",
+            json={"query": "{ organization { name } }"},
+            headers={"Authorization": "Bearer pgw_demo_commet"},
+        ).json()
+        assert refused["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    # Asked for explicitly, both exist whatever is configured.
+    explicit = Settings(
+        database_url=f"sqlite:///{tmp_path}/half.db",
+        commet={"base_url": "http://127.0.0.1:9/api/v1"},
+        demo_organizations=True,
+    )
+    assert explicit.demo_providers == set(Provider)

@@ -192,7 +192,7 @@ def create_app(
         service = PayoutService(store, adapters, pipeline=pipeline, keys=keys)
         tenancy = Tenancy(store, settings.api_key_pepper, jwt=jwt_verifier(settings.jwt))
         if settings.demo_enabled:
-            await tenancy.ensure_demo_organizations()
+            await tenancy.ensure_demo_organizations(settings.demo_providers)
             await connect_demo_webhooks(store, sandboxes)
         app.state.gateway = Gateway(settings, store, service, tenancy, adapters, broker, pipeline)
         refresher = None
