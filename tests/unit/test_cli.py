@@ -331,6 +331,22 @@ def test_serve_names_its_database_without_the_password(
     assert "canary-pw" not in result.output
 
 
+def test_serve_prints_only_the_demo_organizations_that_exist(
+    env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With Commet configured, only Paygentic is simulated: demo-commet is not created, so
+    # printing its key told the user to use a key that answers UNAUTHENTICATED.
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)
+    monkeypatch.setattr(cli, "lean_log_records", lambda: None)
+    monkeypatch.setenv("PAYOUT_GATEWAY_COMMET__BASE_URL", "http://127.0.0.1:9/api/v1")
+    result = CliRunner().invoke(main, ["serve"])
+    assert result.exit_code == 0, result.output
+    assert "key: pgw_demo_paygentic" in result.output
+    assert "pgw_demo_commet" not in result.output
+    assert "/sandbox/commet" not in result.output
+
+
 def test_served_log_lines_carry_the_request_id_of_the_request_they_belong_to() -> None:
     # In a process of its own: the logging set-up is process-wide.
     program = (
