@@ -133,6 +133,31 @@ def _keeping_the_failure(action: str) -> Iterator[None]:
         )
 
 
+# Failures that say whether the provider may have applied the request (``outcome_unknown``).
+_OUTCOME_ERRORS = (
+    errors.ProviderUnavailableError,
+    errors.ProviderBadResponseError,
+    errors.StoreUnavailableError,
+)
+
+
+def _not_applied(exc: BaseException) -> bool:
+    """A failure that says the request was certainly not applied (not sent, refused unread)."""
+    return isinstance(exc, _OUTCOME_ERRORS) and not exc.outcome_unknown
+
+
+def _mark_earlier_attempt_unknown(exc: BaseException) -> None:
+    """``exc``, of an attempt that changed nothing after taking over a key whose earlier
+    attempt's outcome is unknown, made to say so."""
+    if isinstance(exc, _OUTCOME_ERRORS):
+        exc.outcome_unknown = True
+        exc.message += (
+            " An earlier attempt with this idempotency key may have been applied: retry with "
+            "the same key."
+        )
+        exc.args = (exc.message,)
+
+
 def _decode_refusal(result: dict[str, Any]) -> errors.PayoutGatewayError:
     kind = result["refusal"]
     if kind == "PayoutAccountRequiredError":
@@ -220,10 +245,20 @@ class PayoutService:
             with _keeping_the_failure("forget"):
                 await self._keys.forget(begun)
             raise
-        except BaseException:
+        except BaseException as exc:
+            if not begun.recovering and _not_applied(exc):
+                # Nothing of the key's request reached the provider: the next one starts afresh,
+                # so that a taken-over key always means an attempt whose outcome is unknown.
+                with _keeping_the_failure("forget"):
+                    await asyncio.shield(self._keys.forget(begun))
+                raise
             # Shielded: a cancelled request must still hand its key on to the next one.
             with _keeping_the_failure("release"):
                 await asyncio.shield(self._keys.release(begun, self._clock()))
+            if begun.recovering and _not_applied(exc):
+                # This attempt changed nothing, but it settled nothing either: the earlier one
+                # it took over may have been applied, and the caller must not hear otherwise.
+                _mark_earlier_attempt_unknown(exc)
             raise
 
     @contextlib.asynccontextmanager

@@ -132,6 +132,21 @@ class World:
         response = httpx.post(url, json=body, headers=headers)
         assert response.status_code < 300, response.text
 
+    def commet_add_answers_late(self, org: str) -> None:
+        """The next add runs at Commet 2 s late, after the gateway (1 s) stopped waiting."""
+        self.fault(
+            Provider.COMMET, org, {"kind": "latency", "latencyMs": 2_000, "operation": COMMET_ADD}
+        )
+
+    def commet_add_rate_limited(self, org: str) -> None:
+        """The next add is refused unread with a 429 whose Retry-After is past the gateway's cap."""
+        fault = {"kind": "status", "status": 429, "retryAfterSeconds": 120}
+        self.fault(Provider.COMMET, org, {**fault, "operation": COMMET_ADD})
+
+    async def commet_add_lands(self, org: str, before: int) -> None:
+        while self.commet_accounts(org) == before:
+            await asyncio.sleep(0.05)
+
     async def local_rows(self, org: str) -> int:
         query = "{ bankAccounts(first: 100) { edges { node { id } } } }"
         response = await self.post(org, query, {})
@@ -291,20 +306,32 @@ async def test_a_rate_limit_after_a_timed_out_attempt_keeps_the_outcome_unknown(
     not: only a retry with the same key may follow, and it ends with the one account."""
     before = world.commet_accounts("c6")
     rows_before = await world.local_rows("c6")
-    world.fault(
-        Provider.COMMET, "c6", {"kind": "latency", "latencyMs": 2_000, "operation": COMMET_ADD}
-    )
-    world.fault(
-        Provider.COMMET,
-        "c6",
-        {"kind": "status", "status": 429, "retryAfterSeconds": 120, "operation": COMMET_ADD},
-    )
+    world.commet_add_answers_late("c6")
+    world.commet_add_rate_limited("c6")
     result = await world.add("c6", "000555000008", "timeout-then-429")
     assert result["__typename"] == "ProviderUnavailableError"
     assert result["outcomeUnknown"] is True
-    while world.commet_accounts("c6") == before:  # the first attempt lands at Commet
-        await asyncio.sleep(0.05)
+    await world.commet_add_lands("c6", before)
     recovered = await world.add("c6", "000555000008", "timeout-then-429")
     assert recovered["__typename"] == "AddBankAccountSuccess"
     assert world.commet_accounts("c6") == before + 1
     assert await world.local_rows("c6") == rows_before + 1
+
+
+async def test_a_retry_that_settles_nothing_keeps_the_first_attempt_s_outcome_unknown(
+    world: World,
+) -> None:
+    """The first request's outcome is unknown (Commet applies it after the gateway stopped
+    waiting); its retry with the key is rate limited before Commet looks at anything. That
+    retry settles nothing: the first attempt may still have been applied."""
+    before = world.commet_accounts("c7")
+    world.commet_add_answers_late("c7")
+    first = await world.add("c7", "000555000009", "unknown-then-429")
+    assert (first["code"], first["outcomeUnknown"]) == ("PROVIDER_TIMEOUT", True)
+    world.commet_add_rate_limited("c7")
+    retried = await world.add("c7", "000555000009", "unknown-then-429")
+    assert (retried["code"], retried["outcomeUnknown"]) == ("PROVIDER_RATE_LIMITED", True)
+    await world.commet_add_lands("c7", before)
+    recovered = await world.add("c7", "000555000009", "unknown-then-429")
+    assert recovered["__typename"] == "AddBankAccountSuccess"
+    assert world.commet_accounts("c7") == before + 1
