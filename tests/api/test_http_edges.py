@@ -349,3 +349,33 @@ def test_a_refusal_is_sent_in_the_media_type_asked_for(gw: RunningGateway) -> No
         gw.graphql_url, content=TYPENAME, headers={**SPEC, "content-type": "text/plain"}
     )
     assert (text.status_code, text.headers["content-type"]) == (415, SPEC_TYPE)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        f"query A {{ __typename }} {ADD.replace('mutation', 'mutation B', 1)}",
+        f"{ADD.replace('mutation', 'mutation B', 1)} query A {{ __typename }}",
+    ],
+)
+def test_several_operations_without_a_name_run_none_of_them(
+    gw: RunningGateway, fakes: dict[Provider, FakeProvider], document: str
+) -> None:
+    # Strawberry ran the first operation of the document, a mutation included.
+    calls = fakes[Provider.COMMET].calls["add_bank_account"]
+    headers = {**JSON, **gw.headers("commet-a")}
+    answer = httpx.post(gw.graphql_url, content=json.dumps({"query": document}), headers=headers)
+    assert answer.status_code == 200
+    message = "Must provide operation name if query contains multiple operations."
+    assert answer.json() == {"data": None, "errors": [{"message": message}]}
+    strict = httpx.post(
+        gw.graphql_url, content=json.dumps({"query": document}), headers={**SPEC, **headers}
+    )
+    assert (strict.status_code, strict.json()) == (400, {"errors": [{"message": message}]})
+    assert fakes[Provider.COMMET].calls["add_bank_account"] == calls
+    named = httpx.post(
+        gw.graphql_url,
+        content=json.dumps({"query": document, "operationName": "A"}),
+        headers=headers,
+    )
+    assert named.json() == {"data": {"__typename": "Query"}}
