@@ -15,6 +15,7 @@ import pytest
 
 from payout_gateway.domain import errors as domain
 from payout_gateway.domain.enums import Provider
+from payout_gateway.graphql.safety import NOT_ACCEPTED, NOT_BEARER, IsAuthenticated
 from payout_gateway.graphql.schema import build_schema
 from tests.support.fakes import FakeProvider
 from tests.support.gateway import RunningGateway, running_gateway
@@ -120,6 +121,27 @@ async def test_every_root_field_refuses_callers_without_credentials(
         assert body["data"] is None or set(body["data"].values()) == {None}
         assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     assert sum(sum(f.calls.values()) for f in fakes.values()) == 0
+
+
+@pytest.mark.parametrize("query", UNAUTHENTICATED_CALLS)
+async def test_a_refused_credential_is_told_apart_from_a_missing_one(
+    gw: RunningGateway, query: str
+) -> None:
+    # A caller that sent a key with a typo was told to send 'Authorization: Bearer ...',
+    # which reads as if the header had not arrived. The refusals name what was wrong, as the
+    # WebSocket's close reasons do; unknown, revoked and expired still read alike.
+    for headers, message in (
+        ({}, IsAuthenticated.message),
+        ({"Authorization": "Bearer pgw_wrong"}, NOT_ACCEPTED),
+        ({"Authorization": "pgw_without_scheme"}, NOT_BEARER),
+        ({"Authorization": "Basic abc"}, NOT_BEARER),
+    ):
+        async with httpx.AsyncClient() as client:
+            body = (
+                await client.post(gw.graphql_url, json={"query": query}, headers=headers)
+            ).json()
+        assert [error["message"] for error in body["errors"]] == [message], headers
+        assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 
 async def test_add_bank_account_shows_only_last4(gw: RunningGateway) -> None:

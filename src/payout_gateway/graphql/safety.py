@@ -23,6 +23,7 @@ from graphql import (
     Visitor,
     visit,
 )
+from starlette.requests import Request
 from strawberry.exceptions import MissingQueryError
 from strawberry.permission import BasePermission
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
@@ -263,6 +264,19 @@ def log_errors(errors: list[GraphQLError], execution_context: ExecutionContext |
             )
 
 
+# Why a credential was refused, over HTTP and at a WebSocket's connection_init alike. An
+# unknown, revoked or expired one is answered alike, so that nothing tells what a guess hit.
+NOT_BEARER = 'The Authorization must read "Bearer <API key or JWT>".'
+NOT_ACCEPTED = "The API key or JWT was not accepted (unknown, revoked or expired)."
+
+
+def bearer_credential(authorization: str) -> str | None:
+    """The credential of ``Bearer <credential>``; None for any other shape."""
+    scheme, _, credential = authorization.partition(" ")
+    credential = credential.strip()
+    return credential if scheme.lower() == "bearer" and credential else None
+
+
 class IsAuthenticated(BasePermission):
     """Every root field needs a credential; the organization comes only from it."""
 
@@ -270,4 +284,14 @@ class IsAuthenticated(BasePermission):
     error_extensions = {"code": "UNAUTHENTICATED"}
 
     def has_permission(self, source: Any, info: Info[Any, Any], **kwargs: Any) -> bool:
-        return getattr(info.context, "organization", None) is not None
+        if getattr(info.context, "organization", None) is not None:
+            return True
+        # A request that sent a credential was told to send one, which reads as if the header
+        # had not arrived: say what was wrong with it instead.
+        request = getattr(info.context, "request", None)
+        if isinstance(request, Request):
+            authorization = request.headers.get("authorization")
+            if authorization:
+                refused = NOT_BEARER if bearer_credential(authorization) is None else NOT_ACCEPTED
+                raise self.error_class(refused, extensions=dict(self.error_extensions))
+        return False

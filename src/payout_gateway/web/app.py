@@ -29,6 +29,7 @@ from payout_gateway.events.factory import build_broker
 from payout_gateway.events.pipeline import StatusPipeline
 from payout_gateway.events.refresh import StatusRefresher
 from payout_gateway.graphql.context import GatewayContext, PagingLimits
+from payout_gateway.graphql.safety import bearer_credential
 from payout_gateway.graphql.schema import build_schema
 from payout_gateway.idempotency import IdempotencyKeys, purge_expired_forever
 from payout_gateway.jwt_tokens import JwksKeys, JwtVerifier
@@ -43,7 +44,7 @@ from payout_gateway.store.migrate import upgrade as upgrade_schema
 from payout_gateway.tenancy import Tenancy
 from payout_gateway.web.access_log import AccessLogMiddleware
 from payout_gateway.web.gc_tuning import tune_cycle_collector
-from payout_gateway.web.graphql_router import GatewayGraphQL, bearer_credential
+from payout_gateway.web.graphql_router import GatewayGraphQL
 from payout_gateway.web.limits import BodyLimitMiddleware
 from payout_gateway.web.sandbox_mode import (
     DEMO_STARTING_BALANCE,

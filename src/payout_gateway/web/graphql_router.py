@@ -31,6 +31,7 @@ from payout_gateway.domain.errors import StoreUnavailableError
 from payout_gateway.domain.models import Organization
 from payout_gateway.graphql.compiled import compiled_operations
 from payout_gateway.graphql.context import GatewayContext
+from payout_gateway.graphql.safety import NOT_ACCEPTED, NOT_BEARER, bearer_credential
 from payout_gateway.json_text import json_text
 from payout_gateway.request_log import request_id_for, reset_request_id, set_request_id
 from payout_gateway.web.http_errors import (
@@ -55,27 +56,17 @@ logger = logging.getLogger(__name__)
 ACK = UnsetType()
 # graphql-transport-ws's close code for a connection refused at connection_init.
 FORBIDDEN = 4403
-# The reasons given with it (a close frame's reason is at most 123 bytes, RFC 6455). One for a
-# credential that is not accepted, whatever the cause: an unknown, revoked or expired one is
-# answered alike, as over HTTP, so that a reason tells nothing of the key a guess hit.
+# The reasons given with it (a close frame's reason is at most 123 bytes, RFC 6455); a
+# credential sent but refused gets NOT_BEARER or NOT_ACCEPTED, as over HTTP.
 MISSING_CREDENTIAL = (
     'Authentication required: send {"Authorization": "Bearer <API key or JWT>"} in connection_init.'
 )
-NOT_BEARER = 'The Authorization must read "Bearer <API key or JWT>".'
-NOT_ACCEPTED = "The API key or JWT was not accepted (unknown, revoked or expired)."
 # RFC 6455's "Try Again Later": the server cannot serve the connection now, a later one may be.
 # graphql-ws clients reconnect after it (they give up after other 1xxx codes but a few), and it
 # cannot be mistaken for graphql-transport-ws's 4403 Forbidden, which a bad credential gets.
 TRY_AGAIN_LATER = 1013
 # A close frame's reason is at most 123 bytes (RFC 6455); this says what happened and what to do.
 STORE_UNAVAILABLE_REASON = "The gateway's database is unavailable; retry the connection later."
-
-
-def bearer_credential(authorization: str) -> str | None:
-    """The credential of ``Bearer <credential>``; None for any other shape."""
-    scheme, _, credential = authorization.partition(" ")
-    credential = credential.strip()
-    return credential if scheme.lower() == "bearer" and credential else None
 
 
 class ConnectionRefused(Exception):
