@@ -231,6 +231,14 @@ def logging_config(level: str) -> dict[str, Any]:
     return config
 
 
+_SANDBOX_CREDENTIALS = {
+    "commet": "Credentials: any x-api-key ck_live_<8+ letters or digits>, each key its own "
+    "organization (ck_sandbox_ keys get no payouts, as at Commet).",
+    "paygentic": "Credentials: any 'Authorization: Bearer <8+ letters, digits, _ - .>' "
+    "(sk_readonly_ ones only read).",
+}
+
+
 @main.command()
 @click.argument("provider", type=click.Choice(["commet", "paygentic"]))
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -241,6 +249,13 @@ def sandbox(provider: str, host: str, port: int) -> None:
 
     root = "/api/v1" if provider == "commet" else "/v0"
     click.echo(f"{provider} sandbox on http://{host}:{port}{root}  (OpenAPI: /openapi.json)")
+    # Which credentials it takes is otherwise learnt from a bare "Invalid API key.".
+    click.echo(_SANDBOX_CREDENTIALS[provider])
+    click.echo(
+        "Statuses move only through its /_sandbox/ control routes; "
+        f"point the gateway at it with PAYOUT_GATEWAY_{provider.upper()}__BASE_URL="
+        f"http://{host}:{port}{root if provider == 'commet' else ''}"
+    )
     uvicorn.run(
         SANDBOXES[Provider(provider.upper())](SandboxOptions()),
         host=host,

@@ -347,6 +347,28 @@ def test_serve_prints_only_the_demo_organizations_that_exist(
     assert "/sandbox/commet" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("provider", "credentials", "base_url"),
+    [
+        (
+            "commet",
+            "x-api-key ck_live_",
+            "PAYOUT_GATEWAY_COMMET__BASE_URL=http://127.0.0.1:8101/api/v1",
+        ),
+        ("paygentic", "Bearer <8+", "PAYOUT_GATEWAY_PAYGENTIC__BASE_URL=http://127.0.0.1:8101\n"),
+    ],
+)
+def test_a_standalone_simulator_says_which_credentials_it_takes_and_how_to_use_it(
+    monkeypatch: pytest.MonkeyPatch, provider: str, credentials: str, base_url: str
+) -> None:
+    # A gateway organization made with a guessed Commet key got only "Invalid API key.".
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    result = CliRunner().invoke(main, ["sandbox", provider, "--port", "8101"])
+    assert result.exit_code == 0, result.output
+    assert credentials in result.output
+    assert base_url in result.output
+
+
 def test_served_log_lines_carry_the_request_id_of_the_request_they_belong_to() -> None:
     # In a process of its own: the logging set-up is process-wide.
     program = (
