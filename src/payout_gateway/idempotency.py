@@ -44,6 +44,9 @@ class Hold:
 
     record_id: str
     recovering: bool
+    # The key's attempt count when this request took it: the key is still this request's only
+    # while the count is unchanged (a later request takes it over once its lease lapses).
+    attempts: int = 1
 
 
 def _reveal(value: Any) -> Any:
@@ -133,30 +136,36 @@ class IdempotencyKeys:
                 raise IdempotencyInProgressError(
                     "A request with this idempotency key is still being processed; retry later."
                 )
-            return Hold(existing.id, recovering=True)
+            return Hold(existing.id, recovering=True, attempts=existing.attempts + 1)
 
     async def finish_in(
         self, session: StoreSession, hold: Hold, result: dict[str, Any], now: Any
     ) -> None:
         """Record the result inside the transaction that records the outcome itself, so the
-        two commit together."""
-        await session.finish_idempotency_key(
-            hold.record_id, result=result, expires_at=now + self.retention
-        )
+        two commit together. A request whose lease lapsed and whose key another request took
+        over records nothing: that one records the outcome (raising rolls this one back)."""
+        if not await session.finish_idempotency_key(
+            hold.record_id, result=result, expires_at=now + self.retention, attempts=hold.attempts
+        ):
+            raise IdempotencyInProgressError(
+                "This request took longer than its idempotency key's lease and a later request "
+                "with the key took it over; retry to get that request's answer."
+            )
 
     async def finish(self, hold: Hold, result: dict[str, Any], now: Any) -> None:
         async with self._store.session() as session:
             await self.finish_in(session, hold, result, now)
 
     async def release(self, hold: Hold, now: Any) -> None:
-        """A retryable failure: the next request with the key takes over and reconciles."""
+        """A retryable failure: the next request with the key takes over and reconciles (not
+        if it already has: the key is no longer this request's to release)."""
         async with self._store.session() as session:
-            await session.release_idempotency_key(hold.record_id, at=now)
+            await session.release_idempotency_key(hold.record_id, at=now, attempts=hold.attempts)
 
     async def forget(self, hold: Hold) -> None:
         """Nothing reached the provider (invalid input): the key may be used afresh."""
         async with self._store.session() as session:
-            await session.delete_idempotency_key(hold.record_id)
+            await session.delete_idempotency_key(hold.record_id, attempts=hold.attempts)
 
     async def purge_expired(self, now: Any) -> int:
         async with self._store.session() as session:

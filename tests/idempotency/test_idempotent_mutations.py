@@ -335,3 +335,36 @@ async def test_a_retry_that_settles_nothing_keeps_the_first_attempt_s_outcome_un
     recovered = await world.add("c7", "000555000009", "unknown-then-429")
     assert recovered["__typename"] == "AddBankAccountSuccess"
     assert world.commet_accounts("c7") == before + 1
+
+
+async def test_a_holder_outlived_by_its_lease_records_nothing_beside_its_successor(
+    world: World,
+) -> None:
+    """The first request outlives its key's lease (a create answered late, then a slow list to
+    reconcile it); the next request with the key takes over and records the account. The first
+    one, finishing after that, must not record it a second time."""
+    rows_before = await world.local_rows("p6")
+    world.fault(
+        Provider.PAYGENTIC,
+        "p6",
+        {"kind": "apply_then_fail", "latencyMs": 2_000, "operation": PAYGENTIC_ADD},
+    )
+    world.fault(
+        Provider.PAYGENTIC,
+        "p6",
+        {"kind": "latency", "latencyMs": 1_500, "operation": "GET /v0/externalAccounts"},
+    )
+    posts = world.creates(Provider.PAYGENTIC)
+    first = asyncio.create_task(world.add("p6", "000555000010", "outlived"))
+    while world.creates(Provider.PAYGENTIC) == posts:  # the first request holds the key
+        await asyncio.sleep(0.01)
+    while True:  # held until its 1 s lease lapses, then taken over
+        successor = await world.add("p6", "000555000010", "outlived")
+        if successor["__typename"] != "IdempotencyInProgressError":
+            break
+    assert successor["__typename"] == "AddBankAccountSuccess"
+    late = await first
+    # Its key taken over, the late holder is told to retry, which replays the successor's answer.
+    assert late["__typename"] == "IdempotencyInProgressError"
+    assert await world.add("p6", "000555000010", "outlived") == successor
+    assert await world.local_rows("p6") == rows_before + 1

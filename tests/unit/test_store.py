@@ -10,6 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from payout_gateway.domain.enums import BankAccountStatus, Provider
+from payout_gateway.domain.errors import IdempotencyInProgressError
 from payout_gateway.domain.models import (
     BankAccount,
     IdempotencyRecord,
@@ -252,6 +253,28 @@ async def test_a_key_past_its_retention_is_a_new_key_before_the_purge_ran(store:
     assert await keys.begin(**begin, record_id="i2", now=later) == Hold("i2", recovering=False)
     await keys.finish(Hold("i2", recovering=False), {"id": "ba_2"}, later)
     assert await keys.begin(**begin, record_id="i3", now=later) == Replay({"id": "ba_2"})
+
+
+async def test_a_holder_whose_key_was_taken_over_can_no_longer_finish_or_release_it(
+    store: Store,
+) -> None:
+    await seed(store, "a")
+    keys = IdempotencyKeys(
+        store, pepper=SecretStr("p"), retention=timedelta(hours=24), lease=timedelta(seconds=60)
+    )
+    begin = {"organization_id": "org_a", "key": "k", "operation": "op", "fingerprint": "f"}
+    late = await keys.begin(**begin, record_id="i1", now=T0)
+    lapsed = T0 + timedelta(seconds=61)
+    successor = await keys.begin(**begin, record_id="i2", now=lapsed)
+    assert successor == Hold("i1", recovering=True, attempts=2)
+    assert isinstance(late, Hold)
+    with pytest.raises(IdempotencyInProgressError):
+        await keys.finish(late, {"id": "ba_late"}, lapsed)
+    await keys.release(late, lapsed)  # no longer its key: the successor keeps holding it
+    with pytest.raises(IdempotencyInProgressError):
+        await keys.begin(**begin, record_id="i3", now=lapsed)
+    await keys.finish(successor, {"id": "ba_1"}, lapsed)
+    assert await keys.begin(**begin, record_id="i4", now=lapsed) == Replay({"id": "ba_1"})
 
 
 async def test_a_webhook_event_is_recorded_once_for_good(store: Store) -> None:

@@ -614,12 +614,21 @@ _IDEMPOTENCY_RECORD_LOCKED = _IDEMPOTENCY_RECORD.with_for_update()
 _IDEMPOTENCY_KEY_BY_ID_UPDATE = update(_IDEMPOTENCY).where(
     _IDEMPOTENCY.c.id == bindparam("record_id")
 )
+# The same, only while the holder that took the key at ``held_attempts`` still holds it.
+_HELD_IDEMPOTENCY_KEY_UPDATE = update(_IDEMPOTENCY).where(
+    _IDEMPOTENCY.c.id == bindparam("record_id"),
+    _IDEMPOTENCY.c.attempts == bindparam("held_attempts"),
+)
 _TAKE_OVER_IDEMPOTENCY_KEY = update(_IDEMPOTENCY).where(
     _IDEMPOTENCY.c.id == bindparam("record_id"),
     _IDEMPOTENCY.c.state == "started",
     _IDEMPOTENCY.c.attempts == bindparam("expected_attempts"),
 )
 _DELETE_IDEMPOTENCY_KEY = delete(_IDEMPOTENCY).where(_IDEMPOTENCY.c.id == bindparam("record_id"))
+_DELETE_HELD_IDEMPOTENCY_KEY = delete(_IDEMPOTENCY).where(
+    _IDEMPOTENCY.c.id == bindparam("record_id"),
+    _IDEMPOTENCY.c.attempts == bindparam("held_attempts"),
+)
 
 
 # An organization's lease: taken over once lapsed (its holder died or hung), given back by its
@@ -1183,29 +1192,56 @@ class StoreSession:
         return bool(getattr(result, "rowcount", 0))
 
     async def finish_idempotency_key(
-        self, record_id: str, *, result: dict[str, Any], expires_at: datetime
-    ) -> None:
-        await _write_row(
-            self._session,
-            _IDEMPOTENCY_KEY_BY_ID_UPDATE,
-            {
-                "record_id": record_id,
-                "state": "completed",
-                "result": result,
-                "expires_at": expires_at,
-            },
+        self,
+        record_id: str,
+        *,
+        result: dict[str, Any],
+        expires_at: datetime,
+        attempts: int | None = None,
+    ) -> bool:
+        """Record the key's result; with ``attempts`` (the holder's attempt), only if that
+        holder still holds the key: False when a later request took it over."""
+        return await self._write_key(
+            record_id,
+            attempts,
+            {"state": "completed", "result": result, "expires_at": expires_at},
         )
 
-    async def release_idempotency_key(self, record_id: str, *, at: datetime) -> None:
-        """Let the next request with this key take over at once (it will reconcile)."""
-        await _write_row(
-            self._session,
-            _IDEMPOTENCY_KEY_BY_ID_UPDATE,
-            {"record_id": record_id, "locked_until": at},
-        )
+    async def release_idempotency_key(
+        self, record_id: str, *, at: datetime, attempts: int | None = None
+    ) -> bool:
+        """Let the next request with this key take over at once (it will reconcile); with
+        ``attempts``, only if that holder still holds it."""
+        return await self._write_key(record_id, attempts, {"locked_until": at})
 
-    async def delete_idempotency_key(self, record_id: str) -> None:
-        await _write_row(self._session, _DELETE_IDEMPOTENCY_KEY, {"record_id": record_id})
+    async def delete_idempotency_key(self, record_id: str, *, attempts: int | None = None) -> bool:
+        """Delete the key; with ``attempts``, only if that holder still holds it."""
+        if attempts is None:
+            deleted = await _write_row(
+                self._session, _DELETE_IDEMPOTENCY_KEY, {"record_id": record_id}
+            )
+        else:
+            deleted = await _write_row(
+                self._session,
+                _DELETE_HELD_IDEMPOTENCY_KEY,
+                {"record_id": record_id, "held_attempts": attempts},
+            )
+        return bool(deleted)
+
+    async def _write_key(
+        self, record_id: str, attempts: int | None, values: dict[str, Any]
+    ) -> bool:
+        if attempts is None:
+            written = await _write_row(
+                self._session, _IDEMPOTENCY_KEY_BY_ID_UPDATE, {"record_id": record_id, **values}
+            )
+        else:
+            written = await _write_row(
+                self._session,
+                _HELD_IDEMPOTENCY_KEY_UPDATE,
+                {"record_id": record_id, "held_attempts": attempts, **values},
+            )
+        return bool(written)
 
     # organization leases -----------------------------------------------------------------
 
