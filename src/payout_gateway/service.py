@@ -246,18 +246,13 @@ class PayoutService:
                 await self._keys.forget(begun)
             raise
         except BaseException as exc:
-            if not begun.recovering and _not_applied(exc):
-                # Nothing of the key's request reached the provider: the next one starts afresh,
-                # so that a taken-over key always means an attempt whose outcome is unknown.
-                with _keeping_the_failure("forget"):
-                    await asyncio.shield(self._keys.forget(begun))
-                raise
             # Shielded: a cancelled request must still hand its key on to the next one.
             with _keeping_the_failure("release"):
                 await asyncio.shield(self._keys.release(begun, self._clock()))
             if begun.recovering and _not_applied(exc):
                 # This attempt changed nothing, but it settled nothing either: the earlier one
                 # it took over may have been applied, and the caller must not hear otherwise.
+                # (Conservative: the key does not say whether that one was sent at all.)
                 _mark_earlier_attempt_unknown(exc)
             raise
 

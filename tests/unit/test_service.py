@@ -15,7 +15,6 @@ from payout_gateway.domain.errors import (
     IdempotencyInProgressError,
     PayoutAccountRequiredError,
     ProviderRejectedError,
-    ProviderUnavailableError,
     StoreUnavailableError,
 )
 from payout_gateway.domain.events import ObjectType
@@ -343,21 +342,3 @@ async def test_a_refusal_is_reported_even_when_its_key_cannot_be_updated(
     # The refusal is what the caller must hear, not the failed bookkeeping of its key.
     with pytest.raises(ProviderRejectedError):
         await service.add_bank_account(org, add_request(), idempotency_key="key-1")
-
-
-async def test_a_key_whose_request_certainly_was_not_applied_starts_afresh(store: Store) -> None:
-    """Refused unsent (a rate limit, an open circuit) twice: nothing is unknown either time, so
-    the retry takes no earlier attempt over and is not told that one may have applied."""
-    fake = FakeProvider(Provider.COMMET)
-    service, tenancy = await make(store, fake)
-    org = await new_org(tenancy, "c", Provider.COMMET)
-    fake.fail_with = ProviderUnavailableError(
-        "slow down", provider=Provider.COMMET, outcome_unknown=False
-    )
-    for _ in range(2):
-        with pytest.raises(ProviderUnavailableError) as raised:
-            await service.add_bank_account(org, add_request(), idempotency_key="key-1")
-        assert raised.value.outcome_unknown is False
-    fake.fail_with = None
-    await service.add_bank_account(org, add_request(), idempotency_key="key-1")
-    assert fake.calls["add_bank_account"] == 3
