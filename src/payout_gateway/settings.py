@@ -207,6 +207,22 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("commet", "paygentic")
+    @classmethod
+    def _provider_reached_in_production(
+        cls, value: ProviderSettings, info: ValidationInfo
+    ) -> ProviderSettings:
+        # Without a base URL the provider's in-process simulator stands in, and with it its
+        # control routes, which anyone may call unauthenticated to mark payouts paid or
+        # accounts verified: a development tool, never a production one.
+        if info.data.get("environment") is Environment.PRODUCTION and value.base_url is None:
+            variable = f"PAYOUT_GATEWAY_{(info.field_name or '').upper()}__BASE_URL"
+            raise ValueError(
+                f"production needs {variable}: without it the provider's in-process "
+                "simulator would stand in, with its unauthenticated control routes"
+            )
+        return value
+
     @field_validator("secrets_keys", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:

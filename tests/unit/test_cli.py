@@ -431,6 +431,7 @@ def test_production_refuses_the_public_development_pepper(
 ) -> None:
     # It keys the API key hashes and the fingerprints of requests holding account numbers.
     monkeypatch.setenv("PAYOUT_GATEWAY_ENVIRONMENT", "production")
+    reach_the_providers(monkeypatch)
     if pepper is None:
         monkeypatch.delenv("PAYOUT_GATEWAY_API_KEY_PEPPER", raising=False)
     else:
@@ -440,6 +441,40 @@ def test_production_refuses_the_public_development_pepper(
     assert "invalid settings:\n  PAYOUT_GATEWAY_API_KEY_PEPPER: " in result.output
     assert "the development pepper is public" in result.output
     monkeypatch.setenv("PAYOUT_GATEWAY_API_KEY_PEPPER", "a-pepper-of-our-own")
+    assert CliRunner().invoke(main, ["migrate"]).exit_code == 0
+
+
+def reach_the_providers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What production needs besides a pepper: each provider's own URL."""
+    monkeypatch.setenv("PAYOUT_GATEWAY_COMMET__BASE_URL", "https://commet.invalid/api/v1")
+    monkeypatch.setenv("PAYOUT_GATEWAY_PAYGENTIC__BASE_URL", "https://paygentic.invalid")
+
+
+@pytest.mark.parametrize("configured", [(), ("COMMET",), ("PAYGENTIC",)])
+def test_production_refuses_to_stand_a_simulator_in_for_a_provider(
+    env: str, monkeypatch: pytest.MonkeyPatch, configured: tuple[str, ...]
+) -> None:
+    # A simulator in-process brings its control routes, which anyone may call unauthenticated
+    # to verify accounts or mark payouts paid.
+    served = apps_served(monkeypatch)
+    monkeypatch.setenv("PAYOUT_GATEWAY_ENVIRONMENT", "production")
+    for provider in ("COMMET", "PAYGENTIC"):
+        variable = f"PAYOUT_GATEWAY_{provider}__BASE_URL"
+        if provider in configured:
+            monkeypatch.setenv(variable, f"https://{provider.lower()}.invalid")
+        else:
+            monkeypatch.delenv(variable, raising=False)
+    result = CliRunner().invoke(main, ["serve"])
+    assert result.exit_code == 1, result.output
+    for provider in ("COMMET", "PAYGENTIC"):
+        line = (
+            f"  PAYOUT_GATEWAY_{provider}: Value error, production needs "
+            f"PAYOUT_GATEWAY_{provider}__BASE_URL: without it the provider's in-process "
+            "simulator would stand in, with its unauthenticated control routes\n"
+        )
+        assert (line in result.output) is (provider not in configured), result.output
+    assert served == []
+    reach_the_providers(monkeypatch)
     assert CliRunner().invoke(main, ["migrate"]).exit_code == 0
 
 
