@@ -28,6 +28,9 @@ logger = logging.getLogger("payout_gateway.idempotency")
 
 STARTED = "started"
 COMPLETED = "completed"
+# Released by attempts that each certainly applied nothing (refused unsent: a rate limit, an
+# open circuit): the next holder has no earlier outcome to reconcile or to report as unknown.
+NOT_APPLIED = "not_applied"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +139,11 @@ class IdempotencyKeys:
                 raise IdempotencyInProgressError(
                     "A request with this idempotency key is still being processed; retry later."
                 )
-            return Hold(existing.id, recovering=True, attempts=existing.attempts + 1)
+            return Hold(
+                existing.id,
+                recovering=existing.state != NOT_APPLIED,
+                attempts=existing.attempts + 1,
+            )
 
     async def finish_in(
         self, session: StoreSession, hold: Hold, result: dict[str, Any], now: Any
@@ -156,11 +163,15 @@ class IdempotencyKeys:
         async with self._store.session() as session:
             await self.finish_in(session, hold, result, now)
 
-    async def release(self, hold: Hold, now: Any) -> None:
+    async def release(self, hold: Hold, now: Any, *, not_applied: bool = False) -> None:
         """A retryable failure: the next request with the key takes over and reconciles (not
-        if it already has: the key is no longer this request's to release)."""
+        if it already has: the key is no longer this request's to release). ``not_applied``:
+        this attempt and any before it certainly applied nothing, so the next one need not
+        reconcile, nor say an earlier attempt may have been applied."""
         async with self._store.session() as session:
-            await session.release_idempotency_key(hold.record_id, at=now, attempts=hold.attempts)
+            await session.release_idempotency_key(
+                hold.record_id, at=now, attempts=hold.attempts, not_applied=not_applied
+            )
 
     async def forget(self, hold: Hold) -> None:
         """Nothing reached the provider (invalid input): the key may be used afresh."""

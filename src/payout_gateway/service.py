@@ -246,13 +246,17 @@ class PayoutService:
                 await self._keys.forget(begun)
             raise
         except BaseException as exc:
+            # Kept (not forgotten) but marked, so that a retry after a rate limit or an open
+            # circuit is not told an earlier attempt may have been applied.
+            nothing_applied = not begun.recovering and _not_applied(exc)
             # Shielded: a cancelled request must still hand its key on to the next one.
             with _keeping_the_failure("release"):
-                await asyncio.shield(self._keys.release(begun, self._clock()))
+                await asyncio.shield(
+                    self._keys.release(begun, self._clock(), not_applied=nothing_applied)
+                )
             if begun.recovering and _not_applied(exc):
                 # This attempt changed nothing, but it settled nothing either: the earlier one
                 # it took over may have been applied, and the caller must not hear otherwise.
-                # (Conservative: the key does not say whether that one was sent at all.)
                 _mark_earlier_attempt_unknown(exc)
             raise
 

@@ -15,6 +15,7 @@ from payout_gateway.domain.errors import (
     IdempotencyInProgressError,
     PayoutAccountRequiredError,
     ProviderRejectedError,
+    ProviderUnavailableError,
     StoreUnavailableError,
 )
 from payout_gateway.domain.events import ObjectType
@@ -342,3 +343,25 @@ async def test_a_refusal_is_reported_even_when_its_key_cannot_be_updated(
     # The refusal is what the caller must hear, not the failed bookkeeping of its key.
     with pytest.raises(ProviderRejectedError):
         await service.add_bank_account(org, add_request(), idempotency_key="key-1")
+
+
+async def test_a_retry_after_attempts_that_certainly_applied_nothing_is_not_told_otherwise(
+    store: Store,
+) -> None:
+    """Refused unsent (a rate limit, an open circuit) twice: nothing is unknown either time, so
+    the retry is not told an earlier attempt may have been applied (outcomeUnknown: true asks
+    a payments caller to treat the money as possibly moved)."""
+    fake = FakeProvider(Provider.COMMET)
+    service, tenancy = await make(store, fake)
+    org = await new_org(tenancy, "c", Provider.COMMET)
+    for _ in range(2):
+        fake.fail_with = ProviderUnavailableError(
+            "slow down", provider=Provider.COMMET, outcome_unknown=False
+        )
+        with pytest.raises(ProviderUnavailableError) as raised:
+            await service.add_bank_account(org, add_request(), idempotency_key="key-1")
+        assert raised.value.outcome_unknown is False
+        assert "earlier attempt" not in raised.value.message
+    fake.fail_with = None
+    await service.add_bank_account(org, add_request(), idempotency_key="key-1")
+    assert fake.calls["add_bank_account"] == 3

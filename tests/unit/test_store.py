@@ -239,42 +239,65 @@ async def test_an_idempotency_key_is_claimed_once_and_taken_over_once(store: Sto
         assert await session.purge_expired_idempotency_keys(T0 + timedelta(hours=25)) == 2
 
 
-async def test_a_key_past_its_retention_is_a_new_key_before_the_purge_ran(store: Store) -> None:
-    await seed(store, "a")
-    keys = IdempotencyKeys(
+def day_long_keys(store: Store) -> IdempotencyKeys:
+    """Keys kept 24 hours with a 60 s lease, as by default."""
+    return IdempotencyKeys(
         store, pepper=SecretStr("p"), retention=timedelta(hours=24), lease=timedelta(seconds=60)
     )
-    begin = {"organization_id": "org_a", "key": "k", "operation": "op", "fingerprint": "f"}
-    first = await keys.begin(**begin, record_id="i1", now=T0)
+
+
+async def org_a_keys(store: Store) -> IdempotencyKeys:
+    """The keys of a store seeded with organization ``org_a``, whose key ``k`` is ``BEGIN``."""
+    await seed(store, "a")
+    return day_long_keys(store)
+
+
+BEGIN = {"organization_id": "org_a", "key": "k", "operation": "op", "fingerprint": "f"}
+
+
+async def test_a_key_past_its_retention_is_a_new_key_before_the_purge_ran(store: Store) -> None:
+    keys = await org_a_keys(store)
+    first = await keys.begin(**BEGIN, record_id="i1", now=T0)
     assert isinstance(first, Hold)
     await keys.finish(first, {"id": "ba_1"}, T0)
     later = T0 + timedelta(hours=25)  # the purge, every 10 minutes, has not deleted it yet
     # A new request, not "retry: the key was just released" again and again until the purge.
-    assert await keys.begin(**begin, record_id="i2", now=later) == Hold("i2", recovering=False)
+    assert await keys.begin(**BEGIN, record_id="i2", now=later) == Hold("i2", recovering=False)
     await keys.finish(Hold("i2", recovering=False), {"id": "ba_2"}, later)
-    assert await keys.begin(**begin, record_id="i3", now=later) == Replay({"id": "ba_2"})
+    assert await keys.begin(**BEGIN, record_id="i3", now=later) == Replay({"id": "ba_2"})
 
 
 async def test_a_holder_whose_key_was_taken_over_can_no_longer_finish_or_release_it(
     store: Store,
 ) -> None:
-    await seed(store, "a")
-    keys = IdempotencyKeys(
-        store, pepper=SecretStr("p"), retention=timedelta(hours=24), lease=timedelta(seconds=60)
-    )
-    begin = {"organization_id": "org_a", "key": "k", "operation": "op", "fingerprint": "f"}
-    late = await keys.begin(**begin, record_id="i1", now=T0)
+    keys = await org_a_keys(store)
+    late = await keys.begin(**BEGIN, record_id="i1", now=T0)
     lapsed = T0 + timedelta(seconds=61)
-    successor = await keys.begin(**begin, record_id="i2", now=lapsed)
+    successor = await keys.begin(**BEGIN, record_id="i2", now=lapsed)
     assert successor == Hold("i1", recovering=True, attempts=2)
     assert isinstance(late, Hold)
     with pytest.raises(IdempotencyInProgressError):
         await keys.finish(late, {"id": "ba_late"}, lapsed)
     await keys.release(late, lapsed)  # no longer its key: the successor keeps holding it
     with pytest.raises(IdempotencyInProgressError):
-        await keys.begin(**begin, record_id="i3", now=lapsed)
+        await keys.begin(**BEGIN, record_id="i3", now=lapsed)
     await keys.finish(successor, {"id": "ba_1"}, lapsed)
-    assert await keys.begin(**begin, record_id="i4", now=lapsed) == Replay({"id": "ba_1"})
+    assert await keys.begin(**BEGIN, record_id="i4", now=lapsed) == Replay({"id": "ba_1"})
+
+
+async def test_a_key_released_with_nothing_applied_is_taken_over_without_recovering(
+    store: Store,
+) -> None:
+    keys = await org_a_keys(store)
+    first = await keys.begin(**BEGIN, record_id="i1", now=T0)
+    assert isinstance(first, Hold)
+    await keys.release(first, T0, not_applied=True)  # refused unsent: nothing to reconcile
+    second = await keys.begin(**BEGIN, record_id="i2", now=T0)
+    assert second == Hold("i1", recovering=False, attempts=2)
+    await keys.release(second, T0)  # its outcome unknown: the next one must reconcile
+    assert await keys.begin(**BEGIN, record_id="i3", now=T0) == Hold(
+        "i1", recovering=True, attempts=3
+    )
 
 
 async def test_a_webhook_event_is_recorded_once_for_good(store: Store) -> None:
@@ -312,9 +335,7 @@ async def test_the_purge_loop_deletes_expired_keys_and_keeps_live_ones(store: St
         await session.claim_idempotency_key(idem("old", key="old"))
         live = idem("new", key="new").model_copy(update={"expires_at": T0 + timedelta(days=30)})
         await session.claim_idempotency_key(live)
-    keys = IdempotencyKeys(
-        store, pepper=SecretStr("p"), retention=timedelta(hours=24), lease=timedelta(seconds=60)
-    )
+    keys = day_long_keys(store)
     purger = asyncio.create_task(
         purge_expired_forever(keys, interval=0.01, clock=lambda: T0 + timedelta(days=2))
     )

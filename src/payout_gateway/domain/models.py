@@ -7,6 +7,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -32,6 +33,7 @@ from payout_gateway.domain.values import (
     AccountNumber,
     CountryCode,
     CurrencyCode,
+    FreeText,
     Name,
     PhoneNumber,
     PublicHttpsUrl,
@@ -39,6 +41,7 @@ from payout_gateway.domain.values import (
     ShortText,
     iban_country,
     last4_of,
+    no_control_characters,
 )
 
 
@@ -130,7 +133,9 @@ class Address(_Frozen):
     city: Name
     state: ShortText | None = None
     postal_code: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=20),
+        AfterValidator(no_control_characters),
     ]
     country: CountryCode
 
@@ -222,7 +227,7 @@ class _BranchError(ValueError):
 
 class PayoutRequest(_Frozen):
     amount: Money
-    description: Annotated[str, StringConstraints(max_length=500)] | None = None
+    description: FreeText | None = None
 
     @field_validator("amount")
     @classmethod
@@ -402,7 +407,8 @@ class Payout(ProviderPayout):
 
 
 class IdempotencyRecord(_Frozen):
-    """The holder of one idempotency key: ``started`` until the first request ends."""
+    """The holder of one idempotency key: ``started`` until a request with it completes
+    (``not_applied`` while released by attempts that each certainly applied nothing)."""
 
     id: str
     organization_id: str

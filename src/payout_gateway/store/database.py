@@ -619,9 +619,11 @@ _HELD_IDEMPOTENCY_KEY_UPDATE = update(_IDEMPOTENCY).where(
     _IDEMPOTENCY.c.id == bindparam("record_id"),
     _IDEMPOTENCY.c.attempts == bindparam("held_attempts"),
 )
+# A key still held ("started") or released by attempts that all certainly applied nothing
+# ("not_applied"); either way the taker holds it as "started".
 _TAKE_OVER_IDEMPOTENCY_KEY = update(_IDEMPOTENCY).where(
     _IDEMPOTENCY.c.id == bindparam("record_id"),
-    _IDEMPOTENCY.c.state == "started",
+    _IDEMPOTENCY.c.state.in_(("started", "not_applied")),
     _IDEMPOTENCY.c.attempts == bindparam("expected_attempts"),
 )
 _DELETE_IDEMPOTENCY_KEY = delete(_IDEMPOTENCY).where(_IDEMPOTENCY.c.id == bindparam("record_id"))
@@ -1052,18 +1054,26 @@ class StoreSession:
         return {row.id: _payout(row) for row in rows}
 
     async def non_final_objects(
-        self, object_type: ObjectType, provider: Provider, statuses: Sequence[str], limit: int
+        self,
+        object_type: ObjectType,
+        provider: Provider,
+        statuses: Sequence[str],
+        limit: int,
+        *,
+        after: str | None = None,
     ) -> list[tuple[str, str, str]]:
-        """(organization id, gateway id, provider id) of objects still in ``statuses``."""
+        """(organization id, gateway id, provider id) of objects still in ``statuses``, by
+        gateway id, those after ``after`` (the last id of the page before)."""
         table = _STATUS_TABLES[object_type]
         provider_id = _PROVIDER_ID_COLUMNS[object_type]
-        rows = await self._session.execute(
+        query = (
             select(table.c.organization_id, table.c.id, provider_id)
             .where(table.c.provider == provider.value, table.c.status.in_(list(statuses)))
             .where(provider_id.is_not(None))
-            .order_by(table.c.updated_at)
-            .limit(limit)
         )
+        if after is not None:
+            query = query.where(table.c.id > after)
+        rows = await self._session.execute(query.order_by(table.c.id).limit(limit))
         return [(row[0], row[1], row[2]) for row in rows]
 
     # status moves (the pipeline) ------------------------------------------------------------
@@ -1187,6 +1197,7 @@ class StoreSession:
                 "expected_attempts": expected_attempts,
                 "attempts": expected_attempts + 1,
                 "locked_until": locked_until,
+                "state": "started",
             },
         )
         return bool(getattr(result, "rowcount", 0))
@@ -1208,11 +1219,20 @@ class StoreSession:
         )
 
     async def release_idempotency_key(
-        self, record_id: str, *, at: datetime, attempts: int | None = None
+        self,
+        record_id: str,
+        *,
+        at: datetime,
+        attempts: int | None = None,
+        not_applied: bool = False,
     ) -> bool:
-        """Let the next request with this key take over at once (it will reconcile); with
-        ``attempts``, only if that holder still holds it."""
-        return await self._write_key(record_id, attempts, {"locked_until": at})
+        """Let the next request with this key take over at once (it will reconcile, unless
+        ``not_applied``: every attempt so far certainly applied nothing); with ``attempts``,
+        only if that holder still holds it."""
+        values: dict[str, Any] = {"locked_until": at}
+        if not_applied:
+            values["state"] = "not_applied"
+        return await self._write_key(record_id, attempts, values)
 
     async def delete_idempotency_key(self, record_id: str, *, attempts: int | None = None) -> bool:
         """Delete the key; with ``attempts``, only if that holder still holds it."""
