@@ -235,3 +235,32 @@ async def test_a_lost_payout_is_recovered_to_the_account_it_paid_after_the_defau
     assert world.sandbox.state.sandbox.request_counts["POST /v0/payouts"] == 1
     listed = world.gql("{ payouts { edges { node { id } } } }")["payouts"]["edges"]
     assert [edge["node"]["id"] for edge in listed] == [recovered["payout"]["id"]]
+
+
+async def test_objects_past_the_first_listing_page_are_refreshed_too(world: World) -> None:
+    """More pending accounts than one listing of the refresher (200): the newest one, verified
+    at Paygentic, becomes ACTIVE. Only the first 200 (the oldest) were read, every cycle, so
+    it stayed PENDING until older ones settled."""
+    add = """mutation($number: String!) { addBankAccount(input: {bankAccount: {
+        accountNumber: $number, routingNumber: "021000021", holderName: "Acme"}}) {
+        ... on AddBankAccountSuccess { bankAccount { id providerAccountId } } } }"""
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def added(index: int) -> dict[str, str]:
+            response = await client.post(
+                world.gateway.graphql_url,
+                json={"query": add, "variables": {"number": f"0004{index:08d}"}},
+                headers=world.gateway.headers("acme"),
+            )
+            account: dict[str, str] = response.json()["data"]["addBankAccount"]["bankAccount"]
+            return account
+
+        for first in range(0, 200, 20):
+            await asyncio.gather(*(added(index) for index in range(first, first + 20)))
+        newest = await added(200)
+    httpx.post(
+        f"{world.sandbox_url}/_sandbox/externalAccounts/{newest['providerAccountId']}/status",
+        json={"status": "verified"},
+    )
+    status = f'{{ node(id: "{newest["id"]}") {{ ... on BankAccount {{ status }} }} }}'
+    await eventually(lambda: world.gql(status)["node"]["status"] == "ACTIVE")

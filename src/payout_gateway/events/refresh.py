@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -74,9 +74,10 @@ class StatusRefresher:
         monotonic: Callable[[], float] | None = None,
         max_backoff: float = 300.0,
         leadership: Leadership | None = None,
+        batch: int = BATCH,
     ) -> None:
         """``leadership``: which of the processes sharing the store refreshes (see
-        store/leadership.py); by default this one, alone."""
+        store/leadership.py); by default this one, alone. ``batch``: objects listed per read."""
         self._store = store
         self._providers = providers
         self._pipeline = pipeline
@@ -85,6 +86,7 @@ class StatusRefresher:
         self._monotonic = monotonic or asyncio.get_running_loop().time
         self._backoff = _Backoff(base=interval, cap=max_backoff)
         self._leadership = leadership or AlwaysLeads()
+        self._batch = batch
 
     async def run_forever(self) -> None:
         while True:
@@ -106,14 +108,10 @@ class StatusRefresher:
             # Reads only: on SQLite a writing session would hold the file's writer turn.
             async with self._store.session(write=False) as session:
                 orgs = {o.id: o for o in await session.organizations_of_provider(provider)}
-                due = {
-                    object_type: await session.non_final_objects(
-                        object_type, provider, [str(s) for s in statuses], BATCH
-                    )
-                    for object_type, statuses in NON_FINAL.items()
-                }
-            for object_type, rows in due.items():
-                for organization_id, object_id, provider_id in rows:
+            for object_type, statuses in NON_FINAL.items():
+                async for organization_id, object_id, provider_id in self._non_final(
+                    object_type, provider, [str(s) for s in statuses]
+                ):
                     org = orgs.get(organization_id)
                     if org is None or not self._backoff.is_due(object_id, self._monotonic()):
                         continue
@@ -123,6 +121,25 @@ class StatusRefresher:
                     else:
                         self._backoff.unchanged(object_id, self._monotonic())
         return moved
+
+    async def _non_final(
+        self, object_type: ObjectType, provider: Provider, statuses: list[str]
+    ) -> AsyncIterator[tuple[str, str, str]]:
+        """Every non-final object of the type, a page per read session (none held while the
+        provider is asked). Every page, every cycle: the backoff is this process's memory, so
+        the first page alone would be the same objects each cycle, mostly backing off, and
+        those past it would never be read at all."""
+        after: str | None = None
+        while True:
+            async with self._store.session(write=False) as session:
+                rows = await session.non_final_objects(
+                    object_type, provider, statuses, self._batch, after=after
+                )
+            for row in rows:
+                yield row
+            if len(rows) < self._batch:
+                return
+            after = rows[-1][1]
 
     async def _refresh(
         self,
