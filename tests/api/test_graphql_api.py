@@ -17,7 +17,7 @@ from payout_gateway.domain import errors as domain
 from payout_gateway.domain.enums import Provider
 from payout_gateway.graphql.safety import NOT_ACCEPTED, NOT_BEARER, IsAuthenticated
 from payout_gateway.graphql.schema import build_schema
-from tests.support.fakes import FakeProvider
+from tests.support.fakes import FakeProvider, fake_providers
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.pii import assert_no_full_numbers
 
@@ -51,10 +51,7 @@ def add_input(number: str = ACCOUNT, **bank: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def fakes() -> dict[Provider, FakeProvider]:
-    return {
-        Provider.COMMET: FakeProvider(Provider.COMMET),
-        Provider.PAYGENTIC: FakeProvider(Provider.PAYGENTIC, has_defaults=False, takes_kyc=False),
-    }
+    return fake_providers()
 
 
 @pytest.fixture

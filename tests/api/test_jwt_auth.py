@@ -33,7 +33,7 @@ from tests.realtime.support import (
     received,
     subscribe,
 )
-from tests.support.fakes import FakeProvider
+from tests.support.fakes import FakeProvider, fake_providers
 from tests.support.gateway import RunningGateway, running_gateway
 
 SECRET = "frontend-signing-secret-" + "0" * 40
@@ -48,10 +48,7 @@ ADD = """mutation($number: String!) {
 
 @pytest.fixture(scope="module")
 def fakes() -> dict[Provider, FakeProvider]:
-    return {
-        Provider.COMMET: FakeProvider(Provider.COMMET),
-        Provider.PAYGENTIC: FakeProvider(Provider.PAYGENTIC, has_defaults=False, takes_kyc=False),
-    }
+    return fake_providers()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from payout_gateway.domain.enums import HolderType, Provider
 from tests.realtime.support import kyc
-from tests.support.fakes import FakeProvider
+from tests.support.fakes import fake_providers
 from tests.support.gateway import DEFAULT_ORGS, RunningGateway, SeededOrg, running_gateway
 
 SEEDED = (
@@ -122,10 +122,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp_path: Path = tmp_path_factory.mktemp("tenancy")
-    fakes = {
-        Provider.COMMET: FakeProvider(Provider.COMMET),
-        Provider.PAYGENTIC: FakeProvider(Provider.PAYGENTIC, has_defaults=False, takes_kyc=False),
-    }
+    fakes = fake_providers()
     with (
         running_gateway(
             tmp_path, providers=fakes, orgs=SEEDED, refresh_interval_seconds=0
