@@ -292,6 +292,15 @@ def apps_served(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     return served
 
 
+def serving_nothing(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """``apps_served``, run to the end of ``serve``: what serving the app would set for the
+    process (signal handlers, lean log records) stays this test's."""
+    served = apps_served(monkeypatch)
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)
+    monkeypatch.setattr(cli, "lean_log_records", lambda: None)
+    return served
+
+
 @pytest.mark.parametrize(
     "command", [["serve"], ["migrate"], ["migrate", "--show"], ["org", "list"]]
 )
@@ -320,10 +329,7 @@ def test_serve_names_its_database_without_the_password(
         pass
 
     monkeypatch.setattr(cli, "_upgrade", migrated)
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
-    # What serving the app would set for the process stays this test's.
-    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)
-    monkeypatch.setattr(cli, "lean_log_records", lambda: None)
+    serving_nothing(monkeypatch)
     monkeypatch.setenv("PAYOUT_GATEWAY_DATABASE_URL", "postgresql://gateway:canary-pw@db/gateway")
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code == 0, result.output
@@ -336,9 +342,7 @@ def test_serve_prints_only_the_demo_organizations_that_exist(
 ) -> None:
     # With Commet configured, only Paygentic is simulated: demo-commet is not created, so
     # printing its key told the user to use a key that answers UNAUTHENTICATED.
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
-    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)
-    monkeypatch.setattr(cli, "lean_log_records", lambda: None)
+    serving_nothing(monkeypatch)
     monkeypatch.setenv("PAYOUT_GATEWAY_COMMET__BASE_URL", "http://127.0.0.1:9/api/v1")
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code == 0, result.output
