@@ -135,7 +135,11 @@ def serve(host: str, port: int, workers: int) -> None:
         uvicorn.run(create_app(settings, serving=True), **server_options)
         return
     config = uvicorn.Config(
-        "payout_gateway.cli:served_app", factory=True, workers=workers, **server_options
+        "payout_gateway.cli:served_app",
+        factory=True,
+        workers=workers,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+        **server_options,
     )
     # A socket per worker where the kernel balances them (see web/listeners), else uvicorn's
     # one shared socket.
@@ -145,6 +149,17 @@ def serve(host: str, port: int, workers: int) -> None:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
     with worker_metrics_directory(), contextlib.suppress(KeyboardInterrupt):
         Multiprocess(config, sockets=[listener]).run()
+
+
+# How long uvicorn's supervisor waits for a worker to answer its health check before killing
+# and replacing it (uvicorn's default: 5 s). A new worker answers only once its interpreter
+# has started and imported the gateway's command module (~1.5 s of CPU): on a busy host or
+# a container with a fraction of a core, that took longer than 5 s, and every worker was
+# killed before it could answer, again and again, so that the replica never served. The
+# check answers from a thread of its own, so a running worker answers at once either way;
+# only a hung one waits it out (the supervisor handles signals between checks: 30 s stays
+# within the usual termination grace periods).
+WORKER_HEALTHCHECK_SECONDS = 30
 
 
 def _exit_successfully(_signal: int, _frame: FrameType | None) -> None:

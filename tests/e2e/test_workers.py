@@ -257,3 +257,25 @@ def test_a_killed_worker_restarts_and_its_gauges_are_no_longer_reported(tmp_path
         # The survivor and the new worker; the killed one's gauges no longer reported.
         assert after == (before - {killed}) | restarted
         assert killed not in after
+
+
+def test_workers_slower_to_start_than_uvicorn_s_health_check_are_not_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new worker answers uvicorn's health check only once its interpreter has started and
+    imported the command module. On a busy host that took longer than uvicorn's 5 s, and
+    every worker was killed and replaced before answering, so the replica never served.
+    Here each worker process's start is held up 6 s (a sitecustomize run only in the
+    processes multiprocessing spawns): both still come up, and none is killed."""
+    slow = tmp_path / "slow-start"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import sys, time\nif '--multiprocessing-fork' in sys.argv:\n    time.sleep(6)\n"
+    )
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(slow), os.environ.get("PYTHONPATH")]))
+    )
+    with serving_workers(tmp_path) as running:
+        assert httpx.get(f"{running.url}/readyz").status_code == 200
+        log = running.log.read_text()
+    assert "died" not in log, log[-3000:]
