@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,10 +18,12 @@ from gql.transport.httpx import HTTPXAsyncTransport
 from gql.transport.websockets import WebsocketsTransport
 from websockets.asyncio.client import ClientConnection, connect
 
+from payout_gateway.domain.enums import Provider
 from payout_gateway.domain.errors import StoreUnavailableError
 from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
 from payout_gateway.store.database import StoreSession
-from tests.support.gateway import RunningGateway
+from tests.support.fakes import FakeProvider
+from tests.support.gateway import RunningGateway, SeededOrg, running_gateway
 
 WAIT = 10.0
 PROTOCOL = "graphql-transport-ws"
@@ -205,6 +208,21 @@ TO_STATUS = {
 }
 
 
+@contextmanager
+def gateway_with_fake_commet(
+    tmp_path: Path, orgs: tuple[SeededOrg, ...]
+) -> Iterator[RunningGateway]:
+    """The gateway over a real socket, its Commet a fake and its refresh off: the tests using
+    it publish the changes themselves."""
+    with running_gateway(
+        tmp_path,
+        providers={Provider.COMMET: FakeProvider(Provider.COMMET)},
+        orgs=orgs,
+        refresh_interval_seconds=0,
+    ) as running:
+        yield running
+
+
 class ServerLoop:
     """Publishes status changes as the gateway's pipeline does, on the gateway's own event
     loop (the live server runs in a thread of its own), to the organization whose
@@ -228,12 +246,12 @@ class ServerLoop:
     def subscribers(self) -> int:
         return int(self._broker._local.subscriber_count)  # type: ignore[attr-defined]
 
-    async def publish(self, object_type: ObjectType) -> None:
+    async def publish(self, object_type: ObjectType, object_id: str = "obj_outage") -> None:
         assert self._loop is not None and self._organization_id is not None
         change = StatusChanged(
             organization_id=self._organization_id,
             object_type=object_type,
-            object_id="obj_outage",
+            object_id=object_id,
             from_status=None,
             to_status=TO_STATUS[object_type],
             provider_status=TO_STATUS[object_type].lower(),

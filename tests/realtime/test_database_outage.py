@@ -24,11 +24,11 @@ from tests.realtime.support import (
     bearer,
     connected,
     eventually,
+    gateway_with_fake_commet,
     received,
     subscribe,
 )
-from tests.support.fakes import FakeProvider
-from tests.support.gateway import RunningGateway, SeededOrg, running_gateway
+from tests.support.gateway import RunningGateway, SeededOrg
 
 # The ids the gateway gives (request_log.request_id_for): a process prefix and a count, in hex.
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")
@@ -51,12 +51,7 @@ BANK_ACCOUNT_CHANGES = "subscription { bankAccountStatusChanged { toStatus } }"
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    with running_gateway(
-        tmp_path_factory.mktemp("outage"),
-        providers={Provider.COMMET: FakeProvider(Provider.COMMET)},
-        orgs=ORGS,
-        refresh_interval_seconds=0,
-    ) as running:
+    with gateway_with_fake_commet(tmp_path_factory.mktemp("outage"), ORGS) as running:
         yield running
 
 

@@ -213,6 +213,27 @@ async def test_a_create_all_database_that_differs_from_the_models_is_refused(
     assert "alembic_version" not in await database.tables()
 
 
+async def test_a_database_migrated_by_a_newer_version_is_refused_in_words(
+    database: Database,
+) -> None:
+    """A replica (or a rollback) older than the database's schema: said so, not Alembic's
+    "Can't locate revision", and the database is left as it is."""
+    await database.upgrade()
+    store = database.store()
+    try:
+        async with store.engine.begin() as connection:
+            await connection.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+    finally:
+        await store.dispose()
+    with pytest.raises(MigrationError) as refused:
+        await database.upgrade()
+    assert str(refused.value).startswith(
+        f"the database is at revision 0999, which this version of payout-gateway does not "
+        f"ship (its newest is {head()}): a newer version migrated it."
+    )
+    assert await database.current() == "0999"
+
+
 # --- replicas, the alembic API, start-up, the command line -----------------------------------
 
 

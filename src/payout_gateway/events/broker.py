@@ -16,16 +16,22 @@ logger = logging.getLogger("payout_gateway.events")
 SUBSCRIBER_QUEUE_SIZE = 1000
 
 
+class SubscriberQueue(asyncio.Queue[StatusChanged]):
+    """One subscription's changes not yet sent. ``overflowed``: it fell further behind than
+    the queue holds, so it was taken out of the fan-out and its reader must end it."""
+
+    overflowed = False
+
+
 class EventBroker(Protocol):
     """Delivers each published change to every current subscriber of its organization, on this
     replica and (for distributed brokers) on every other."""
 
     async def publish(self, change: StatusChanged) -> None: ...
 
-    def subscribe(
-        self, organization_id: str
-    ) -> AbstractAsyncContextManager[asyncio.Queue[StatusChanged]]:
-        """A context manager yielding a queue of the organization's changes while it is open."""
+    def subscribe(self, organization_id: str) -> AbstractAsyncContextManager[SubscriberQueue]:
+        """A context manager yielding a queue of the organization's changes while it is open
+        (until the subscriber falls too far behind: see ``SubscriberQueue.overflowed``)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -39,21 +45,27 @@ class LocalFanout:
     """The per-replica half of every broker: organization -> subscriber queues."""
 
     def __init__(self) -> None:
-        self._queues: defaultdict[str, set[asyncio.Queue[StatusChanged]]] = defaultdict(set)
+        self._queues: defaultdict[str, set[SubscriberQueue]] = defaultdict(set)
 
     def deliver(self, change: StatusChanged) -> None:
-        for queue in list(self._queues.get(change.organization_id, ())):
+        queues = self._queues.get(change.organization_id, set())
+        for queue in list(queues):
             try:
                 queue.put_nowait(change)
             except asyncio.QueueFull:
-                # A subscriber that stopped reading must not hold memory or block others.
-                logger.warning("dropping a status change for a slow subscriber")
+                # A subscriber that stopped reading must not hold memory or block others, nor
+                # be shown a stream with a silent gap: it gets nothing more, and its reader,
+                # which finds the queue full, ends the subscription saying changes were missed.
+                queue.overflowed = True
+                queues.discard(queue)
+                logger.warning(
+                    "ending a slow subscriber's subscription: it fell %d status changes behind",
+                    queue.maxsize,
+                )
 
     @asynccontextmanager
-    async def subscription(
-        self, organization_id: str
-    ) -> AsyncIterator[asyncio.Queue[StatusChanged]]:
-        queue: asyncio.Queue[StatusChanged] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE_SIZE)
+    async def subscription(self, organization_id: str) -> AsyncIterator[SubscriberQueue]:
+        queue = SubscriberQueue(maxsize=SUBSCRIBER_QUEUE_SIZE)
         self._queues[organization_id].add(queue)
         try:
             yield queue
@@ -76,9 +88,7 @@ class InProcessBroker:
     async def publish(self, change: StatusChanged) -> None:
         self._local.deliver(change)
 
-    def subscribe(
-        self, organization_id: str
-    ) -> AbstractAsyncContextManager[asyncio.Queue[StatusChanged]]:
+    def subscribe(self, organization_id: str) -> AbstractAsyncContextManager[SubscriberQueue]:
         return self._local.subscription(organization_id)
 
     async def aclose(self) -> None:

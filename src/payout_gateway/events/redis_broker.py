@@ -18,7 +18,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from payout_gateway.domain.events import StatusChanged
-from payout_gateway.events.broker import LocalFanout
+from payout_gateway.events.broker import LocalFanout, SubscriberQueue
 
 logger = logging.getLogger("payout_gateway.events")
 
@@ -172,9 +172,7 @@ class RedisBroker:
         self._backlog_empty.clear()
         self._backlog_changed.set()
 
-    def subscribe(
-        self, organization_id: str
-    ) -> AbstractAsyncContextManager[asyncio.Queue[StatusChanged]]:
+    def subscribe(self, organization_id: str) -> AbstractAsyncContextManager[SubscriberQueue]:
         return self._local.subscription(organization_id)
 
     async def check(self, within: float = 2.0) -> None:

@@ -75,6 +75,12 @@ ENDED_BY_OUTAGE = (
 )
 
 
+FELL_BEHIND = (
+    "This subscription fell too far behind the status changes (its client read too slowly) "
+    "and missed some: it has ended. Subscribe again, then re-read the statuses you show."
+)
+
+
 @contextmanager
 def _outage_ends_the_subscription() -> Iterator[None]:
     """A database outage met while a subscription runs, in the check of the connection's
@@ -110,6 +116,10 @@ async def _changes(info: Ctx, object_type: ObjectType) -> AsyncGenerator[StatusC
         try:
             while True:
                 change = await queue.get()
+                if queue.overflowed:
+                    raise GraphQLError(
+                        FELL_BEHIND, extensions={"code": "SUBSCRIPTION_OVERFLOW", "retryable": True}
+                    )
                 if change.object_type is not object_type:
                     continue
                 if not await info.context.still_authorized():

@@ -126,11 +126,24 @@ def _current(connection: Connection) -> str | None:
 def _upgrade(connection: Connection, revision: str) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
-    if _current(connection) is None:
+    found = _current(connection)
+    if found is not None and found not in _shipped(config):
+        # Alembic says only "Can't locate revision identified by '0003'", which reads as a
+        # broken install; it is a replica or a rollback older than the database's schema.
+        raise MigrationError(
+            f"the database is at revision {found}, which this version of payout-gateway does "
+            f"not ship (its newest is {head()}): a newer version migrated it. Run that version "
+            "or a later one, or restore the backup taken before that upgrade."
+        )
+    if found is None:
         existing = set(inspect(connection).get_table_names()) & set(Base.metadata.tables)
         if existing:
             _adopt(connection, config, existing)
     command.upgrade(config, revision)
+
+
+def _shipped(config: Config) -> set[str]:
+    return {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
 
 
 def _adopt(connection: Connection, config: Config, existing: set[str]) -> None:
