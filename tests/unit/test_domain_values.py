@@ -8,6 +8,7 @@ from payout_gateway.domain.errors import InputValidationError
 from payout_gateway.domain.models import (
     AddBankAccountRequest,
     BankDetails,
+    PayoutRequest,
     PayoutVerificationRequest,
     validated,
 )
@@ -57,6 +58,7 @@ def test_valid_iban_is_accepted_in_compact_form() -> None:
         "123456789012345678",
         "12ab5678",
         "GB82WEST12345698765433",  # IBAN checksum off by one
+        "GB82 WE\u017fT 1234 5698 7654 32",  # a long s, which str.upper() turns into "S"
         "",
     ],
 )
@@ -98,7 +100,15 @@ def test_iso_codes_are_upper_cased(field: str, value: str, canonical: str) -> No
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("country", "XX"), ("country", "USA"), ("currency", "US$"), ("currency", "XYZ")],
+    [
+        ("country", "XX"),
+        ("country", "USA"),
+        ("currency", "US$"),
+        ("currency", "XYZ"),
+        # Non-ASCII letters that str.upper() turns into ASCII ones ("US", "USD").
+        ("country", "u\u017f"),
+        ("currency", "u\u017fd"),
+    ],
 )
 def test_unknown_iso_codes_are_rejected(field: str, value: str) -> None:
     with pytest.raises(InputValidationError) as caught:
@@ -126,6 +136,12 @@ def test_secrets_never_appear_in_repr() -> None:
         "https://2130706433/x",
         "https://metadata.google.internal/x",
         "https://user:pw@example.com/x",
+        # IPv4 in hex parts, as URL parsers (WHATWG, curl) read a numeric last label.
+        "https://0x7f.0.0.1/x",
+        "https://10.0x0.0.1/x",
+        "https://0x7f.1/x",
+        "https://example.0x10/x",
+        "https://127.0.0%2e1/x",  # a percent-escape URL parsers decode in the host
     ],
 )
 def test_document_url_must_be_public_https(url: str) -> None:
@@ -159,3 +175,30 @@ def test_every_invalid_field_is_reported_with_its_path() -> None:
         )
     paths = {issue.path for issue in caught.value.issues}
     assert {("email",), ("bank", "routing_number")} <= paths
+
+
+@pytest.mark.parametrize(
+    "url", ["https://example.com/id.pdf", "https://8.8.8.8/x", "https://files.example-1.co/a_b"]
+)
+def test_document_url_on_a_public_host_is_accepted(url: str) -> None:
+    request = validated(PayoutVerificationRequest, {**KYC, "document_url": url})
+    assert request.document_url == url
+
+
+@pytest.mark.parametrize("name", ["Ada\x00Lovelace", "Ada\nLovelace", "Ada\x1b[2J", "A\x9bda"])
+def test_names_with_control_characters_are_typed_errors(name: str) -> None:
+    # PostgreSQL cannot store a NUL: a holder name holding one failed the store after the
+    # provider had created the account.
+    for field in ("holder_name", "bank_name"):
+        with pytest.raises(InputValidationError) as caught:
+            validated(BankDetails, bank(**{field: name}))
+        assert caught.value.path == (field,)
+
+
+def test_payout_descriptions_keep_line_breaks_but_no_other_control_characters() -> None:
+    amount = {"amount_minor": 2500, "currency": "USD"}
+    kept = validated(PayoutRequest, {"amount": amount, "description": "October\r\n\tfees"})
+    assert kept.description == "October\r\n\tfees"
+    with pytest.raises(InputValidationError) as caught:
+        validated(PayoutRequest, {"amount": amount, "description": "October\x00"})
+    assert caught.value.path == ("description",)

@@ -21,6 +21,15 @@ from stdnum.us import rtn
 _SEPARATORS = re.compile(r"[ \-]")
 _ASCII_DIGITS = re.compile(r"[0-9]+")
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+# C0 and C1 control characters. PostgreSQL cannot store NUL in a text column: one in a holder
+# name failed the store after the provider had created the account.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Free text keeps tabs and line breaks.
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# A host name as URL parsers take it without reinterpreting it (no percent-escapes, no
+# characters they would drop or map); and a label they read as a number.
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
+_NUMBER_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
 
 
 def _ascii_digits(value: str) -> bool:
@@ -34,13 +43,17 @@ def canonical_account_number(value: object) -> str:
         value = value.get_secret_value()
     if not isinstance(value, str):
         raise ValueError("must be a string")
+    # ASCII before upper-casing: "\u017f".upper() is "S" (long s), so a non-ASCII IBAN would
+    # pass as an ASCII one.
+    if not value.isascii():
+        raise ValueError("must contain only the ASCII digits 0-9, or be an IBAN")
     compact = _SEPARATORS.sub("", value).upper()
     if _ascii_digits(compact):
         if not 4 <= len(compact) <= 17:
             raise ValueError("must have 4 to 17 digits")
         return compact
-    if compact[:2].isascii() and compact[:2].isalpha():
-        if compact.isascii() and iban.is_valid(compact):
+    if compact[:2].isalpha():
+        if iban.is_valid(compact):
             return iban.compact(compact)
         raise ValueError("is not a valid IBAN")
     raise ValueError("must contain only the ASCII digits 0-9, or be an IBAN")
@@ -67,8 +80,10 @@ def canonical_routing_number(value: object) -> str:
 def canonical_country(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string")
+    if not value.isascii():  # before upper(): "u\u017f".upper() is "US"
+        raise ValueError("must be an ISO 3166-1 alpha-2 country code")
     code = value.strip().upper()
-    if len(code) != 2 or not code.isascii() or pycountry.countries.get(alpha_2=code) is None:
+    if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
         raise ValueError("must be an ISO 3166-1 alpha-2 country code")
     return code
 
@@ -76,8 +91,10 @@ def canonical_country(value: object) -> str:
 def canonical_currency(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a string")
+    if not value.isascii():  # before upper(), as for countries
+        raise ValueError("must be an ISO 4217 currency code")
     code = value.strip().upper()
-    if len(code) != 3 or not code.isascii() or pycountry.currencies.get(alpha_3=code) is None:
+    if len(code) != 3 or pycountry.currencies.get(alpha_3=code) is None:
         raise ValueError("must be an ISO 4217 currency code")
     return code
 
@@ -100,8 +117,15 @@ def _is_private_host(host: str) -> bool:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        # A dotted host of digits only (e.g. "2130706433" or "127.1") is an IP in disguise.
-        return host.replace(".", "").isdigit() or "." not in host
+        # URL parsers (WHATWG's, curl's) read a host whose last label is a number as an IPv4
+        # address in decimal, octal or hex parts ("2130706433", "127.1", "0x7f.0.0.1") and
+        # decode percent-escapes in a host ("127.0.0%2e1"): an address in disguise. A name
+        # without a dot is an internal one.
+        return (
+            "." not in host
+            or _HOST_NAME.fullmatch(host) is None
+            or _NUMBER_LABEL.fullmatch(host.rsplit(".", 1)[1]) is not None
+        )
     return not address.is_global
 
 
@@ -116,6 +140,18 @@ def public_https_url(value: str) -> str:
         raise ValueError("must not carry credentials")
     if _is_private_host(parts.hostname):
         raise ValueError("must point at a public host, not a private or internal address")
+    return value
+
+
+def no_control_characters(value: str) -> str:
+    if _CONTROL.search(value) is not None:
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def no_control_characters_but_line_breaks(value: str) -> str:
+    if _TEXT_CONTROL.search(value) is not None:
+        raise ValueError("must not contain control characters other than tabs and line breaks")
     return value
 
 
@@ -144,5 +180,16 @@ PhoneNumber = Annotated[str, BeforeValidator(canonical_e164)]
 PublicHttpsUrl = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=2048), AfterValidator(public_https_url)
 ]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(no_control_characters),
+]
+ShortText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(no_control_characters),
+]
+FreeText = Annotated[
+    str, StringConstraints(max_length=500), AfterValidator(no_control_characters_but_line_breaks)
+]
