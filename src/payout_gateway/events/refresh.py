@@ -61,6 +61,12 @@ class _Backoff:
         self.wait.pop(object_id, None)
         self.due.pop(object_id, None)
 
+    def keep_only(self, object_ids: set[str]) -> None:
+        """Forget the objects a whole pass did not list: they became final some other way (a
+        webhook, a mutation), and would otherwise be remembered for the process's life."""
+        for gone in self.due.keys() - object_ids:
+            self.changed(gone)
+
 
 class StatusRefresher:
     def __init__(
@@ -89,19 +95,34 @@ class StatusRefresher:
         self._batch = batch
 
     async def run_forever(self) -> None:
+        # The kind of failure the cycles before this one ended with, and how many in a row:
+        # an outage of the database fails every cycle of every process alike, and one
+        # traceback per kind tells as much as one per cycle.
+        failing: type[BaseException] | None = None
+        failed_cycles = 0
         while True:
             try:
                 # The others wait for the leader's place: each object is fetched once per
                 # cycle, not once per worker and replica.
                 if await self._leadership.lead():
                     await self.run_once()
-            except Exception:  # one bad cycle must not stop refreshing for good
-                logger.exception("status refresh cycle failed")
+            except Exception as exc:  # one bad cycle must not stop refreshing for good
+                if type(exc) is not failing:
+                    logger.exception("status refresh cycle failed")
+                failing = type(exc)
+                failed_cycles += 1
+            else:
+                if failing is not None:
+                    logger.warning(
+                        "status refresh works again", extra={"failed_cycles": failed_cycles}
+                    )
+                failing, failed_cycles = None, 0
             await asyncio.sleep(self._interval)
 
     async def run_once(self) -> int:
         """One pass over every readable provider; returns how many objects moved."""
         moved = 0
+        listed: set[str] = set()
         for provider, adapter in self._providers.items():
             if not adapter.capabilities.can_read_bank_accounts:
                 continue
@@ -112,6 +133,7 @@ class StatusRefresher:
                 async for organization_id, object_id, provider_id in self._non_final(
                     object_type, provider, [str(s) for s in statuses]
                 ):
+                    listed.add(object_id)
                     org = orgs.get(organization_id)
                     if org is None or not self._backoff.is_due(object_id, self._monotonic()):
                         continue
@@ -120,6 +142,7 @@ class StatusRefresher:
                         self._backoff.changed(object_id)
                     else:
                         self._backoff.unchanged(object_id, self._monotonic())
+        self._backoff.keep_only(listed)
         return moved
 
     async def _non_final(

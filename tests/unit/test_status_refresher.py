@@ -1,0 +1,156 @@
+"""The status refresher's own bookkeeping: what it remembers between cycles, and what it logs
+when cycles keep failing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from payout_gateway.domain.enums import HolderType, Provider
+from payout_gateway.domain.errors import StoreUnavailableError
+from payout_gateway.domain.events import ObjectType
+from payout_gateway.events.refresh import StatusRefresher
+from payout_gateway.store import Store
+from tests.support.gateway import SeededOrg, seed_organizations
+
+ORG = SeededOrg(
+    "acme",
+    Provider.PAYGENTIC,
+    "pgx_refresher_token",
+    provider_org_id="org_refresher",
+    bank_name="Refresher Bank",
+    holder_type=HolderType.COMPANY,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def refresher(store: Store, clock: Clock) -> StatusRefresher:
+    readable = SimpleNamespace(capabilities=SimpleNamespace(can_read_bank_accounts=True))
+    return StatusRefresher(
+        store,
+        {Provider.PAYGENTIC: readable},  # type: ignore[dict-item]  # never asked: see below
+        pipeline=None,  # type: ignore[arg-type]  # nothing moves: _refresh is replaced
+        interval=1.0,
+        clock=lambda: datetime.now(UTC),
+        monotonic=clock,
+    )
+
+
+async def test_objects_no_longer_listed_are_forgotten(tmp_path: Path) -> None:
+    # An object that became final some other way (a webhook, a mutation's answer) leaves the
+    # listing; its back-off must not stay in memory for the process's life.
+    url = f"sqlite:///{tmp_path}/gateway.db"
+    await asyncio.to_thread(seed_organizations, url, (ORG,))  # it runs a loop of its own
+    store = Store.from_url(url)
+    async with store.session(write=False) as session:
+        [org] = await session.organizations_of_provider(Provider.PAYGENTIC)
+    clock = Clock()
+    subject = refresher(store, clock)
+    listed: list[str] = []
+    asked: list[str] = []
+
+    async def non_final(
+        object_type: ObjectType, provider: Provider, statuses: list[str]
+    ) -> AsyncIterator[tuple[str, str, str]]:
+        if object_type is ObjectType.BANK_ACCOUNT:
+            for object_id in listed:
+                yield org.id, object_id, f"pa_{object_id}"
+
+    async def refresh(adapter: Any, org: Any, object_type: Any, object_id: str, _: str) -> bool:
+        asked.append(object_id)
+        return False  # unchanged: backs off
+
+    subject._non_final = non_final  # type: ignore[method-assign]
+    subject._refresh = refresh  # type: ignore[method-assign]
+    try:
+        listed[:] = ["ba_1", "ba_2", "ba_3"]
+        assert await subject.run_once() == 0
+        assert sorted(subject._backoff.due) == ["ba_1", "ba_2", "ba_3"]
+        assert sorted(subject._backoff.wait) == ["ba_1", "ba_2", "ba_3"]
+
+        listed[:] = ["ba_2"]
+        clock.now += 10  # every back-off due again
+        asked.clear()
+        await subject.run_once()
+        assert asked == ["ba_2"]
+        assert list(subject._backoff.due) == ["ba_2"]
+        assert list(subject._backoff.wait) == ["ba_2"]
+        # ba_2 is remembered still: its wait grew instead of starting over.
+        assert subject._backoff.wait["ba_2"] == 2.0
+    finally:
+        await store.dispose()
+
+
+async def test_a_failing_cycle_is_logged_once_per_kind_of_failure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A database outage fails every cycle of every worker: one traceback, then one line when
+    # it works again, not a traceback every interval.
+    store = Store.from_url(f"sqlite:///{tmp_path}/gateway.db")
+    subject = StatusRefresher(
+        store,
+        {},
+        pipeline=None,  # type: ignore[arg-type]  # run_once is replaced
+        interval=0.001,
+        clock=lambda: datetime.now(UTC),
+    )
+    outcomes: list[BaseException | None] = [
+        StoreUnavailableError(),
+        StoreUnavailableError(),
+        StoreUnavailableError(),
+        RuntimeError("a bug of ours"),
+        None,
+        None,
+        RuntimeError("a bug of ours"),
+    ]
+    cycles = 0
+    done = asyncio.Event()
+
+    async def run_once() -> int:
+        nonlocal cycles
+        cycles += 1
+        if cycles > len(outcomes):
+            done.set()
+            return 0
+        outcome = outcomes[cycles - 1]
+        if outcome is not None:
+            raise outcome
+        return 0
+
+    subject.run_once = run_once  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="payout_gateway.refresh")
+    task = asyncio.create_task(subject.run_forever())
+    try:
+        await asyncio.wait_for(done.wait(), 30)  # a bound, not a timing claim
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await store.dispose()
+    lines = [
+        (record.levelname, record.getMessage(), record.exc_info is not None)
+        for record in caplog.records
+    ]
+    assert lines == [
+        ("ERROR", "status refresh cycle failed", True),  # the outage
+        ("ERROR", "status refresh cycle failed", True),  # another kind of failure
+        ("WARNING", "status refresh works again", False),
+        ("ERROR", "status refresh cycle failed", True),
+        ("WARNING", "status refresh works again", False),
+    ]
+    recovered = [r for r in caplog.records if r.getMessage() == "status refresh works again"]
+    assert [r.__dict__["failed_cycles"] for r in recovered] == [4, 1]
