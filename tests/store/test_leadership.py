@@ -11,6 +11,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 
 from payout_gateway.events.refresh import StatusRefresher
 from payout_gateway.store import Store
@@ -122,6 +123,39 @@ async def test_a_leader_whose_connection_dies_loses_the_lead_to_another(
     await b.step_down()
     assert await a.lead() is True
     await a.step_down()
+
+
+@pytest.mark.postgres
+async def test_the_leader_s_session_is_dropped_by_the_server_soon_after_its_peer_goes_silent(
+    two_replicas: tuple[Store, Store, str],
+) -> None:
+    # A leader cut off by a partition sends no FIN: the server frees the lock only once its
+    # TCP keepalive gives up on the session, by default after two hours of nobody refreshing.
+    first, second, _ = two_replicas
+    a, b = first.leadership("status-refresh"), second.leadership("status-refresh")
+    assert await a.lead() is True
+    assert await b.lead() is False
+    admin = await asyncpg.connect(POSTGRES_URL)
+    try:
+        lock_session = a._connection  # type: ignore[attr-defined]
+        assert lock_session is not None
+        settings = {
+            name: await lock_session.scalar(text(f"SHOW {name}"))
+            for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+        }
+        assert settings == {
+            "tcp_keepalives_idle": "30",
+            "tcp_keepalives_interval": "10",
+            "tcp_keepalives_count": "3",
+        }
+        # Only the lock's session: the one that asked and lost goes back to the pool as it came.
+        async with second.engine.connect() as other_session:
+            assert await other_session.scalar(
+                text("SHOW tcp_keepalives_idle")
+            ) == await admin.fetchval("SHOW tcp_keepalives_idle")
+    finally:
+        await admin.close()
+        await a.step_down()
 
 
 class Leads:

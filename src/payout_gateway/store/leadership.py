@@ -9,7 +9,10 @@ limit counts. The processes sharing a database elect one:
   waiting; the kernel drops it when its process exits, however it exits.
 - PostgreSQL (replicas): a session advisory lock, keyed by the job and the schema, held on a
   connection of its own; the server drops it when that connection ends. A leader whose
-  connection broke finds out at its next check and competes again like the others.
+  connection broke finds out at its next check and competes again like the others. A leader
+  cut off without a word (a partition, a host that died) is found out by the server's TCP
+  keepalive on that session, set short: with the server's default (the system's, two hours
+  on Linux) nobody would refresh meanwhile.
 - An in-memory SQLite database is one process's own: it always leads.
 """
 
@@ -79,6 +82,16 @@ class FileLeadership:
             os.close(fd)  # closing the file releases its flock
 
 
+# The lock's session on the server: a peer silent for 30 s is probed every 10 s, and dropped
+# (its lock with it) after 3 probes unanswered, about a minute in all. Session settings any
+# user may set; ignored on a Unix socket, where no peer can be cut off.
+LOCK_SESSION_KEEPALIVE = {
+    "tcp_keepalives_idle": 30,
+    "tcp_keepalives_interval": 10,
+    "tcp_keepalives_count": 3,
+}
+
+
 class AdvisoryLeadership:
     """A PostgreSQL session advisory lock on a connection of its own, held while this
     process leads."""
@@ -102,6 +115,9 @@ class AdvisoryLeadership:
             schema = await connection.scalar(select(func.current_schema()))
             key = advisory_key(self._job, str(schema or ""))
             taken = await connection.scalar(select(func.pg_try_advisory_lock(key)))
+            if taken:  # only the lock's session: a pooled one goes back as it came
+                for setting, seconds in LOCK_SESSION_KEEPALIVE.items():
+                    await connection.execute(text(f"SET {setting} = {seconds}"))
             # Session-level: the lock outlives the transaction that took it.
             await connection.commit()
         except BaseException:
