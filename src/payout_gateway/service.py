@@ -69,6 +69,14 @@ def provider_reference(organization_id: str, operation: str, key: str | None) ->
     return f"pgw_{digest[:32]}"
 
 
+def organization_reference(organization_id: str, purpose: str) -> str:
+    """The reference of what an organization has one of at its provider (``purpose``), the
+    same whichever call makes it; never one ``provider_reference`` gives (two fields hashed,
+    not three)."""
+    digest = hashlib.sha256(f"{organization_id}\x00{purpose}".encode()).hexdigest()
+    return f"pgw_{digest[:32]}"
+
+
 @dataclass(frozen=True, slots=True)
 class VerificationResult:
     payout_account: PayoutAccountRecord
@@ -407,8 +415,18 @@ class PayoutService:
         hold: Hold | None,
     ) -> tuple[VerificationResult, StatusChanged | None]:
         outcome = None
+        looked_for: list[str] = []
         if hold is not None and hold.recovering and not adapter.capabilities.has_idempotency:
-            found = await adapter.find_bank_account_by_reference(org.provider_context(), reference)
+            looked_for.append(reference)  # also what verifications created before 2026-12-08
+        if not adapter.capabilities.takes_kyc:
+            # The destination standing for the payout account is named for the organization,
+            # not the call: a verification that created it and died before recording it (a
+            # crash, a lost store) is found by the next one, whatever its key or none, instead
+            # of a second destination being created beside it.
+            reference = organization_reference(org.id, "payoutDestination")
+            looked_for.insert(0, reference)
+        for looked_up in looked_for:
+            found = await adapter.find_bank_account_by_reference(org.provider_context(), looked_up)
             if found is not None and found.provider_account_id is not None:
                 payout_account = await adapter.get_payout_account(
                     org.provider_context(),

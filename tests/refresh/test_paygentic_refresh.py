@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from payout_gateway.domain.enums import HolderType, Provider
 from payout_gateway.sandbox.paygentic import create_paygentic_sandbox
+from payout_gateway.store.database import StoreSession
 from tests.support.gateway import RunningGateway, SeededOrg, running_gateway
 from tests.support.live_server import live_server
 
@@ -264,3 +265,51 @@ async def test_objects_past_the_first_listing_page_are_refreshed_too(world: Worl
     )
     status = f'{{ node(id: "{newest["id"]}") {{ ... on BankAccount {{ status }} }} }}'
     await eventually(lambda: world.gql(status)["node"]["status"] == "ACTIVE")
+
+
+KEYED_VERIFY = """mutation($input: CompletePayoutVerificationInput!, $key: String) {
+  completePayoutVerification(input: $input, idempotencyKey: $key) {
+    __typename
+    ... on CompletePayoutVerificationSuccess {
+      payoutAccount { providerAccountId } bankAccount { providerAccountId } alreadyExisted }
+  } }"""
+
+
+@pytest.mark.parametrize("second_key", ["march-2", None])
+async def test_a_verification_lost_mid_way_is_found_by_the_next_whatever_its_key(
+    world: World, second_key: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paygentic created the verification's destination and the gateway recorded nothing (it
+    died there, or its database failed): the next verification, with another key or none,
+    takes that destination as the payout account instead of creating a second one beside it
+    (Paygentic has no idempotency, and one organization has one payout account)."""
+    original = StoreSession.save_payout_account
+    calls = 0
+
+    async def fails_once(self: StoreSession, record: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("the process died here")
+        await original(self, record)
+
+    monkeypatch.setattr(StoreSession, "save_payout_account", fails_once)
+    lost = httpx.post(
+        world.gateway.graphql_url,
+        json={"query": KEYED_VERIFY, "variables": {"input": INPUT, "key": "march"}},
+        headers=world.gateway.headers("acme"),
+        timeout=30,
+    ).json()
+    assert lost["errors"][0]["message"] == "Unexpected error.", lost
+    sandbox = world.sandbox.state.sandbox
+    assert sandbox.request_counts["POST /v0/externalAccounts"] == 1
+
+    again = world.gql(KEYED_VERIFY, {"input": INPUT, "key": second_key})
+    verified = again["completePayoutVerification"]
+    assert verified["__typename"] == "CompletePayoutVerificationSuccess", verified
+    assert sandbox.request_counts["POST /v0/externalAccounts"] == 1
+    (created,) = (record.account for record in sandbox._accounts.values())
+    assert verified["payoutAccount"]["providerAccountId"] == created.id
+    assert verified["bankAccount"] == {"providerAccountId": created.id}
+    (edge,) = world.gql(ACCOUNTS)["bankAccounts"]["edges"]
+    assert edge["node"]["providerAccountId"] == created.id
