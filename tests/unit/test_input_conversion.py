@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any, cast
 
 import pytest
@@ -11,6 +13,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types.arguments import convert_argument
 from strawberry.types.base import get_object_definition
 
+from payout_gateway.domain.errors import InputValidationError
 from payout_gateway.graphql.input_conversion import use_compiled_conversion
 from payout_gateway.graphql.inputs import (
     AddBankAccountInput,
@@ -138,3 +141,28 @@ def test_field_kinds_it_has_no_converter_for_are_refused(
     for _ in range(2):  # and again: nothing half compiled was kept
         with pytest.raises(TypeError, match="no compiled conversion"):
             convert_argument(value, input_type, SCALARS, SCHEMA.config)
+
+
+@pytest.mark.parametrize("currency", ["", "  "])
+def test_a_payout_s_currency_given_empty_is_refused_not_defaulted(currency: str) -> None:
+    # An empty currency in a bank account's input is a ValidationError; a payout's was quietly
+    # read as "the organization's currency".
+    with pytest.raises(InputValidationError) as caught:
+        RequestPayoutInput(amount=1500, currency=currency).to_domain("USD")
+    assert [issue.path for issue in caught.value.issues] == [("amount", "currency")]
+    assert RequestPayoutInput(amount=1500).to_domain("USD").amount.currency == "USD"
+
+
+def test_the_schema_builds_whichever_module_was_imported_first() -> None:
+    # inputs.py imported alone before the schema let Strawberry define the domain enums it
+    # takes a second time, bare, and build_schema() failed (DuplicatedTypeName); a fresh
+    # interpreter, as this module run alone under pytest was.
+    script = (
+        "from payout_gateway.graphql.inputs import RequestPayoutInput\n"
+        "from payout_gateway.graphql.schema import build_schema\n"
+        "print(len(build_schema().as_str()) > 0)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (result.returncode, result.stdout) == (0, "True\n"), result.stderr[-2000:]

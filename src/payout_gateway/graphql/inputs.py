@@ -19,6 +19,11 @@ from payout_gateway.domain.models import (
     PayoutVerificationRequest,
     validated,
 )
+
+# The domain enums these inputs take are named and described where types.py registers them:
+# imported first, or Strawberry makes bare definitions of its own for them, and a schema built
+# after this module was imported alone held two types of one name (DuplicatedTypeName).
+from payout_gateway.graphql import types as _registers_the_enums  # noqa: F401
 from payout_gateway.graphql.input_conversion import use_compiled_conversion
 
 
@@ -253,7 +258,11 @@ class RequestPayoutInput:
         return validated(
             PayoutRequest,
             _present(
-                amount={"amount_minor": self.amount, "currency": self.currency or default_currency},
+                # Only an omitted currency defaults: "" is refused, as in a bank account's input.
+                amount={
+                    "amount_minor": self.amount,
+                    "currency": default_currency if self.currency is None else self.currency,
+                },
                 description=self.description,
             ),
         )
