@@ -78,6 +78,22 @@ def test_invalid_account_numbers_are_typed_errors_without_the_value(bad: str) ->
         ("02100002", False),  # length
         ("02100002A", False),  # letters
         ("０２１０００００２１", False),  # full-width
+        # The checksum holds in each; the first two digits decide.
+        ("001000009", True),  # U.S. Government
+        ("121000002", True),  # Federal Reserve district 12
+        ("211000006", True),  # thrift
+        ("321000006", True),
+        ("611000004", True),  # electronic
+        ("721000004", True),
+        ("801000005", True),  # traveler's checks
+        ("000000000", False),
+        ("131000005", False),
+        ("201000003", False),
+        ("331000009", False),
+        ("601000001", False),
+        ("731000007", False),
+        ("811000008", False),
+        ("991000009", False),
     ],
 )
 def test_routing_numbers_are_aba_checked(routing: str, ok: bool) -> None:

@@ -74,7 +74,15 @@ def canonical_routing_number(value: object) -> str:
     # again (two thirds of this function's time on every add).
     if rtn.calc_check_digit(compact[:-1]) != compact[-1]:
         raise ValueError("fails the ABA routing number checksum")
+    # The first two digits name the Federal Reserve district (01-12), a thrift's (21-32), an
+    # electronic-only number's (61-72), the U.S. Government (00) or traveler's checks (80): any
+    # other number, and nine zeros, is no bank's, though one in ten passes the checksum.
+    if compact == "000000000" or not _ABA_PREFIXES.fullmatch(compact[:2]):
+        raise ValueError("is not a US routing number (its first two digits name no bank)")
     return compact
+
+
+_ABA_PREFIXES = re.compile(r"0[0-9]|1[0-2]|2[1-9]|3[0-2]|6[1-9]|7[0-2]|80")
 
 
 def canonical_country(value: object) -> str:

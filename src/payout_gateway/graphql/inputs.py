@@ -40,8 +40,9 @@ class BankAccountInput:
     holder_name: str = strawberry.field(description="The account holder's name, 1-200 characters.")
     routing_number: str | None = strawberry.field(
         default=None,
-        description="US ABA routing number, 9 digits with a valid checksum. Required by "
-        "Paygentic; optional for Commet.",
+        description="US ABA routing number: 9 digits with a valid checksum, the first two "
+        "naming a bank's district (00-12, 21-32, 61-72 or 80). Required by Paygentic; optional "
+        "for Commet.",
     )
     holder_type: HolderType | None = strawberry.field(
         default=None,
