@@ -436,6 +436,7 @@ class PayoutService:
                 outcome = PayoutVerificationOutcome(
                     payout_account=payout_account, bank_account=found, already_existed=False
                 )
+                break
         if outcome is None:
             outcome = await adapter.complete_payout_verification(
                 org.provider_context(), request, idempotency_key=reference
