@@ -211,6 +211,22 @@ def test_names_with_control_characters_are_typed_errors(name: str) -> None:
         assert caught.value.path == (field,)
 
 
+@pytest.mark.parametrize("name", ["\u200b", "\u200e\u200f", "\u200b\u2060\ufeff", "--", "\u2014 ."])
+def test_names_without_a_letter_or_digit_are_typed_errors(name: str) -> None:
+    # Zero-width spaces, direction marks or dashes alone read as empty to a person: no name a
+    # bank can match the account with.
+    for field in ("holder_name", "bank_name"):
+        with pytest.raises(InputValidationError) as caught:
+            validated(BankDetails, bank(**{field: name}))
+        assert caught.value.path == (field,)
+        assert caught.value.issues[0].message.endswith("must contain a letter or a digit")
+
+
+@pytest.mark.parametrize("name", ["Ada Lovelace", "Zoë O'Brien-Smith", "李小龍", "3M Co.", "X"])
+def test_names_with_a_letter_or_digit_are_accepted(name: str) -> None:
+    assert validated(BankDetails, bank(holder_name=name)).holder_name == name
+
+
 def test_payout_descriptions_keep_line_breaks_but_no_other_control_characters() -> None:
     amount = {"amount_minor": 2500, "currency": "USD"}
     kept = validated(PayoutRequest, {"amount": amount, "description": "October\r\n\tfees"})

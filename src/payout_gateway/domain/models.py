@@ -41,7 +41,7 @@ from payout_gateway.domain.values import (
     ShortText,
     iban_country,
     last4_of,
-    no_control_characters,
+    readable_name,
 )
 
 
@@ -135,7 +135,7 @@ class Address(_Frozen):
     postal_code: Annotated[
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=20),
-        AfterValidator(no_control_characters),
+        AfterValidator(readable_name),
     ]
     country: CountryCode
 

@@ -157,6 +157,16 @@ def no_control_characters(value: str) -> str:
     return value
 
 
+def readable_name(value: str) -> str:
+    """A name or an address part: no control characters, and at least one letter or digit (a
+    value of zero-width spaces, direction marks or dashes alone reads as empty to a person,
+    and is no name a bank can match)."""
+    no_control_characters(value)
+    if not any(character.isalnum() for character in value):
+        raise ValueError("must contain a letter or a digit")
+    return value
+
+
 def no_control_characters_but_line_breaks(value: str) -> str:
     if _TEXT_CONTROL.search(value) is not None:
         raise ValueError("must not contain control characters other than tabs and line breaks")
@@ -191,12 +201,12 @@ PublicHttpsUrl = Annotated[
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(no_control_characters),
+    AfterValidator(readable_name),
 ]
 ShortText = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(no_control_characters),
+    AfterValidator(readable_name),
 ]
 FreeText = Annotated[
     str, StringConstraints(max_length=500), AfterValidator(no_control_characters_but_line_breaks)
