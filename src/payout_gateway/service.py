@@ -65,15 +65,18 @@ def provider_reference(organization_id: str, operation: str, key: str | None) ->
     """
     if key is None:
         return f"pgw_{secrets.token_hex(16)}"
-    digest = hashlib.sha256(f"{organization_id}\x00{operation}\x00{key}".encode()).hexdigest()
-    return f"pgw_{digest[:32]}"
+    return _hashed_reference(organization_id, operation, key)
 
 
 def organization_reference(organization_id: str, purpose: str) -> str:
     """The reference of what an organization has one of at its provider (``purpose``), the
     same whichever call makes it; never one ``provider_reference`` gives (two fields hashed,
     not three)."""
-    digest = hashlib.sha256(f"{organization_id}\x00{purpose}".encode()).hexdigest()
+    return _hashed_reference(organization_id, purpose)
+
+
+def _hashed_reference(*fields: str) -> str:
+    digest = hashlib.sha256("\x00".join(fields).encode()).hexdigest()
     return f"pgw_{digest[:32]}"
 
 
@@ -254,15 +257,16 @@ class PayoutService:
                 await self._keys.forget(begun)
             raise
         except BaseException as exc:
+            applied_nothing = _not_applied(exc)
             # Kept (not forgotten) but marked, so that a retry after a rate limit or an open
             # circuit is not told an earlier attempt may have been applied.
-            nothing_applied = not begun.recovering and _not_applied(exc)
+            nothing_applied = not begun.recovering and applied_nothing
             # Shielded: a cancelled request must still hand its key on to the next one.
             with _keeping_the_failure("release"):
                 await asyncio.shield(
                     self._keys.release(begun, self._clock(), not_applied=nothing_applied)
                 )
-            if begun.recovering and _not_applied(exc):
+            if begun.recovering and applied_nothing:
                 # This attempt changed nothing, but it settled nothing either: the earlier one
                 # it took over may have been applied, and the caller must not hear otherwise.
                 _mark_earlier_attempt_unknown(exc)
