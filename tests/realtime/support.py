@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from payout_gateway.domain.enums import Provider
 from payout_gateway.domain.errors import StoreUnavailableError
 from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
+from payout_gateway.events.broker import Missed
 from payout_gateway.store.database import StoreSession
 from tests.support.fakes import FakeProvider
 from tests.support.gateway import RunningGateway, SeededOrg, running_gateway
@@ -245,6 +246,13 @@ class ServerLoop:
 
     def subscribers(self) -> int:
         return int(self._broker._local.subscriber_count)  # type: ignore[attr-defined]
+
+    async def lose_changes(self) -> None:
+        """As the broker does when changes were lost between replicas: every subscription
+        on the gateway is ended, told why."""
+        assert self._loop is not None
+        local = self._broker._local  # type: ignore[attr-defined]
+        self._loop.call_soon_threadsafe(local.interrupt, None, Missed.LOST_IN_FANOUT)
 
     async def publish(self, object_type: ObjectType, object_id: str = "obj_outage") -> None:
         assert self._loop is not None and self._organization_id is not None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,8 +16,10 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
+from payout_gateway.events.broker import Missed
 from payout_gateway.events.redis_broker import RedisBroker, stream_key
 from payout_gateway.settings import Settings
 from payout_gateway.web import create_app
@@ -41,8 +45,10 @@ def change(org: str, object_id: str = "pa_1", to: str = "VERIFIED") -> StatusCha
     )
 
 
-async def next_change(queue: asyncio.Queue[StatusChanged]) -> StatusChanged:
-    return await asyncio.wait_for(queue.get(), WAIT)
+async def next_change(queue: asyncio.Queue[StatusChanged | None]) -> StatusChanged:
+    got = await asyncio.wait_for(queue.get(), WAIT)
+    assert got is not None, "the subscription was ended"
+    return got
 
 
 @pytest.fixture
@@ -163,6 +169,8 @@ class TcpProxy:
 
     def __init__(self) -> None:
         self.port = 0
+        # The Redis it proxies to: another server's port makes it a replaced one.
+        self.upstream_port = 6379
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
@@ -191,7 +199,9 @@ class TcpProxy:
         # while it runs (the broker reconnects every few hundred ms) instead of leaving it
         # proxying through a proxy that is down.
         self._writers.append(writer)
-        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        upstream_reader, upstream_writer = await asyncio.open_connection(
+            "127.0.0.1", self.upstream_port
+        )
         self._writers.append(upstream_writer)
         if writer.is_closing():  # the proxy went down while the upstream connection opened
             upstream_writer.close()
@@ -288,7 +298,7 @@ async def test_changes_published_while_redis_is_away_are_sent_once_it_is_back(
         assert queue.empty()
 
 
-async def test_a_replica_away_past_the_streams_length_says_how_many_changes_it_missed(
+async def test_a_replica_away_past_the_streams_length_ends_its_subscriptions_and_counts_the_loss(
     prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     publisher = await RedisBroker.connect(REDIS_URL, prefix=prefix, stream_max_length=100)
@@ -305,22 +315,130 @@ async def test_a_replica_away_past_the_streams_length_says_how_many_changes_it_m
             for n in range(published):
                 await publisher.publish(change("org_1", f"pa_{n}"))
             await asyncio.wait_for(publisher.sent(), WAIT)
+            # What the replica reads once back, as its fan-out is handed it.
+            read_back: list[StatusChanged] = []
+            deliver = away._local.deliver
+            away._local.deliver = lambda c: (read_back.append(c), deliver(c))[1]  # type: ignore[method-assign]
 
             with caplog.at_level(logging.ERROR, logger="payout_gateway.events"):
                 await proxy.up()
                 assert await away.wait_until_subscribed(10)
+                # The subscription is not shown a stream with a gap: it is ended, saying why.
+                assert await asyncio.wait_for(queue.get(), WAIT) is None
+                assert queue.overflowed and queue.missed is Missed.LOST_IN_FANOUT
+
                 last = f"pa_{published - 1}"
-                delivered = [await next_change(queue)]
-                while delivered[-1].object_id != last:
-                    delivered.append(await next_change(queue))
+
+                async def caught_up() -> None:
+                    while not read_back or read_back[-1].object_id != last:
+                        await asyncio.sleep(0.02)
+
+                await asyncio.wait_for(caught_up(), WAIT)
             (report,) = [r for r in caplog.records if "trimmed past" in r.getMessage()]
             missed = report.args[0] if isinstance(report.args, tuple) else None
             assert isinstance(missed, int) and missed > 0
-            # Exactly the newest ones, in order, and the count of the others is exact.
-            assert missed + len(delivered) == published
-            assert [c.object_id for c in delivered] == [f"pa_{n}" for n in range(missed, published)]
+            # It read on from the oldest entry kept, in order, and the count of the others is
+            # exact.
+            assert missed + len(read_back) == published
+            assert [c.object_id for c in read_back] == [f"pa_{n}" for n in range(missed, published)]
     finally:
         await publisher.aclose()
+
+
+@asynccontextmanager
+async def another_redis_server(tmp_path: Path) -> AsyncIterator[int]:
+    """A second Redis server of its own (a restarted or failed-over one: another run id),
+    keeping nothing on disk; its port."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    client = Redis(port=port)
+    try:
+        for _ in range(200):
+            try:
+                await client.ping()
+                break
+            except RedisConnectionError:
+                await asyncio.sleep(0.05)
+        yield port
+    finally:
+        await client.aclose()
+        server.terminate()
+        server.wait(10)
+
+
+async def test_a_replica_finding_another_redis_server_ends_its_subscriptions(
+    prefix: str, tmp_path: Path
+) -> None:
+    async with (
+        another_redis_server(tmp_path) as other_port,
+        behind_a_proxy(prefix) as (proxy, replica),
+        replica.subscribe("org_1") as queue,
+    ):
+        await replica.publish(change("org_1", "pa_before"))
+        assert (await next_change(queue)).object_id == "pa_before"
+        await proxy.down()
+        await wait_until_away(replica)
+        # Redis came back as another server (failed over to a replica that had synced only
+        # part of the stream, or restarted): what the old stream held past this replica's
+        # place may be lost, though the stream is there.
+        failed_over = Redis(port=other_port)
+        await failed_over.xadd(stream_key(prefix), entry(change("org_1", "pa_synced")))
+        await failed_over.aclose()
+        proxy.upstream_port = other_port
+        await proxy.up()
+        assert await replica.wait_until_subscribed(10)
+        assert await asyncio.wait_for(queue.get(), WAIT) is None
+        assert queue.missed is Missed.LOST_IN_FANOUT
+        async with replica.subscribe("org_1") as again:  # and it goes on on the new server
+            await replica.publish(change("org_1", "pa_after"))
+            assert (await next_change(again)).object_id == "pa_after"
+
+
+async def test_a_replica_finding_the_stream_deleted_while_it_was_away_ends_its_subscriptions(
+    prefix: str, redis: Redis
+) -> None:
+    async with behind_a_proxy(prefix) as (proxy, replica), replica.subscribe("org_1") as queue:
+        await replica.publish(change("org_1", "pa_before"))
+        assert (await next_change(queue)).object_id == "pa_before"
+        await proxy.down()
+        await wait_until_away(replica)
+        await redis.delete(stream_key(prefix))
+        await proxy.up()
+        assert await replica.wait_until_subscribed(10)
+        assert await asyncio.wait_for(queue.get(), WAIT) is None
+        assert queue.missed is Missed.LOST_IN_FANOUT
+
+
+async def test_a_replica_reading_on_checks_the_server_is_still_the_same(
+    replicas: tuple[RedisBroker, RedisBroker],
+) -> None:
+    a, b = replicas
+    async with a.subscribe("org_1") as queue, b.subscribe("org_1") as other:
+        # As if the client had reconnected by itself to a restarted server while reading.
+        a._server_run_id = "a server restarted since"
+        assert await asyncio.wait_for(queue.get(), WAIT) is None
+        assert queue.missed is Missed.LOST_IN_FANOUT
+        await b.publish(change("org_1", "pa_next"))
+        assert (await next_change(other)).object_id == "pa_next"
+        assert not other.overflowed
 
 
 async def test_connect_fails_fast_without_redis() -> None:
@@ -398,15 +516,57 @@ async def test_the_unsent_backlog_is_bounded_dropping_the_oldest(
 ) -> None:
     broker = unreachable(backlog_limit=3, close_timeout_seconds=0.1)
     try:
-        for n in range(5):
-            await broker.publish(change("org_1", f"pa_{n}"))
-        assert broker.unsent == 3
-        assert broker.dropped_unsent == 2
-        kept = [StatusChanged.model_validate_json(p).object_id for _, p in broker._backlog]
-        assert kept == ["pa_2", "pa_3", "pa_4"]
-        assert "dropped the oldest unsent status change (2 dropped so far)" in caplog.text
+        async with broker.subscribe("org_1") as org1, broker.subscribe("org_2") as org2:
+            await broker.publish(change("org_2", "pa_other"))
+            for n in range(4):
+                await broker.publish(change("org_1", f"pa_{n}"))
+            assert broker.unsent == 3
+            assert broker.dropped_unsent == 2
+            kept = [StatusChanged.model_validate_json(p).object_id for _, _, p in broker._backlog]
+            assert kept == ["pa_1", "pa_2", "pa_3"]
+            assert "dropped the oldest unsent status change (2 dropped so far)" in caplog.text
+            # The subscriptions of the organizations whose changes were dropped end, saying so.
+            assert org1.overflowed and org1.missed is Missed.LOST_IN_FANOUT
+            assert org2.overflowed and org2.missed is Missed.LOST_IN_FANOUT
+            assert org1.get_nowait() is None
+        async with broker.subscribe("org_3") as org3:
+            await broker.publish(change("org_1", "pa_4"))
+            assert not org3.overflowed
     finally:
         await broker.aclose()
+
+
+async def test_other_replicas_end_the_subscriptions_of_organizations_whose_changes_were_dropped(
+    prefix: str,
+) -> None:
+    other = await RedisBroker.connect(REDIS_URL, prefix=prefix)
+    try:
+        async with (
+            behind_a_proxy(prefix, backlog_limit=2) as (proxy, dropping),
+            other.subscribe("org_1") as org1,
+            other.subscribe("org_2") as org2,
+        ):
+            await proxy.down()
+            await wait_until_away(dropping)
+            for n in range(3):  # the first is dropped unsent
+                await dropping.publish(change("org_1", f"pa_{n}"))
+            assert dropping.dropped_unsent == 1
+            assert not org1.overflowed  # the other replica cannot know yet
+
+            await proxy.up()
+            # The marker reaches it ahead of the changes kept: org_1's subscription ends;
+            # org_2's goes on and sees what comes next.
+            assert await asyncio.wait_for(org1.get(), WAIT) is None
+            assert org1.missed is Missed.LOST_IN_FANOUT
+            await asyncio.wait_for(dropping.sent(), WAIT)
+            await dropping.publish(change("org_2", "pa_next"))
+            assert (await next_change(org2)).object_id == "pa_next"
+            assert not org2.overflowed
+            async with other.subscribe("org_1") as again:  # subscribing again works
+                await dropping.publish(change("org_1", "pa_later"))
+                assert (await next_change(again)).object_id == "pa_later"
+    finally:
+        await other.aclose()
 
 
 async def test_readiness_follows_the_subscription_through_an_outage(prefix: str) -> None:

@@ -148,3 +148,28 @@ async def test_a_subscriber_that_stops_reading_is_told_it_missed_changes(
     # One warning for the subscription that fell behind, not one per change it missed.
     warnings = [r for r in caplog.records if "slow subscriber" in r.getMessage()]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
+async def test_a_subscriber_whose_changes_were_lost_between_replicas_is_told_so(
+    gw: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = ServerLoop(gw, monkeypatch)
+    async with connected(gw) as ws:
+        await acknowledged(ws, bearer(gw, ORG))
+        await subscribe(ws, "1", PAYOUT_CHANGES)
+        await eventually(lambda: server.subscribers() == 1, message="subscribed")
+        await publish(server, 1)
+        assert shown(await received(ws)) == payout_id(1)
+
+        await server.lose_changes()
+        message = await received(ws)
+        assert message["type"] == "next", message
+        [error] = message["payload"]["errors"]
+        assert error["extensions"] == {"code": "SUBSCRIPTION_OVERFLOW", "retryable": True}
+        assert "lost on their way to this subscription" in error["message"]
+        assert await received(ws) == {"id": "1", "type": "complete"}
+        # The connection goes on: subscribing again on it shows what comes next.
+        await subscribe(ws, "2", PAYOUT_CHANGES)
+        await eventually(lambda: server.subscribers() == 1, message="subscribed again")
+        await publish(server, 2)
+        assert shown(await received(ws)) == payout_id(2)

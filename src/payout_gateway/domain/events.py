@@ -36,6 +36,10 @@ class StatusChanged(BaseModel):
     provider_status: str
     source: ChangeSource
     at: datetime
+    # The change's place in the audit trail: a later change of the same object has a larger
+    # one (its row is written under the object's lock), so fan-out can drop one that arrives
+    # late. None from a version that did not send it.
+    sequence: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,17 +105,8 @@ class StatusPipeline:
             source=update.source,
             at=update.at,
         )
-        await session.record_status_change(
-            organization_id=change.organization_id,
-            object_type=change.object_type.value,
-            object_id=change.object_id,
-            from_status=change.from_status,
-            to_status=change.to_status,
-            provider_status=change.provider_status,
-            source=change.source.value,
-            at=change.at,
-        )
-        return change
+        sequence = await session.record_status_move(change)
+        return change.model_copy(update={"sequence": sequence})
 
 
 __all__ = ["MOVES", "DeliveredEvent", "StatusPipeline", "StatusUpdate"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import random
+import time
 import uuid
 from collections import OrderedDict, deque
 from contextlib import AbstractAsyncContextManager, suppress
@@ -18,7 +20,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from payout_gateway.domain.events import StatusChanged
-from payout_gateway.events.broker import LocalFanout, SubscriberQueue
+from payout_gateway.events.broker import LocalFanout, Missed, SubscriberQueue
 
 logger = logging.getLogger("payout_gateway.events")
 
@@ -32,6 +34,13 @@ DEFAULT_BACKLOG_LIMIT = 10_000
 # answer was lost): far more than one retried batch can hold.
 _RECENT_IDS = 4_096
 _SEND_BATCH = 200
+# How often a replica reading the stream asks whether Redis is still the same server (a
+# restart hidden by the client's own reconnection drops the stream, and what it held).
+_INSTANCE_CHECK_SECONDS = 1.0
+
+
+class _RedisReplaced(RedisError):
+    """The Redis server answering is not the one this replica read the stream from."""
 
 
 def stream_key(prefix: str) -> str:
@@ -49,6 +58,12 @@ class RedisBroker:
     many it missed. ``publish`` never waits for Redis: a sender task writes changes in order,
     keeping those it could not write yet (up to ``backlog_limit``) until Redis is back. A
     change written twice (a retried write whose first answer was lost) is delivered once.
+
+    Where changes are lost all the same, the subscriptions that missed them end (``Missed``):
+    the oldest unsent changes dropped from a full backlog (their organizations' subscriptions,
+    on every replica: a marker entry tells the others), the stream trimmed past a replica's
+    place while it was away, or a Redis server that restarted or was replaced (its stream
+    gone with whatever it held).
     """
 
     def __init__(
@@ -80,8 +95,14 @@ class RedisBroker:
         # not say), to tell how many a replica that was away missed if the stream was trimmed.
         self._ordinal: int | None = None
         self._recent: OrderedDict[str, None] = OrderedDict()
-        # Changes not yet written to Redis, in publication order, with their publication ids.
-        self._backlog: deque[tuple[str, str]] = deque()
+        # Changes not yet written to Redis, in publication order: (publication id,
+        # organization id, the change as JSON).
+        self._backlog: deque[tuple[str, str, str]] = deque()
+        # Organizations whose changes were dropped unsent, not yet told to the other replicas.
+        self._lost_organizations: set[str] = set()
+        # The Redis server's run id when this replica placed itself in the stream.
+        self._server_run_id: str | None = None
+        self._instance_checked = 0.0
         self._backlog_changed = asyncio.Event()
         self._backlog_empty = asyncio.Event()
         self._backlog_empty.set()
@@ -161,14 +182,18 @@ class RedisBroker:
         # Nor any wait for Redis: the change is committed and audited, and a request must not
         # fail or hang on fan-out.
         if len(self._backlog) >= self._backlog_limit:
-            self._backlog.popleft()
+            _, lost_organization, _ = self._backlog.popleft()
             self.dropped_unsent += 1
             logger.error(
                 "Redis unreachable for too long: dropped the oldest unsent status change "
                 "(%d dropped so far); subscribers on every replica miss it",
                 self.dropped_unsent,
             )
-        self._backlog.append((uuid.uuid4().hex, change.model_dump_json()))
+            # Its organization's subscriptions end here now, and on the other replicas once
+            # Redis takes the marker written ahead of the changes kept.
+            self._lost_organizations.add(lost_organization)
+            self._local.interrupt({lost_organization}, Missed.LOST_IN_FANOUT)
+        self._backlog.append((uuid.uuid4().hex, change.organization_id, change.model_dump_json()))
         self._backlog_empty.clear()
         self._backlog_changed.set()
 
@@ -225,13 +250,14 @@ class RedisBroker:
         delay = self._backoff_initial
         failing = False
         while True:
-            if not self._backlog:
+            if not self._backlog and not self._lost_organizations:
                 self._backlog_changed.clear()
                 await self._backlog_changed.wait()
                 continue
             batch = list(itertools.islice(self._backlog, _SEND_BATCH))
+            lost = frozenset(self._lost_organizations)
             try:
-                await self._write(batch)
+                await self._write(batch, lost)
             except (RedisError, OSError) as error:
                 if not failing:
                     logger.warning(
@@ -251,6 +277,7 @@ class RedisBroker:
             if failing:
                 logger.info("status changes are reaching Redis again")
             failing, delay = False, self._backoff_initial
+            self._lost_organizations -= lost
             # Written: forget them. The backlog only grows at its end meanwhile, and drops
             # from its start only when full, which may already have dropped some of these.
             for entry in batch:
@@ -259,11 +286,18 @@ class RedisBroker:
             if not self._backlog:
                 self._backlog_empty.set()
 
-    async def _write(self, batch: list[tuple[str, str]]) -> None:
+    async def _write(self, batch: list[tuple[str, str, str]], lost: frozenset[str]) -> None:
         # One round trip, in order. A batch cut off midway is written again whole: its entries
         # that did arrive are then read twice and delivered once (their publication ids).
         async with self._client.pipeline(transaction=False) as pipe:
-            for publication_id, payload in batch:
+            if lost:  # ahead of the changes kept, where the dropped ones would have been
+                pipe.xadd(
+                    self._key,
+                    {"id": uuid.uuid4().hex, "missed": json.dumps(sorted(lost))},
+                    maxlen=self._max_length,
+                    approximate=True,
+                )
+            for publication_id, _, payload in batch:
                 pipe.xadd(
                     self._key,
                     {"id": publication_id, "change": payload},
@@ -300,12 +334,30 @@ class RedisBroker:
     async def _place(self) -> None:
         """On first connecting, start after the stream's last entry (a new replica has no
         subscribers who missed anything); on reconnecting, go on from the last entry read, and
-        say how many changes it missed if the stream was trimmed past it meanwhile."""
+        say how many changes it missed if the stream was trimmed past it meanwhile (ending the
+        subscriptions here, which missed them). A Redis server that is not the one read before
+        (restarted, or failed over) may have lost entries this replica never read: its
+        subscriptions end, and it starts over as a new replica would."""
+        run_id = await self._run_id()
+        if self._server_run_id is not None and run_id != self._server_run_id:
+            logger.error(
+                "Redis is not the server this replica read the status stream from (restarted "
+                "or replaced): changes it held may be lost; ending the subscriptions here"
+            )
+            self._local.interrupt(None, Missed.LOST_IN_FANOUT)
+            self._position = self._ordinal = None
+        self._server_run_id = run_id
+        self._instance_checked = time.monotonic()
         try:
             info = await self._client.xinfo_stream(self._key)
-        except ResponseError:  # no such key: nothing was written yet
-            if self._position is None:
-                self._position, self._ordinal = "0-0", 0
+        except ResponseError:  # no such key: nothing was written yet, or it was deleted
+            if self._position not in (None, "0-0"):
+                logger.error(
+                    "the Redis status stream is gone (deleted): changes it held may be lost; "
+                    "ending the subscriptions here"
+                )
+                self._local.interrupt(None, Missed.LOST_IN_FANOUT)
+            self._position, self._ordinal = "0-0", 0
             return
         # Every entry ever added has an ordinal (we never delete one): the stream now holds
         # ordinals added - length + 1 up to added, and this replica has read up to its own.
@@ -324,10 +376,32 @@ class RedisBroker:
                 "PAYOUT_GATEWAY_REDIS_STREAM_MAX_LENGTH if outages last this long)",
                 missed,
             )
+            self._local.interrupt(None, Missed.LOST_IN_FANOUT)
             self._ordinal = added - length
+
+    async def _run_id(self) -> str | None:
+        """The server's run id; None where INFO is refused (some managed Redis services
+        rename it), which leaves restarts unseen there."""
+        try:
+            server = await self._client.info("server")
+        except ResponseError:
+            return None
+        run_id = server.get("run_id")
+        return str(run_id) if run_id is not None else None
+
+    async def _check_instance(self) -> None:
+        """While reading: raise ``_RedisReplaced`` once the server answering is not the one
+        placed on (the client reconnects by itself, so a quick restart would pass unseen)."""
+        now = time.monotonic()
+        if now - self._instance_checked < _INSTANCE_CHECK_SECONDS:
+            return
+        self._instance_checked = now
+        if await self._run_id() != self._server_run_id:
+            raise _RedisReplaced("the Redis server was restarted or replaced")
 
     async def _read(self) -> None:
         while True:
+            await self._check_instance()
             assert self._position is not None
             answer: Any = await self._client.xread(
                 {self._key: self._position}, count=_SEND_BATCH, block=self._block_ms
@@ -343,7 +417,8 @@ class RedisBroker:
 
     def _receive(self, fields: dict[Any, Any]) -> None:
         publication_id, data = _field(fields, "id"), _field(fields, "change")
-        if publication_id is None or data is None:
+        missed = _field(fields, "missed")
+        if publication_id is None or (data is None and missed is None):
             logger.warning("ignoring a malformed entry on the Redis status stream")
             return
         key = _text(publication_id)
@@ -352,12 +427,30 @@ class RedisBroker:
         self._recent[key] = None
         if len(self._recent) > _RECENT_IDS:
             self._recent.popitem(last=False)
+        if missed is not None:
+            self._receive_missed(missed)
+            return
+        assert data is not None
         try:
             change = StatusChanged.model_validate_json(data)
         except ValidationError:
             logger.warning("ignoring a malformed status change on the Redis status stream")
             return
         self._local.deliver(change)
+
+    def _receive_missed(self, data: bytes | str) -> None:
+        """A replica dropped changes of these organizations unsent: end their subscriptions
+        here (all of them, if the marker cannot be read)."""
+        try:
+            organizations = json.loads(data)
+        except ValueError:
+            organizations = None
+        if not isinstance(organizations, list) or not all(
+            isinstance(o, str) for o in organizations
+        ):
+            logger.warning("a malformed lost-changes marker on the Redis status stream")
+            organizations = None
+        self._local.interrupt(organizations, Missed.LOST_IN_FANOUT)
 
 
 def _field(fields: dict[Any, Any], name: str) -> bytes | str | None:

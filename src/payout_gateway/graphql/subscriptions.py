@@ -14,6 +14,7 @@ from strawberry.types import Info
 from payout_gateway.domain.enums import BankAccountStatus, PayoutAccountStatus
 from payout_gateway.domain.errors import StoreUnavailableError
 from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
+from payout_gateway.events.broker import Missed
 from payout_gateway.graphql.context import GatewayContext
 from payout_gateway.graphql.safety import IsAuthenticated, store_unavailable_extensions
 from payout_gateway.graphql.types import BankAccount, PayoutAccount
@@ -79,6 +80,12 @@ FELL_BEHIND = (
     "This subscription fell too far behind the status changes (its client read too slowly) "
     "and missed some: it has ended. Subscribe again, then re-read the statuses you show."
 )
+LOST_IN_FANOUT = (
+    "Status changes were lost on their way to this subscription (the gateway could not pass "
+    "them between its replicas in time) and it has ended. Subscribe again, then re-read the "
+    "statuses you show."
+)
+_MISSED_MESSAGES = {Missed.FELL_BEHIND: FELL_BEHIND, Missed.LOST_IN_FANOUT: LOST_IN_FANOUT}
 
 
 @contextmanager
@@ -116,9 +123,10 @@ async def _changes(info: Ctx, object_type: ObjectType) -> AsyncGenerator[StatusC
         try:
             while True:
                 change = await queue.get()
-                if queue.overflowed:
+                if queue.overflowed or change is None:
                     raise GraphQLError(
-                        FELL_BEHIND, extensions={"code": "SUBSCRIPTION_OVERFLOW", "retryable": True}
+                        _MISSED_MESSAGES[queue.missed or Missed.FELL_BEHIND],
+                        extensions={"code": "SUBSCRIPTION_OVERFLOW", "retryable": True},
                     )
                 if change.object_type is not object_type:
                     continue

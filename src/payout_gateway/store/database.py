@@ -576,6 +576,8 @@ _INSERT_BANK_ACCOUNT = insert(_BANK_ACCOUNTS)
 _INSERT_PAYOUT = insert(_PAYOUTS)
 # Inline: no RETURNING of the generated id on PostgreSQL, as nothing reads it.
 _INSERT_STATUS_CHANGE = insert(_STATUS_CHANGES).inline()
+# A move's row answers its id: the change's sequence (``StatusChanged.sequence``).
+_INSERT_STATUS_MOVE = insert(_STATUS_CHANGES).returning(_STATUS_CHANGES.c.id)
 # Hot reads built once, with bound parameters: SQLAlchemy then finds each compiled without
 # building the statement and its cache key again on every call (a Paygentic add's first-account
 # check cost a tenth of the add that way).
@@ -1330,9 +1332,30 @@ class StoreSession:
                 provider_status=row.provider_status,
                 source=ChangeSource(row.source),
                 at=row.at,
+                sequence=row.id,
             )
             for row in rows
         ]
+
+    async def record_status_move(self, change: StatusChanged) -> int:
+        """The audit row of a move of an existing object, written while the pipeline holds
+        the object's lock (``lock_status``); its id, the change's sequence: the ids of one
+        object's moves grow in the order they commit, on SQLite (one writer at a time) and on
+        PostgreSQL (the lock orders the rows' inserts, each taking the next id)."""
+        result = await self._session.execute(
+            _INSERT_STATUS_MOVE,
+            {
+                "organization_id": change.organization_id,
+                "object_type": change.object_type.value,
+                "object_id": change.object_id,
+                "from_status": change.from_status,
+                "to_status": change.to_status,
+                "provider_status": change.provider_status,
+                "source": change.source.value,
+                "at": change.at,
+            },
+        )
+        return int(result.scalar_one())
 
     async def record_status_change(
         self,
