@@ -180,6 +180,9 @@ def uvicorn_options(settings: Settings, host: str, port: int) -> dict[str, Any]:
         # (uvicorn's own is 16 MiB), so that a subscribe message is refused before it is read
         # whole, parsed and validated, as a body past the limit gets 413 before the app.
         "ws_max_size": settings.max_body_bytes,
+        # No "server: uvicorn" on every answer: which server (and so which of its advisories)
+        # is a scanner's first question, and no client needs it.
+        "server_header": False,
     }
 
 

@@ -41,6 +41,8 @@ class Served:
     # How the server closed a WebSocket after a message larger than a request body may be
     # (None: it did not close it).
     oversized_message_close: tuple[int, str] | None
+    # The header names of the add's answer.
+    answer_headers: frozenset[str]
 
 
 async def send_oversized_message(url: str) -> tuple[int, str] | None:
@@ -119,7 +121,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
         finally:
             process.terminate()
             process.wait(timeout=15)
-    return Served(stderr_path.read_text(), oversized_message_close)
+    return Served(stderr_path.read_text(), oversized_message_close, frozenset(added.headers))
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +147,12 @@ def test_requests_are_logged_without_their_query_strings(served_log: str) -> Non
     assert "query-string-secret" not in served_log
     # uvicorn's own line for the WebSocket's handshake is kept, without its query string.
     assert '"WebSocket /graphql" [accepted]' in served_log, served_log[-3000:]
+
+
+def test_answers_do_not_name_the_server_software(served: Served) -> None:
+    """No ``server: uvicorn``: which server runs is a scanner's first question."""
+    assert "server" not in served.answer_headers
+    assert "x-request-id" in served.answer_headers
 
 
 def test_a_websocket_message_is_capped_as_a_request_body_is(served: Served) -> None:
