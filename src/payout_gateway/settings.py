@@ -172,6 +172,9 @@ class Settings(BaseSettings):
     )
     # Changes the stream keeps, about: what a replica away from Redis can still catch up on.
     redis_stream_max_length: Annotated[int, Field(ge=100)] = 10_000
+    # With Redis: a move still in the status outbox this long after its commit is published
+    # by the relay's leader (its replica stopped before Redis took it).
+    status_outbox_grace_seconds: Annotated[float, Field(gt=0)] = 15.0
     # Idempotency keys are kept this long after the first request (Stripe: 24 h).
     idempotency_retention_hours: Annotated[float, Field(gt=0)] = 24.0
     # A request holding a key longer than this is presumed dead; a retry may take over.

@@ -522,7 +522,7 @@ async def test_the_unsent_backlog_is_bounded_dropping_the_oldest(
                 await broker.publish(change("org_1", f"pa_{n}"))
             assert broker.unsent == 3
             assert broker.dropped_unsent == 2
-            kept = [StatusChanged.model_validate_json(p).object_id for _, _, p in broker._backlog]
+            kept = [StatusChanged.model_validate_json(u.payload).object_id for u in broker._backlog]
             assert kept == ["pa_1", "pa_2", "pa_3"]
             assert "dropped the oldest unsent status change (2 dropped so far)" in caplog.text
             # The subscriptions of the organizations whose changes were dropped end, saying so.

@@ -37,11 +37,16 @@ from tests.support.gateway import PEPPER, SeededOrg, seed_organizations
 from tests.support.live_server import free_port, live_server
 from tests.support.names import unique_suffix
 from tests.support.postgres import fresh_database
+from tests.support.stalling_proxy import stalling_proxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ORG = SeededOrg("rt2-a", Provider.COMMET, "ck_live_replicasA0001")
+# Verified through the replica that is killed.
+KILLED_ORG = SeededOrg("rt2-k", Provider.COMMET, "ck_live_replicasK0003")
+# A move still in the status outbox this long after its commit is relayed by the leader.
+OUTBOX_GRACE_SECONDS = 2.0
 WEBHOOK_ORG_KEY = "ck_live_replicasW0002"
 WEBHOOK_SECRET = "whsec_replicas_test_secret"
 START_TIMEOUT = 30.0
@@ -69,6 +74,8 @@ class Cluster:
     keys: dict[str, str]
     org_ids: dict[str, str]
     channel_prefix: str
+    # How a replica of this cluster is configured (another may join with it).
+    env: dict[str, str]
 
     async def commet_control(
         self, provider_key: str, path: str, body: dict[str, Any]
@@ -167,9 +174,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             WEBHOOK_ORG_KEY,
             provider_org_id=_commet_organization_id(commet_url, WEBHOOK_ORG_KEY),
         )
-        keys = seed_organizations(database_url, (ORG, webhook_org))
+        keys = seed_organizations(database_url, (ORG, webhook_org, KILLED_ORG))
         org_ids = _org_ids(
-            database_url, [ORG.name, webhook_org.name], {webhook_org.name: WEBHOOK_SECRET}
+            database_url,
+            [ORG.name, webhook_org.name, KILLED_ORG.name],
+            {webhook_org.name: WEBHOOK_SECRET},
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUT_GATEWAY_")}
         env |= {
@@ -181,11 +190,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "PAYOUT_GATEWAY_API_KEY_PEPPER": PEPPER.get_secret_value(),
             "PAYOUT_GATEWAY_DEMO_ORGANIZATIONS": "false",
             "PAYOUT_GATEWAY_LOG_LEVEL": "WARNING",
+            "PAYOUT_GATEWAY_STATUS_OUTBOX_GRACE_SECONDS": str(OUTBOX_GRACE_SECONDS),
         }
         a = stack.enter_context(replica("replica-a", env, workdir))
         b = stack.enter_context(replica("replica-b", env, workdir))
         wait_ready([a, b])
-        yield Cluster(a, b, commet_url, keys, org_ids, prefix)
+        yield Cluster(a, b, commet_url, keys, org_ids, prefix, env)
 
 
 async def wait_until_live(
@@ -310,3 +320,44 @@ async def test_a_webhook_delivered_to_replica_b_reaches_a_subscriber_on_replica_
         assert event["toStatus"] == "PAID"
         assert event["providerStatus"] == "paid"
         assert event["source"] == "WEBHOOK"
+
+
+async def test_a_change_committed_by_a_replica_killed_before_redis_took_it_is_still_shown(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    key = cluster.keys[KILLED_ORG.name]
+    with stalling_proxy(("127.0.0.1", 6379)) as to_redis:
+        env = cluster.env | {"PAYOUT_GATEWAY_REDIS_URL": f"redis://127.0.0.1:{to_redis.port}/0"}
+        with replica("replica-c", env, tmp_path) as c:
+            wait_ready([c])
+            created = await verify(c.graphql_url, key)
+            assert created["payoutAccount"]["status"] == "PENDING_VERIFICATION"
+
+            init = {"Authorization": f"Bearer {key}"}
+            async with subscribed(
+                cluster.a.graphql_url, PAYOUT_ACCOUNT_CHANGES, init_payload=init
+            ) as on_a:
+                await wait_until_live(
+                    on_a,
+                    cluster,
+                    KILLED_ORG.name,
+                    ObjectType.PAYOUT_ACCOUNT,
+                    "payoutAccountStatusChanged",
+                )
+                # C's way to Redis goes silent; the provider approves, C learns it from
+                # Commet's answer and commits it, and is killed while the change waits for
+                # Redis in its memory.
+                to_redis.stall()
+                await commet_verifies_payout_account(
+                    cluster.commet_url, KILLED_ORG.provider_api_key
+                )
+                again = await verify(c.graphql_url, key)
+                assert again["payoutAccount"]["status"] == "VERIFIED"
+                c.process.kill()
+                c.process.wait(timeout=STOP_TIMEOUT)
+
+                # The relay's leader (A or B) publishes it from the outbox after its grace.
+                event = await next_real_event(on_a, "payoutAccountStatusChanged")
+                assert event["fromStatus"] == "PENDING_VERIFICATION"
+                assert event["toStatus"] == "VERIFIED"
+                assert event["payoutAccount"]["status"] == "VERIFIED"

@@ -4,6 +4,7 @@ audit row -> publish. Mutation responses, webhooks and refreshes all feed it."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from payout_gateway.domain.enums import BankAccountStatus, PayoutAccountStatus, PayoutStatus
@@ -38,9 +39,13 @@ STATUS_TYPES: dict[ObjectType, type[StrEnum]] = {
 
 
 class StatusPipeline:
-    def __init__(self, store: Store, broker: EventBroker) -> None:
+    """``outbox``: each move is also kept in the status outbox until the replicas' fan-out
+    has it (events/outbox.py); only a fan-out between replicas needs that."""
+
+    def __init__(self, store: Store, broker: EventBroker, *, outbox: bool = False) -> None:
         self._store = store
         self._broker = broker
+        self._outbox = outbox
 
     async def apply(
         self, update: StatusUpdate, *, event: DeliveredEvent | None = None
@@ -106,6 +111,8 @@ class StatusPipeline:
             at=update.at,
         )
         sequence = await session.record_status_move(change)
+        if self._outbox:
+            await session.add_to_outbox(sequence, at=datetime.now(UTC))
         return change.model_copy(update={"sequence": sequence})
 
 

@@ -10,8 +10,9 @@ import random
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, suppress
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -37,6 +38,15 @@ _SEND_BATCH = 200
 # How often a replica reading the stream asks whether Redis is still the same server (a
 # restart hidden by the client's own reconnection drops the stream, and what it held).
 _INSTANCE_CHECK_SECONDS = 1.0
+
+
+class _Unsent(NamedTuple):
+    """A change published here and not yet in the stream."""
+
+    publication_id: str
+    organization_id: str
+    payload: str  # the change as JSON
+    sequence: int | None
 
 
 class _RedisReplaced(RedisError):
@@ -95,9 +105,8 @@ class RedisBroker:
         # not say), to tell how many a replica that was away missed if the stream was trimmed.
         self._ordinal: int | None = None
         self._recent: OrderedDict[str, None] = OrderedDict()
-        # Changes not yet written to Redis, in publication order: (publication id,
-        # organization id, the change as JSON).
-        self._backlog: deque[tuple[str, str, str]] = deque()
+        # Changes not yet written to Redis, in publication order.
+        self._backlog: deque[_Unsent] = deque()
         # Organizations whose changes were dropped unsent, not yet told to the other replicas.
         self._lost_organizations: set[str] = set()
         # The Redis server's run id when this replica placed itself in the stream.
@@ -109,6 +118,9 @@ class RedisBroker:
         self._sender: asyncio.Task[None] | None = None
         self.subscriptions_made = 0
         self.dropped_unsent = 0
+        # Told the sequences of the changes each write put in the stream (the status outbox
+        # forgets them then).
+        self.on_written: Callable[[list[int]], None] | None = None
 
     @classmethod
     async def connect(
@@ -182,7 +194,7 @@ class RedisBroker:
         # Nor any wait for Redis: the change is committed and audited, and a request must not
         # fail or hang on fan-out.
         if len(self._backlog) >= self._backlog_limit:
-            _, lost_organization, _ = self._backlog.popleft()
+            lost_organization = self._backlog.popleft().organization_id
             self.dropped_unsent += 1
             logger.error(
                 "Redis unreachable for too long: dropped the oldest unsent status change "
@@ -193,7 +205,11 @@ class RedisBroker:
             # Redis takes the marker written ahead of the changes kept.
             self._lost_organizations.add(lost_organization)
             self._local.interrupt({lost_organization}, Missed.LOST_IN_FANOUT)
-        self._backlog.append((uuid.uuid4().hex, change.organization_id, change.model_dump_json()))
+        self._backlog.append(
+            _Unsent(
+                uuid.uuid4().hex, change.organization_id, change.model_dump_json(), change.sequence
+            )
+        )
         self._backlog_empty.clear()
         self._backlog_changed.set()
 
@@ -278,6 +294,8 @@ class RedisBroker:
                 logger.info("status changes are reaching Redis again")
             failing, delay = False, self._backoff_initial
             self._lost_organizations -= lost
+            if self.on_written is not None:
+                self.on_written([u.sequence for u in batch if u.sequence is not None])
             # Written: forget them. The backlog only grows at its end meanwhile, and drops
             # from its start only when full, which may already have dropped some of these.
             for entry in batch:
@@ -286,7 +304,7 @@ class RedisBroker:
             if not self._backlog:
                 self._backlog_empty.set()
 
-    async def _write(self, batch: list[tuple[str, str, str]], lost: frozenset[str]) -> None:
+    async def _write(self, batch: list[_Unsent], lost: frozenset[str]) -> None:
         # One round trip, in order. A batch cut off midway is written again whole: its entries
         # that did arrive are then read twice and delivered once (their publication ids).
         async with self._client.pipeline(transaction=False) as pipe:
@@ -297,10 +315,10 @@ class RedisBroker:
                     maxlen=self._max_length,
                     approximate=True,
                 )
-            for publication_id, _, payload in batch:
+            for unsent in batch:
                 pipe.xadd(
                     self._key,
-                    {"id": publication_id, "change": payload},
+                    {"id": unsent.publication_id, "change": unsent.payload},
                     maxlen=self._max_length,
                     approximate=True,
                 )

@@ -568,6 +568,7 @@ _BANK_ACCOUNTS: Table = Base.metadata.tables["bank_accounts"]
 _PAYOUT_ACCOUNTS: Table = Base.metadata.tables["payout_accounts"]
 _PAYOUTS: Table = Base.metadata.tables["payouts"]
 _STATUS_CHANGES: Table = Base.metadata.tables["status_changes"]
+_STATUS_OUTBOX: Table = Base.metadata.tables["status_outbox"]
 _IDEMPOTENCY: Table = Base.metadata.tables["idempotency_records"]
 _LEASES: Table = Base.metadata.tables["organization_leases"]
 _WEBHOOK_EVENTS: Table = Base.metadata.tables["webhook_events"]
@@ -578,6 +579,7 @@ _INSERT_PAYOUT = insert(_PAYOUTS)
 _INSERT_STATUS_CHANGE = insert(_STATUS_CHANGES).inline()
 # A move's row answers its id: the change's sequence (``StatusChanged.sequence``).
 _INSERT_STATUS_MOVE = insert(_STATUS_CHANGES).returning(_STATUS_CHANGES.c.id)
+_INSERT_OUTBOX = insert(_STATUS_OUTBOX)
 # Hot reads built once, with bound parameters: SQLAlchemy then finds each compiled without
 # building the statement and its cache key again on every call (a Paygentic add's first-account
 # check cost a tenth of the add that way).
@@ -1322,20 +1324,7 @@ class StoreSession:
         rows = await self._session.scalars(
             query.order_by(StatusChangeRow.at.desc(), StatusChangeRow.id.desc()).limit(first)
         )
-        return [
-            StatusChanged(
-                organization_id=row.organization_id,
-                object_type=ObjectType(row.object_type),
-                object_id=row.object_id,
-                from_status=row.from_status,
-                to_status=row.to_status,
-                provider_status=row.provider_status,
-                source=ChangeSource(row.source),
-                at=row.at,
-                sequence=row.id,
-            )
-            for row in rows
-        ]
+        return [_status_change(row) for row in rows]
 
     async def record_status_move(self, change: StatusChanged) -> int:
         """The audit row of a move of an existing object, written while the pipeline holds
@@ -1356,6 +1345,38 @@ class StoreSession:
             },
         )
         return int(result.scalar_one())
+
+    async def add_to_outbox(self, sequence: int, *, at: datetime) -> None:
+        """Keep a move in the outbox until the replicas' fan-out has it (``StatusOutbox``)."""
+        await _write_row(
+            self._session,
+            _INSERT_OUTBOX,
+            {"sequence": sequence, "committed_at": at},
+        )
+
+    async def outbox_due(
+        self, *, committed_before: datetime, first: int, after_sequence: int = 0
+    ) -> list[StatusChanged]:
+        """The oldest moves still in the outbox that were committed before that time, past
+        ``after_sequence`` (all organizations': the relay publishes for every one), oldest
+        first."""
+        rows = await self._session.execute(
+            select(_STATUS_CHANGES)
+            .join(_STATUS_OUTBOX, _STATUS_OUTBOX.c.sequence == _STATUS_CHANGES.c.id)
+            .where(
+                _STATUS_OUTBOX.c.committed_at < committed_before,
+                _STATUS_OUTBOX.c.sequence > after_sequence,
+            )
+            .order_by(_STATUS_OUTBOX.c.sequence)
+            .limit(first)
+        )
+        return [_status_change(row) for row in rows]
+
+    async def remove_from_outbox(self, sequences: Sequence[int]) -> None:
+        """Moves the fan-out has taken."""
+        await self._session.execute(
+            delete(_STATUS_OUTBOX).where(_STATUS_OUTBOX.c.sequence.in_(sequences))
+        )
 
     async def record_status_change(
         self,
@@ -1383,6 +1404,21 @@ class StoreSession:
                 "at": at,
             },
         )
+
+
+def _status_change(row: StatusChangeRow | Row[Any]) -> StatusChanged:
+    """An audit row (an ORM object or a Core row of ``status_changes``) as a change."""
+    return StatusChanged(
+        organization_id=row.organization_id,
+        object_type=ObjectType(row.object_type),
+        object_id=row.object_id,
+        from_status=row.from_status,
+        to_status=row.to_status,
+        provider_status=row.provider_status,
+        source=ChangeSource(row.source),
+        at=row.at,
+        sequence=row.id,
+    )
 
 
 def _organization(row: OrganizationRow, secrets: SecretCodec) -> Organization:

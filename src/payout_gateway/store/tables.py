@@ -152,6 +152,19 @@ class StatusChangeRow(Base):
     at: Mapped[datetime]
 
 
+class StatusOutboxRow(Base):
+    """Moves committed while the replicas' fan-out (the Redis stream) had not yet taken them:
+    written in the move's own transaction and removed once the stream has it, so that a move
+    whose replica died in between is still published (events/outbox.py)."""
+
+    __tablename__ = "status_outbox"
+
+    sequence: Mapped[int] = mapped_column(
+        ForeignKey("status_changes.id"), primary_key=True, autoincrement=False
+    )
+    committed_at: Mapped[datetime]
+
+
 class PayoutRow(Base):
     __tablename__ = "payouts"
     __table_args__ = (Index("ix_payouts_org_page", "organization_id", "created_at", "id"),)

@@ -23,10 +23,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from payout_gateway.domain.enums import Provider
+from payout_gateway.domain.errors import StoreUnavailableError
 from payout_gateway.domain.models import Organization
 from payout_gateway.events.broker import EventBroker
 from payout_gateway.events.factory import build_broker
+from payout_gateway.events.outbox import StatusOutbox
 from payout_gateway.events.pipeline import StatusPipeline
+from payout_gateway.events.redis_broker import RedisBroker
 from payout_gateway.events.refresh import StatusRefresher
 from payout_gateway.graphql.context import GatewayContext, PagingLimits
 from payout_gateway.graphql.safety import bearer_credential
@@ -183,7 +186,20 @@ def create_app(
             )
         adapters = dict(providers) if providers is not None else build_providers()
         broker = await build_broker(settings)
-        pipeline = StatusPipeline(store, broker)
+        # Replicas publish through Redis: a move whose replica stops before Redis has it is
+        # published from the outbox by another (events/outbox.py).
+        outbox = (
+            StatusOutbox(
+                store,
+                broker,
+                store.leadership("status-outbox"),
+                clock=utcnow,
+                grace_seconds=settings.status_outbox_grace_seconds,
+            )
+            if isinstance(broker, RedisBroker)
+            else None
+        )
+        pipeline = StatusPipeline(store, broker, outbox=outbox is not None)
         keys = IdempotencyKeys(
             store,
             pepper=settings.api_key_pepper,
@@ -215,6 +231,11 @@ def create_app(
             purge_expired_forever(keys, interval=IDEMPOTENCY_PURGE_SECONDS, clock=utcnow),
             name="idempotency-purge",
         )
+        relay = (
+            asyncio.create_task(outbox.run_forever(), name="status-outbox")
+            if outbox is not None
+            else None
+        )
         if serving:
             tune_cycle_collector()
         try:
@@ -228,7 +249,16 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await refresher
             await refresh_leadership.step_down()
+            if relay is not None:
+                relay.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relay
             await broker.aclose()
+            if outbox is not None:
+                # What the broker wrote while closing is in the stream: not to be relayed.
+                with contextlib.suppress(StoreUnavailableError):
+                    await outbox.forget_written()
+                await outbox.step_down()
             await tenancy.aclose()
             if providers is None:
                 for adapter in adapters.values():

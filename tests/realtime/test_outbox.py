@@ -1,0 +1,215 @@
+"""The status outbox against the real Redis and both databases: a move whose replica never
+passed it on is published by the relay's leader; a move the stream took is forgotten."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from payout_gateway.domain.enums import PayoutStatus, Provider
+from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged, StatusUpdate
+from payout_gateway.domain.models import OrganizationProfile, ProviderCredentials
+from payout_gateway.events import outbox as outbox_module
+from payout_gateway.events.outbox import StatusOutbox
+from payout_gateway.events.pipeline import StatusPipeline
+from payout_gateway.events.redis_broker import RedisBroker
+from payout_gateway.store import Store
+from payout_gateway.store.leadership import AlwaysLeads
+from payout_gateway.tenancy import Tenancy
+from tests.support.names import unique_suffix
+from tests.webhooks.support import add_payout
+
+pytestmark = pytest.mark.redis
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+WAIT = 5.0
+GRACE = timedelta(seconds=15)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class NeverLeads:
+    async def lead(self) -> bool:
+        return False
+
+    async def step_down(self) -> None:
+        return None
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"pgw-test-{unique_suffix()}:status:"
+
+
+@pytest.fixture
+async def replica(prefix: str) -> AsyncIterator[RedisBroker]:
+    """A replica that reaches Redis (the one that relays)."""
+    broker = await RedisBroker.connect(REDIS_URL, prefix=prefix)
+    yield broker
+    await broker.aclose()
+
+
+@asynccontextmanager
+async def cut_off_replica(prefix: str) -> AsyncIterator[RedisBroker]:
+    """A replica that cannot reach Redis: what it publishes waits in its memory, and is
+    gone when it stops."""
+    broker = RedisBroker(
+        Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5),
+        prefix=prefix,
+        close_timeout_seconds=0.1,
+    )
+    broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.aclose()
+
+
+async def organization(store: Store) -> str:
+    org = await Tenancy(store, SecretStr("pepper")).create_organization(
+        name=f"outbox-{unique_suffix()}",
+        provider=Provider.COMMET,
+        credentials=ProviderCredentials(api_key=SecretStr("key_outbox")),
+        profile=OrganizationProfile(country="US", currency="USD"),
+    )
+    return org.id
+
+
+async def pay(pipeline: StatusPipeline, store: Store, org_id: str) -> StatusChanged:
+    """A pending payout paid, through the pipeline: committed, then published."""
+    payout_id = await add_payout(store, org_id, f"po_{unique_suffix()}", provider=Provider.COMMET)
+    change = await pipeline.apply(
+        StatusUpdate(
+            organization_id=org_id,
+            object_type=ObjectType.PAYOUT,
+            status=PayoutStatus.PAID,
+            provider_status="paid",
+            source=ChangeSource.WEBHOOK,
+            at=datetime.now(UTC),
+            object_id=payout_id,
+        )
+    )
+    assert change is not None and change.sequence is not None
+    return change
+
+
+async def in_outbox(store: Store, clock: Clock) -> list[int]:
+    async with store.session(write=False) as session:
+        due = await session.outbox_due(committed_before=clock() + GRACE, first=100)
+    return [change.sequence for change in due if change.sequence is not None]
+
+
+async def test_a_move_its_replica_never_passed_on_is_published_by_the_relay(
+    store: Store, replica: RedisBroker, prefix: str
+) -> None:
+    org_id = await organization(store)
+    # The replica that committed the move cannot reach Redis, and stops with it unsent.
+    async with cut_off_replica(prefix) as stranded_on:
+        change = await pay(StatusPipeline(store, stranded_on, outbox=True), store, org_id)
+        assert stranded_on.unsent == 1
+
+    clock = Clock()
+    outbox = StatusOutbox(store, replica, AlwaysLeads(), clock=clock, interval_seconds=0.05)
+    relaying = asyncio.create_task(outbox.run_forever())
+    try:
+        async with replica.subscribe(org_id) as queue:
+            await asyncio.sleep(0.2)
+            assert queue.empty(), "relayed before its grace period"
+            assert await in_outbox(store, clock) == [change.sequence]
+
+            clock.now += GRACE + timedelta(seconds=1)
+            shown = await asyncio.wait_for(queue.get(), WAIT)
+            assert shown == change  # the same move, its sequence included
+            assert outbox.relayed == 1
+
+            async def forgotten() -> None:
+                while await in_outbox(store, clock):
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(forgotten(), WAIT)
+            await asyncio.sleep(0.2)
+            assert queue.empty()  # relayed once
+    finally:
+        relaying.cancel()
+
+
+async def test_a_move_the_stream_took_is_forgotten_and_never_relayed(
+    store: Store, replica: RedisBroker
+) -> None:
+    org_id = await organization(store)
+    clock = Clock()
+    outbox = StatusOutbox(store, replica, AlwaysLeads(), clock=clock, interval_seconds=0.05)
+    relaying = asyncio.create_task(outbox.run_forever())
+    try:
+        async with replica.subscribe(org_id) as queue:
+            change = await pay(StatusPipeline(store, replica, outbox=True), store, org_id)
+            assert await asyncio.wait_for(queue.get(), WAIT) == change
+
+            async def forgotten() -> None:
+                while await in_outbox(store, clock):
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(forgotten(), WAIT)
+            clock.now += GRACE * 2
+            assert await outbox.relay_once() == 0
+            assert queue.empty()
+    finally:
+        relaying.cancel()
+
+
+async def test_only_the_leader_relays_and_only_while_its_own_changes_are_sent(
+    store: Store, replica: RedisBroker, prefix: str
+) -> None:
+    org_id = await organization(store)
+    async with cut_off_replica(prefix) as unreachable:
+        change = await pay(StatusPipeline(store, unreachable, outbox=True), store, org_id)
+        clock = Clock()
+        clock.now += GRACE * 2
+        follower = StatusOutbox(store, replica, NeverLeads(), clock=clock)
+        assert await follower.relay_once() == 0
+        # A leader that cannot reach Redis itself leaves the outbox to a later turn.
+        cut_off = StatusOutbox(store, unreachable, AlwaysLeads(), clock=clock)
+        assert await cut_off.relay_once() == 0
+        assert await in_outbox(store, clock) == [change.sequence]
+        leader = StatusOutbox(store, replica, AlwaysLeads(), clock=clock)
+        assert await leader.relay_once() == 1
+
+
+async def test_a_pipeline_without_an_outbox_keeps_none(store: Store, replica: RedisBroker) -> None:
+    org_id = await organization(store)
+    await pay(StatusPipeline(store, replica), store, org_id)
+    assert await in_outbox(store, Clock()) == []
+
+
+async def test_the_relay_reads_the_outbox_in_batches_and_bounds_a_turn(
+    store: Store, replica: RedisBroker, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_module, "RELAY_BATCH", 2)
+    monkeypatch.setattr(outbox_module, "RELAY_TURN", 4)
+    org_id = await organization(store)
+    async with cut_off_replica(prefix) as unreachable:
+        pipeline = StatusPipeline(store, unreachable, outbox=True)
+        stranded = [await pay(pipeline, store, org_id) for _ in range(5)]
+    clock = Clock()
+    clock.now += GRACE * 2
+    leader = StatusOutbox(store, replica, AlwaysLeads(), clock=clock)
+    async with replica.subscribe(org_id) as queue:
+        assert await leader.relay_once() == 4  # two batches of two, then the turn is over
+        shown = [await asyncio.wait_for(queue.get(), WAIT) for _ in range(4)]
+        assert shown == stranded[:4]
+        await asyncio.wait_for(replica.sent(), WAIT)
+        await leader.forget_written()
+        assert await leader.relay_once() == 1
+        assert await asyncio.wait_for(queue.get(), WAIT) == stranded[4]
