@@ -4,6 +4,10 @@ an flock, on PostgreSQL through a session advisory lock; the refresher runs only
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -15,7 +19,7 @@ from sqlalchemy import text
 
 from payout_gateway.events.refresh import StatusRefresher
 from payout_gateway.store import Store
-from payout_gateway.store.leadership import AlwaysLeads, advisory_key
+from payout_gateway.store.leadership import AdvisoryLeadership, AlwaysLeads, advisory_key
 from tests.conftest import POSTGRES_URL, drop_postgres_schema, postgres_store
 
 
@@ -156,6 +160,77 @@ async def test_the_leader_s_session_is_dropped_by_the_server_soon_after_its_peer
     finally:
         await admin.close()
         await a.step_down()
+
+
+LEADER_PROCESS = """
+import asyncio, sys
+from payout_gateway.store import Store
+from payout_gateway.store.leadership import AdvisoryLeadership
+
+async def main() -> None:
+    schema = {"server_settings": {"search_path": sys.argv[2]}}
+    store = Store.from_url(sys.argv[1], connect_args=schema)
+    leadership = AdvisoryLeadership(store.engine, "status-refresh", heartbeat_seconds=0.1)
+    assert await leadership.lead()
+    print("leading", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.postgres
+async def test_a_frozen_leader_loses_the_lead_to_another_once_its_session_falls_silent(
+    two_replicas: tuple[Store, Store, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # SIGSTOP (a debugger, a cgroup freezer) or a loop blocked by a bug: the kernel still
+    # answers TCP keepalives for the process, so its session, and its lock, would stay.
+    _, second, schema = two_replicas
+    leader = subprocess.Popen(
+        [sys.executable, "-c", LEADER_PROCESS, POSTGRES_URL, schema],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert leader.stdout is not None
+        assert await asyncio.to_thread(leader.stdout.readline) == b"leading\n"
+        b = AdvisoryLeadership(second.engine, "status-refresh", stale_after_seconds=1.0)
+        await asyncio.sleep(1.5)
+        assert await b.lead() is False  # alive: its session answers every 0.1 s
+
+        os.kill(leader.pid, signal.SIGSTOP)
+        # Silent from now on: a bound, not a timing claim.
+        for _ in range(100):
+            if await b.lead():
+                break
+            await asyncio.sleep(0.1)
+        assert await b.lead() is True
+        assert "has been silent for" in caplog.text
+        await b.step_down()
+    finally:
+        os.kill(leader.pid, signal.SIGCONT)
+        leader.kill()
+        leader.wait(10)
+        if leader.stdout is not None:
+            leader.stdout.close()
+
+
+@pytest.mark.postgres
+async def test_a_leader_busy_with_a_long_run_of_its_job_keeps_the_lead(
+    two_replicas: tuple[Store, Store, str],
+) -> None:
+    first, second, _ = two_replicas
+    a = AdvisoryLeadership(first.engine, "status-refresh", heartbeat_seconds=0.1)
+    b = AdvisoryLeadership(second.engine, "status-refresh", stale_after_seconds=1.0)
+    try:
+        assert await a.lead() is True
+        # Its job runs for longer than the others wait before taking a silent lead, without
+        # asking ``lead`` meanwhile: the heartbeat speaks for it.
+        await asyncio.sleep(1.5)
+        assert await b.lead() is False
+        assert await a.lead() is True
+    finally:
+        await a.step_down()
+        await b.step_down()
 
 
 class Leads:

@@ -12,12 +12,16 @@ limit counts. The processes sharing a database elect one:
   connection broke finds out at its next check and competes again like the others. A leader
   cut off without a word (a partition, a host that died) is found out by the server's TCP
   keepalive on that session, set short: with the server's default (the system's, two hours
-  on Linux) nobody would refresh meanwhile.
+  on Linux) nobody would refresh meanwhile. A leader that is there but frozen (SIGSTOP, an
+  event loop blocked by a bug) keeps its session, as its kernel still answers keepalives: the
+  leader's lock session answers a query every ``HEARTBEAT_SECONDS``, and another process that
+  finds it silent for ``STALE_AFTER_SECONDS`` ends that session and takes the lead.
 - An in-memory SQLite database is one process's own: it always leads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -26,6 +30,7 @@ import os
 from typing import Protocol
 
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 logger = logging.getLogger("payout_gateway.store")
@@ -92,29 +97,61 @@ LOCK_SESSION_KEEPALIVE = {
 }
 
 
+# While it leads, a process's lock session answers a query this often (a task of its own: a
+# long run of the job is not silence) ...
+HEARTBEAT_SECONDS = 10.0
+# ... and one silent this long is taken to be frozen: its session is ended and its lead taken.
+STALE_AFTER_SECONDS = 60.0
+# The session holding an advisory lock (pg_locks splits a 64-bit key into classid, its high
+# 32 bits, and objid), and how long since its last query ended. NULL where the server does
+# not show it (another role's session, without pg_read_all_stats): never taken to be frozen.
+_LOCK_HOLDER = text(
+    "SELECT a.pid, EXTRACT(EPOCH FROM clock_timestamp() - a.state_change) "
+    "FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND l.classid::bigint = :high AND l.objid::bigint = :low"
+)
+# How long a process that ended a frozen leader's session waits for the server to free the
+# lock (the session ends asynchronously).
+_TAKEOVER_WAIT_SECONDS = 5.0
+
+
 class AdvisoryLeadership:
     """A PostgreSQL session advisory lock on a connection of its own, held while this
     process leads."""
 
-    def __init__(self, engine: AsyncEngine, job: str) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        job: str,
+        *,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        stale_after_seconds: float = STALE_AFTER_SECONDS,
+    ) -> None:
         self._engine = engine
         self._job = job
+        self._heartbeat_seconds = heartbeat_seconds
+        self._stale_after = stale_after_seconds
         self._connection: AsyncConnection | None = None
+        # One statement at a time on the lock's session: the heartbeat and ``lead`` share it.
+        self._using = asyncio.Lock()
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def lead(self) -> bool:
         if self._connection is not None:
-            try:
-                await self._connection.execute(text("SELECT 1"))
-                await self._connection.commit()
+            if await self._beat():
                 return True
-            except Exception:  # the connection broke, and the lock with it
-                logger.warning("lost the lead of %s with its connection", self._job)
-                await self.step_down()
+            # The connection broke, and the lock with it.
+            logger.warning("lost the lead of %s with its connection", self._job)
+            await self.step_down()
         connection = await self._engine.connect()
         try:
             schema = await connection.scalar(select(func.current_schema()))
             key = advisory_key(self._job, str(schema or ""))
             taken = await connection.scalar(select(func.pg_try_advisory_lock(key)))
+            if not taken:
+                taken = await self._take_from_a_frozen_leader(connection, key)
             if taken:  # only the lock's session: a pooled one goes back as it came
                 for setting, seconds in LOCK_SESSION_KEEPALIVE.items():
                     await connection.execute(text(f"SET {setting} = {seconds}"))
@@ -127,10 +164,68 @@ class AdvisoryLeadership:
             await connection.close()
             return False
         self._connection = connection
+        self._heartbeat = asyncio.create_task(self._beat_forever(), name=f"lead-{self._job}")
         logger.info("this process leads %s", self._job)
         return True
 
+    async def _beat(self) -> bool:
+        """A query on the lock's session: True if it answered (the lock is still ours)."""
+        connection = self._connection
+        if connection is None:
+            return False
+        try:
+            async with self._using:
+                await connection.execute(text("SELECT 1"))
+                await connection.commit()
+        except Exception:
+            return False
+        return True
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_seconds)
+            if not await self._beat():
+                return  # broken: the next ``lead`` finds out and steps down
+
+    async def _take_from_a_frozen_leader(self, connection: AsyncConnection, key: int) -> bool:
+        """End the lock holder's session if it has been silent past ``stale_after``, then
+        take the lock; False if it is alive (or the server will not say, or refuses)."""
+        try:
+            holder = (
+                await connection.execute(
+                    _LOCK_HOLDER, {"high": (key >> 32) & 0xFFFFFFFF, "low": key & 0xFFFFFFFF}
+                )
+            ).first()
+            if holder is None or holder[1] is None or float(holder[1]) < self._stale_after:
+                return False
+            pid, silent_for = int(holder[0]), float(holder[1])
+            logger.warning(
+                "the leader of %s has been silent for %.0f s (frozen?): ending its database "
+                "session (pid %d) and taking the lead",
+                self._job,
+                silent_for,
+                pid,
+            )
+            await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + _TAKEOVER_WAIT_SECONDS
+            while loop.time() < deadline:
+                if await connection.scalar(select(func.pg_try_advisory_lock(key))):
+                    return True
+                await asyncio.sleep(0.05)
+            return False
+        except DBAPIError:
+            # Refused (the session is another role's) or failed: leave the lead where it is.
+            logger.warning("could not take the lead of %s from a silent leader", self._job)
+            await connection.rollback()
+            return False
+
     async def step_down(self) -> None:
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
         connection, self._connection = self._connection, None
         if connection is not None:
             # Invalidated rather than pooled: closing the server session is what frees the lock.
