@@ -81,6 +81,17 @@ SUBSCRIPTIONS = Gauge(
     "GraphQL subscriptions open now.",
     multiprocess_mode="livesum",
 )
+SUBSCRIPTIONS_ENDED_MISSING = Counter(
+    "payout_gateway_subscriptions_ended_missing",
+    "Subscriptions ended because they missed status changes, by reason: fell_behind (the "
+    "client read too slowly) or lost_in_fanout (lost between replicas).",
+    ["reason"],
+)
+STATUS_CHANGES_RELAYED = Counter(
+    "payout_gateway_status_changes_relayed",
+    "Status changes published from the status outbox: their replica committed them and "
+    "stopped before Redis took them.",
+)
 
 _ROUTES = frozenset(
     {"/graphql", "/webhooks/commet", "/webhooks/paygentic", "/healthz", "/readyz", "/metrics"}

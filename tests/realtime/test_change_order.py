@@ -7,12 +7,13 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from payout_gateway.domain.enums import PayoutStatus, Provider
 from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged, StatusUpdate
 from payout_gateway.domain.models import OrganizationProfile, ProviderCredentials
-from payout_gateway.events.broker import InProcessBroker, LocalFanout
+from payout_gateway.events.broker import InProcessBroker, LocalFanout, Missed
 from payout_gateway.events.pipeline import StatusPipeline
 from payout_gateway.events.redis_broker import RedisBroker
 from payout_gateway.store import Store
@@ -150,3 +151,22 @@ async def test_a_replicas_late_publication_does_not_move_other_replicas_views_ba
     finally:
         await a.aclose()
         await b.aclose()
+
+
+def ended_missing(reason: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "payout_gateway_subscriptions_ended_missing_total", {"reason": reason}
+        )
+        or 0.0
+    )
+
+
+async def test_subscriptions_ended_for_missed_changes_are_counted_by_reason() -> None:
+    lost_before, behind_before = ended_missing("lost_in_fanout"), ended_missing("fell_behind")
+    fanout = LocalFanout()
+    async with fanout.subscription("org_1") as first, fanout.subscription("org_2") as second:
+        assert fanout.interrupt(None, Missed.LOST_IN_FANOUT) == 2
+        assert first.missed is second.missed is Missed.LOST_IN_FANOUT
+    assert ended_missing("lost_in_fanout") - lost_before == 2
+    assert ended_missing("fell_behind") == behind_before

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
@@ -105,6 +106,10 @@ async def pay(pipeline: StatusPipeline, store: Store, org_id: str) -> StatusChan
     return change
 
 
+def relayed_total() -> float:
+    return REGISTRY.get_sample_value("payout_gateway_status_changes_relayed_total") or 0.0
+
+
 async def in_outbox(store: Store, clock: Clock) -> list[int]:
     async with store.session(write=False) as session:
         due = await session.outbox_due(committed_before=clock() + GRACE, first=100)
@@ -121,6 +126,7 @@ async def test_a_move_its_replica_never_passed_on_is_published_by_the_relay(
         assert stranded_on.unsent == 1
 
     clock = Clock()
+    relayed_before = relayed_total()
     outbox = StatusOutbox(store, replica, AlwaysLeads(), clock=clock, interval_seconds=0.05)
     relaying = asyncio.create_task(outbox.run_forever())
     try:
@@ -133,6 +139,7 @@ async def test_a_move_its_replica_never_passed_on_is_published_by_the_relay(
             shown = await asyncio.wait_for(queue.get(), WAIT)
             assert shown == change  # the same move, its sequence included
             assert outbox.relayed == 1
+            assert relayed_total() - relayed_before == 1
 
             async def forgotten() -> None:
                 while await in_outbox(store, clock):

@@ -11,6 +11,7 @@ from enum import Enum
 from typing import Protocol
 
 from payout_gateway.domain.events import StatusChanged
+from payout_gateway.metrics import SUBSCRIPTIONS_ENDED_MISSING
 
 logger = logging.getLogger("payout_gateway.events")
 
@@ -84,6 +85,7 @@ class LocalFanout:
                 # which finds the queue full, ends the subscription saying changes were missed.
                 queue.overflowed, queue.missed = True, Missed.FELL_BEHIND
                 queues.discard(queue)
+                SUBSCRIPTIONS_ENDED_MISSING.labels(Missed.FELL_BEHIND.value).inc()
                 logger.warning(
                     "ending a slow subscriber's subscription: it fell %d status changes behind",
                     queue.maxsize,
@@ -121,6 +123,7 @@ class LocalFanout:
                 queue.end_missing(why)
                 ended += 1
         if ended:
+            SUBSCRIPTIONS_ENDED_MISSING.labels(why.value).inc(ended)
             logger.warning(
                 "ended %d subscription(s) that missed status changes (%s)", ended, why.value
             )

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from payout_gateway.domain.errors import StoreUnavailableError
 from payout_gateway.events.redis_broker import RedisBroker
+from payout_gateway.metrics import STATUS_CHANGES_RELAYED
 from payout_gateway.store import Store
 from payout_gateway.store.leadership import Leadership
 
@@ -88,6 +89,9 @@ class StatusOutbox:
                     logger.warning("could not clear published moves from the status outbox")
                 failing = True
                 continue
+            except Exception:  # as above; and a bug here must not end it for good
+                logger.exception("clearing published moves from the status outbox failed")
+                continue
             failing = False
 
     async def forget_written(self) -> None:
@@ -139,6 +143,7 @@ class StatusOutbox:
             after = stranded[-1].sequence or after
         if relayed:
             self.relayed += relayed
+            STATUS_CHANGES_RELAYED.inc(relayed)
             logger.warning(
                 "published %d status change(s) that their replica committed but never passed "
                 "on (it stopped first)",
