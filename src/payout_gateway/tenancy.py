@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from payout_gateway.domain.models import (
 from payout_gateway.jwt_tokens import JwtVerifier, looks_like_jwt
 from payout_gateway.service import Clock, new_id, utcnow
 from payout_gateway.store import Store, StoreSession
+
+logger = logging.getLogger("payout_gateway.tenancy")
 
 API_KEY_PREFIX = "pgw_"
 
@@ -178,8 +181,7 @@ class Tenancy:
         async with self._store.session() as session:
             if not await session.revoke_api_key(key_id, self._clock()):
                 raise NotFoundError("No such active API key.")
-        if self._cache is not None:
-            self._cache.clear()
+        self._forget_cached()
 
     async def ensure_demo_organizations(
         self, providers: Collection[Provider] = frozenset(Provider)
@@ -199,9 +201,38 @@ class Tenancy:
                     credentials=demo.credentials,
                     profile=demo.profile,
                 )
+            key_hash = self.hash_key(demo.api_key)
             async with self._store.session() as session:
-                has_key = await session.api_key_hash_exists(self.hash_key(demo.api_key))
+                has_key = await session.api_key_hash_exists(key_hash)
+                if has_key:  # retired while its provider was a real one (below): back
+                    await session.set_key_revoked(key_hash, None)
             if not has_key:
                 await self.issue_api_key(org.id, label="demo", key=demo.api_key)
             orgs.append(org)
+        self._forget_cached()
         return orgs
+
+    async def retire_demo_keys(self, keep: Collection[Provider]) -> list[str]:
+        """Revoke the public key of each demo organization whose provider is not in ``keep``
+        (demo organizations are for simulated providers only: an earlier sandbox run on the
+        same database left one behind a key the README prints); its data stays, and sandbox
+        mode restores the key. The names of the organizations whose key was revoked now."""
+        retired = []
+        for demo in DEMO_ORGANIZATIONS:
+            if demo.provider in keep:
+                continue
+            async with self._store.session() as session:
+                if await session.set_key_revoked(self.hash_key(demo.api_key), self._clock()):
+                    retired.append(demo.name)
+        if retired:
+            self._forget_cached()
+            logger.warning(
+                "revoked the public API key of the demo organization(s) %s: demo organizations "
+                "are for simulated providers only",
+                ", ".join(retired),
+            )
+        return retired
+
+    def _forget_cached(self) -> None:
+        if self._cache is not None:
+            self._cache.clear()

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from payout_gateway.sandbox.commet import create_commet_sandbox
 from payout_gateway.settings import ProviderSettings, Settings
 from payout_gateway.web import create_app
 from tests.realtime.support import kyc, run, subscribed
@@ -150,3 +151,36 @@ async def test_a_simulator_slower_than_the_read_timeout_times_out_and_is_reconci
             again = await run(f"{url}/graphql", PAYGENTIC, SLOW_ADD, {"key": "slow"})
             assert again["addBankAccount"]["__typename"] == "AddBankAccountSuccess"
             assert await created() == 1
+
+
+async def accepted(url: str, key: str) -> bool:
+    """Whether the key is taken (a refused one is answered UNAUTHENTICATED)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer = await client.post(
+            f"{url}/graphql",
+            json={"query": "{ payoutAccount { status } }"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert answer.status_code == 200, answer.text
+    codes = {e["extensions"]["code"] for e in answer.json().get("errors", [])}
+    assert codes <= {"UNAUTHENTICATED"}, answer.text
+    return not codes
+
+
+async def test_a_demo_key_stops_working_once_its_provider_is_a_real_one(tmp_path: Path) -> None:
+    # The README prints the demo keys: a database that served sandbox mode keeps them, and
+    # must not keep them working once the gateway talks to a real provider with it.
+    database_url = f"sqlite:///{tmp_path}/gateway.db"
+    with live_server(create_app(Settings(database_url=database_url))) as url:
+        assert await accepted(url, COMMET)
+
+    with live_server(create_commet_sandbox()) as commet_url:
+        real_commet = ProviderSettings(base_url=f"{commet_url}/api/v1")
+        settings = Settings(database_url=database_url, commet=real_commet)
+        with live_server(create_app(settings)) as url:
+            assert not await accepted(url, COMMET)
+            assert await accepted(url, PAYGENTIC)  # still simulated
+
+    # Sandbox mode again on the same file: the demo works as the README says.
+    with live_server(create_app(Settings(database_url=database_url))) as url:
+        assert await accepted(url, COMMET)

@@ -208,6 +208,7 @@ def create_app(
         )
         service = PayoutService(store, adapters, pipeline=pipeline, keys=keys)
         tenancy = Tenancy(store, settings.api_key_pepper, jwt=jwt_verifier(settings.jwt))
+        await tenancy.retire_demo_keys(keep=settings.demo_providers)
         if settings.demo_enabled:
             await tenancy.ensure_demo_organizations(settings.demo_providers)
             await connect_demo_webhooks(store, sandboxes)
