@@ -404,7 +404,7 @@ async def test_status_moves_lock_and_list_by_provider_id(store: Store) -> None:
         pending = await session.non_final_objects(
             ObjectType.PAYOUT, Provider.PAYGENTIC, ["IN_TRANSIT"], limit=10
         )
-        assert pending == [("org_a", "po_1", "ext_po_1")]
+        assert pending == [("org_a", "po_1", "ext_po_1", payout().status_changed_at)]
         assert not await session.non_final_objects(
             ObjectType.PAYOUT, Provider.COMMET, ["IN_TRANSIT"], limit=10
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,7 +17,7 @@ from payout_gateway.domain.enums import HolderType, Provider
 from payout_gateway.domain.errors import StoreUnavailableError
 from payout_gateway.domain.events import ObjectType
 from payout_gateway.events.refresh import StatusRefresher
-from payout_gateway.store import Store
+from payout_gateway.store import NonFinalObject, Store
 from tests.support.gateway import SeededOrg, seed_organizations
 
 ORG = SeededOrg(
@@ -65,10 +65,10 @@ async def test_objects_no_longer_listed_are_forgotten(tmp_path: Path) -> None:
 
     async def non_final(
         object_type: ObjectType, provider: Provider, statuses: list[str]
-    ) -> AsyncIterator[tuple[str, str, str]]:
+    ) -> AsyncIterator[NonFinalObject]:
         if object_type is ObjectType.BANK_ACCOUNT:
             for object_id in listed:
-                yield org.id, object_id, f"pa_{object_id}"
+                yield NonFinalObject(org.id, object_id, f"pa_{object_id}", datetime.now(UTC))
 
     async def refresh(adapter: Any, org: Any, object_type: Any, object_id: str, _: str) -> bool:
         asked.append(object_id)
@@ -91,6 +91,58 @@ async def test_objects_no_longer_listed_are_forgotten(tmp_path: Path) -> None:
         assert list(subject._backoff.wait) == ["ba_2"]
         # ba_2 is remembered still: its wait grew instead of starting over.
         assert subject._backoff.wait["ba_2"] == 2.0
+    finally:
+        await store.dispose()
+
+
+async def test_a_new_leader_spreads_its_first_looks_at_long_unchanged_objects(
+    tmp_path: Path,
+) -> None:
+    # A process that starts, or takes the lead from another, remembers no back-off: it used
+    # to read every non-final object in its first cycle, a burst at the provider's rate limit.
+    url = f"sqlite:///{tmp_path}/gateway.db"
+    await asyncio.to_thread(seed_organizations, url, (ORG,))
+    store = Store.from_url(url)
+    async with store.session(write=False) as session:
+        [org] = await session.organizations_of_provider(Provider.PAYGENTIC)
+    clock = Clock()
+    subject = refresher(store, clock)  # interval 1 s, back-off up to 300 s
+    now = datetime.now(UTC)
+    unchanged_for = {"ba_new": 0.5, "ba_hour": 3600.0, "ba_minute": 60.0}
+    for n in range(100):
+        unchanged_for[f"ba_old_{n:03d}"] = 86_400.0
+    asked: list[str] = []
+
+    async def non_final(
+        object_type: ObjectType, provider: Provider, statuses: list[str]
+    ) -> AsyncIterator[NonFinalObject]:
+        if object_type is ObjectType.BANK_ACCOUNT:
+            for object_id, age in unchanged_for.items():
+                yield NonFinalObject(
+                    org.id, object_id, f"pa_{object_id}", now - timedelta(seconds=age)
+                )
+
+    async def refresh(adapter: Any, org: Any, object_type: Any, object_id: str, _: str) -> bool:
+        asked.append(object_id)
+        return False
+
+    subject._non_final = non_final  # type: ignore[method-assign]
+    subject._refresh = refresh  # type: ignore[method-assign]
+    try:
+        await subject.run_once()
+        # The new one at once; the others spread over their wait (at most the 300 s cap).
+        assert "ba_new" in asked
+        assert len(asked) < 10, asked
+        assert subject._backoff.wait["ba_minute"] == pytest.approx(60.0, abs=1.0)
+        assert subject._backoff.wait["ba_hour"] == 300.0
+        assert all(0.0 <= subject._backoff.due[o] < 300.0 for o in unchanged_for if o != "ba_new")
+
+        # Cycle by cycle, each is read once within its wait, then backs off as before.
+        for _ in range(300):
+            clock.now += 1.0
+            await subject.run_once()
+        first_reads = {o for o in asked if o != "ba_new"}
+        assert first_reads == set(unchanged_for) - {"ba_new"}
     finally:
         await store.dispose()
 

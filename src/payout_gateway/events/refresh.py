@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +22,7 @@ from payout_gateway.domain.events import ChangeSource, ObjectType
 from payout_gateway.domain.models import Organization
 from payout_gateway.events.pipeline import StatusPipeline, StatusUpdate
 from payout_gateway.ports import PayoutProvider
-from payout_gateway.store import Store
+from payout_gateway.store import NonFinalObject, Store
 from payout_gateway.store.leadership import AlwaysLeads, Leadership
 
 logger = logging.getLogger("payout_gateway.refresh")
@@ -48,9 +49,25 @@ class _Backoff:
     cap: float
     due: dict[str, float] = field(default_factory=dict)
     wait: dict[str, float] = field(default_factory=dict)
+    # Where in [0, wait) a first look at a long-unchanged object falls (see ``first_seen``).
+    spread: Callable[[float], float] = field(default=lambda wait: random.uniform(0.0, wait))
 
     def is_due(self, object_id: str, now: float) -> bool:
         return self.due.get(object_id, 0.0) <= now
+
+    def first_seen(self, object_id: str, unchanged_for: float, now: float) -> None:
+        """An object this process has not looked at yet (it just started, or just took the
+        lead). One that has not changed for a while would have been looked at about once per
+        its age by now (the wait doubles from ``base`` up to ``cap``): it gets that wait, its
+        first look spread over it, instead of every such object read in the first cycle, a
+        burst against the provider's rate limit. A recent one is due at once."""
+        if object_id in self.due:
+            return
+        wait = min(self.cap, unchanged_for)
+        if wait <= self.base:
+            return
+        self.wait[object_id] = wait
+        self.due[object_id] = now + self.spread(wait)
 
     def unchanged(self, object_id: str, now: float) -> None:
         wait = min(self.cap, self.wait.get(object_id, self.base / 2) * 2)
@@ -130,10 +147,12 @@ class StatusRefresher:
             async with self._store.session(write=False) as session:
                 orgs = {o.id: o for o in await session.organizations_of_provider(provider)}
             for object_type, statuses in NON_FINAL.items():
-                async for organization_id, object_id, provider_id in self._non_final(
+                async for organization_id, object_id, provider_id, changed_at in self._non_final(
                     object_type, provider, [str(s) for s in statuses]
                 ):
                     listed.add(object_id)
+                    unchanged_for = (self._clock() - changed_at).total_seconds()
+                    self._backoff.first_seen(object_id, unchanged_for, self._monotonic())
                     org = orgs.get(organization_id)
                     if org is None or not self._backoff.is_due(object_id, self._monotonic()):
                         continue
@@ -147,7 +166,7 @@ class StatusRefresher:
 
     async def _non_final(
         self, object_type: ObjectType, provider: Provider, statuses: list[str]
-    ) -> AsyncIterator[tuple[str, str, str]]:
+    ) -> AsyncIterator[NonFinalObject]:
         """Every non-final object of the type, a page per read session (none held while the
         provider is asked). Every page, every cycle: the backoff is this process's memory, so
         the first page alone would be the same objects each cycle, mostly backing off, and
@@ -162,7 +181,7 @@ class StatusRefresher:
                 yield row
             if len(rows) < self._batch:
                 return
-            after = rows[-1][1]
+            after = rows[-1].object_id
 
     async def _refresh(
         self,

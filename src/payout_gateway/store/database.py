@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import SecretStr, ValidationError
@@ -701,6 +701,16 @@ _PROVIDER_ID_COLUMNS: dict[ObjectType, Column[Any]] = {
 }
 
 
+class NonFinalObject(NamedTuple):
+    """An object the refresher reads again: whose, which, the provider's id of it, and when
+    its status last changed."""
+
+    organization_id: str
+    object_id: str
+    provider_object_id: str
+    status_changed_at: datetime
+
+
 class StoreSession:
     """The queries of one transaction. Every read is scoped by organization id.
 
@@ -1076,20 +1086,20 @@ class StoreSession:
         limit: int,
         *,
         after: str | None = None,
-    ) -> list[tuple[str, str, str]]:
-        """(organization id, gateway id, provider id) of objects still in ``statuses``, by
-        gateway id, those after ``after`` (the last id of the page before)."""
+    ) -> list[NonFinalObject]:
+        """Objects still in ``statuses``, by gateway id, those after ``after`` (the last id of
+        the page before)."""
         table = _STATUS_TABLES[object_type]
         provider_id = _PROVIDER_ID_COLUMNS[object_type]
         query = (
-            select(table.c.organization_id, table.c.id, provider_id)
+            select(table.c.organization_id, table.c.id, provider_id, table.c.status_changed_at)
             .where(table.c.provider == provider.value, table.c.status.in_(list(statuses)))
             .where(provider_id.is_not(None))
         )
         if after is not None:
             query = query.where(table.c.id > after)
         rows = await self._session.execute(query.order_by(table.c.id).limit(limit))
-        return [(row[0], row[1], row[2]) for row in rows]
+        return [NonFinalObject(row[0], row[1], row[2], row[3]) for row in rows]
 
     # status moves (the pipeline) ------------------------------------------------------------
 
