@@ -4,6 +4,7 @@ for good, apply forward only, publish once."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -124,6 +125,22 @@ async def test_a_signed_payout_paid_moves_the_payout_once_with_an_audit_row(worl
     assert published == change
     assert await recorded_events(world.store, "whev_paid") == [
         ("payout.paid", world.commet_org, "applied")
+    ]
+
+
+async def test_a_payout_event_in_sandbox_mode_is_acknowledged_and_moves_nothing(
+    world: World,
+) -> None:
+    # Commet's payouts are live-only (a sandbox key is refused on every payout route): such
+    # an event names no payout the gateway made, even where the id matches one.
+    payout = await add_payout(world.store, world.commet_org, "po_1", provider=Provider.COMMET)
+    envelope = json.loads(commet_body("payout.paid", payout_id="po_1", event_id="whev_sandbox"))
+    body = json.dumps({**envelope, "mode": "sandbox"}).encode()
+    assert await deliver(world, body) is Outcome.IGNORED
+    assert await payout_status(world.store, payout) == PayoutStatus.PENDING
+    assert await changes_of(world.store, world.commet_org, payout) == []
+    assert await recorded_events(world.store, "whev_sandbox") == [
+        ("payout.paid", world.commet_org, "ignored")
     ]
 
 

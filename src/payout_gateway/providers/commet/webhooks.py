@@ -111,9 +111,13 @@ def status_update(
     event: CommetWebhookEvent, *, organization_id: str, at: datetime
 ) -> StatusUpdate | None:
     """The payout move a verified event reports; None for events the gateway does not act on
-    (``payout.available`` and anything else)."""
+    (``payout.available`` and anything else, and payout events in sandbox mode)."""
     reported = PAYOUT_EVENTS.get(event.event)
     if reported is None:
+        return None
+    if event.mode == "sandbox":
+        # Payouts are live-only at Commet (a sandbox key is refused on every payout route):
+        # such an event names no payout the gateway made, even where an id matches one.
         return None
     return StatusUpdate(
         organization_id=organization_id,
