@@ -220,3 +220,80 @@ async def test_the_relay_reads_the_outbox_in_batches_and_bounds_a_turn(
         await leader.forget_written()
         assert await leader.relay_once() == 1
         assert await asyncio.wait_for(queue.get(), WAIT) == stranded[4]
+
+
+async def move(
+    pipeline: StatusPipeline, org_id: str, payout_id: str, status: PayoutStatus
+) -> StatusChanged:
+    change = await pipeline.apply(
+        StatusUpdate(
+            organization_id=org_id,
+            object_type=ObjectType.PAYOUT,
+            status=status,
+            provider_status=status.value.lower(),
+            source=ChangeSource.WEBHOOK,
+            at=datetime.now(UTC),
+            object_id=payout_id,
+        )
+    )
+    assert change is not None and change.sequence is not None
+    return change
+
+
+async def test_a_stranded_move_a_later_published_one_superseded_is_dropped_not_relayed(
+    store: Store, replica: RedisBroker, prefix: str
+) -> None:
+    # PENDING -> IN_TRANSIT committed by a replica that died with it unsent; then another
+    # replica moved the payout on to PAID and published that. A replica that started since
+    # (a rolling deploy's new one) never saw PAID move through its fan-out, so the stale
+    # filter cannot drop the relayed IN_TRANSIT: relaying it would move the payout back.
+    org_id = await organization(store)
+    payout_id = await add_payout(store, org_id, f"po_{unique_suffix()}", provider=Provider.COMMET)
+    async with cut_off_replica(prefix) as stranded_on:
+        await move(
+            StatusPipeline(store, stranded_on, outbox=True),
+            org_id,
+            payout_id,
+            PayoutStatus.IN_TRANSIT,
+        )
+    clock = Clock()
+    leader = StatusOutbox(store, replica, AlwaysLeads(), clock=clock)
+    async with replica.subscribe(org_id) as queue:
+        paid = await move(
+            StatusPipeline(store, replica, outbox=True), org_id, payout_id, PayoutStatus.PAID
+        )
+        assert await asyncio.wait_for(queue.get(), WAIT) == paid
+        await leader.forget_written()
+    started_since = await RedisBroker.connect(REDIS_URL, prefix=prefix)
+    try:
+        async with started_since.subscribe(org_id) as fresh:
+            clock.now += GRACE * 2
+            relayed = await leader.relay_once()
+            await asyncio.wait_for(replica.sent(), WAIT)
+            await asyncio.sleep(0.3)
+            assert fresh.empty(), "a superseded move was relayed: the payout moved back"
+            assert relayed == 0
+        assert await in_outbox(store, clock) == []  # and it does not linger there
+    finally:
+        await started_since.aclose()
+
+
+async def test_stranded_moves_of_one_object_are_all_relayed_in_order(
+    store: Store, replica: RedisBroker, prefix: str
+) -> None:
+    # Both moves stayed in the outbox (their replica died): neither is superseded by a move
+    # the stream took, so both go, in order.
+    org_id = await organization(store)
+    payout_id = await add_payout(store, org_id, f"po_{unique_suffix()}", provider=Provider.COMMET)
+    async with cut_off_replica(prefix) as stranded_on:
+        pipeline = StatusPipeline(store, stranded_on, outbox=True)
+        moves = [
+            await move(pipeline, org_id, payout_id, PayoutStatus.IN_TRANSIT),
+            await move(pipeline, org_id, payout_id, PayoutStatus.PAID),
+        ]
+    clock = Clock()
+    clock.now += GRACE * 2
+    leader = StatusOutbox(store, replica, AlwaysLeads(), clock=clock)
+    async with replica.subscribe(org_id) as queue:
+        assert await leader.relay_once() == 2
+        assert [await asyncio.wait_for(queue.get(), WAIT) for _ in moves] == moves

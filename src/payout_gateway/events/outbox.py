@@ -127,9 +127,21 @@ class StatusOutbox:
             return 0
         if not await self._leadership.lead():
             return 0
+        committed_before = self._clock() - self._grace
+        # A stranded move that a later, published move of its object superseded is not
+        # shown: a replica that never saw the later one would show the object moving back.
+        async with self._store.session() as session:
+            superseded = await session.drop_superseded_from_outbox(
+                committed_before=committed_before
+            )
+        if superseded:
+            logger.info(
+                "dropped %d stranded status change(s) from the outbox: a later change of "
+                "their object was published",
+                superseded,
+            )
         # In batches, each past the last (a batch's rows stay until the stream has them).
         relayed, after = 0, 0
-        committed_before = self._clock() - self._grace
         while True:
             async with self._store.session(write=False) as session:
                 stranded = await session.outbox_due(

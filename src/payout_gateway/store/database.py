@@ -580,6 +580,19 @@ _INSERT_STATUS_CHANGE = insert(_STATUS_CHANGES).inline()
 # A move's row answers its id: the change's sequence (``StatusChanged.sequence``).
 _INSERT_STATUS_MOVE = insert(_STATUS_CHANGES).returning(_STATUS_CHANGES.c.id)
 _INSERT_OUTBOX = insert(_STATUS_OUTBOX)
+# An outbox row whose move a later move of the same object superseded, that later one itself
+# no longer in the outbox (published). Correlated with the outbox row of the enclosing query.
+_MOVED = _STATUS_CHANGES.alias("moved")
+_LATER = _STATUS_CHANGES.alias("later")
+_STILL_PENDING = _STATUS_OUTBOX.alias("still_pending")
+_OUTBOX_ROW_SUPERSEDED = exists().where(
+    _MOVED.c.id == _STATUS_OUTBOX.c.sequence,
+    _LATER.c.organization_id == _MOVED.c.organization_id,  # its index narrows the search
+    _LATER.c.object_type == _MOVED.c.object_type,
+    _LATER.c.object_id == _MOVED.c.object_id,
+    _LATER.c.id > _MOVED.c.id,
+    ~exists().where(_STILL_PENDING.c.sequence == _LATER.c.id),
+)
 # Hot reads built once, with bound parameters: SQLAlchemy then finds each compiled without
 # building the statement and its cache key again on every call (a Paygentic add's first-account
 # check cost a tenth of the add that way).
@@ -1380,18 +1393,33 @@ class StoreSession:
     ) -> list[StatusChanged]:
         """The oldest moves still in the outbox that were committed before that time, past
         ``after_sequence`` (all organizations': the relay publishes for every one), oldest
-        first."""
+        first; not those a later move of their object that was published superseded (see
+        ``drop_superseded_from_outbox``)."""
         rows = await self._session.execute(
             select(_STATUS_CHANGES)
             .join(_STATUS_OUTBOX, _STATUS_OUTBOX.c.sequence == _STATUS_CHANGES.c.id)
             .where(
                 _STATUS_OUTBOX.c.committed_at < committed_before,
                 _STATUS_OUTBOX.c.sequence > after_sequence,
+                ~_OUTBOX_ROW_SUPERSEDED,
             )
             .order_by(_STATUS_OUTBOX.c.sequence)
             .limit(first)
         )
         return [_status_change(row) for row in rows]
+
+    async def drop_superseded_from_outbox(self, *, committed_before: datetime) -> int:
+        """Remove the outbox rows, committed before that time, of moves that a later move of
+        the same object has superseded, one no longer in the outbox (the stream took it, or
+        a version without the outbox published it): relayed now, such a move would reach a
+        replica that never saw the later one (started since, or forgot the object) and move
+        the object back for its subscribers. How many."""
+        result = await self._session.execute(
+            delete(_STATUS_OUTBOX).where(
+                _STATUS_OUTBOX.c.committed_at < committed_before, _OUTBOX_ROW_SUPERSEDED
+            )
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def remove_from_outbox(self, sequences: Sequence[int]) -> None:
         """Moves the fan-out has taken."""
