@@ -174,6 +174,16 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
+        # Cleared by ``hold``: connections stay open and bytes wait in the proxy, as when a
+        # replica's process is frozen or starved for a while (shorter than its timeouts).
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def hold(self) -> None:
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
 
     async def up(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -216,10 +226,10 @@ class TcpProxy:
             upstream_writer.close()
             self._tasks.discard(task)
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except OSError:
@@ -334,13 +344,101 @@ async def test_a_replica_away_past_the_streams_length_ends_its_subscriptions_and
                         await asyncio.sleep(0.02)
 
                 await asyncio.wait_for(caught_up(), WAIT)
-            (report,) = [r for r in caplog.records if "trimmed past" in r.getMessage()]
-            missed = report.args[0] if isinstance(report.args, tuple) else None
-            assert isinstance(missed, int) and missed > 0
+            # (The publisher, reading its own writes more slowly than it makes them here,
+            # may report a gap of its own.)
+            missed = away.missed_in_stream
+            assert missed > 0
+            assert [
+                r
+                for r in caplog.records
+                if "trimmed past" in r.getMessage() and r.args == (missed,)
+            ]
             # It read on from the oldest entry kept, in order, and the count of the others is
             # exact.
             assert missed + len(read_back) == published
             assert [c.object_id for c in read_back] == [f"pa_{n}" for n in range(missed, published)]
+    finally:
+        await publisher.aclose()
+
+
+async def test_a_replica_reading_more_slowly_than_the_stream_is_trimmed_ends_its_subscriptions(
+    prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Never away from Redis: its reads held up (a frozen or starved process, a slow link)
+    while the other replicas publish more than the stream keeps. Reading on answered the
+    oldest entries kept, and its subscribers were shown a stream with a silent gap."""
+    publisher = await RedisBroker.connect(REDIS_URL, prefix=prefix, stream_max_length=100)
+    published = 350
+    try:
+        async with behind_a_proxy(prefix) as (proxy, slow), slow.subscribe("org_1") as queue:
+            for n in range(5):
+                await publisher.publish(change("org_1", f"pa_early_{n}"))
+            for n in range(5):
+                assert (await next_change(queue)).object_id == f"pa_early_{n}"
+            proxy.hold()
+            for n in range(published):
+                await publisher.publish(change("org_1", f"pa_{n}"))
+            await asyncio.wait_for(publisher.sent(), WAIT)
+            read_back: list[StatusChanged] = []
+            deliver = slow._local.deliver
+            slow._local.deliver = lambda c: (read_back.append(c), deliver(c))[1]  # type: ignore[method-assign]
+
+            with caplog.at_level(logging.ERROR, logger="payout_gateway.events"):
+                proxy.release()
+                assert await asyncio.wait_for(queue.get(), WAIT) is None
+                assert queue.overflowed and queue.missed is Missed.LOST_IN_FANOUT
+                last = f"pa_{published - 1}"
+
+                async def caught_up() -> None:
+                    while not read_back or read_back[-1].object_id != last:
+                        await asyncio.sleep(0.02)
+
+                await asyncio.wait_for(caught_up(), WAIT)
+            assert slow.subscriptions_made == 1  # connected all along
+            # (The publisher, reading its own writes more slowly than it makes them here,
+            # may report a gap of its own.)
+            missed = slow.missed_in_stream
+            assert missed > 0
+            assert [
+                r
+                for r in caplog.records
+                if "trimmed past" in r.getMessage() and r.args == (missed,)
+            ]
+            assert missed + len(read_back) == published
+            assert [c.object_id for c in read_back] == [f"pa_{n}" for n in range(missed, published)]
+            async with slow.subscribe("org_1") as again:  # subscribing again works
+                await publisher.publish(change("org_1", "pa_next"))
+                assert (await next_change(again)).object_id == "pa_next"
+    finally:
+        await publisher.aclose()
+
+
+async def test_a_replica_whose_stream_was_deleted_and_written_again_ends_its_subscriptions(
+    prefix: str, redis: Redis
+) -> None:
+    publisher = await RedisBroker.connect(REDIS_URL, prefix=prefix)
+    try:
+        async with behind_a_proxy(prefix) as (proxy, slow), slow.subscribe("org_1") as queue:
+            for n in range(3):
+                await publisher.publish(change("org_1", f"pa_early_{n}"))
+            for n in range(3):
+                assert (await next_change(queue)).object_id == f"pa_early_{n}"
+            proxy.hold()
+            # The read it is waiting on takes the first (its answer held up on the way); the
+            # second is only in the stream.
+            for n in range(2):
+                await publisher.publish(change("org_1", f"pa_unread_{n}"))
+                await asyncio.wait_for(publisher.sent(), WAIT)
+            # Deleted (FLUSHDB, an eviction) and written again by the next publication.
+            await redis.delete(stream_key(prefix))
+            await publisher.publish(change("org_1", "pa_in_the_new_stream"))
+            await asyncio.wait_for(publisher.sent(), WAIT)
+            proxy.release()
+            assert await asyncio.wait_for(queue.get(), WAIT) is None
+            assert queue.missed is Missed.LOST_IN_FANOUT
+            async with slow.subscribe("org_1") as again:  # it reads on in the new stream
+                await publisher.publish(change("org_1", "pa_after"))
+                assert (await next_change(again)).object_id == "pa_after"
     finally:
         await publisher.aclose()
 

@@ -72,8 +72,9 @@ class RedisBroker:
     Where changes are lost all the same, the subscriptions that missed them end (``Missed``):
     the oldest unsent changes dropped from a full backlog (their organizations' subscriptions,
     on every replica: a marker entry tells the others), the stream trimmed past a replica's
-    place while it was away, or a Redis server that restarted or was replaced (its stream
-    gone with whatever it held).
+    place before it read on (it was away, or read more slowly than changes came: each read
+    is counted against the stream's own count, in one transaction), the stream deleted, or a
+    Redis server that restarted or was replaced (its stream gone with whatever it held).
     """
 
     def __init__(
@@ -102,7 +103,7 @@ class RedisBroker:
         # The last entry this replica has read ("0-0": none yet, the stream was empty).
         self._position: str | None = None
         # How many entries the stream had ever been given up to that one (None: Redis does
-        # not say), to tell how many a replica that was away missed if the stream was trimmed.
+        # not say), to tell how many entries were trimmed away before this replica read them.
         self._ordinal: int | None = None
         self._recent: OrderedDict[str, None] = OrderedDict()
         # Changes not yet written to Redis, in publication order.
@@ -118,6 +119,9 @@ class RedisBroker:
         self._sender: asyncio.Task[None] | None = None
         self.subscriptions_made = 0
         self.dropped_unsent = 0
+        # Entries trimmed from the stream before this replica read them (its subscriptions
+        # were ended for them).
+        self.missed_in_stream = 0
         # Told the sequences of the changes each write put in the stream (the status outbox
         # forgets them then).
         self.on_written: Callable[[list[int]], None] | None = None
@@ -266,6 +270,7 @@ class RedisBroker:
         delay = self._backoff_initial
         failing = False
         while True:
+            _stop_if_cancelled()
             if not self._backlog and not self._lost_organizations:
                 self._backlog_changed.clear()
                 await self._backlog_changed.wait()
@@ -329,6 +334,7 @@ class RedisBroker:
     async def _run(self) -> None:
         delay = self._backoff_initial
         while True:
+            _stop_if_cancelled()
             made_before = self.subscriptions_made
             try:
                 await self._place()
@@ -369,33 +375,61 @@ class RedisBroker:
         try:
             info = await self._client.xinfo_stream(self._key)
         except ResponseError:  # no such key: nothing was written yet, or it was deleted
-            if self._position not in (None, "0-0"):
-                logger.error(
-                    "the Redis status stream is gone (deleted): changes it held may be lost; "
-                    "ending the subscriptions here"
-                )
-                self._local.interrupt(None, Missed.LOST_IN_FANOUT)
-            self._position, self._ordinal = "0-0", 0
+            self._stream_gone()
             return
-        # Every entry ever added has an ordinal (we never delete one): the stream now holds
-        # ordinals added - length + 1 up to added, and this replica has read up to its own.
-        added, length = info.get("entries-added"), info.get("length")
         if self._position is None:
-            self._position = _text(info["last-generated-id"])
-            self._ordinal = added if isinstance(added, int) else None
+            self._start_at_end(info)
             return
+        self._account(info)
+
+    def _start_at_end(self, info: dict[str, Any]) -> None:
+        """Read on from the stream's last entry, as a new replica does."""
+        added = info.get("entries-added")
+        self._position = _text(info["last-generated-id"])
+        self._ordinal = added if isinstance(added, int) else None
+
+    def _stream_gone(self) -> None:
+        """The stream is not there: never written yet, or deleted with what it held."""
+        if self._position not in (None, "0-0"):
+            logger.error(
+                "the Redis status stream is gone (deleted): changes it held may be lost; "
+                "ending the subscriptions here"
+            )
+            self._local.interrupt(None, Missed.LOST_IN_FANOUT)
+        self._position, self._ordinal = "0-0", 0
+
+    def _account(self, info: dict[str, Any]) -> bool:
+        """Compare this replica's place with what the stream holds now (XINFO STREAM): the
+        subscriptions here end if entries were trimmed away before this replica read them
+        (it was away, or read more slowly than others wrote), or if the stream is another
+        one (deleted and written again: this replica then reads on from its end). False in
+        that last case. Every entry ever added has an ordinal (we never delete one): the
+        stream holds ordinals added - length + 1 up to added, and this replica has read up
+        to its own."""
+        added, length = info.get("entries-added"), info.get("length")
         if not isinstance(added, int) or not isinstance(length, int) or self._ordinal is None:
-            return  # a Redis before 7.0 does not count; nothing to compare
+            return True  # a Redis before 7.0 does not count; nothing to compare
+        if added < self._ordinal:
+            logger.error(
+                "the Redis status stream was deleted and written again: changes it held may "
+                "be lost; ending the subscriptions here"
+            )
+            self._local.interrupt(None, Missed.LOST_IN_FANOUT)
+            self._start_at_end(info)
+            return False
         missed = added - length - self._ordinal
         if missed > 0:
             logger.error(
-                "the Redis status stream was trimmed past this replica's place while it was "
-                "away: subscribers here missed %d change(s) (raise "
-                "PAYOUT_GATEWAY_REDIS_STREAM_MAX_LENGTH if outages last this long)",
+                "the Redis status stream was trimmed past this replica's place before it read "
+                "on (it was away, or read more slowly than changes came): subscribers here "
+                "missed %d change(s) (raise PAYOUT_GATEWAY_REDIS_STREAM_MAX_LENGTH if this "
+                "recurs)",
                 missed,
             )
+            self.missed_in_stream += missed
             self._local.interrupt(None, Missed.LOST_IN_FANOUT)
             self._ordinal = added - length
+        return True
 
     async def _run_id(self) -> str | None:
         """The server's run id; None where INFO is refused (some managed Redis services
@@ -419,19 +453,54 @@ class RedisBroker:
 
     async def _read(self) -> None:
         while True:
+            _stop_if_cancelled()
             await self._check_instance()
             assert self._position is not None
-            answer: Any = await self._client.xread(
-                {self._key: self._position}, count=_SEND_BATCH, block=self._block_ms
-            )
-            # RESP2 answers [[key, entries]], RESP3 {key: entries}; nothing new: empty.
-            streams = answer.values() if isinstance(answer, dict) else (e for _, e in answer or ())
-            for entries in streams:
-                for entry_id, fields in entries:
-                    self._position = _text(entry_id)
-                    if self._ordinal is not None:
-                        self._ordinal += 1
-                    self._receive(fields)
+            if self._ordinal is None:  # a Redis before 7.0 does not count: nothing to check
+                self._deliver(
+                    await self._client.xread(
+                        {self._key: self._position}, count=_SEND_BATCH, block=self._block_ms
+                    )
+                )
+                continue
+            if await self._read_counted() < _SEND_BATCH:
+                # Caught up: wait for the next entry, which the next turn reads counted. (A
+                # plain XREAD of what comes next cannot tell whether the stream was trimmed
+                # past this replica's place meanwhile: it answers the oldest entries kept.)
+                await self._client.xread({self._key: self._position}, count=1, block=self._block_ms)
+
+    async def _read_counted(self) -> int:
+        """Read on from this replica's place in one transaction with the stream's counts, so
+        that entries trimmed away before this replica read them end its subscriptions instead
+        of leaving a silent gap; how many entries were read."""
+        assert self._position is not None
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.xinfo_stream(self._key)
+            pipe.xread({self._key: self._position}, count=_SEND_BATCH)
+            info, answer = await pipe.execute(raise_on_error=False)
+        if isinstance(answer, Exception):
+            raise answer
+        if isinstance(info, ResponseError):  # no such key: not written yet, or deleted
+            self._stream_gone()
+            return 0
+        if isinstance(info, Exception):
+            raise info
+        if not self._account(info):
+            return 0  # another stream: what was read came from where this replica was
+        return self._deliver(answer)
+
+    def _deliver(self, answer: Any) -> int:
+        # RESP2 answers [[key, entries]], RESP3 {key: entries}; nothing new: empty.
+        streams = answer.values() if isinstance(answer, dict) else (e for _, e in answer or ())
+        read = 0
+        for entries in streams:
+            for entry_id, fields in entries:
+                self._position = _text(entry_id)
+                if self._ordinal is not None:
+                    self._ordinal += 1
+                self._receive(fields)
+                read += 1
+        return read
 
     def _receive(self, fields: dict[Any, Any]) -> None:
         publication_id, data = _field(fields, "id"), _field(fields, "change")
@@ -469,6 +538,16 @@ class RedisBroker:
             logger.warning("a malformed lost-changes marker on the Redis status stream")
             organizations = None
         self._local.interrupt(organizations, Missed.LOST_IN_FANOUT)
+
+
+def _stop_if_cancelled() -> None:
+    """Raise CancelledError in a task asked to stop. redis-py sends each command through
+    ``asyncio.wait_for``, which on Python 3.11 returns the send's result instead of raising
+    when the cancellation arrives as the send completes: the task's loop would go on, and
+    ``aclose`` give up waiting for it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _field(fields: dict[Any, Any], name: str) -> bytes | str | None:
