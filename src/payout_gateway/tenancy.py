@@ -28,6 +28,10 @@ from payout_gateway.store import Store, StoreSession
 logger = logging.getLogger("payout_gateway.tenancy")
 
 API_KEY_PREFIX = "pgw_"
+# A demo organization's key is labelled so; retired (``retire_demo_keys``) it is relabelled,
+# which tells sandbox mode it may restore it: one its operator revoked stays revoked.
+_DEMO_KEY = "demo"
+_RETIRED_DEMO_KEY = "demo (retired while its provider was a real one)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,9 +209,11 @@ class Tenancy:
             async with self._store.session() as session:
                 has_key = await session.api_key_hash_exists(key_hash)
                 if has_key:  # retired while its provider was a real one (below): back
-                    await session.set_key_revoked(key_hash, None)
+                    await session.set_key_revoked(
+                        key_hash, None, labelled=_RETIRED_DEMO_KEY, relabel=_DEMO_KEY
+                    )
             if not has_key:
-                await self.issue_api_key(org.id, label="demo", key=demo.api_key)
+                await self.issue_api_key(org.id, label=_DEMO_KEY, key=demo.api_key)
             orgs.append(org)
         self._forget_cached()
         return orgs
@@ -222,7 +228,12 @@ class Tenancy:
             if demo.provider in keep:
                 continue
             async with self._store.session() as session:
-                if await session.set_key_revoked(self.hash_key(demo.api_key), self._clock()):
+                if await session.set_key_revoked(
+                    self.hash_key(demo.api_key),
+                    self._clock(),
+                    labelled=_DEMO_KEY,
+                    relabel=_RETIRED_DEMO_KEY,
+                ):
                     retired.append(demo.name)
         if retired:
             self._forget_cached()

@@ -10,9 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
+from payout_gateway.domain.enums import Provider
 from payout_gateway.sandbox.commet import create_commet_sandbox
 from payout_gateway.settings import ProviderSettings, Settings
+from payout_gateway.store import Store
+from payout_gateway.tenancy import Tenancy
 from payout_gateway.web import create_app
 from tests.realtime.support import kyc, run, subscribed
 from tests.support.live_server import live_server
@@ -184,3 +188,33 @@ async def test_a_demo_key_stops_working_once_its_provider_is_a_real_one(tmp_path
     # Sandbox mode again on the same file: the demo works as the README says.
     with live_server(create_app(Settings(database_url=database_url))) as url:
         assert await accepted(url, COMMET)
+
+
+async def test_a_demo_key_its_operator_revoked_stays_revoked_in_sandbox_mode(
+    tmp_path: Path,
+) -> None:
+    # Sandbox mode restores a demo key that start-up retired (its provider was a real one for
+    # a while), not one revoked on purpose (``org revoke-key``: the sandbox was reachable
+    # from outside, say, and the README prints the key).
+    store = Store.from_url(f"sqlite:///{tmp_path}/gateway.db")
+    await store.create_schema()
+    try:
+        tenancy = Tenancy(store, SecretStr("pepper"))
+        (org,) = await tenancy.ensure_demo_organizations({Provider.COMMET})
+        async with store.session(write=False) as session:
+            (key,) = await session.list_api_keys(org.id)
+        await tenancy.revoke_api_key(key.id)
+
+        await tenancy.ensure_demo_organizations({Provider.COMMET})
+        assert await tenancy.authenticate(COMMET) is None
+
+        # Retired at a start with a real Commet, then sandbox mode again: restored.
+        other = Tenancy(store, SecretStr("another pepper"))
+        await other.ensure_demo_organizations({Provider.COMMET})
+        assert await other.authenticate(COMMET) is not None
+        assert await other.retire_demo_keys(keep=set()) == ["demo-commet"]
+        assert await other.authenticate(COMMET) is None
+        await other.ensure_demo_organizations({Provider.COMMET})
+        assert await other.authenticate(COMMET) is not None
+    finally:
+        await store.dispose()

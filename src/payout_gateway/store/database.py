@@ -817,15 +817,18 @@ class StoreSession:
         )
         return [_api_key(row) for row in rows]
 
-    async def set_key_revoked(self, key_hash: str, at: datetime | None) -> bool:
-        """Revoke the key of that hash (``at``), or take its revocation back (None); whether
-        it changed."""
-        query = update(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash)
+    async def set_key_revoked(
+        self, key_hash: str, at: datetime | None, *, labelled: str, relabel: str
+    ) -> bool:
+        """Revoke the key of that hash (``at``), or take its revocation back (None), if it is
+        labelled ``labelled``, labelling it ``relabel``: a key revoked for another reason (by
+        its operator) is left as it is. Whether it changed."""
+        query = update(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash, ApiKeyRow.label == labelled)
         if at is None:
             query = query.where(ApiKeyRow.revoked_at.is_not(None))
         else:
             query = query.where(ApiKeyRow.revoked_at.is_(None))
-        result = await self._session.execute(query.values(revoked_at=at))
+        result = await self._session.execute(query.values(revoked_at=at, label=relabel))
         return bool(getattr(result, "rowcount", 0))
 
     async def revoke_api_key(self, key_id: str, at: datetime) -> bool:
