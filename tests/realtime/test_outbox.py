@@ -24,6 +24,7 @@ from payout_gateway.store import Store
 from payout_gateway.store.leadership import AlwaysLeads
 from payout_gateway.tenancy import Tenancy
 from tests.support.names import unique_suffix
+from tests.support.redis_proxy import behind_a_proxy, wait_until_away
 from tests.webhooks.support import add_payout
 
 pytestmark = pytest.mark.redis
@@ -297,3 +298,32 @@ async def test_stranded_moves_of_one_object_are_all_relayed_in_order(
     async with replica.subscribe(org_id) as queue:
         assert await leader.relay_once() == 2
         assert [await asyncio.wait_for(queue.get(), WAIT) for _ in moves] == moves
+
+
+async def test_a_leader_cut_off_from_redis_leaves_the_relay_to_a_replica_that_reaches_it(
+    store: Store, replica: RedisBroker, prefix: str
+) -> None:
+    org_id = await organization(store)
+    clock = Clock()
+    leaders_lead, others_lead = store.leadership("status-outbox"), store.leadership("status-outbox")
+    try:
+        async with behind_a_proxy(prefix) as (proxy, leaders_broker):
+            leader = StatusOutbox(store, leaders_broker, leaders_lead, clock=clock)
+            other = StatusOutbox(store, replica, others_lead, clock=clock)
+            assert await leader.relay_once() == 0  # it leads: nothing is due yet
+            # Then only its way to Redis is cut (a partition): it goes on serving, its lock's
+            # session alive, while a replica that committed a move is killed before Redis
+            # took it.
+            await proxy.down()
+            await wait_until_away(leaders_broker)
+            async with cut_off_replica(prefix) as unreachable:
+                change = await pay(StatusPipeline(store, unreachable, outbox=True), store, org_id)
+            clock.now += GRACE * 2
+            async with replica.subscribe(org_id) as queue:
+                assert await leader.relay_once() == 0
+                # The move waited for as long as the leader stayed cut off.
+                assert await other.relay_once() == 1
+                assert await asyncio.wait_for(queue.get(), WAIT) == change
+    finally:
+        await leaders_lead.step_down()
+        await others_lead.step_down()

@@ -63,6 +63,8 @@ class StatusOutbox:
         )
         self._written: list[int] = []
         self._wake = asyncio.Event()
+        # Whether the last ``lead`` answered yes.
+        self._leading = False
         self.relayed = 0
         broker.on_written = self.written
 
@@ -103,6 +105,7 @@ class StatusOutbox:
                 await session.remove_from_outbox(sequences)
 
     async def step_down(self) -> None:
+        self._leading = False
         await self._leadership.step_down()
 
     async def _relay_forever(self) -> None:
@@ -124,9 +127,21 @@ class StatusOutbox:
         """Publish the moves left in the outbox past the grace period, if this process leads
         and its own fan-out is caught up; how many."""
         if not self._broker.subscribed or self._broker.unsent:
+            # It cannot relay now (cut off from Redis, or its own changes still wait for
+            # it): a lead kept meanwhile would keep every other replica from relaying too,
+            # for as long as its outage lasts (its lock's session stays alive).
+            if self._leading:
+                self._leading = False
+                logger.warning(
+                    "giving up the status outbox relay: this process's changes are not "
+                    "reaching Redis now"
+                )
+                await self._leadership.step_down()
             return 0
         if not await self._leadership.lead():
+            self._leading = False
             return 0
+        self._leading = True
         committed_before = self._clock() - self._grace
         # A stranded move that a later, published move of its object superseded is not
         # shown: a replica that never saw the later one would show the object moving back.
