@@ -327,3 +327,16 @@ async def test_a_leader_cut_off_from_redis_leaves_the_relay_to_a_replica_that_re
     finally:
         await leaders_lead.step_down()
         await others_lead.step_down()
+
+
+async def test_a_burst_of_published_moves_larger_than_a_statement_binds_is_forgotten(
+    store: Store, replica: RedisBroker
+) -> None:
+    org_id = await organization(store)
+    kept = await pay(StatusPipeline(store, replica, outbox=True), store, org_id)
+    assert kept.sequence is not None
+    # More ids than one statement may bind, as after a long outage: all of them forgotten.
+    burst = [*range(10_000_000, 10_040_000), kept.sequence]
+    async with store.session() as session:
+        await session.remove_from_outbox(burst)
+    assert await in_outbox(store, Clock()) == []

@@ -580,6 +580,7 @@ _INSERT_STATUS_CHANGE = insert(_STATUS_CHANGES).inline()
 # A move's row answers its id: the change's sequence (``StatusChanged.sequence``).
 _INSERT_STATUS_MOVE = insert(_STATUS_CHANGES).returning(_STATUS_CHANGES.c.id)
 _INSERT_OUTBOX = insert(_STATUS_OUTBOX)
+_OUTBOX_DELETE_CHUNK = 1_000
 # An outbox row whose move a later move of the same object superseded, that later one itself
 # no longer in the outbox (published). Correlated with the outbox row of the enclosing query.
 _MOVED = _STATUS_CHANGES.alias("moved")
@@ -1425,10 +1426,13 @@ class StoreSession:
         return int(getattr(result, "rowcount", 0) or 0)
 
     async def remove_from_outbox(self, sequences: Sequence[int]) -> None:
-        """Moves the fan-out has taken."""
-        await self._session.execute(
-            delete(_STATUS_OUTBOX).where(_STATUS_OUTBOX.c.sequence.in_(sequences))
-        )
+        """Moves the fan-out has taken; in chunks, as a burst after an outage can hold more
+        ids than a statement may bind (32,767 on PostgreSQL, 32,766 on SQLite)."""
+        for start in range(0, len(sequences), _OUTBOX_DELETE_CHUNK):
+            chunk = sequences[start : start + _OUTBOX_DELETE_CHUNK]
+            await self._session.execute(
+                delete(_STATUS_OUTBOX).where(_STATUS_OUTBOX.c.sequence.in_(chunk))
+            )
 
     async def record_status_change(
         self,
