@@ -19,9 +19,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
+from payout_gateway.events import redis_broker as redis_broker_module
 from payout_gateway.events.broker import Missed
 from payout_gateway.events.redis_broker import RedisBroker, stream_key
 from payout_gateway.settings import Settings
+from payout_gateway.tenancy import Tenancy
 from payout_gateway.web import create_app
 from tests.support.live_server import live_server
 from tests.support.names import unique_suffix
@@ -615,3 +617,38 @@ async def test_readyz_answers_503_while_redis_is_away(prefix: str, tmp_path: Pat
     finally:
         await asyncio.to_thread(server.__exit__, None, None, None)
         await proxy.down()
+
+
+async def test_a_start_up_that_fails_after_reaching_redis_closes_what_it_opened(
+    prefix: str, tmp_path: Path, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def fails(*_: Any, **__: Any) -> list[str]:
+        raise RuntimeError("a later start-up step failed")
+
+    monkeypatch.setattr(Tenancy, "retire_demo_keys", fails)
+    name = f"{prefix.split(':')[0]}-failing"
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/gateway.db",
+        redis_url=REDIS_URL,
+        redis_channel_prefix=prefix,
+    )
+    monkeypatch.setattr(redis_broker_module, "Redis", _named_client(name))
+    app = create_app(settings)
+    with pytest.raises(RuntimeError, match="a later start-up step failed"):
+        async with app.router.lifespan_context(app):
+            pass
+    # Redis's reading and sending tasks stopped, and its connections closed.
+    running = {t.get_name() for t in asyncio.all_tasks() if not t.done()}
+    assert not running & {"redis-status-stream", "redis-status-sender"}, running
+    assert not [c for c in await redis.client_list() if c.get("name") == name]
+
+
+def _named_client(name: str) -> Any:
+    """redis.asyncio.Redis, its connections named ``name`` (to find them on the server)."""
+
+    class Named(Redis):
+        @classmethod
+        def from_url(cls, url: str, **options: Any) -> Redis:
+            return Redis.from_url(url, **{**options, "client_name": name})
+
+    return Named

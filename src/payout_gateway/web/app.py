@@ -128,6 +128,14 @@ def jwt_verifier(settings: JwtSettings) -> JwtVerifier | None:
     )
 
 
+async def _cancelled(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background task and wait for it to end."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -174,97 +182,98 @@ def create_app(
         ensure_sqlite_directory(settings.database_url)
         # Schema to the newest migration first; replicas starting together take turns.
         await upgrade_schema(settings.database_url)
-        store = Store.from_url(
-            settings.database_url,
-            secrets=settings.secret_codec(),
-            timeout_seconds=settings.database_timeout_seconds,
-        )
-        if settings.is_production and not store.secrets.seals:
-            logger.warning(
-                "provider credentials and webhook secrets are stored as written: set "
-                "PAYOUT_GATEWAY_SECRETS_KEYS to seal them (`payout-gateway secrets-key`)"
+        # Each part is closed by the stack, the last opened first: at shutdown, and also when
+        # a later step of the start-up fails (Redis's tasks, pools and sessions left open).
+        async with contextlib.AsyncExitStack() as opened:
+            store = Store.from_url(
+                settings.database_url,
+                secrets=settings.secret_codec(),
+                timeout_seconds=settings.database_timeout_seconds,
             )
-        adapters = dict(providers) if providers is not None else build_providers()
-        broker = await build_broker(settings)
-        # Replicas publish through Redis: a move whose replica stops before Redis has it is
-        # published from the outbox by another (events/outbox.py).
-        outbox = (
-            StatusOutbox(
-                store,
-                broker,
-                store.leadership("status-outbox"),
-                clock=utcnow,
-                grace_seconds=settings.status_outbox_grace_seconds,
-            )
-            if isinstance(broker, RedisBroker)
-            else None
-        )
-        pipeline = StatusPipeline(store, broker, outbox=outbox is not None)
-        keys = IdempotencyKeys(
-            store,
-            pepper=settings.api_key_pepper,
-            retention=timedelta(hours=settings.idempotency_retention_hours),
-            lease=timedelta(seconds=settings.idempotency_lease_seconds),
-        )
-        service = PayoutService(store, adapters, pipeline=pipeline, keys=keys)
-        tenancy = Tenancy(store, settings.api_key_pepper, jwt=jwt_verifier(settings.jwt))
-        await tenancy.retire_demo_keys(keep=settings.demo_providers)
-        if settings.demo_enabled:
-            await tenancy.ensure_demo_organizations(settings.demo_providers)
-            await connect_demo_webhooks(store, sandboxes)
-        app.state.gateway = Gateway(settings, store, service, tenancy, adapters, broker, pipeline)
-        refresher = None
-        # One process refreshes at a time, among workers and replicas sharing the database.
-        refresh_leadership = store.leadership("status-refresh")
-        if settings.refresh_interval_seconds > 0:
-            refresher = asyncio.create_task(
-                StatusRefresher(
-                    store,
-                    adapters,
-                    pipeline,
-                    interval=settings.refresh_interval_seconds,
-                    clock=utcnow,
-                    leadership=refresh_leadership,
-                ).run_forever(),
-                name="status-refresh",
-            )
-        purger = asyncio.create_task(
-            purge_expired_forever(keys, interval=IDEMPOTENCY_PURGE_SECONDS, clock=utcnow),
-            name="idempotency-purge",
-        )
-        relay = (
-            asyncio.create_task(outbox.run_forever(), name="status-outbox")
-            if outbox is not None
-            else None
-        )
-        if serving:
-            tune_cycle_collector()
-        try:
-            yield
-        finally:
-            purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purger
-            if refresher is not None:
-                refresher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await refresher
-            await refresh_leadership.step_down()
-            if relay is not None:
-                relay.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await relay
-            await broker.aclose()
-            if outbox is not None:
-                # What the broker wrote while closing is in the stream: not to be relayed.
-                with contextlib.suppress(StoreUnavailableError):
-                    await outbox.forget_written()
-                await outbox.step_down()
-            await tenancy.aclose()
+            opened.push_async_callback(store.dispose)
+            if settings.is_production and not store.secrets.seals:
+                logger.warning(
+                    "provider credentials and webhook secrets are stored as written: set "
+                    "PAYOUT_GATEWAY_SECRETS_KEYS to seal them (`payout-gateway secrets-key`)"
+                )
+            adapters = dict(providers) if providers is not None else build_providers()
             if providers is None:
                 for adapter in adapters.values():
-                    await adapter.aclose()
-            await store.dispose()
+                    opened.push_async_callback(adapter.aclose)
+            tenancy = Tenancy(store, settings.api_key_pepper, jwt=jwt_verifier(settings.jwt))
+            opened.push_async_callback(tenancy.aclose)
+            broker = await build_broker(settings)
+            # Replicas publish through Redis: a move whose replica stops before Redis has it
+            # is published from the outbox by another (events/outbox.py).
+            outbox = (
+                StatusOutbox(
+                    store,
+                    broker,
+                    store.leadership("status-outbox"),
+                    clock=utcnow,
+                    grace_seconds=settings.status_outbox_grace_seconds,
+                )
+                if isinstance(broker, RedisBroker)
+                else None
+            )
+            relay: asyncio.Task[None] | None = None
+
+            async def close_fanout() -> None:
+                await _cancelled(relay)
+                await broker.aclose()
+                if outbox is not None:
+                    # What the broker wrote while closing is in the stream: not to be relayed.
+                    with contextlib.suppress(StoreUnavailableError):
+                        await outbox.forget_written()
+                    await outbox.step_down()
+
+            opened.push_async_callback(close_fanout)
+            pipeline = StatusPipeline(store, broker, outbox=outbox is not None)
+            keys = IdempotencyKeys(
+                store,
+                pepper=settings.api_key_pepper,
+                retention=timedelta(hours=settings.idempotency_retention_hours),
+                lease=timedelta(seconds=settings.idempotency_lease_seconds),
+            )
+            service = PayoutService(store, adapters, pipeline=pipeline, keys=keys)
+            await tenancy.retire_demo_keys(keep=settings.demo_providers)
+            if settings.demo_enabled:
+                await tenancy.ensure_demo_organizations(settings.demo_providers)
+                await connect_demo_webhooks(store, sandboxes)
+            app.state.gateway = Gateway(
+                settings, store, service, tenancy, adapters, broker, pipeline
+            )
+            refresher = None
+            # One process refreshes at a time, among workers and replicas sharing the database.
+            refresh_leadership = store.leadership("status-refresh")
+            if settings.refresh_interval_seconds > 0:
+                refresher = asyncio.create_task(
+                    StatusRefresher(
+                        store,
+                        adapters,
+                        pipeline,
+                        interval=settings.refresh_interval_seconds,
+                        clock=utcnow,
+                        leadership=refresh_leadership,
+                    ).run_forever(),
+                    name="status-refresh",
+                )
+            purger = asyncio.create_task(
+                purge_expired_forever(keys, interval=IDEMPOTENCY_PURGE_SECONDS, clock=utcnow),
+                name="idempotency-purge",
+            )
+            if outbox is not None:
+                relay = asyncio.create_task(outbox.run_forever(), name="status-outbox")
+
+            async def stop_background_work() -> None:
+                await _cancelled(purger)
+                await _cancelled(refresher)
+                await refresh_leadership.step_down()
+
+            opened.push_async_callback(stop_background_work)
+            if serving:
+                tune_cycle_collector()
+            yield
 
     # Outermost first; GraphQL requests pass through the same chain (GatewayApp).
     middleware = [
