@@ -13,12 +13,14 @@ from pydantic import SecretStr
 from payout_gateway.domain.enums import PayoutStatus, Provider
 from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged, StatusUpdate
 from payout_gateway.domain.models import OrganizationProfile, ProviderCredentials
+from payout_gateway.events import redis_broker
 from payout_gateway.events.broker import InProcessBroker, LocalFanout, Missed
 from payout_gateway.events.pipeline import StatusPipeline
 from payout_gateway.events.redis_broker import RedisBroker
 from payout_gateway.store import Store
 from payout_gateway.tenancy import Tenancy
 from tests.support.names import unique_suffix
+from tests.support.redis_proxy import behind_a_proxy, wait_until_away
 from tests.webhooks.support import add_payout, changes_of
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -170,3 +172,59 @@ async def test_subscriptions_ended_for_missed_changes_are_counted_by_reason() ->
         assert first.missed is second.missed is Missed.LOST_IN_FANOUT
     assert ended_missing("lost_in_fanout") - lost_before == 2
     assert ended_missing("fell_behind") == behind_before
+
+
+@pytest.mark.redis
+async def test_a_late_publication_does_not_move_back_the_view_of_a_replica_started_since() -> None:
+    """A replica started after the later move went through never saw it: it starts reading at
+    the stream's end. It learns the objects' last moves from the entries before its place."""
+    prefix = f"pgw-test-{unique_suffix()}:status:"
+    b = await RedisBroker.connect("redis://127.0.0.1:6379/0", prefix=prefix)
+    try:
+        async with behind_a_proxy(prefix) as (proxy, cut_off):
+            await proxy.down()
+            await wait_until_away(cut_off)
+            # Cut off from Redis, it applied IN_TRANSIT; B then applied PAID, which went through.
+            await cut_off.publish(move(5, "IN_TRANSIT"))
+            await b.publish(move(6, "PAID"))
+            await asyncio.wait_for(b.sent(), 5)
+            started_since = await RedisBroker.connect("redis://127.0.0.1:6379/0", prefix=prefix)
+            try:
+                async with started_since.subscribe("org_1") as queue:
+                    await proxy.up()
+                    await asyncio.wait_for(cut_off.sent(), 10)
+                    await b.publish(move(7, "PAID", object_id="po_marker"))
+                    shown = await asyncio.wait_for(queue.get(), 5)
+                    assert shown is not None
+                    assert f"{shown.object_id}:{shown.to_status}" == "po_marker:PAID"
+            finally:
+                await started_since.aclose()
+    finally:
+        await b.aclose()
+
+
+@pytest.mark.redis
+async def test_a_replica_started_since_notes_every_object_before_its_place_slice_by_slice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(redis_broker, "_REMEMBER_SLICE", 3)
+    prefix = f"pgw-test-{unique_suffix()}:status:"
+    b = await RedisBroker.connect("redis://127.0.0.1:6379/0", prefix=prefix)
+    try:
+        for n in range(10):
+            await b.publish(move(100 + n, "PAID", object_id=f"po_{n}"))
+        await asyncio.wait_for(b.sent(), 5)
+        started_since = await RedisBroker.connect("redis://127.0.0.1:6379/0", prefix=prefix)
+        try:
+            async with started_since.subscribe("org_1") as queue:
+                for n in range(10):  # late: each before its object's move in the stream
+                    await b.publish(move(50 + n, "IN_TRANSIT", object_id=f"po_{n}"))
+                await b.publish(move(200, "PAID", object_id="po_marker"))
+                shown = await asyncio.wait_for(queue.get(), 5)
+                assert shown is not None
+                assert f"{shown.object_id}:{shown.to_status}" == "po_marker:PAID"
+                assert started_since._local.dropped_stale == 10
+        finally:
+            await started_since.aclose()
+    finally:
+        await b.aclose()

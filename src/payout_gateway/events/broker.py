@@ -113,6 +113,22 @@ class LocalFanout:
             self._delivered.popitem(last=False)
         return False
 
+    def remember(self, object_type: str, object_id: str, sequence: int) -> None:
+        """Take note of a change of an object delivered before this replica was there (not
+        shown): one arriving later with an earlier sequence is then stale here too."""
+        key = (object_type, object_id)
+        last = self._delivered.get(key)
+        if last is not None and sequence <= last:
+            return
+        self._delivered[key] = sequence
+        self._delivered.move_to_end(key)
+        if len(self._delivered) > self._remembered_objects:
+            self._delivered.popitem(last=False)
+
+    @property
+    def remembered_objects(self) -> int:
+        return self._remembered_objects
+
     def interrupt(self, organization_ids: Collection[str] | None, why: Missed) -> int:
         """End the subscriptions of these organizations (every one with None) that missed
         changes this replica cannot deliver: each is told so rather than shown a stream with

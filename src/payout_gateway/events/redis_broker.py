@@ -38,6 +38,8 @@ _SEND_BATCH = 200
 # How often a replica reading the stream asks whether Redis is still the same server (a
 # restart hidden by the client's own reconnection drops the stream, and what it held).
 _INSTANCE_CHECK_SECONDS = 1.0
+# Entries read at a time by a new replica taking note of the objects' last changes.
+_REMEMBER_SLICE = 500
 
 
 class _Unsent(NamedTuple):
@@ -379,6 +381,7 @@ class RedisBroker:
             return
         if self._position is None:
             self._start_at_end(info)
+            await self._remember_before_place()
             return
         self._account(info)
 
@@ -387,6 +390,34 @@ class RedisBroker:
         added = info.get("entries-added")
         self._position = _text(info["last-generated-id"])
         self._ordinal = added if isinstance(added, int) else None
+
+    async def _remember_before_place(self) -> None:
+        """A replica that starts at the stream's end never saw the changes before it: a change
+        published late (its replica cut off from Redis meanwhile) would arrive after a later
+        change of its object that this replica was not there for, and be shown, moving the
+        object back. So it takes note of the objects' last changes in the entries before its
+        place (as many as its fan-out remembers), without showing them: read newest first in
+        slices, so that parsing thousands of entries does not hold the loop up at once."""
+        if self._position in (None, "0-0"):
+            return
+        seen: list[tuple[str, str, int]] = []
+        newest, done = self._position, None
+        while len(seen) < self._local.remembered_objects:
+            # Each slice starts at the last one's oldest entry (inclusive: Redis before 6.2
+            # has no exclusive bound), which is skipped.
+            entries: Any = await self._client.xrevrange(
+                self._key, max=newest, min="-", count=_REMEMBER_SLICE
+            )
+            for entry_id, fields in entries or ():
+                if _text(entry_id) != done:
+                    noted = _object_sequence(_field(fields, "change"))
+                    if noted is not None:
+                        seen.append(noted)
+            if len(entries or ()) < _REMEMBER_SLICE:
+                break
+            newest = done = _text(entries[-1][0])
+        for object_type, object_id, sequence in reversed(seen):  # oldest first
+            self._local.remember(object_type, object_id, sequence)
 
     def _stream_gone(self) -> None:
         """The stream is not there: never written yet, or deleted with what it held."""
@@ -548,6 +579,27 @@ def _stop_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def _object_sequence(data: bytes | str | None) -> tuple[str, str, int] | None:
+    """A change entry's object type, object id and sequence (None if it has none): only
+    these, not a validation of the whole change, for the thousands a new replica notes."""
+    try:
+        change = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    if not isinstance(change, dict):
+        return None
+    object_type, object_id = change.get("object_type"), change.get("object_id")
+    sequence = change.get("sequence")
+    if (
+        isinstance(object_type, str)
+        and isinstance(object_id, str)
+        and isinstance(sequence, int)
+        and not isinstance(sequence, bool)
+    ):
+        return object_type, object_id, sequence
+    return None
 
 
 def _field(fields: dict[Any, Any], name: str) -> bytes | str | None:
