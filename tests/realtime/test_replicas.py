@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from gql.transport.exceptions import TransportQueryError
 from redis.asyncio import Redis
 
 from payout_gateway.domain.enums import Provider
@@ -199,7 +201,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 async def wait_until_live(
-    subscriber: Subscriber, cluster: Cluster, org: str, object_type: ObjectType, field: str
+    subscriber: Subscriber,
+    cluster: Cluster,
+    org: str,
+    object_type: ObjectType,
+    field: str,
+    prefix: str | None = None,
 ) -> None:
     """Write probes straight to the Redis stream until one comes through replica A's
     subscription: from then on A reads the stream and this GraphQL subscription is in place."""
@@ -218,7 +225,7 @@ async def wait_until_live(
         deadline = asyncio.get_running_loop().time() + 10
         while asyncio.get_running_loop().time() < deadline:
             await redis.xadd(
-                stream_key(cluster.channel_prefix),
+                stream_key(prefix or cluster.channel_prefix),
                 {"id": uuid.uuid4().hex, "change": probe.model_dump_json()},
             )
             try:
@@ -361,3 +368,68 @@ async def test_a_change_committed_by_a_replica_killed_before_redis_took_it_is_st
                 assert event["fromStatus"] == "PENDING_VERIFICATION"
                 assert event["toStatus"] == "VERIFIED"
                 assert event["payoutAccount"]["status"] == "VERIFIED"
+
+
+async def test_a_subscriber_on_a_replica_frozen_while_the_stream_moved_on_past_it_is_told_so(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The replica stays connected to Redis (stopped, not cut off); meanwhile the others
+    publish more than the stream keeps. Once it runs again, its subscriber is shown every
+    change in order, or what it was shown ends with SUBSCRIPTION_OVERFLOW: never a gap."""
+    prefix = f"pgw-test-{unique_suffix()}:status:"
+    kept, published = 100, 300
+    env = cluster.env | {
+        "PAYOUT_GATEWAY_REDIS_CHANNEL_PREFIX": prefix,
+        "PAYOUT_GATEWAY_REDIS_STREAM_MAX_LENGTH": str(kept),
+    }
+    init = {"Authorization": f"Bearer {cluster.keys[ORG.name]}"}
+    with replica("replica-frozen", env, tmp_path) as frozen:
+        wait_ready([frozen])
+        async with subscribed(frozen.graphql_url, PAYOUT_CHANGES, init_payload=init) as on_it:
+            await wait_until_live(
+                on_it, cluster, ORG.name, ObjectType.PAYOUT, "payoutStatusChanged", prefix
+            )
+            redis = Redis.from_url(REDIS_URL, socket_timeout=5)
+            frozen.process.send_signal(signal.SIGSTOP)
+            try:
+                # Other replicas' publications, trimmed as they trim.
+                async with redis.pipeline(transaction=False) as pipe:
+                    for n in range(published):
+                        change = StatusChanged(
+                            organization_id=cluster.org_ids[ORG.name],
+                            object_type=ObjectType.PAYOUT,
+                            object_id=f"po_frozen_{n}",
+                            from_status="PENDING",
+                            to_status="PAID",
+                            provider_status=f"paid-{n}",
+                            source=ChangeSource.WEBHOOK,
+                            at=datetime.now(UTC),
+                        )
+                        pipe.xadd(
+                            stream_key(prefix),
+                            {"id": uuid.uuid4().hex, "change": change.model_dump_json()},
+                            maxlen=kept,
+                            approximate=True,
+                        )
+                    await pipe.execute()
+            finally:
+                frozen.process.send_signal(signal.SIGCONT)
+                await redis.aclose()
+            shown: list[str] = []
+            ended: TransportQueryError | None = None
+            try:
+                while len(shown) < published:
+                    shown.append(
+                        (await next_real_event(on_it, "payoutStatusChanged"))["providerStatus"]
+                    )
+            except TransportQueryError as error:
+                ended = error
+            except TimeoutError:
+                pass
+            assert ended is not None, f"shown {len(shown)} of {published}, then nothing"
+            assert shown == [f"paid-{n}" for n in range(len(shown))]  # no gap before the end
+            assert ended.errors
+            assert ended.errors[0]["extensions"] == {
+                "code": "SUBSCRIPTION_OVERFLOW",
+                "retryable": True,
+            }
