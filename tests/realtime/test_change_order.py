@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
 from payout_gateway.domain.enums import PayoutStatus, Provider
 from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged, StatusUpdate
@@ -16,7 +17,7 @@ from payout_gateway.domain.models import OrganizationProfile, ProviderCredential
 from payout_gateway.events import redis_broker
 from payout_gateway.events.broker import InProcessBroker, LocalFanout, Missed
 from payout_gateway.events.pipeline import StatusPipeline
-from payout_gateway.events.redis_broker import RedisBroker
+from payout_gateway.events.redis_broker import RedisBroker, stream_key
 from payout_gateway.store import Store
 from payout_gateway.tenancy import Tenancy
 from tests.support.names import unique_suffix
@@ -226,5 +227,36 @@ async def test_a_replica_started_since_notes_every_object_before_its_place_slice
                 assert started_since._local.dropped_stale == 10
         finally:
             await started_since.aclose()
+    finally:
+        await b.aclose()
+
+
+@pytest.mark.redis
+async def test_a_replica_placed_anew_in_a_stream_written_again_notes_what_came_before() -> None:
+    prefix = f"pgw-test-{unique_suffix()}:status:"
+    b = await RedisBroker.connect("redis://127.0.0.1:6379/0", prefix=prefix)
+    try:
+        async with behind_a_proxy(prefix) as (proxy, replica):
+            for n in range(3):
+                await b.publish(move(n + 1, "PAID", object_id=f"po_early_{n}"))
+            await asyncio.wait_for(b.sent(), 5)
+            async with replica.subscribe("org_1") as queue:
+                for _ in range(3):
+                    assert await asyncio.wait_for(queue.get(), 5) is not None
+                proxy.hold()
+                # The stream deleted (FLUSHDB, an eviction), then written again by a move.
+                redis = Redis.from_url("redis://127.0.0.1:6379/0")
+                await redis.delete(stream_key(prefix))
+                await redis.aclose()
+                await b.publish(move(8, "PAID"))
+                await asyncio.wait_for(b.sent(), 5)
+                proxy.release()
+                assert await asyncio.wait_for(queue.get(), 5) is None  # ended: it may miss some
+            async with replica.subscribe("org_1") as queue:
+                await b.publish(move(5, "IN_TRANSIT"))  # published late
+                await b.publish(move(9, "PAID", object_id="po_marker"))
+                shown = await asyncio.wait_for(queue.get(), 5)
+                assert shown is not None
+                assert f"{shown.object_id}:{shown.to_status}" == "po_marker:PAID"
     finally:
         await b.aclose()

@@ -383,7 +383,8 @@ class RedisBroker:
             self._start_at_end(info)
             await self._remember_before_place()
             return
-        self._account(info)
+        if not self._account(info):
+            await self._remember_before_place()
 
     def _start_at_end(self, info: dict[str, Any]) -> None:
         """Read on from the stream's last entry, as a new replica does."""
@@ -517,7 +518,9 @@ class RedisBroker:
         if isinstance(info, Exception):
             raise info
         if not self._account(info):
-            return 0  # another stream: what was read came from where this replica was
+            # Another stream: what was read came from where this replica was in the old one.
+            await self._remember_before_place()
+            return 0
         return self._deliver(answer)
 
     def _deliver(self, answer: Any) -> int:
