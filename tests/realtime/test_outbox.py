@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -14,6 +15,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from payout_gateway.domain.enums import PayoutStatus, Provider
+from payout_gateway.domain.errors import StoreUnavailableError
 from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged, StatusUpdate
 from payout_gateway.domain.models import OrganizationProfile, ProviderCredentials
 from payout_gateway.events import outbox as outbox_module
@@ -339,4 +341,26 @@ async def test_a_burst_of_published_moves_larger_than_a_statement_binds_is_forgo
     burst = [*range(10_000_000, 10_040_000), kept.sequence]
     async with store.session() as session:
         await session.remove_from_outbox(burst)
+    assert await in_outbox(store, Clock()) == []
+
+
+async def test_moves_whose_rows_could_not_be_cleared_are_cleared_at_the_next_try(
+    store: Store, replica: RedisBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org_id = await organization(store)
+    outbox = StatusOutbox(store, replica, AlwaysLeads(), clock=Clock())
+    change = await pay(StatusPipeline(store, replica, outbox=True), store, org_id)
+    await asyncio.wait_for(replica.sent(), WAIT)
+    outage = StoreUnavailableError()
+    real_session = store.session
+
+    def unavailable(*_: Any, **__: Any) -> Any:
+        raise outage
+
+    monkeypatch.setattr(store, "session", unavailable)
+    with pytest.raises(StoreUnavailableError):
+        await outbox.forget_written()
+    monkeypatch.setattr(store, "session", real_session)
+    assert await in_outbox(store, Clock()) == [change.sequence]
+    await outbox.forget_written()  # the database is back
     assert await in_outbox(store, Clock()) == []

@@ -100,9 +100,16 @@ class StatusOutbox:
         """Remove the rows of the moves the stream has taken so far (also once more at
         shutdown, after the broker has written what it still held)."""
         sequences, self._written = self._written, []
-        if sequences:
+        if not sequences:
+            return
+        try:
             async with self._store.session() as session:
                 await session.remove_from_outbox(sequences)
+        except BaseException:
+            # Kept for the next try, ahead of those written since: otherwise their rows stay,
+            # and every one of them is relayed again once its grace period is over.
+            self._written[:0] = sequences
+            raise
 
     async def step_down(self) -> None:
         self._leading = False
