@@ -565,14 +565,17 @@ async def test_request_payout(make_adapter: Callable[..., CommetAdapter]) -> Non
     assert payout.amount == Money(amount_minor=1500, currency="USD")
 
 
-@pytest.mark.parametrize(("amount", "currency"), [(999, "USD"), (5000, "EUR")])
+@pytest.mark.parametrize(
+    ("amount", "currency", "path"),
+    [(999, "USD", ("amount",)), (5000, "EUR", ("amount", "currency"))],
+)
 async def test_payout_rules_are_checked_before_any_call(
-    make_adapter: Callable[..., CommetAdapter], amount: int, currency: str
+    make_adapter: Callable[..., CommetAdapter], amount: int, currency: str, path: tuple[str, ...]
 ) -> None:
     commet = Recorder(ok(PAYOUT))
     with pytest.raises(InputValidationError) as caught:
         await make_adapter(commet).request_payout(context(), payout_request(amount, currency))
-    assert caught.value.path == ("amount",)
+    assert caught.value.path == path
     assert commet.requests == []
 
 

@@ -423,12 +423,21 @@ def test_payout_body_sends_cents() -> None:
 
 
 @pytest.mark.parametrize(
-    ("amount", "currency"), [(999, "USD"), (1, "USD"), (5000, "EUR"), (100_000, "CAD")]
+    ("amount", "currency", "path"),
+    [
+        (999, "USD", ("amount",)),
+        (1, "USD", ("amount",)),
+        # Another currency is the Money's currency that is wrong, not its amount.
+        (5000, "EUR", ("amount", "currency")),
+        (100_000, "CAD", ("amount", "currency")),
+    ],
 )
-def test_payout_body_refuses_what_commet_documents_as_invalid(amount: int, currency: str) -> None:
+def test_payout_body_refuses_what_commet_documents_as_invalid(
+    amount: int, currency: str, path: tuple[str, ...]
+) -> None:
     with pytest.raises(InputValidationError) as caught:
         tf.payout_body(payout_request(amount, currency))
-    assert caught.value.path == ("amount",)
+    assert caught.value.path == path
 
 
 # --- envelopes --------------------------------------------------------------------------------

@@ -187,6 +187,15 @@ def default_path(path: tuple[str | int, ...]) -> list[str]:
     return input_path(path, DOMAIN_TO_INPUT_RENAMES)
 
 
+def payout_path(path: tuple[str | int, ...]) -> list[str]:
+    """A requestPayout path: RequestPayoutInput's ``amount`` and ``currency`` are one domain
+    Money, ``amount``, whose ``currency`` is the input's currency and whose ``amount_minor`` (or
+    the Money as a whole) the input's amount."""
+    if len(path) > 1 and path[0] == "amount":
+        return ["input", "currency" if path[1] == "currency" else "amount"]
+    return default_path(path)
+
+
 def to_graphql_error(
     exc: domain.PayoutGatewayError, path_of: PathMapper = default_path
 ) -> MutationError:

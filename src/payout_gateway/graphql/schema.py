@@ -30,7 +30,9 @@ from payout_gateway.graphql.context import GatewayContext
 from payout_gateway.graphql.documents import DocumentChecks, document_cache
 from payout_gateway.graphql.errors import (
     MutationError,
+    PathMapper,
     default_path,
+    payout_path,
     to_graphql_error,
 )
 from payout_gateway.graphql.execution import AcyclicExecutionContext
@@ -272,10 +274,14 @@ def _checked_idempotency_key(key: str | None) -> None:
         )
 
 
-def _argument_path(path: tuple[str | int, ...]) -> list[str]:
+def _argument_path(path: tuple[str | int, ...], of_input: PathMapper = default_path) -> list[str]:
     if path == ("idempotency_key",):
         return ["idempotencyKey"]
-    return default_path(path)
+    return of_input(path)
+
+
+def _payout_argument_path(path: tuple[str | int, ...]) -> list[str]:
+    return _argument_path(path, payout_path)
 
 
 @strawberry.type(
@@ -515,7 +521,7 @@ class Mutation:
                 org, input.to_domain(org.profile.currency), idempotency_key=idempotency_key
             )
         except PayoutGatewayError as exc:
-            return to_graphql_error(exc, _argument_path)
+            return to_graphql_error(exc, _payout_argument_path)
         return RequestPayoutSuccess(payout=Payout.from_domain(payout))
 
 

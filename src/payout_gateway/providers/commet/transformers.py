@@ -217,7 +217,9 @@ def payout_body(request: PayoutRequest) -> wire.PayoutBody:
     """The body of ``POST /payouts``, after Commet's documented rules are checked locally (a
     refusal costs no provider call)."""
     if request.amount.currency != PAYOUT_CURRENCY:
-        raise InputValidationError.single(("amount",), f"Commet pays out in {PAYOUT_CURRENCY} only")
+        raise InputValidationError.single(
+            ("amount", "currency"), f"Commet pays out in {PAYOUT_CURRENCY} only"
+        )
     if request.amount.amount_minor < MIN_PAYOUT_CENTS:
         raise InputValidationError.single(
             ("amount",), f"must be at least {MIN_PAYOUT_CENTS} cents ($10.00) for Commet"
