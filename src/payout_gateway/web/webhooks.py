@@ -25,7 +25,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from payout_gateway.domain.enums import Provider
-from payout_gateway.domain.errors import WebhookRejectedError
+from payout_gateway.domain.errors import StoreUnavailableError, WebhookRejectedError
 from payout_gateway.domain.models import Organization
 from payout_gateway.events.pipeline import DeliveredEvent, StatusPipeline, StatusUpdate
 from payout_gateway.metrics import WEBHOOKS
@@ -212,15 +212,15 @@ async def _receive(request: Request, provider: Provider) -> JSONResponse:
         outcome = await handle(body, request.headers)
     except WebhookRejectedError as exc:
         return _refused(provider, exc)
+    except StoreUnavailableError:
+        # The store has logged the failure (its cause's type, with the request's id). No
+        # traceback here: an outage fails every delivery alike, and anyone may post one, signed
+        # or not, so a traceback each would let any caller write a page of log per request.
+        return _failed(provider)
     except Exception:
         # Only the store can fail here (input errors are WebhookRejectedError): retryable.
         logger.exception("webhook processing failed", extra={"provider": provider.value})
-        WEBHOOKS.labels(provider.value, "failed").inc()
-        return JSONResponse(
-            {"received": False, "error": "Temporarily unavailable."},
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
+        return _failed(provider)
     WEBHOOKS.labels(provider.value, outcome.value).inc()
     if outcome is Outcome.RETRY_LATER:
         return JSONResponse(
@@ -228,6 +228,16 @@ async def _receive(request: Request, provider: Provider) -> JSONResponse:
         )
     logger.info("webhook received", extra={"provider": provider.value, "outcome": outcome.value})
     return JSONResponse({"received": True})
+
+
+def _failed(provider: Provider) -> JSONResponse:
+    """The store failed: retryable (the provider delivers again later)."""
+    WEBHOOKS.labels(provider.value, "failed").inc()
+    return JSONResponse(
+        {"received": False, "error": "Temporarily unavailable."},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
 
 
 def _refused(provider: Provider, exc: WebhookRejectedError) -> JSONResponse:
