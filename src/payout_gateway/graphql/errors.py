@@ -173,11 +173,23 @@ def _camel(name: str) -> str:
     return head + "".join(part.capitalize() for part in rest)
 
 
+# Input fields whose next path segment is a key the caller chose (a JSON object's), not a field
+# name: it is shown as sent, never camelCased.
+_KEYED_FIELDS = frozenset({"metadata"})
+
+
 def input_path(path: tuple[str | int, ...], renames: dict[str, str] | None = None) -> list[str]:
     """Domain field path -> GraphQL input path: ``("bank", "routing_number")`` ->
-    ``["input", "bankAccount", "routingNumber"]``."""
+    ``["input", "bankAccount", "routingNumber"]``; ``("metadata", "order_id")`` ->
+    ``["input", "metadata", "order_id"]`` (a metadata key is the caller's, as sent)."""
     renames = renames or {}
-    return ["input", *(renames.get(str(p), _camel(str(p))) for p in path)]
+    segments = ["input"]
+    for index, segment in enumerate(path):
+        if index > 0 and path[index - 1] in _KEYED_FIELDS:
+            segments.append(str(segment))
+        else:
+            segments.append(renames.get(str(segment), _camel(str(segment))))
+    return segments
 
 
 DOMAIN_TO_INPUT_RENAMES = {"bank": "bankAccount"}
