@@ -7,6 +7,7 @@ answered as documented."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,3 +91,28 @@ def test_webhooks_refused_for_a_database_outage_log_no_traceback_each(
     assert tracebacks(caplog, "payout_gateway.webhooks") == []
     failed = [r for r in caplog.records if r.getMessage().startswith("the database failed")]
     assert len(failed) >= 3
+
+
+def test_readiness_failing_through_an_outage_is_logged_once_and_its_end_once(
+    outage: Outage, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="payout_gateway")
+    assert outage.http.get("/readyz").status_code == 200
+    outage.proxy.stall()
+    # A load balancer's probes, every few seconds through the outage.
+    assert [outage.http.get("/readyz").status_code for _ in range(4)] == [503] * 4
+    outage.proxy.resume()
+    deadline = time.monotonic() + 15
+    while outage.http.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "not ready again after the database came back"
+        time.sleep(0.1)
+    assert tracebacks(caplog, "payout_gateway") == []
+    readiness = [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if r.name == "payout_gateway" and "ready" in r.getMessage()
+    ]
+    assert readiness == [
+        ("WARNING", "not ready: the database failed (TimeoutError)"),
+        ("INFO", "ready again"),
+    ]

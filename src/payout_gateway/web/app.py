@@ -15,7 +15,6 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import text
 from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection
 from starlette.routing import Route, WebSocketRoute
@@ -49,6 +48,7 @@ from payout_gateway.web.access_log import AccessLogMiddleware
 from payout_gateway.web.gc_tuning import tune_cycle_collector
 from payout_gateway.web.graphql_router import GatewayGraphQL
 from payout_gateway.web.limits import BodyLimitMiddleware
+from payout_gateway.web.readiness import Readiness
 from payout_gateway.web.sandbox_mode import (
     DEMO_STARTING_BALANCE,
     SANDBOX_HOST,
@@ -75,6 +75,7 @@ class Gateway:
     providers: Mapping[Provider, PayoutProvider]
     broker: EventBroker
     pipeline: StatusPipeline
+    readiness: Readiness
 
 
 class GatewayApp(FastAPI):
@@ -241,7 +242,14 @@ def create_app(
                 await tenancy.ensure_demo_organizations(settings.demo_providers)
                 await connect_demo_webhooks(store, sandboxes)
             app.state.gateway = Gateway(
-                settings, store, service, tenancy, adapters, broker, pipeline
+                settings,
+                store,
+                service,
+                tenancy,
+                adapters,
+                broker,
+                pipeline,
+                Readiness(store, broker),
             )
             refresher = None
             # One process refreshes at a time, among workers and replicas sharing the database.
@@ -374,12 +382,7 @@ def create_app(
     @app.api_route("/readyz", methods=["GET", "HEAD"], include_in_schema=False)
     async def readyz(request: Request) -> JSONResponse:
         gateway: Gateway = request.app.state.gateway
-        try:
-            async with gateway.store.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-            await gateway.broker.check()
-        except Exception:  # any database or Redis failure means "not ready", never a 500
-            logger.warning("readiness check failed", exc_info=True)
+        if not await gateway.readiness.ready():
             return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
