@@ -9,14 +9,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from payout_gateway.domain.enums import Provider
 from tests.support.gateway import RunningGateway, SeededOrg, running_gateway
+from tests.support.names import unique_suffix
 from tests.support.postgres import fresh_database, through_stalling_proxy
 from tests.support.stalling_proxy import StallingProxy
 from tests.webhooks.support import COMMET_SECRET, commet_body
@@ -31,6 +34,7 @@ ORG = SeededOrg(
     webhook_secret=COMMET_SECRET,
 )
 CLIENT_TIMEOUT = 30
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,25 @@ class Outage:
 def outage(tmp_path: Path) -> Iterator[Outage]:
     """A gateway on a PostgreSQL database of its own, reached through a proxy the test stalls:
     each statement or connection attempt then fails after the database timeout (0.5 s)."""
+    with gateway_behind_a_proxy(tmp_path) as outage:
+        yield outage
+
+
+@pytest.fixture
+def replica_outage(tmp_path: Path) -> Iterator[Outage]:
+    """The same gateway as a replica fanning out through Redis, so with its status outbox's
+    relay running (every 0.1 s: a third of its grace period, 0.3 s here)."""
+    with gateway_behind_a_proxy(
+        tmp_path,
+        redis_url=REDIS_URL,
+        redis_channel_prefix=f"pgw-outage-logs-{unique_suffix()}:",
+        status_outbox_grace_seconds=0.3,
+    ) as outage:
+        yield outage
+
+
+@contextmanager
+def gateway_behind_a_proxy(tmp_path: Path, **settings: Any) -> Iterator[Outage]:
     with (
         fresh_database() as database_url,
         through_stalling_proxy(database_url) as (proxy, proxied_url),
@@ -54,6 +77,7 @@ def outage(tmp_path: Path) -> Iterator[Outage]:
             orgs=(ORG,),
             refresh_interval_seconds=0,
             database_timeout_seconds=0.5,
+            **settings,
         ) as gateway,
         httpx.Client(base_url=gateway.url, timeout=CLIENT_TIMEOUT) as http,
     ):
@@ -116,3 +140,22 @@ def test_readiness_failing_through_an_outage_is_logged_once_and_its_end_once(
         ("WARNING", "not ready: the database failed (TimeoutError)"),
         ("INFO", "ready again"),
     ]
+
+
+def test_the_outbox_relay_logs_a_database_outage_once_not_each_cycle(
+    replica_outage: Outage, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="payout_gateway")
+    # The relay runs every 0.1 s; a cycle through the stalled database takes a second or so
+    # (its lock session's check, then a new connection, each timing out).
+    time.sleep(0.5)
+    replica_outage.proxy.stall()
+    time.sleep(4)
+    replica_outage.proxy.resume()
+    assert tracebacks(caplog, "payout_gateway.events") == []
+    told = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "payout_gateway.events" and r.levelno >= logging.WARNING
+    ]
+    assert told == ["the status outbox could not be read (database unavailable)"]

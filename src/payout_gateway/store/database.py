@@ -36,8 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, Row, create_engine
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     async_sessionmaker,
@@ -85,6 +84,7 @@ from payout_gateway.store.loop_session import (
     SessionSurface,
     WriteGroupSession,
 )
+from payout_gateway.store.outages import database_unavailable
 from payout_gateway.store.secrets import SecretCodec
 from payout_gateway.store.tables import (
     ApiKeyRow,
@@ -123,34 +123,6 @@ DEFAULT_DATABASE_TIMEOUT_SECONDS = 10.0
 
 
 logger = logging.getLogger(__name__)
-
-# What a session raises when the database, not the statement, failed: the server unreachable
-# or gone mid-transaction, a statement, connection attempt or pool wait past the database
-# timeout (asyncpg raises the builtin TimeoutError), SQLite's I/O errors, a full disk or its
-# lock held too long. Raised as StoreUnavailableError (retryable); a constraint violation
-# (IntegrityError) or a statement the database refuses is a bug and stays unexpected.
-DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OperationalError,
-    InterfaceError,
-    PoolTimeoutError,
-    DisconnectionError,
-    sqlite3.OperationalError,
-    TimeoutError,
-    OSError,
-)
-
-
-def database_unavailable(error: BaseException) -> bool:
-    """Whether ``error`` says the database failed rather than the statement. SQLite raises
-    OperationalError for both: its generic result code (SQLITE_ERROR: a syntax error, no such
-    table) is the statement's; busy, locked, I/O, full and the rest are the database's, and
-    so are the OperationalErrors the store raises itself (no result code)."""
-    if not isinstance(error, DATABASE_UNAVAILABLE):
-        return False
-    driver_error = error.orig if isinstance(error, OperationalError) else error
-    code = getattr(driver_error, "sqlite_errorcode", None)  # an extended code: primary & 0xFF
-    statement_failed = isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_ERROR
-    return not (isinstance(driver_error, sqlite3.Error) and statement_failed)
 
 
 class Store:

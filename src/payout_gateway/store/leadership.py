@@ -33,6 +33,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from payout_gateway.domain.errors import StoreUnavailableError
+from payout_gateway.store.outages import database_unavailable
+
 logger = logging.getLogger("payout_gateway.store")
 
 
@@ -40,7 +43,8 @@ class Leadership(Protocol):
     """Whether this process runs the job; ``lead`` is asked before each run of it."""
 
     async def lead(self) -> bool:
-        """True if this process leads now (taking the lead if nobody holds it)."""
+        """True if this process leads now (taking the lead if nobody holds it); raises
+        StoreUnavailableError when the database it is elected through fails."""
         ...
 
     async def step_down(self) -> None:
@@ -139,6 +143,16 @@ class AdvisoryLeadership:
         self._heartbeat: asyncio.Task[None] | None = None
 
     async def lead(self) -> bool:
+        """Raises StoreUnavailableError when the database cannot be asked, as a session does:
+        the jobs asking log an outage once, where a driver's error was a traceback per run."""
+        try:
+            return await self._lead()
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            raise StoreUnavailableError() from error
+
+    async def _lead(self) -> bool:
         if self._connection is not None:
             if await self._beat():
                 return True
