@@ -48,6 +48,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# The type prefixes of gateway ids (``new_id``): a page cursor names an object by its id, and
+# is good only for the connection listing that type of object.
+BANK_ACCOUNT_ID_PREFIX = "ba"
+PAYOUT_ID_PREFIX = "po"
+
+
 def new_id(prefix: str) -> str:
     """Gateway ids: a type prefix, the microsecond they were made and 72 random bits; never a
     provider's id. They sort in the order they were made, which orders the objects a page
@@ -523,7 +529,7 @@ class PayoutService:
             payout = Payout(
                 **created.model_dump(exclude={"destination_provider_account_id"}),
                 destination_provider_account_id=None,
-                id=new_id("po"),
+                id=new_id(PAYOUT_ID_PREFIX),
                 organization_id=org.id,
                 destination_bank_account_id=destination.id if destination else None,
                 updated_at=now,
@@ -634,7 +640,7 @@ class PayoutService:
         now = self._clock()
         account = BankAccount(
             **created.model_dump(exclude={"is_default", "metadata", "updated_at"}),
-            id=new_id("ba"),
+            id=new_id(BANK_ACCOUNT_ID_PREFIX),
             organization_id=org.id,
             is_default=is_default,
             metadata=dict(metadata),

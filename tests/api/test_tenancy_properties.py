@@ -64,9 +64,9 @@ query($id: ID!) {
 }
 """
 LISTS = """
-query($after: String) {
-  bankAccounts(first: 100, after: $after) { edges { node { id } } }
-  payouts(first: 100, after: $after) { edges { node { id } } }
+query($accountsAfter: String, $payoutsAfter: String) {
+  bankAccounts(first: 100, after: $accountsAfter) { edges { node { id } } }
+  payouts(first: 100, after: $payoutsAfter) { edges { node { id } } }
   statusChanges(first: 100) { objectId }
 }
 """
@@ -83,6 +83,8 @@ class World:
     # Every object id and page cursor any organization was shown, with its organization.
     owner: dict[str, str] = field(default_factory=dict)
     cursors: dict[str, str] = field(default_factory=dict)
+    # The connection that issued each cursor: a cursor is good only for its own connection.
+    cursor_connections: dict[str, str] = field(default_factory=dict)
     # The objects made before the examples run: what examples draw from (a pool that grew as
     # examples add accounts would make hypothesis' draws differ between runs of one example).
     targets: tuple[str, ...] = ()
@@ -117,6 +119,7 @@ class World:
         for connection in ("bankAccounts", "payouts"):
             for edge in pages[connection]["edges"]:
                 self.cursors[edge["cursor"]] = org
+                self.cursor_connections[edge["cursor"]] = connection
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +184,16 @@ def test_no_organization_reads_or_writes_another_s_objects(world: World, data: A
             assert answer == by_id_answer(world, caller, MISSING), (object_id, answer)
     elif operation == "pages":
         cursor = data.draw(st.sampled_from([None, *sorted(world.cursors)]), label="cursor")
-        seen = world.run(caller, LISTS, {"after": cursor})
+        # Any organization's cursor, given to the connection that issued it.
+        issued_by = world.cursor_connections.get(cursor) if cursor else None
+        seen = world.run(
+            caller,
+            LISTS,
+            {
+                "accountsAfter": cursor if issued_by == "bankAccounts" else None,
+                "payoutsAfter": cursor if issued_by == "payouts" else None,
+            },
+        )
         ids = [edge["node"]["id"] for c in ("bankAccounts", "payouts") for edge in seen[c]["edges"]]
         ids += [change["objectId"] for change in seen["statusChanges"]]
         for object_id in ids:

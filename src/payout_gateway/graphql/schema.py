@@ -51,7 +51,7 @@ from payout_gateway.graphql.types import (
     PayoutAccount,
     StatusChange,
 )
-from payout_gateway.service import Page
+from payout_gateway.service import BANK_ACCOUNT_ID_PREFIX, PAYOUT_ID_PREFIX, Page
 
 Ctx = Info[GatewayContext, None]
 AUTH: list[type[BasePermission]] = [IsAuthenticated]
@@ -184,7 +184,10 @@ def encode_cursor(created_at: datetime, account_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str, id_prefix: str) -> tuple[datetime, str]:
+    """(creation time, gateway id) of a cursor issued by the connection whose objects' ids
+    start with ``id_prefix``; another connection's cursor is refused like a forged one (it
+    would answer a plausible page of the wrong items)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, account_id = raw.split("|", 1)
@@ -195,6 +198,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
             raise ValueError("no UTC offset")
         if _GATEWAY_ID.fullmatch(account_id) is None:
             raise ValueError("not a gateway id")
+        if not account_id.startswith(f"{id_prefix}_"):
+            raise ValueError("another connection's cursor")
         return created_at.astimezone(UTC), account_id
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         raise GraphQLError(
@@ -356,7 +361,7 @@ class Query:
         page = await info.context.service.page_bank_accounts(
             info.context.org,
             first=size,
-            after=decode_cursor(after) if after else None,
+            after=decode_cursor(after, BANK_ACCOUNT_ID_PREFIX) if after else None,
             status=status,
         )
         edges = [
@@ -376,7 +381,9 @@ class Query:
     ) -> PayoutConnection:
         size = _page_size(info, first)
         page = await info.context.service.page_payouts(
-            info.context.org, first=size, after=decode_cursor(after) if after else None
+            info.context.org,
+            first=size,
+            after=decode_cursor(after, PAYOUT_ID_PREFIX) if after else None,
         )
         edges = [
             PayoutEdge(cursor=encode_cursor(p.created_at, p.id), node=Payout.from_domain(p))
