@@ -457,10 +457,12 @@ class ProviderHttp:
                         probe = self.circuit.admit()
                     except CircuitOpen as refused:
                         self._attempts("circuit_open").inc()
+                        self._report_unanswered(method, path, "circuit_open", None, None)
                         if ending is None:
                             raise self._circuit_open_error(refused) from None
                         break  # opened by other calls during this one's back-off
                     in_flight = True
+                    started = time.perf_counter()
                     try:
                         response = await self._send_once(method, path, headers, json, params)
                     except httpx.HTTPError as exc:
@@ -468,6 +470,7 @@ class ProviderHttp:
                         self.circuit.failed(probe)
                         kind = failure_kind(exc)
                         self._attempts(kind.value).inc()
+                        self._report_unanswered(method, path, kind.value, started, exc)
                         sent = sent or kind is FailureKind.SENT_NO_ANSWER
                         may_have_applied = may_have_applied or kind is FailureKind.SENT_NO_ANSWER
                         ending = map_transport_error(exc, self.provider)
@@ -484,6 +487,7 @@ class ProviderHttp:
                     except BaseException:
                         if deadline.expired():  # no answer in time
                             self._attempts("deadline").inc()
+                            self._report_unanswered(method, path, "deadline", started, None)
                             self.circuit.failed(probe)
                         else:  # an answer the adapter cannot use, cancelled, a bug of ours
                             self.circuit.undecided(probe)
@@ -539,6 +543,39 @@ class ProviderHttp:
         if isinstance(ending, RawResponse):
             return ending
         raise ending
+
+    def _report_unanswered(
+        self,
+        method: str,
+        path: str,
+        outcome: str,
+        started: float | None,
+        error: BaseException | None,
+    ) -> None:
+        """An attempt that got no answer goes on the request's access line (``request_log``)
+        as an answered one does, its ``outcome`` as ``/metrics`` counts it (``not_sent``,
+        ``sent_no_answer``, ``deadline``, ``circuit_open``) and no status: without it, a
+        request that waited out a hung provider, or failed at once, showed no call at all."""
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        try:
+            logged_path = self._absolute_url(path).path
+        except ValueError:  # refused before it was sent (a full URL): named as given
+            logged_path = path
+        call: dict[str, Any] = {
+            "provider": self.provider.value,
+            "method": method,
+            "path": logged_path,
+            "status": None,
+            "outcome": outcome,
+            "duration_ms": (
+                round((time.perf_counter() - started) * 1000, 2) if started is not None else 0.0
+            ),
+            "provider_request_id": None,
+        }
+        if error is not None:
+            call["error"] = type(error).__name__  # the class only: a message may quote the URL
+        report_provider_call(logger, call)
 
     def _circuit_open_error(self, refused: CircuitOpen) -> ProviderCircuitOpenError:
         # A probe in flight answers within seconds: "1 s" rather than "now".
