@@ -631,6 +631,23 @@ class ProviderHttp:
             else:
                 answer = await self._send_through_httpx(method, url, merged, content)
         except ResponseTooLarge as too_large:
+            # Answered, if unreadably: counted and logged as every answer is, or a provider
+            # sending endless bodies would show on no metric and no log line.
+            self._attempts(str(too_large.status_code)).inc()
+            self._seconds.observe(time.perf_counter() - started)
+            if logger.isEnabledFor(logging.INFO):
+                report_provider_call(
+                    logger,
+                    {
+                        "provider": self.provider.value,
+                        "method": method,
+                        "path": url.path,
+                        "status": too_large.status_code,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "provider_request_id": None,
+                        "error": "ResponseTooLarge",
+                    },
+                )
             raise ProviderBadResponseError(
                 f"{self.provider.value} sent a body larger than the gateway reads.",
                 provider=self.provider,
