@@ -335,6 +335,9 @@ class RedisBroker:
 
     async def _run(self) -> None:
         delay = self._backoff_initial
+        # Failed attempts since the stream was last read: an outage is told when it starts
+        # and when it ends, not at each attempt between (every few seconds, on every replica).
+        failed_attempts = 0
         while True:
             _stop_if_cancelled()
             made_before = self.subscriptions_made
@@ -342,11 +345,17 @@ class RedisBroker:
                 await self._place()
                 self.subscriptions_made += 1
                 if self.subscriptions_made > 1:
-                    logger.info("reading the Redis status stream again")
+                    logger.info(
+                        "reading the Redis status stream again",
+                        extra={"failed_attempts": failed_attempts},
+                    )
+                failed_attempts = 0
                 self._subscribed.set()
                 await self._read()
             except (RedisError, OSError) as exc:
-                logger.warning("Redis status stream lost (%s)", type(exc).__name__)
+                if not failed_attempts:
+                    logger.warning("Redis status stream lost (%s)", type(exc).__name__)
+                failed_attempts += 1
             except Exception:  # a bug here must not end fan-out for the replica's lifetime
                 logger.exception("reading the Redis status stream failed")
             finally:
