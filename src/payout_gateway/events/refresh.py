@@ -17,7 +17,11 @@ from payout_gateway.domain.enums import (
     PayoutStatus,
     Provider,
 )
-from payout_gateway.domain.errors import NotFoundError, PayoutGatewayError
+from payout_gateway.domain.errors import (
+    NotFoundError,
+    PayoutGatewayError,
+    ProviderUnavailableError,
+)
 from payout_gateway.domain.events import ChangeSource, ObjectType
 from payout_gateway.domain.models import Organization
 from payout_gateway.events.pipeline import StatusPipeline, StatusUpdate
@@ -110,6 +114,8 @@ class StatusRefresher:
         self._backoff = _Backoff(base=interval, cap=max_backoff)
         self._leadership = leadership or AlwaysLeads()
         self._batch = batch
+        # Providers whose last read failed as unavailable, with how many passes failed so.
+        self._unavailable: dict[Provider, int] = {}
 
     async def run_forever(self) -> None:
         # The kind of failure the cycles before this one ended with, and how many in a row:
@@ -146,6 +152,10 @@ class StatusRefresher:
             # Reads only: on SQLite a writing session would hold the file's writer turn.
             async with self._store.session(write=False) as session:
                 orgs = {o.id: o for o in await session.organizations_of_provider(provider)}
+            # Once a read finds the provider unavailable (down, failing, rate limiting, its
+            # circuit open), the pass reads none of its other objects: each would fail alike.
+            unavailable: ProviderUnavailableError | None = None
+            read = False
             for object_type, statuses in NON_FINAL.items():
                 async for organization_id, object_id, provider_id, changed_at in self._non_final(
                     object_type, provider, [str(s) for s in statuses]
@@ -154,15 +164,49 @@ class StatusRefresher:
                     unchanged_for = (self._clock() - changed_at).total_seconds()
                     self._backoff.first_seen(object_id, unchanged_for, self._monotonic())
                     org = orgs.get(organization_id)
-                    if org is None or not self._backoff.is_due(object_id, self._monotonic()):
+                    if (
+                        org is None
+                        or unavailable is not None
+                        or not self._backoff.is_due(object_id, self._monotonic())
+                    ):
                         continue
-                    if await self._refresh(adapter, org, object_type, object_id, provider_id):
+                    try:
+                        refreshed = await self._refresh(
+                            adapter, org, object_type, object_id, provider_id
+                        )
+                    except ProviderUnavailableError as exc:
+                        unavailable = exc
+                        # Backed off as if unchanged: an object whose reads alone fail must
+                        # not be the first read of every pass, stopping the provider's others.
+                        self._backoff.unchanged(object_id, self._monotonic())
+                        continue
+                    read = True
+                    if refreshed:
                         moved += 1
                         self._backoff.changed(object_id)
                     else:
                         self._backoff.unchanged(object_id, self._monotonic())
+            self._note_availability(provider, unavailable, read=read)
         self._backoff.keep_only(listed)
         return moved
+
+    def _note_availability(
+        self, provider: Provider, unavailable: ProviderUnavailableError | None, *, read: bool
+    ) -> None:
+        """An outage of the provider is logged when its first pass fails and when a pass reads
+        again, not for every object of every pass between."""
+        if unavailable is not None:
+            if provider not in self._unavailable:
+                logger.warning(
+                    "refresh: %s could not be read (%s)", provider.value, unavailable.code
+                )
+            self._unavailable[provider] = self._unavailable.get(provider, 0) + 1
+        elif read and provider in self._unavailable:
+            logger.info(
+                "refresh: %s reads work again",
+                provider.value,
+                extra={"failed_passes": self._unavailable.pop(provider)},
+            )
 
     async def _non_final(
         self, object_type: ObjectType, provider: Provider, statuses: list[str]
@@ -203,6 +247,8 @@ class StatusRefresher:
             else:
                 payout = await adapter.get_payout(context, provider_id)
                 status, provider_status = payout.status, payout.provider_status
+        except ProviderUnavailableError:
+            raise  # the provider's, not the object's: the pass tells it once (run_once)
         except NotFoundError:
             logger.warning(
                 "refresh: the provider no longer knows an object",
