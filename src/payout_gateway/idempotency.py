@@ -20,7 +20,11 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from payout_gateway.domain.errors import IdempotencyConflictError, IdempotencyInProgressError
+from payout_gateway.domain.errors import (
+    IdempotencyConflictError,
+    IdempotencyInProgressError,
+    StoreUnavailableError,
+)
 from payout_gateway.domain.models import IdempotencyRecord
 from payout_gateway.store import Store, StoreSession
 
@@ -188,11 +192,21 @@ async def purge_expired_forever(
 ) -> None:
     """Delete keys past their retention, now and every ``interval`` seconds; expired keys are
     already ignored by ``begin``, this keeps the table from growing without bound."""
+    failing = False
     while True:
         try:
             purged = await keys.purge_expired(clock())
             if purged:
                 logger.info("purged expired idempotency keys", extra={"count": purged})
+        except StoreUnavailableError:
+            # Once per outage, not a traceback at every pass: the store logged the cause.
+            if not failing:
+                logger.warning(
+                    "purging expired idempotency keys failed: the database is unavailable"
+                )
+            failing = True
         except Exception:  # housekeeping must not stop for one failed pass
             logger.exception("purging expired idempotency keys failed")
+        else:
+            failing = False
         await asyncio.sleep(interval)
