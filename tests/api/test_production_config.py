@@ -83,4 +83,4 @@ def test_development_keeps_them_on(development: RunningGateway) -> None:
 
 def test_health_and_readiness(development: RunningGateway) -> None:
     assert httpx.get(f"{development.url}/healthz").json() == {"status": "ok"}
-    assert httpx.get(f"{development.url}/readyz").json() == {"status": "ready"}
+    assert httpx.get(f"{development.url}/readyz").json() == {"status": "ready", "fanout": "ok"}

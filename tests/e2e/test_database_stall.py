@@ -139,7 +139,7 @@ async def test_requests_end_typed_while_the_database_stalls_and_work_once_it_ans
 
     proxy.stall()
     ready = httpx.get(f"{gateway.url}/readyz", timeout=CLIENT_TIMEOUT)
-    assert (ready.status_code, ready.json()) == (503, {"status": "unavailable"})
+    assert (ready.status_code, ready.json()) == (503, {"status": "unavailable", "fanout": "ok"})
     # A query: a top-level error that says what happened and that a retry may succeed.
     answer = post(gateway, LIST)
     assert answer["data"] is None, answer

@@ -589,7 +589,11 @@ async def test_readiness_follows_the_subscription_through_an_outage(prefix: str)
         await broker.check()
 
 
-async def test_readyz_answers_503_while_redis_is_away(prefix: str, tmp_path: Path) -> None:
+async def test_readyz_stays_ready_while_redis_is_away_and_says_the_fan_out_is_degraded(
+    prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Redis is shared by every replica: a 503 here would take them all out of a load
+    # balancer's rotation at once, though queries and mutations do not need Redis.
     proxy = TcpProxy()
     await proxy.up()
     settings = Settings(
@@ -604,16 +608,26 @@ async def test_readyz_answers_503_while_redis_is_away(prefix: str, tmp_path: Pat
     try:
         async with httpx.AsyncClient(base_url=url, timeout=5) as client:
 
-            async def readiness_becomes(status: int) -> None:
-                while (await client.get("/readyz")).status_code != status:
+            async def readiness_becomes(answer: dict[str, str]) -> None:
+                while True:
+                    response = await client.get("/readyz")
+                    assert response.status_code == 200, response.text
+                    if response.json() == answer:
+                        return
                     await asyncio.sleep(0.05)
 
-            await asyncio.wait_for(readiness_becomes(200), 10)
-            await proxy.down()
-            await asyncio.wait_for(readiness_becomes(503), 10)
-            assert (await client.get("/readyz")).json() == {"status": "unavailable"}
-            await proxy.up()
-            await asyncio.wait_for(readiness_becomes(200), 15)
+            with caplog.at_level(logging.INFO, logger="payout_gateway"):
+                await asyncio.wait_for(readiness_becomes({"status": "ready", "fanout": "ok"}), 10)
+                await proxy.down()
+                degraded = {"status": "ready", "fanout": "degraded"}
+                await asyncio.wait_for(readiness_becomes(degraded), 10)
+                await asyncio.wait_for(readiness_becomes(degraded), 1)  # and stays so
+                await proxy.up()
+                await asyncio.wait_for(readiness_becomes({"status": "ready", "fanout": "ok"}), 15)
+            # Once per outage, not per probe.
+            messages = [r.getMessage() for r in caplog.records]
+            assert sum("status fan-out degraded" in m for m in messages) == 1, messages
+            assert sum(m == "status fan-out works again" for m in messages) == 1, messages
     finally:
         await asyncio.to_thread(server.__exit__, None, None, None)
         await proxy.down()

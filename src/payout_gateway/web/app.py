@@ -382,9 +382,11 @@ def create_app(
     @app.api_route("/readyz", methods=["GET", "HEAD"], include_in_schema=False)
     async def readyz(request: Request) -> JSONResponse:
         gateway: Gateway = request.app.state.gateway
-        if not await gateway.readiness.ready():
-            return JSONResponse({"status": "unavailable"}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        report = await gateway.readiness.ready()
+        fanout = "ok" if report.fanout_ok else "degraded"
+        if not report.ready:
+            return JSONResponse({"status": "unavailable", "fanout": fanout}, status_code=503)
+        return JSONResponse({"status": "ready", "fanout": fanout})
 
     for provider, sandbox in sandboxes.items():
         app.mount(f"/sandbox/{provider.value.lower()}", sandbox)
