@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -364,3 +365,31 @@ async def test_moves_whose_rows_could_not_be_cleared_are_cleared_at_the_next_try
     assert await in_outbox(store, Clock()) == [change.sequence]
     await outbox.forget_written()  # the database is back
     assert await in_outbox(store, Clock()) == []
+
+
+class CountingLeads:
+    def __init__(self) -> None:
+        self.step_downs = 0
+
+    async def lead(self) -> bool:
+        return True
+
+    async def step_down(self) -> None:
+        self.step_downs += 1
+
+
+async def test_a_leader_keeps_the_relay_through_a_moments_backlog_of_its_own(
+    store: Store,
+) -> None:
+    # A busy replica often has a change or two not yet sent at the instant its turn comes:
+    # giving the lead up then would churn the lock's session every few seconds.
+    broker = SimpleNamespace(subscribed=True, unsent=0, on_written=None)
+    leads = CountingLeads()
+    outbox = StatusOutbox(store, broker, leads, clock=Clock())  # type: ignore[arg-type]
+    assert await outbox.relay_once() == 0  # leads; nothing stranded
+    broker.unsent = 3
+    assert await outbox.relay_once() == 0
+    assert leads.step_downs == 0
+    broker.unsent = 5  # still waiting at the next turn: Redis is not taking them
+    assert await outbox.relay_once() == 0
+    assert leads.step_downs == 1

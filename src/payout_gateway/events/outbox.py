@@ -65,6 +65,8 @@ class StatusOutbox:
         self._wake = asyncio.Event()
         # Whether the last ``lead`` answered yes.
         self._leading = False
+        # Whether its own changes were waiting to be sent at the last turn.
+        self._backlogged_before = False
         self.relayed = 0
         broker.on_written = self.written
 
@@ -133,11 +135,16 @@ class StatusOutbox:
     async def relay_once(self) -> int:
         """Publish the moves left in the outbox past the grace period, if this process leads
         and its own fan-out is caught up; how many."""
+        # Changes of its own waiting to be sent at two turns in a row: not the moment's
+        # backlog of a busy replica (sent milliseconds later) but Redis not taking them.
+        backlogged = self._broker.unsent > 0 and self._backlogged_before
+        self._backlogged_before = self._broker.unsent > 0
         if not self._broker.subscribed or self._broker.unsent:
             # It cannot relay now (cut off from Redis, or its own changes still wait for
-            # it): a lead kept meanwhile would keep every other replica from relaying too,
-            # for as long as its outage lasts (its lock's session stays alive).
-            if self._leading:
+            # it). Once it is cut off, a lead kept meanwhile would keep every other replica
+            # from relaying too, for as long as its outage lasts (its lock's session stays
+            # alive); a lead given up for a moment's backlog would churn the lock's session.
+            if self._leading and (not self._broker.subscribed or backlogged):
                 self._leading = False
                 logger.warning(
                     "giving up the status outbox relay: this process's changes are not "
