@@ -562,17 +562,49 @@ class ProviderHttp:
             logged_path = self._absolute_url(path).path
         except ValueError:  # refused before it was sent (a full URL): named as given
             logged_path = path
+        elapsed = time.perf_counter() - started if started is not None else 0.0
+        self._report_call(method, logged_path, None, elapsed, outcome=outcome, error=error)
+
+    def _count_answer(
+        self,
+        method: str,
+        path: str,
+        status_code: int,
+        started: float,
+        request_id: str | None,
+        error: BaseException | None = None,
+    ) -> None:
+        """An answered attempt, counted and timed for ``/metrics`` and put on the request's
+        access line (``request_log``)."""
+        self._attempts(str(status_code)).inc()
+        elapsed = time.perf_counter() - started
+        self._seconds.observe(elapsed)
+        if logger.isEnabledFor(logging.INFO):
+            self._report_call(
+                method, path, status_code, elapsed, request_id=request_id, error=error
+            )
+
+    def _report_call(
+        self,
+        method: str,
+        path: str,
+        status: int | None,
+        elapsed: float,
+        *,
+        request_id: str | None = None,
+        outcome: str | None = None,
+        error: BaseException | None = None,
+    ) -> None:
         call: dict[str, Any] = {
             "provider": self.provider.value,
             "method": method,
-            "path": logged_path,
-            "status": None,
-            "outcome": outcome,
-            "duration_ms": (
-                round((time.perf_counter() - started) * 1000, 2) if started is not None else 0.0
-            ),
-            "provider_request_id": None,
+            "path": path,
+            "status": status,
         }
+        if outcome is not None:
+            call["outcome"] = outcome
+        call["duration_ms"] = round(elapsed * 1000, 2)
+        call["provider_request_id"] = request_id
         if error is not None:
             call["error"] = type(error).__name__  # the class only: a message may quote the URL
         report_provider_call(logger, call)
@@ -633,21 +665,7 @@ class ProviderHttp:
         except ResponseTooLarge as too_large:
             # Answered, if unreadably: counted and logged as every answer is, or a provider
             # sending endless bodies would show on no metric and no log line.
-            self._attempts(str(too_large.status_code)).inc()
-            self._seconds.observe(time.perf_counter() - started)
-            if logger.isEnabledFor(logging.INFO):
-                report_provider_call(
-                    logger,
-                    {
-                        "provider": self.provider.value,
-                        "method": method,
-                        "path": url.path,
-                        "status": too_large.status_code,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                        "provider_request_id": None,
-                        "error": "ResponseTooLarge",
-                    },
-                )
+            self._count_answer(method, url.path, too_large.status_code, started, None, too_large)
             raise ProviderBadResponseError(
                 f"{self.provider.value} sent a body larger than the gateway reads.",
                 provider=self.provider,
@@ -655,20 +673,7 @@ class ProviderHttp:
             ) from None
         status_code = answer.status_code
         request_id = answer.headers.get(self.request_id_header)
-        self._attempts(str(status_code)).inc()
-        self._seconds.observe(time.perf_counter() - started)
-        if logger.isEnabledFor(logging.INFO):
-            report_provider_call(
-                logger,
-                {
-                    "provider": self.provider.value,
-                    "method": method,
-                    "path": url.path,
-                    "status": status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    "provider_request_id": request_id,
-                },
-            )
+        self._count_answer(method, url.path, status_code, started, request_id)
         if 300 <= status_code < 400:
             # Never followed (it could point at a metadata address) and never retried: the
             # same request would get the same redirect.
