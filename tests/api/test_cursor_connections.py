@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.realtime.support import kyc
 from tests.support.fakes import fake_providers
 from tests.support.gateway import RunningGateway, running_gateway
 
@@ -38,23 +39,6 @@ query($after: String) {{
 }}
 """
 CONNECTIONS = ("bankAccounts", "payouts")
-
-
-def kyc(number: str) -> dict[str, Any]:
-    return {
-        "email": "ada@example.com",
-        "businessType": "INDIVIDUAL",
-        "businessUrl": "https://ada.example.com",
-        "documentUrl": "https://files.example.com/ada.pdf",
-        "bankAccount": {"accountNumber": number, "holderName": "Ada"},
-        "individual": {
-            "firstName": "Ada",
-            "lastName": "Lovelace",
-            "phone": "+14155550123",
-            "dateOfBirth": "1990-01-31",
-            "address": {"line1": "1 Main St", "city": "SF", "postalCode": "94105", "country": "US"},
-        },
-    }
 
 
 class World:

@@ -211,6 +211,44 @@ async def test_changes_published_while_redis_is_away_are_sent_once_it_is_back(
         assert queue.empty()
 
 
+def recording_deliveries(broker: RedisBroker) -> list[StatusChanged]:
+    """What the broker reads from the stream, as its fan-out is handed it, from now on."""
+    read_back: list[StatusChanged] = []
+    deliver = broker._local.deliver
+
+    def recording(change: StatusChanged) -> None:
+        read_back.append(change)
+        deliver(change)
+
+    broker._local.deliver = recording  # type: ignore[method-assign]
+    return read_back
+
+
+async def read_until(read_back: list[StatusChanged], last: str) -> None:
+    async def caught_up() -> None:
+        while not read_back or read_back[-1].object_id != last:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(caught_up(), WAIT)
+
+
+def assert_read_on_from_the_oldest_kept(
+    broker: RedisBroker,
+    caplog: pytest.LogCaptureFixture,
+    read_back: list[StatusChanged],
+    published: int,
+) -> None:
+    """The broker counted and logged the entries trimmed before it read them, and read on
+    from the oldest entry kept, in order: the count of the others is exact."""
+    # (The publisher, reading its own writes more slowly than it makes them here, may report
+    # a gap of its own.)
+    missed = broker.missed_in_stream
+    assert missed > 0
+    assert [r for r in caplog.records if "trimmed past" in r.getMessage() and r.args == (missed,)]
+    assert missed + len(read_back) == published
+    assert [c.object_id for c in read_back] == [f"pa_{n}" for n in range(missed, published)]
+
+
 async def test_a_replica_away_past_the_streams_length_ends_its_subscriptions_and_counts_the_loss(
     prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -229,9 +267,7 @@ async def test_a_replica_away_past_the_streams_length_ends_its_subscriptions_and
                 await publisher.publish(change("org_1", f"pa_{n}"))
             await asyncio.wait_for(publisher.sent(), WAIT)
             # What the replica reads once back, as its fan-out is handed it.
-            read_back: list[StatusChanged] = []
-            deliver = away._local.deliver
-            away._local.deliver = lambda c: (read_back.append(c), deliver(c))[1]  # type: ignore[method-assign]
+            read_back = recording_deliveries(away)
 
             with caplog.at_level(logging.ERROR, logger="payout_gateway.events"):
                 await proxy.up()
@@ -240,26 +276,8 @@ async def test_a_replica_away_past_the_streams_length_ends_its_subscriptions_and
                 assert await asyncio.wait_for(queue.get(), WAIT) is None
                 assert queue.overflowed and queue.missed is Missed.LOST_IN_FANOUT
 
-                last = f"pa_{published - 1}"
-
-                async def caught_up() -> None:
-                    while not read_back or read_back[-1].object_id != last:
-                        await asyncio.sleep(0.02)
-
-                await asyncio.wait_for(caught_up(), WAIT)
-            # (The publisher, reading its own writes more slowly than it makes them here,
-            # may report a gap of its own.)
-            missed = away.missed_in_stream
-            assert missed > 0
-            assert [
-                r
-                for r in caplog.records
-                if "trimmed past" in r.getMessage() and r.args == (missed,)
-            ]
-            # It read on from the oldest entry kept, in order, and the count of the others is
-            # exact.
-            assert missed + len(read_back) == published
-            assert [c.object_id for c in read_back] == [f"pa_{n}" for n in range(missed, published)]
+                await read_until(read_back, f"pa_{published - 1}")
+            assert_read_on_from_the_oldest_kept(away, caplog, read_back, published)
     finally:
         await publisher.aclose()
 
@@ -282,33 +300,15 @@ async def test_a_replica_reading_more_slowly_than_the_stream_is_trimmed_ends_its
             for n in range(published):
                 await publisher.publish(change("org_1", f"pa_{n}"))
             await asyncio.wait_for(publisher.sent(), WAIT)
-            read_back: list[StatusChanged] = []
-            deliver = slow._local.deliver
-            slow._local.deliver = lambda c: (read_back.append(c), deliver(c))[1]  # type: ignore[method-assign]
+            read_back = recording_deliveries(slow)
 
             with caplog.at_level(logging.ERROR, logger="payout_gateway.events"):
                 proxy.release()
                 assert await asyncio.wait_for(queue.get(), WAIT) is None
                 assert queue.overflowed and queue.missed is Missed.LOST_IN_FANOUT
-                last = f"pa_{published - 1}"
-
-                async def caught_up() -> None:
-                    while not read_back or read_back[-1].object_id != last:
-                        await asyncio.sleep(0.02)
-
-                await asyncio.wait_for(caught_up(), WAIT)
+                await read_until(read_back, f"pa_{published - 1}")
             assert slow.subscriptions_made == 1  # connected all along
-            # (The publisher, reading its own writes more slowly than it makes them here,
-            # may report a gap of its own.)
-            missed = slow.missed_in_stream
-            assert missed > 0
-            assert [
-                r
-                for r in caplog.records
-                if "trimmed past" in r.getMessage() and r.args == (missed,)
-            ]
-            assert missed + len(read_back) == published
-            assert [c.object_id for c in read_back] == [f"pa_{n}" for n in range(missed, published)]
+            assert_read_on_from_the_oldest_kept(slow, caplog, read_back, published)
             async with slow.subscribe("org_1") as again:  # subscribing again works
                 await publisher.publish(change("org_1", "pa_next"))
                 assert (await next_change(again)).object_id == "pa_next"
