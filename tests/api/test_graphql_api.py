@@ -170,6 +170,48 @@ async def test_idempotency_key_is_validated(gw: RunningGateway) -> None:
     assert body["data"]["addBankAccount"]["field"] == ["idempotencyKey"]
 
 
+# Both error types' paths in one selection: ValidationError.field is [String!]! and the
+# deprecated ProviderRejectedError.field [String!], a conflict GraphQL validation refuses, so a
+# provider's refused parameter is providerField too.
+BOTH_PATHS = """
+mutation Add($input: AddBankAccountInput!) {
+  addBankAccount(input: $input) {
+    __typename
+    ... on ValidationError { field }
+    ... on ProviderRejectedError { providerField }
+  }
+}
+"""
+
+
+async def test_one_selection_reads_the_path_of_a_validation_error_and_a_provider_rejection(
+    gw: RunningGateway, fakes: dict[Provider, FakeProvider]
+) -> None:
+    invalid = await gql(gw, BOTH_PATHS, {"input": add_input(routingNumber="021000022")})
+    assert "errors" not in invalid, invalid
+    assert invalid["data"]["addBankAccount"] == {
+        "__typename": "ValidationError",
+        "field": ["input", "bankAccount", "routingNumber"],
+    }
+    fakes[Provider.COMMET].fail_with = domain.ProviderRejectedError(
+        "no", provider=Provider.COMMET, param="bank_account.account_number"
+    )
+    refused = await gql(gw, BOTH_PATHS, {"input": add_input()})
+    assert "errors" not in refused, refused
+    assert refused["data"]["addBankAccount"] == {
+        "__typename": "ProviderRejectedError",
+        "providerField": ["bankAccount", "accountNumber"],
+    }
+    # The deprecated field answers as before, for clients that select it on its own.
+    old = await gql(
+        gw,
+        "mutation Add($input: AddBankAccountInput!) { addBankAccount(input: $input) "
+        "{ ... on ProviderRejectedError { field } } }",
+        {"input": add_input()},
+    )
+    assert old["data"]["addBankAccount"] == {"field": ["bankAccount", "accountNumber"]}
+
+
 async def test_type_errors_never_echo_the_submitted_value(gw: RunningGateway) -> None:
     as_variable = {"input": {"bankAccount": {"accountNumber": 987654321012, "holderName": "A"}}}
     body = await gql(gw, ADD, as_variable)

@@ -70,9 +70,17 @@ class ProviderRejectedError(UserError):
         description="The HTTP status the provider answered with; null when not known."
     )
     request_id: str | None = strawberry.field(description=_REQUEST_ID)
-    field: list[str] | None = strawberry.field(
+    provider_field: list[str] | None = strawberry.field(
         description="The refused parameter as the provider names it, as path segments in "
         "camelCase (not necessarily this API's input path); null when it named none."
+    )
+    # Kept for the clients that read it, but selected next to ValidationError.field ([String!]!)
+    # it is refused by GraphQL validation (one response name, two types): providerField is it.
+    field: list[str] | None = strawberry.field(
+        description="The same as providerField.",
+        deprecation_reason="Use providerField (the same value): selected next to "
+        "ValidationError.field, a field of another type under the same name, this one is refused "
+        "by GraphQL validation.",
     )
 
 
@@ -237,6 +245,9 @@ def to_graphql_error(
                 doc_url=exc.doc_url,
             )
         case domain.ProviderRejectedError():
+            refused = (
+                [_camel(p) for p in re.split(r"[.\[\]]+", exc.param) if p] if exc.param else None
+            )
             return ProviderRejectedError(
                 message=message,
                 code=code,
@@ -246,9 +257,8 @@ def to_graphql_error(
                 doc_url=exc.doc_url,
                 http_status=exc.http_status,
                 request_id=exc.request_id,
-                field=[_camel(p) for p in re.split(r"[.\[\]]+", exc.param) if p]
-                if exc.param
-                else None,
+                provider_field=refused,
+                field=refused,
             )
         case domain.ProviderRateLimitedError() | domain.ProviderCircuitOpenError():
             return ProviderUnavailableError(
