@@ -9,13 +9,13 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from payout_gateway.events.refresh import StatusRefresher
 from payout_gateway.store import Store
@@ -278,3 +278,44 @@ async def test_the_refresher_runs_only_while_it_leads(tmp_path: Path, leading: b
     assert leadership.asked >= 5  # asked before every cycle
     assert (runs > 0) is leading
     assert runs <= leadership.asked
+
+
+def cancel_at(point: str, task: asyncio.Task[bool]) -> tuple[str, Callable[..., None]]:
+    """An engine event hook cancelling ``task`` at ``point`` of its ``lead``, the lock taken."""
+    if point == "commit":
+        return "commit", lambda *_: task.cancel()
+
+    def after_statement(*args: object) -> None:
+        statement = args[2]
+        if isinstance(statement, str) and statement.startswith(point):
+            task.cancel()
+
+    return "after_cursor_execute", after_statement
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "point", ["SELECT pg_try_advisory_lock", "SET tcp_keepalives_idle", "commit"]
+)
+async def test_a_lead_cancelled_just_after_taking_the_lock_leaves_it_to_another(
+    two_replicas: tuple[Store, Store, str], point: str
+) -> None:
+    """At shutdown the job asking for the lead is cancelled, possibly between the lock taken
+    and the lock's session kept: that session must not go back to the pool holding the lock,
+    where it would keep every other replica from leading until the pool closed. (SQLAlchemy
+    discards a connection whose operation was cancelled; every wait in between is one.)"""
+    first, second, _ = two_replicas
+    a, b = first.leadership("status-refresh"), second.leadership("status-refresh")
+    asking = asyncio.create_task(a.lead())
+    hook, cancel = cancel_at(point, asking)
+    event.listen(first.engine.sync_engine, hook, cancel)
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+    finally:
+        event.remove(first.engine.sync_engine, hook, cancel)
+    try:
+        assert await b.lead() is True
+    finally:
+        await b.step_down()
+        await a.step_down()
