@@ -621,10 +621,14 @@ class PayoutService:
             return await session.get_payout_account(org.id)
 
     async def status_changes(
-        self, org: Organization, *, first: int, object_id: str | None = None
+        self, org: Organization, *, first: int, of: tuple[ObjectType, str] | None = None
     ) -> list[StatusChanged]:
+        """The organization's newest entries; ``of``: only those of this (type, id) object."""
+        object_type, object_id = of or (None, None)
         async with self._store.session(write=False) as session:
-            return await session.status_changes(org.id, first=first, object_id=object_id)
+            return await session.status_changes(
+                org.id, first=first, object_id=object_id, object_type=object_type
+            )
 
     # helpers ------------------------------------------------------------------------------
 

@@ -480,6 +480,30 @@ async def test_foreign_ids_read_exactly_like_nonexistent_ones(gw: RunningGateway
     assert foreign == missing == {"data": {"bankAccount": None, "node": None, "nodes": [None]}}
 
 
+@pytest.mark.parametrize("type_name", ["Payout", "PayoutAccount", "Organization", "Query"])
+async def test_an_id_naming_another_type_reads_like_an_unknown_one_everywhere(
+    gw: RunningGateway, type_name: str
+) -> None:
+    # statusChanges read only the gateway id of an objectId, whatever type it named: an
+    # account's id re-encoded as a Payout's (or a type with no status) answered its trail,
+    # where node and bankAccount answer such an id as an unknown one.
+    mine = (await gql(gw, ADD, {"input": add_input()}))["data"]["addBankAccount"]
+    account_id = mine["bankAccount"]["id"]
+    query = (
+        "query($id: ID!) { bankAccount(id: $id) { id } node(id: $id) { id } "
+        "nodes(ids: [$id]) { id } statusChanges(objectId: $id) { objectId } }"
+    )
+    own = await gql(gw, query, {"id": account_id})
+    assert [c["objectId"] for c in own["data"]["statusChanges"]] == [account_id]
+    type_name_of, gateway_id = base64.b64decode(account_id).decode().split(":", 1)
+    assert type_name_of == "BankAccount"
+    retyped = base64.b64encode(f"{type_name}:{gateway_id}".encode()).decode()
+    missing = base64.b64encode(b"BankAccount:ba_00000000000000000000000000000000").decode()
+    unknown = {"data": {"bankAccount": None, "node": None, "nodes": [None], "statusChanges": []}}
+    assert await gql(gw, query, {"id": missing}) == unknown
+    assert await gql(gw, query, {"id": retyped}) == unknown
+
+
 async def test_a_query_naming_100_accounts_is_one_store_read(
     gw: RunningGateway, fakes: dict[Provider, FakeProvider]
 ) -> None:

@@ -45,6 +45,7 @@ from payout_gateway.graphql.runner import GatewayExtensionsRunner
 from payout_gateway.graphql.safety import IsAuthenticated, log_errors
 from payout_gateway.graphql.subscriptions import Subscription
 from payout_gateway.graphql.types import (
+    STATUS_OBJECT_TYPES,
     BankAccount,
     Organization,
     Payout,
@@ -411,7 +412,8 @@ class Query:
             strawberry.ID | None,
             strawberry.argument(
                 description="Only this object's entries: its global id (as in "
-                "StatusChange.objectId); an id that is not a global id gives an empty list."
+                "StatusChange.objectId); an id that is not one, like one naming another type "
+                "than its object's, gives an empty list (as node answers null)."
             ),
         ] = None,
     ) -> list[StatusChange]:
@@ -420,12 +422,16 @@ class Query:
         if first == STATUS_CHANGES_DEFAULT:
             first = min(first, info.context.paging.maximum)
         size = _page_size(info, first)
-        decoded = decode_global_id(str(object_id)) if object_id is not None else None
-        if object_id is not None and decoded is None:
-            return []
-        changes = await info.context.service.status_changes(
-            info.context.org, first=size, object_id=decoded[1] if decoded else None
-        )
+        of = None
+        if object_id is not None:
+            # Read like node's: an id that is not ours, or names a type without a status (or
+            # another object's type than its own), is an unknown object's, with no entries.
+            decoded = decode_global_id(str(object_id))
+            object_type = STATUS_OBJECT_TYPES.get(decoded[0]) if decoded else None
+            if decoded is None or object_type is None:
+                return []
+            of = (object_type, decoded[1])
+        changes = await info.context.service.status_changes(info.context.org, first=size, of=of)
         return [StatusChange.from_domain(change) for change in changes]
 
     @strawberry.field(

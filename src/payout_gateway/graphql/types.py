@@ -517,6 +517,8 @@ _GLOBAL_TYPE = {
     ObjectType.PAYOUT_ACCOUNT: "PayoutAccount",
     ObjectType.PAYOUT: "Payout",
 }
+# A global id's type name -> the kind of object whose status changes it names.
+STATUS_OBJECT_TYPES = {name: object_type for object_type, name in _GLOBAL_TYPE.items()}
 
 
 @strawberry.type(description="One entry of the audit trail: a status an object took, and why.")

@@ -1326,11 +1326,18 @@ class StoreSession:
     # audit --------------------------------------------------------------------------------
 
     async def status_changes(
-        self, organization_id: str, *, first: int, object_id: str | None = None
+        self,
+        organization_id: str,
+        *,
+        first: int,
+        object_id: str | None = None,
+        object_type: ObjectType | None = None,
     ) -> list[StatusChanged]:
         query = select(StatusChangeRow).where(StatusChangeRow.organization_id == organization_id)
         if object_id is not None:
             query = query.where(StatusChangeRow.object_id == object_id)
+        if object_type is not None:
+            query = query.where(StatusChangeRow.object_type == object_type.value)
         rows = await self._session.scalars(
             query.order_by(StatusChangeRow.at.desc(), StatusChangeRow.id.desc()).limit(first)
         )
