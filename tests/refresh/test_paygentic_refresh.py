@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,13 @@ import pytest
 from fastapi import FastAPI
 
 from payout_gateway.domain.enums import HolderType, Provider
+from payout_gateway.events.broker import InProcessBroker
+from payout_gateway.events.pipeline import StatusPipeline
+from payout_gateway.events.refresh import StatusRefresher
+from payout_gateway.providers.registry import REGISTRY
 from payout_gateway.sandbox.paygentic import create_paygentic_sandbox
+from payout_gateway.settings import ProviderSettings
+from payout_gateway.store import Store
 from payout_gateway.store.database import StoreSession
 from tests.support.gateway import RunningGateway, SeededOrg, running_gateway
 from tests.support.live_server import live_server
@@ -85,7 +92,10 @@ def serving(tmp_path: Path, **settings: Any) -> Iterator[World]:
     with (
         live_server(sandbox) as sandbox_url,
         running_gateway(
-            tmp_path, paygentic_url=sandbox_url, orgs=ORGS, refresh_interval_seconds=0.1, **settings
+            tmp_path,
+            paygentic_url=sandbox_url,
+            orgs=ORGS,
+            **{"refresh_interval_seconds": 0.1, **settings},
         ) as gateway,
     ):
         yield World(gateway, sandbox, sandbox_url)
@@ -102,6 +112,56 @@ def impatient_world(tmp_path: Path) -> Iterator[World]:
     """Gives up on a Paygentic answer after 1 s."""
     with serving(tmp_path, read_timeout=1.0) as world:
         yield world
+
+
+EXTERNAL_ACCOUNT_READ = "GET /v0/externalAccounts/{id}"
+
+
+@pytest.fixture
+def unrefreshed_world(tmp_path: Path) -> Iterator[World]:
+    """Its own refresher off: the test runs the cycles."""
+    with serving(tmp_path, refresh_interval_seconds=0) as world:
+        yield world
+
+
+async def test_a_cycle_reads_the_payout_account_and_its_destination_once(
+    unrefreshed_world: World,
+) -> None:
+    """Paygentic's payout account is its verification's destination, which the gateway also
+    keeps as a bank account: two objects, one provider object. A cycle reads it once and moves
+    both; it was read once for each, doubling what the refresh spends of Paygentic's rate
+    limit for every organization still being verified."""
+    world = unrefreshed_world
+    verified = world.gql(VERIFY, {"input": INPUT})["completePayoutVerification"]
+    destination = verified["payoutAccount"]["providerAccountId"]
+    httpx.post(
+        f"{world.sandbox_url}/_sandbox/externalAccounts/{destination}/status",
+        json={"status": "verified"},
+    ).raise_for_status()
+    counts = world.sandbox.state.sandbox.request_counts
+    before = counts[EXTERNAL_ACCOUNT_READ]
+    database_url = world.gateway.state.settings.database_url
+    store = Store.from_url(database_url)
+    adapter = REGISTRY[Provider.PAYGENTIC].build(
+        world.sandbox_url, ProviderSettings().http_policy(), None
+    )
+    refresher = StatusRefresher(
+        store,
+        {Provider.PAYGENTIC: adapter},
+        StatusPipeline(store, InProcessBroker()),
+        interval=1.0,
+        clock=lambda: datetime.now(UTC),
+    )
+    try:
+        assert await refresher.run_once() == 2
+        assert counts[EXTERNAL_ACCOUNT_READ] - before == 1
+    finally:
+        await adapter.aclose()
+        await store.dispose()
+    state = "{ payoutAccount { status } bankAccounts { edges { node { status } } } }"
+    now = world.gql(state)
+    assert now["payoutAccount"]["status"] == "VERIFIED"
+    assert [e["node"]["status"] for e in now["bankAccounts"]["edges"]] == ["ACTIVE"]
 
 
 async def test_verification_and_payout_move_forward_by_refresh(world: World) -> None:

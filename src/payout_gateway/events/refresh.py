@@ -26,6 +26,7 @@ from payout_gateway.domain.events import ChangeSource, ObjectType
 from payout_gateway.domain.models import Organization
 from payout_gateway.events.pipeline import StatusPipeline, StatusUpdate
 from payout_gateway.ports import PayoutProvider
+from payout_gateway.provider_reads import one_read_per_object
 from payout_gateway.store import NonFinalObject, Store
 from payout_gateway.store.leadership import AlwaysLeads, Leadership
 
@@ -144,6 +145,10 @@ class StatusRefresher:
 
     async def run_once(self) -> int:
         """One pass over every readable provider; returns how many objects moved."""
+        with one_read_per_object():
+            return await self._pass()
+
+    async def _pass(self) -> int:
         moved = 0
         listed: set[str] = set()
         for provider, adapter in self._providers.items():

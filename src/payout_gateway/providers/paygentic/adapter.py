@@ -32,6 +32,7 @@ from payout_gateway.domain.models import (
     ProviderContext,
     ProviderPayout,
 )
+from payout_gateway.provider_reads import read_once
 from payout_gateway.providers.paygentic import transformers as tf
 from payout_gateway.providers.paygentic import wire
 from payout_gateway.providers.transport import (
@@ -338,6 +339,15 @@ class PaygenticAdapter:
         return found
 
     async def _get_external_account(
+        self, context: ProviderContext, provider_account_id: str
+    ) -> wire.ExternalBankAccount:
+        # The payout account and the bank account of a verification are this one account.
+        return await read_once(
+            (Provider.PAYGENTIC, context.organization_id, provider_account_id),
+            lambda: self._read_external_account(context, provider_account_id),
+        )
+
+    async def _read_external_account(
         self, context: ProviderContext, provider_account_id: str
     ) -> wire.ExternalBankAccount:
         organization_id = self._organization_id(context)
