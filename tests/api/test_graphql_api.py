@@ -165,6 +165,75 @@ async def test_invalid_input_is_a_validation_error_naming_the_field(
     assert fakes[Provider.COMMET].calls["add_bank_account"] == 0
 
 
+VERIFY_PATHS = """
+mutation Verify($input: CompletePayoutVerificationInput!) {
+  completePayoutVerification(input: $input) {
+    __typename
+    ... on ValidationError { message field issues { field message } }
+  }
+}
+"""
+_ADDRESS = {"line1": "1 Main St", "city": "SF", "postalCode": "94105", "country": "US"}
+_PERSON = {
+    "firstName": "Ada",
+    "lastName": "Lovelace",
+    "phone": "+14155550123",
+    "dateOfBirth": "1990-01-31",
+}
+_COMPANY = {
+    "name": "Acme",
+    "taxId": "12-3456789",
+    "address": _ADDRESS,
+    "representative": {"firstName": "Ada", "lastName": "Lovelace"},
+}
+
+
+@pytest.mark.parametrize(
+    ("business_type", "branches", "path", "message"),
+    [
+        ("INDIVIDUAL", {}, "individual", "is required when businessType is INDIVIDUAL"),
+        (
+            "INDIVIDUAL",
+            {"individual": {**_PERSON, "address": _ADDRESS}, "company": _COMPANY},
+            "company",
+            "must be omitted when businessType is INDIVIDUAL",
+        ),
+        ("COMPANY", {}, "company", "is required when businessType is COMPANY"),
+        (
+            "COMPANY",
+            {"company": _COMPANY, "individual": {**_PERSON, "address": _ADDRESS}},
+            "individual",
+            "must be omitted when businessType is COMPANY",
+        ),
+    ],
+)
+async def test_a_kyc_branch_error_names_business_type_as_the_input_does(
+    gw: RunningGateway,
+    fakes: dict[Provider, FakeProvider],
+    business_type: str,
+    branches: dict[str, Any],
+    path: str,
+    message: str,
+) -> None:
+    # The domain's message said business_type, a name no input of this API has.
+    kyc = {
+        "email": "ada@example.com",
+        "businessType": business_type,
+        "businessUrl": "https://ada.example.com",
+        "documentUrl": "https://files.example.com/ada.pdf",
+        "bankAccount": {"accountNumber": ACCOUNT, "holderName": "Ada"},
+        **branches,
+    }
+    result = (await gql(gw, VERIFY_PATHS, {"input": kyc}))["data"]["completePayoutVerification"]
+    assert result == {
+        "__typename": "ValidationError",
+        "message": f"input.{path}: {message}",
+        "field": ["input", path],
+        "issues": [{"field": ["input", path], "message": message}],
+    }
+    assert fakes[Provider.COMMET].calls["complete_payout_verification"] == 0
+
+
 async def test_idempotency_key_is_validated(gw: RunningGateway) -> None:
     body = await gql(gw, ADD, {"input": add_input(), "key": "x" * 256})
     assert body["data"]["addBankAccount"]["field"] == ["idempotencyKey"]

@@ -206,16 +206,18 @@ class PayoutVerificationRequest(_Frozen):
 
     @model_validator(mode="after")
     def _branch_matches_business_type(self) -> Self:
+        # The messages reach the API's caller as they are (a path is mapped, a message is not):
+        # they name the field as the input does, businessType.
         if self.business_type is BusinessType.INDIVIDUAL:
             if self.individual is None:
-                raise _BranchError("individual", "is required when business_type is INDIVIDUAL")
+                raise _BranchError("individual", "is required when businessType is INDIVIDUAL")
             if self.company is not None:
-                raise _BranchError("company", "must be omitted when business_type is INDIVIDUAL")
+                raise _BranchError("company", "must be omitted when businessType is INDIVIDUAL")
         else:
             if self.company is None:
-                raise _BranchError("company", "is required when business_type is COMPANY")
+                raise _BranchError("company", "is required when businessType is COMPANY")
             if self.individual is not None:
-                raise _BranchError("individual", "must be omitted when business_type is COMPANY")
+                raise _BranchError("individual", "must be omitted when businessType is COMPANY")
         return self
 
 
