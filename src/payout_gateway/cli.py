@@ -22,6 +22,7 @@ import uvicorn.config
 from alembic.util import CommandError
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import SettingsError
+from pythonjsonlogger.core import RESERVED_ATTRS
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from uvicorn.supervisors import Multiprocess
@@ -222,19 +223,28 @@ def lean_log_records() -> None:
 
 def logging_config(level: str) -> dict[str, Any]:
     """uvicorn's own logging set-up plus the gateway's loggers (access log, provider calls,
-    webhooks, errors), one JSON line per record on stderr with its structured extras.
+    webhooks, errors) and every library's (SQLAlchemy, asyncpg, Redis, asyncio), one JSON
+    line per record on stderr with its structured extras, a traceback in ``exc_info``.
     uvicorn applies it in every worker process. Without it the gateway's records below
     WARNING were dropped: nothing configured the ``payout_gateway`` loggers."""
     config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     config["formatters"]["json"] = {
         "()": "pythonjsonlogger.orjson.OrjsonFormatter",
         "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+        # Not uvicorn's copy of a message with terminal colour codes in it.
+        "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
     }
+    # uvicorn's own lines (start-up, errors, WebSocket handshakes) in the gateway's shape too:
+    # a log pipeline reading JSON lines took its plain ones for garbage, tracebacks included.
+    for handler in config["handlers"].values():
+        handler["formatter"] = "json"
     filters = config.setdefault("filters", {})
     filters["request_id"] = {"()": "payout_gateway.request_log.RequestIdFilter"}
     filters["handshake_query"] = {"()": "payout_gateway.request_log.HandshakeQueryFilter"}
-    # uvicorn's own lines (start-up, errors, WebSocket handshakes) go through "default".
-    config["handlers"]["default"].setdefault("filters", []).append("handshake_query")
+    # uvicorn's own lines go through "default".
+    config["handlers"]["default"].setdefault("filters", []).extend(
+        ["handshake_query", "request_id"]
+    )
     config["handlers"]["gateway"] = {
         "class": "logging.StreamHandler",
         "formatter": "json",
@@ -245,6 +255,13 @@ def logging_config(level: str) -> dict[str, Any]:
         "handlers": ["gateway"],
         "level": level.upper(),
         "propagate": False,
+    }
+    # The libraries' records: their warnings and errors (their INFO is chatter an operator
+    # did not ask for), or only what the level asks for if it is stricter. Without a handler
+    # here Python's last resort printed them as bare text.
+    config["root"] = {
+        "handlers": ["gateway"],
+        "level": max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]),
     }
     return config
 

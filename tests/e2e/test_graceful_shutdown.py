@@ -32,7 +32,7 @@ from tests.realtime.support import (
     ws_url,
 )
 from tests.support.gateway import DEFAULT_ORGS
-from tests.support.serve_process import ServedGateway, served_gateway
+from tests.support.serve_process import ServedGateway, log_records, served_gateway
 
 PAYGENTIC_ADD = "POST /v0/externalAccounts"
 ADD = """mutation($input: AddBankAccountInput!) {
@@ -94,8 +94,12 @@ async def exit_status(served: ServedGateway) -> int:
 
 
 def uvicorn_errors(served: ServedGateway) -> list[str]:
-    """uvicorn's ERROR lines (a graceful-shutdown timeout cancelling requests logs one)."""
-    return [line for line in served.log.read_text().splitlines() if line.startswith("ERROR")]
+    """uvicorn's ERROR records (a graceful-shutdown timeout cancelling requests logs one)."""
+    return [
+        record["message"]
+        for record in log_records(served)
+        if record["name"].startswith("uvicorn") and record["levelname"] == "ERROR"
+    ]
 
 
 async def test_an_add_under_way_at_sigterm_is_answered_and_committed_then_the_process_exits_0(

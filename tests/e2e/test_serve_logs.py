@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,14 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from payout_gateway.tenancy import DEMO_ORGANIZATIONS
+from tests.conftest import POSTGRES_URL
 from tests.realtime.support import kyc
 from tests.support.live_server import free_port
+from tests.support.postgres import fresh_database
 
 ACCOUNT_NUMBER = "000555666777"
 KYC_ACCOUNT_NUMBER = "000444333222"
@@ -118,6 +123,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
             assert added.status_code == 200, added.text
             assert added.json()["data"]["addBankAccount"]["__typename"] == "AddBankAccountSuccess"
             oversized_message_close = asyncio.run(send_oversized_message(url))
+            # Not HTTP: uvicorn itself answers 400 and logs a warning.
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                raw.sendall(b"NOT HTTP \x00\x01\r\n\r\n")
+                assert raw.recv(100).startswith(b"HTTP/1.1 400")
         finally:
             process.terminate()
             process.wait(timeout=15)
@@ -130,8 +139,23 @@ def served_log(served: Served) -> str:
 
 
 def records(log: str) -> list[dict[str, Any]]:
-    """The JSON lines (uvicorn's own lines are plain text)."""
-    return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    """The log's records, one JSON object a line."""
+    return [json.loads(line) for line in log.splitlines() if line]
+
+
+def test_every_line_is_a_json_record_uvicorn_s_own_included(served_log: str) -> None:
+    """An operator's log pipeline reads one shape: uvicorn's start-up, warning and shutdown
+    lines were plain text beside the gateway's JSON."""
+    lines = [line for line in served_log.splitlines() if line]
+    assert lines, served_log
+    for line in lines:
+        assert line.startswith("{"), line
+        record = json.loads(line)
+        assert {"asctime", "levelname", "name", "process", "message"} <= record.keys(), record
+    told = [(r["name"], r["levelname"], r["message"]) for r in records(served_log)]
+    assert ("uvicorn.error", "INFO", "Application startup complete.") in told, told
+    assert ("uvicorn.error", "WARNING", "Invalid HTTP request received.") in told, told
+    assert ("uvicorn.error", "INFO", "Application shutdown complete.") in told, told
 
 
 def test_requests_are_logged_without_their_query_strings(served_log: str) -> None:
@@ -146,7 +170,8 @@ def test_requests_are_logged_without_their_query_strings(served_log: str) -> Non
     assert all(r["duration_ms"] > 0 for r in graphql)
     assert "query-string-secret" not in served_log
     # uvicorn's own line for the WebSocket's handshake is kept, without its query string.
-    assert '"WebSocket /graphql" [accepted]' in served_log, served_log[-3000:]
+    handshakes = [r["message"] for r in records(served_log) if "WebSocket" in r["message"]]
+    assert any(m.endswith('"WebSocket /graphql" [accepted]') for m in handshakes), handshakes
 
 
 def test_answers_do_not_name_the_server_software(served: Served) -> None:
@@ -194,3 +219,53 @@ def test_no_account_number_routing_number_or_kyc_detail_is_logged(served_log: st
         "ada@example.com",
     ):
         assert secret not in served_log, secret
+
+
+async def _read_only(database_url: str) -> None:
+    """New sessions of the database may read, not write (a standby, or a role's grants)."""
+    admin = await asyncpg.connect(POSTGRES_URL)
+    try:
+        name = database_url.rsplit("/", 1)[1]
+        await admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    finally:
+        await admin.close()
+
+
+@pytest.mark.postgres
+def test_a_library_s_traceback_is_a_json_field_without_the_statement_s_values(
+    tmp_path: Path,
+) -> None:
+    """A start-up that fails in the app is logged by uvicorn with its traceback: a JSON record
+    like the gateway's own, not plain text, and without the values of the statement that
+    failed (SQLAlchemy quoted them, a provider credential among them)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUT_GATEWAY_")}
+    with fresh_database() as database_url:
+        env["PAYOUT_GATEWAY_DATABASE_URL"] = database_url
+        serve = [str(Path(sys.executable).parent / "payout-gateway"), "serve"]
+        migrated = subprocess.run(
+            [serve[0], "migrate"], env=env, cwd=tmp_path, capture_output=True, timeout=60
+        )
+        assert migrated.returncode == 0, migrated.stderr
+        asyncio.run(_read_only(database_url))
+        # Its schema is current, so serving starts; the sandbox's demo organizations are the
+        # first write.
+        failed = subprocess.run(
+            [*serve, "--port", str(free_port())],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    log = failed.stderr
+    assert failed.returncode == 3, log
+    assert all(line.startswith("{") for line in log.splitlines() if line), log
+    # Starlette hands uvicorn the start-up's traceback as the message of its failure.
+    [failure] = [r for r in records(log) if "Traceback" in r["message"]]
+    assert (failure["name"], failure["levelname"]) == ("uvicorn.error", "ERROR"), failure
+    assert "cannot execute INSERT in a read-only transaction" in failure["message"], failure
+    assert "Application startup failed. Exiting." in [r["message"] for r in records(log)]
+    assert "[parameters:" not in log, log
+    commet_key = DEMO_ORGANIZATIONS[0].credentials.api_key.get_secret_value()
+    assert commet_key not in log, log

@@ -108,6 +108,7 @@ def served_gateway(
 
 
 def log_records(served: ServedGateway) -> list[dict[str, Any]]:
-    """The gateway's JSON log records so far (uvicorn's own lines are plain text)."""
+    """The process's log records so far, one JSON object a line (uvicorn's and the
+    libraries' included); the output of its command (its address, demo keys) left out."""
     output = served.log.read_text()
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]

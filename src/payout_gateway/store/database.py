@@ -195,6 +195,10 @@ class Store:
         # library's encoder and decoder cost several times as much per row.
         engine_options.setdefault("json_serializer", json_text)
         engine_options.setdefault("json_deserializer", orjson.loads)
+        # A failed statement's error (and so any traceback of it, the gateway's or a
+        # library's) names the statement but not its values: an organization's credentials
+        # and webhook secret are among them.
+        engine_options.setdefault("hide_parameters", True)
         if url.startswith("postgresql"):
             engine_options.setdefault("pool_size", 10)
             engine_options.setdefault("max_overflow", 10)
@@ -225,6 +229,7 @@ class Store:
                 f"sqlite:///{path}",
                 json_serializer=engine_options["json_serializer"],
                 json_deserializer=engine_options["json_deserializer"],
+                hide_parameters=engine_options["hide_parameters"],
                 # check_same_thread off: a COMMIT runs on the commit thread while the loop
                 # waits for it.
                 connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
