@@ -14,7 +14,8 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
 from payout_gateway.store import Store, database
-from payout_gateway.store.loop_session import LoopThreadSession, prepared_read, prepared_write
+from payout_gateway.store.loop_session import LoopThreadSession
+from payout_gateway.store.prepared import prepared_read, prepared_write
 from tests.store.test_core_writes import T0, bank_account, idempotency_record, payout
 from tests.store.test_loop_sessions import write_audit_row
 
