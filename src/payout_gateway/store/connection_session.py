@@ -9,16 +9,26 @@ through an AsyncSession and 525-649 µs this way, and a served Commet add 1.67 -
 (bench/PROFILE.md, twentieth round). Here the connection runs them, and a session bound to it
 is made on the first statement that names a mapped class, sharing the transaction: what it
 reads sees what the connection wrote.
+
+The hot statements (``write_row``, ``read_value``) go further, past SQLAlchemy's execution to
+asyncpg itself once the transaction has begun: each statement through ``AsyncConnection`` is a
+greenlet spawn and SQLAlchemy's execution pipeline around asyncpg's own call (bench/PROFILE.md,
+twenty-fourth round: a Paygentic add on PostgreSQL counted 3.12 M instructions that way, 2.63 M
+this way).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Connection, Engine, Executable, ScalarResult
+from sqlalchemy import Connection, Engine, Executable, ScalarResult, Select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, AsyncSessionTransaction
+from sqlalchemy.sql.dml import UpdateBase
+
+from payout_gateway.store.prepared import PreparedStatement, prepared_read, prepared_write
 
 _T = TypeVar("_T")
 
@@ -32,11 +42,18 @@ def _names_mapped_class(statement: Executable) -> bool:
 class ConnectionSession:
     """One transaction on ``connection``: begun by ``begin``, committed as its block ends."""
 
-    __slots__ = ("_connection", "_orm")
+    __slots__ = ("_connection", "_orm", "_statement_sent")
 
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(
+        self,
+        connection: AsyncConnection,
+        statement_sent: Callable[[str], None] | None = None,
+    ) -> None:
+        """``statement_sent`` hears of each statement sent past SQLAlchemy (its
+        ``before_cursor_execute`` event does not)."""
         self._connection = connection
         self._orm: AsyncSession | None = None
+        self._statement_sent = statement_sent
 
     def _session(self) -> AsyncSession:
         if self._orm is None:
@@ -87,6 +104,102 @@ class ConnectionSession:
             return await self._session().execute(statement, params)
         await self.flush()
         return await self._connection.execute(statement, params)
+
+    async def write_row(self, statement: UpdateBase, row: Mapping[str, Any]) -> int:
+        """One row's INSERT, UPDATE or DELETE whose result is at most its row count, sent to
+        asyncpg as compiled once per statement and set of parameters. Through SQLAlchemy's
+        execution when there is no transaction yet (SQLAlchemy's asyncpg adapter begins it on
+        its first statement; one sent past it would commit on its own) or when the statement
+        needs more than its values (see ``prepared_write``)."""
+        driver = self._driver_in_transaction()
+        prepared = (
+            None
+            if driver is None
+            else prepared_write(statement, tuple(row), self._connection.dialect)
+        )
+        if driver is None or prepared is None:
+            result = await self.execute(statement, dict(row))
+            return int(getattr(result, "rowcount", 0) or 0)
+        status = await self._send(driver, prepared, row, driver.execute)
+        # asyncpg answers with the command tag: "INSERT 0 1", "UPDATE 2", "DELETE 0".
+        return int(status.rpartition(" ")[2])
+
+    async def read_value(self, statement: Select[Any], parameters: Mapping[str, Any]) -> Any:
+        """The first column of a SELECT's first row (None without rows), as ``scalar`` reads it
+        (the column's type converting the value), sent to asyncpg as ``write_row`` sends."""
+        driver = self._driver_in_transaction()
+        prepared = (
+            None
+            if driver is None
+            else prepared_read(statement, tuple(parameters), self._connection.dialect)
+        )
+        if driver is None or prepared is None:
+            return await self.scalar(statement, dict(parameters))
+        row = await self._send(driver, prepared, parameters, driver.fetchrow)
+        if row is None:
+            return None
+        value = row[0]
+        return value if prepared.convert_result is None else prepared.convert_result(value)
+
+    def _driver_in_transaction(self) -> Any:
+        """The asyncpg connection under this session's, if it is in a transaction."""
+        connection = self._connection.sync_connection
+        if connection is None or connection.closed or connection.invalidated:
+            return None
+        driver = connection.connection.driver_connection
+        return driver if driver is not None and driver.is_in_transaction() else None
+
+    async def _send(
+        self,
+        driver: Any,
+        prepared: PreparedStatement,
+        parameters: Mapping[str, Any],
+        call: Callable[..., Awaitable[_T]],
+    ) -> _T:
+        """``call`` (one of the asyncpg connection's methods) with the prepared statement; its
+        errors SQLAlchemy's, as its execution raises them: asyncpg's error turned into the
+        DB-API one by SQLAlchemy's adapter, wrapped without the values in its message, and the
+        connection invalidated when the error says it is lost."""
+        await self.flush()
+        values = prepared.values(parameters)
+        if self._statement_sent is not None:
+            self._statement_sent(prepared.sql)
+        try:
+            return await call(prepared.sql, *values)
+        except Exception as error:
+            raised = await self._sqlalchemy_error(error, prepared.sql, values)
+            if raised is error:
+                raise
+            raise raised from error
+
+    async def _sqlalchemy_error(
+        self, error: Exception, sql: str, values: list[Any]
+    ) -> BaseException:
+        dialect = self._connection.dialect
+        dbapi = dialect.loaded_dbapi
+        sync = self._connection.sync_connection
+        assert sync is not None
+        pooled = sync.connection
+        try:
+            # The adapter's own translation, which its cursor applies to every asyncpg error
+            # (and which forgets a transaction the server ended with the connection).
+            pooled.dbapi_connection._handle_exception(error)  # type: ignore[union-attr]
+        except dbapi.Error as translated:
+            lost = dialect.is_disconnect(translated, pooled, None)
+            if lost:
+                await self._connection.invalidate(translated)
+            return DBAPIError.instance(
+                sql,
+                values,
+                translated,
+                dbapi.Error,
+                hide_parameters=True,
+                dialect=dialect,
+                connection_invalidated=lost,
+            )
+        except Exception as untranslated:  # raised as is, as SQLAlchemy's execution raises it
+            return untranslated
+        return error
 
     def get_bind(self) -> Engine | Connection:
         return self._connection.sync_engine

@@ -157,7 +157,7 @@ class Store:
                 loop_sessions(), commits, self._count_statement
             )
         elif engine.dialect.name == "postgresql":
-            self._sessions = lambda: ConnectionSession(engine.connect())
+            self._sessions = lambda: ConnectionSession(engine.connect(), self._count_statement)
         else:
             self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.statements = 0
@@ -1552,10 +1552,12 @@ def _payout_account(row: PayoutAccountRow) -> PayoutAccountRecord:
 
 async def _write_row(session: SessionSurface, statement: UpdateBase, row: dict[str, Any]) -> int:
     """One row's INSERT, UPDATE or DELETE whose result is at most its row count: past
-    SQLAlchemy's execution on a SQLite loop-thread session (``LoopThreadSession.write_row``),
-    through it otherwise."""
+    SQLAlchemy's execution on a SQLite loop-thread session (``LoopThreadSession.write_row``)
+    and a PostgreSQL one (``ConnectionSession.write_row``), through it otherwise."""
     if isinstance(session, LoopThreadSession):
         return session.write_row(statement, row)
+    if isinstance(session, ConnectionSession):
+        return await session.write_row(statement, row)
     result = await session.execute(statement, row)
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -1564,9 +1566,12 @@ async def _read_value(
     session: SessionSurface, statement: Select[Any], parameters: dict[str, Any]
 ) -> Any:
     """The first column of the statement's first row: past SQLAlchemy's execution on a SQLite
-    loop-thread session (``LoopThreadSession.read_value``), ``scalar`` otherwise."""
+    loop-thread session (``LoopThreadSession.read_value``) and a PostgreSQL one
+    (``ConnectionSession.read_value``), ``scalar`` otherwise."""
     if isinstance(session, LoopThreadSession):
         return session.read_value(statement, parameters)
+    if isinstance(session, ConnectionSession):
+        return await session.read_value(statement, parameters)
     return await session.scalar(statement, parameters)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 # What a session raises when the database, not the statement, failed: the server unreachable
@@ -28,6 +28,12 @@ def database_unavailable(error: BaseException) -> bool:
     OperationalError for both: its generic result code (SQLITE_ERROR: a syntax error, no such
     table) is the statement's; busy, locked, I/O, full and the rest are the database's, and
     so are the OperationalErrors the store raises itself (no result code)."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        # The driver said the connection is lost (SQLAlchemy's is_disconnect), whatever class
+        # its error has: a server that ends a session mid-transaction (a restart, a failover,
+        # pg_terminate_backend) makes asyncpg raise "another operation is in progress" or
+        # "connection was closed in the middle of operation", which are no OperationalError.
+        return True
     if not isinstance(error, DATABASE_UNAVAILABLE):
         return False
     driver_error = error.orig if isinstance(error, OperationalError) else error

@@ -1,0 +1,219 @@
+"""Statements a PostgreSQL session sends to asyncpg past SQLAlchemy's execution
+(``ConnectionSession.write_row`` and ``read_value``): the same rows, counts, values and errors as
+through SQLAlchemy, inside the transaction SQLAlchemy began, and SQLAlchemy's way for a session's
+first statement (which begins it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import bindparam, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from payout_gateway.domain.errors import StoreUnavailableError
+from payout_gateway.store import Store, database
+from payout_gateway.store.connection_session import ConnectionSession
+from payout_gateway.store.outages import database_unavailable
+from tests.conftest import POSTGRES_URL
+from tests.store.test_core_writes import bank_account, payout, seed
+from tests.store.test_driver_statements import keyed_writes
+from tests.store.test_loop_sessions import write_audit_row
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.parametrize("store", ["postgres"], indirect=True),
+]
+
+INSERT_ACCOUNT = "INSERT INTO bank_accounts"
+
+
+async def through_sqlalchemy(
+    self: ConnectionSession, statement: Any, row: Mapping[str, Any]
+) -> int:
+    """What ``write_row`` replaced: SQLAlchemy's own execution of the statement."""
+    return int((await self.execute(statement, dict(row))).rowcount)
+
+
+async def read_through_sqlalchemy(
+    self: ConnectionSession, statement: Any, parameters: Mapping[str, Any]
+) -> Any:
+    """What ``read_value`` replaced."""
+    return await self.scalar(statement, dict(parameters))
+
+
+@pytest.fixture
+def sent_to_asyncpg(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The SQL of each statement sessions send to asyncpg themselves, in order."""
+    sent: list[str] = []
+    send = ConnectionSession._send
+
+    async def recorded(self: ConnectionSession, driver: Any, prepared: Any, *rest: Any) -> Any:
+        sent.append(prepared.sql)
+        return await send(self, driver, prepared, *rest)
+
+    monkeypatch.setattr(ConnectionSession, "_send", recorded)
+    yield sent
+
+
+async def rows(store: Store, table: str) -> list[tuple[Any, ...]]:
+    """The table's rows as PostgreSQL holds them, ordered by their first column."""
+    async with store.engine.connect() as connection:
+        result = await connection.exec_driver_sql(f"SELECT * FROM {table} ORDER BY 1")
+        return [tuple(row) for row in result]
+
+
+async def test_rows_sent_to_asyncpg_are_stored_as_sqlalchemy_stores_them(
+    store: Store, sent_to_asyncpg: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await seed(store, "a")
+    async with store.session() as session:
+        assert await session.has_bank_accounts("org_a") is False  # begins the transaction
+        assert sent_to_asyncpg == []
+        await session.add_bank_account(bank_account("ba_1"))
+        await session.add_payout(payout("po_1"))
+        await write_audit_row(session, "po_1")
+    assert [sql.split(" (")[0] for sql in sent_to_asyncpg] == [
+        INSERT_ACCOUNT,
+        "INSERT INTO payouts",
+        "INSERT INTO status_changes",
+    ]
+    monkeypatch.setattr(ConnectionSession, "write_row", through_sqlalchemy)
+    async with store.session() as session:
+        await session.has_bank_accounts("org_a")
+        await session.add_bank_account(bank_account("ba_2"))
+        await session.add_payout(payout("po_2"))
+        await write_audit_row(session, "po_2")
+    assert len(sent_to_asyncpg) == 3
+
+    accounts = await rows(store, "bank_accounts")
+    assert [row[0] for row in accounts] == ["ba_1", "ba_2"]
+    assert accounts[0][1:] == accounts[1][1:]
+    payouts = await rows(store, "payouts")
+    assert [row[0] for row in payouts] == ["po_1", "po_2"]
+    assert payouts[0][1:] == payouts[1][1:]
+    changes = await rows(store, "status_changes")
+    assert [row[3] for row in changes] == ["po_1", "po_2"]  # object_id
+    assert changes[0][1:3] + changes[0][4:] == changes[1][1:3] + changes[1][4:]
+
+
+async def test_a_session_s_first_statement_goes_through_sqlalchemy_which_begins(
+    store: Store, sent_to_asyncpg: list[str]
+) -> None:
+    """asyncpg outside a transaction commits each statement on its own: the first statement
+    (SQLAlchemy's asyncpg adapter sends BEGIN before it) is SQLAlchemy's, the rest asyncpg's,
+    and a block that raises undoes both."""
+    await seed(store, "a")
+    before = store.statements
+    with pytest.raises(RuntimeError):
+        async with store.session() as session:
+            await session.add_bank_account(bank_account("ba_1"))
+            await session.add_bank_account(bank_account("ba_2"))
+            raise RuntimeError("undo")
+    assert [sql.split(" (")[0] for sql in sent_to_asyncpg] == [INSERT_ACCOUNT]
+    assert store.statements - before == 2  # both counted, whichever way they went
+    assert await rows(store, "bank_accounts") == []
+
+
+async def test_a_refused_row_raises_sqlalchemy_s_error_without_the_values(
+    store: Store, sent_to_asyncpg: list[str]
+) -> None:
+    await seed(store, "a")
+    async with store.session() as session:
+        await session.add_bank_account(bank_account("ba_1"))
+    with pytest.raises(IntegrityError) as refused:
+        async with store.session() as session:
+            await session.add_payout(payout("po_1"))
+            await session.add_bank_account(bank_account("ba_1"))
+    assert [sql.split(" (")[0] for sql in sent_to_asyncpg] == [INSERT_ACCOUNT]
+    assert isinstance(refused.value.orig, store.engine.dialect.loaded_dbapi.IntegrityError)
+    assert refused.value.orig.pgcode == "23505"  # type: ignore[attr-defined]
+    assert isinstance(refused.value.orig.__cause__, asyncpg.UniqueViolationError)
+    assert 'duplicate key value violates unique constraint "pk_bank_accounts"' in str(
+        refused.value
+    )
+    assert "Ada Lovelace" not in str(refused.value)  # the holder's name is a submitted value
+    assert [row[0] for row in await rows(store, "bank_accounts")] == ["ba_1"]
+    assert await rows(store, "payouts") == []  # the whole transaction undone
+    assert store.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("way", ["asyncpg", "sqlalchemy"])
+async def test_a_connection_lost_mid_transaction_is_invalidated_and_unavailable(
+    store: Store, sent_to_asyncpg: list[str], monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    """Either way the statement goes, the error says the connection was lost, the pool drops
+    it, and the store answers as for a database outage (retryable), not as for a bug."""
+    if way == "sqlalchemy":
+        monkeypatch.setattr(ConnectionSession, "write_row", through_sqlalchemy)
+    await seed(store, "a")
+    other = await asyncpg.connect(POSTGRES_URL)
+    try:
+        with pytest.raises(StoreUnavailableError) as unavailable:
+            async with store.session() as session:
+                assert await session.has_bank_accounts("org_a") is False
+                surface = session._session
+                assert isinstance(surface, ConnectionSession)
+                driver = surface._driver_in_transaction()
+                assert driver is not None
+                await other.execute("SELECT pg_terminate_backend($1)", driver.get_server_pid())
+                await session.add_bank_account(bank_account("ba_1"))
+    finally:
+        await other.close()
+    assert len(sent_to_asyncpg) == (1 if way == "asyncpg" else 0)
+    lost = unavailable.value.__cause__
+    assert isinstance(lost, DBAPIError) and lost.connection_invalidated
+    assert database_unavailable(lost)
+    # The pool took the lost connection out: the next session gets a working one.
+    async with store.session() as session:
+        await session.add_bank_account(bank_account("ba_2"))
+    assert [row[0] for row in await rows(store, "bank_accounts")] == ["ba_2"]
+    assert store.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_idempotency_writes_sent_to_asyncpg_match_sqlalchemy_s(
+    store: Store, sent_to_asyncpg: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """INSERT … ON CONFLICT DO NOTHING and UPDATEs: the same claims answered, the same rows,
+    the same statements counted."""
+    await seed(store, "a")
+    before = store.statements
+    assert await keyed_writes(store, "here") == [True, False]
+    sent_here = store.statements - before
+    assert len(sent_to_asyncpg) == 1  # the rest were their sessions' first statements
+    monkeypatch.setattr(ConnectionSession, "write_row", through_sqlalchemy)
+    before = store.statements
+    assert await keyed_writes(store, "there") == [True, False]
+    assert store.statements - before == sent_here == 4
+
+    records = await rows(store, "idempotency_records")
+    assert [(row[0], row[2]) for row in records] == [("i_here", "here"), ("i_there", "there")]
+    assert records[0][3:] == records[1][3:]
+
+
+async def test_a_value_read_through_asyncpg_matches_sqlalchemy_s(
+    store: Store, sent_to_asyncpg: list[str]
+) -> None:
+    await seed(store, "a")
+    async with store.session() as session:
+        await session.add_bank_account(bank_account("ba_1"))
+    created_at = select(database._BANK_ACCOUNTS.c.created_at).where(
+        database._BANK_ACCOUNTS.c.id == bindparam("id")
+    )
+    async with store.session(write=False) as session:
+        surface = session._session
+        assert isinstance(surface, ConnectionSession)
+        await surface.scalar(select(database._BANK_ACCOUNTS.c.id))  # begins the transaction
+        for statement, parameters in (
+            (database._HAS_BANK_ACCOUNTS, {"organization_id": "org_a"}),
+            (database._HAS_BANK_ACCOUNTS, {"organization_id": "org_b"}),
+            (created_at, {"id": "ba_1"}),
+            (created_at, {"id": "ba_none"}),
+        ):
+            value = await surface.read_value(statement, parameters)
+            expected = await read_through_sqlalchemy(surface, statement, parameters)
+            assert (type(value), value) == (type(expected), expected)
+        assert await surface.read_value(created_at, {"id": "ba_1"}) == bank_account().created_at
+    assert len(sent_to_asyncpg) == 5
