@@ -10,10 +10,13 @@ import socket
 import sqlite3
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 
 from payout_gateway.sandbox.paygentic import create_paygentic_sandbox
 from payout_gateway.sandbox.paygentic.config import PaygenticSandboxConfig
+from tests.conftest import POSTGRES_URL
 from tests.realtime.support import (
     PAYOUT_ACCOUNT_CHANGES,
     PROTOCOL,
@@ -32,9 +36,14 @@ from tests.realtime.support import (
     ws_url,
 )
 from tests.support.gateway import DEFAULT_ORGS
+from tests.support.names import unique_suffix
+from tests.support.postgres import fresh_database, through_stalling_proxy
 from tests.support.serve_process import ServedGateway, log_records, served_gateway
+from tests.support.stalling_proxy import StallingProxy
 
 PAYGENTIC_ADD = "POST /v0/externalAccounts"
+LIST = "{ bankAccounts(first: 1) { edges { node { id } } } }"
+REDIS_URL = "redis://127.0.0.1:6379/0"
 ADD = """mutation($input: AddBankAccountInput!) {
   addBankAccount(input: $input) {
     __typename ... on AddBankAccountSuccess { bankAccount { last4 } } } }"""
@@ -180,3 +189,97 @@ async def test_an_open_subscription_is_closed_with_1012_at_sigterm_and_does_not_
     assert closed.value.rcvd.code == 1012
     assert status == 0, served.log.read_text()[-3000:]
     assert uvicorn_errors(served) == []
+
+
+# The served process's database timeout in the test below; the pool's connections, each of
+# which the shutdown closed waiting this long for a stalled server, are at least two.
+DATABASE_TIMEOUT_SECONDS = 3.0
+SHUTDOWN_SLACK_SECONDS = 2.0
+
+
+async def backends(database_url: str) -> int:
+    admin = await asyncpg.connect(POSTGRES_URL)
+    try:
+        name = database_url.rsplit("/", 1)[1]
+        count = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        return int(count)
+    finally:
+        await admin.close()
+
+
+@dataclass(frozen=True)
+class Replica:
+    served: ServedGateway
+    proxy: StallingProxy
+    database_url: str
+
+
+@pytest.fixture
+def replica(tmp_path: Path) -> Iterator[Replica]:
+    """``serve`` on a PostgreSQL database of its own, reached through a proxy the test can
+    stall, and fanning out through Redis."""
+    with (
+        fresh_database() as database_url,
+        through_stalling_proxy(database_url) as (proxy, proxied_url),
+        served_gateway(
+            tmp_path,
+            DEFAULT_ORGS,
+            database_url=proxied_url,
+            settings={
+                "database_timeout_seconds": str(DATABASE_TIMEOUT_SECONDS),
+                "redis_url": REDIS_URL,
+                "redis_channel_prefix": f"pgw-stalled-shutdown-{unique_suffix()}:",
+                "refresh_interval_seconds": "5",
+            },
+        ) as served,
+    ):
+        yield Replica(served, proxy, database_url)
+
+
+@pytest.mark.postgres
+async def test_sigterm_while_the_database_stalls_ends_within_one_database_timeout(
+    replica: Replica,
+) -> None:
+    """A replica on PostgreSQL (and Redis) told to stop while its database host is frozen:
+    closing its connections waited the database timeout for each of them in turn (22 s for two
+    at the default 10 s), and each unanswered one was a SQLAlchemy traceback. The database's
+    part of the shutdown now takes one timeout in all, and the outage is one line."""
+    served, proxy, database_url = replica.served, replica.proxy, replica.database_url
+    # Requests at once: the pool keeps a connection for each it opened.
+    async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
+        headers = {"Authorization": f"Bearer {served.keys['commet-a']}"}
+        for _ in range(20):
+            answers = await asyncio.gather(
+                *(client.post("/graphql", json={"query": LIST}, headers=headers) for _ in range(8))
+            )
+            assert {a.status_code for a in answers} == {200}
+            # Two are the leaders' lock sessions (the refresh's, the outbox relay's).
+            if await backends(database_url) >= 4:
+                break
+    assert await backends(database_url) >= 4
+    shutdown_from = len(log_records(served))
+    proxy.stall()
+    started = time.monotonic()
+    served.process.send_signal(signal.SIGTERM)
+    try:
+        status = await asyncio.to_thread(served.process.wait, 60)
+    finally:
+        took = time.monotonic() - started
+        log = served.log.read_text()
+    assert status == 0, log[-3000:]
+    assert took < DATABASE_TIMEOUT_SECONDS + SHUTDOWN_SLACK_SECONDS, (took, log[-3000:])
+    told = [
+        (r["levelname"], r["name"], r["message"])
+        for r in log_records(served)[shutdown_from:]
+        if r["levelname"] not in ("DEBUG", "INFO")
+    ]
+    assert told == [
+        (
+            "WARNING",
+            "payout_gateway.store",
+            "the database did not answer at shutdown: its connections were cut",
+        )
+    ], log[-3000:]
+    assert "Traceback" not in log, log[-3000:]

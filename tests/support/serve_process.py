@@ -42,13 +42,15 @@ def served_gateway(
     workers: int = 1,
     paygentic: FastAPI | None = None,
     settings: Mapping[str, str] | None = None,
+    database_url: str | None = None,
 ) -> Iterator[ServedGateway]:
     """``serve --workers N`` over both simulators (a fresh Commet one; ``paygentic``, else a
-    fresh one) and a SQLite file seeded with ``orgs``, until it answers /readyz; stopped on exit
-    (if it is still running), its log then checked for tracebacks. ``settings``: more
-    ``PAYOUT_GATEWAY_*`` variables, by their names after the prefix."""
+    fresh one) and a database seeded with ``orgs`` (``database_url``, else a SQLite file),
+    until it answers /readyz; stopped on exit (if it is still running), its log then checked
+    for tracebacks. ``settings``: more ``PAYOUT_GATEWAY_*`` variables, by their names after
+    the prefix."""
     database = workdir / "gateway.db"
-    database_url = f"sqlite+aiosqlite:///{database}"
+    database_url = database_url or f"sqlite+aiosqlite:///{database}"
     keys = seed_organizations(database_url, orgs)
     port = free_port()
     with ExitStack() as stack:

@@ -69,6 +69,7 @@ from payout_gateway.domain.models import (
 )
 from payout_gateway.json_text import json_text
 from payout_gateway.store import loop_session
+from payout_gateway.store.closing import BoundedClose
 from payout_gateway.store.commit_thread import CommitThread
 from payout_gateway.store.connection_session import ConnectionSession
 from payout_gateway.store.leadership import (
@@ -138,14 +139,18 @@ class Store:
         commit_thread: CommitThread | None = None,
         writer_turns: WriterTurns | None = None,
         secrets: SecretCodec | None = None,
+        timeout_seconds: float = DEFAULT_DATABASE_TIMEOUT_SECONDS,
     ) -> None:
         """``engine`` serves migrations and admin connections, and sessions too unless a
         ``loop_engine`` (a SQLite file opened synchronously) is given: then sessions run on
         the event loop's thread (see ``loop_session``), committing writes on
         ``commit_thread``. ``writer_turns``: how writers to the same SQLite file in other
         processes take turns with this one's (see ``writer_turns``). ``secrets``: how provider
-        credentials and webhook secrets are sealed at rest (see ``secrets``)."""
+        credentials and webhook secrets are sealed at rest (see ``secrets``).
+        ``timeout_seconds``: on PostgreSQL, how long closing the connections may take in all
+        once ``begin_closing`` was called (see ``closing``)."""
         self.engine = engine
+        self._closing = BoundedClose(timeout_seconds)
         self.secrets = secrets or SecretCodec()
         self._loop_engine = loop_engine
         self._sessions: Callable[[], SessionSurface]
@@ -175,6 +180,7 @@ class Store:
                 event.listen(sync_engine, "begin", _sqlite_begin)
             elif sync_engine.dialect.name == "postgresql":
                 event.listen(sync_engine, "checkout", _refuse_closed_connection)
+                event.listen(sync_engine, "close", self._closing.close)
 
     @classmethod
     def from_url(
@@ -249,7 +255,11 @@ class Store:
                 writer_turns=WriterTurns(path),
                 secrets=secrets,
             )
-        return cls(create_async_engine(url, **engine_options), secrets=secrets)
+        return cls(
+            create_async_engine(url, **engine_options),
+            secrets=secrets,
+            timeout_seconds=timeout_seconds,
+        )
 
     def leadership(self, job: str) -> Leadership:
         """How the processes sharing this store's database elect the one that runs ``job``
@@ -284,10 +294,17 @@ class Store:
         async with self.engine.begin() as connection:
             await connection.run_sync(Base.metadata.drop_all)
 
+    def begin_closing(self) -> None:
+        """The process is shutting down: from now on the connections closed (its leaders'
+        lock sessions, the pool's at ``dispose``) take one database timeout in all, however
+        many they are, if the server has stopped answering."""
+        self._closing.begin()
+
     async def dispose(self) -> None:
         await asyncio.gather(*self._committers, return_exceptions=True)
         self._drop_writer()
         await self.engine.dispose()
+        self._closing.report()
         if self._loop_engine is not None:
             self._loop_engine.dispose()
         if self._commit_thread is not None:

@@ -279,6 +279,9 @@ def create_app(
                 await refresh_leadership.step_down()
 
             opened.push_async_callback(stop_background_work)
+            # The first step of the shutdown (the stack's last): all it then closes on the
+            # database takes one database timeout at most, if the server stopped answering.
+            opened.callback(store.begin_closing)
             if serving:
                 tune_cycle_collector()
             yield
