@@ -1,11 +1,11 @@
 """Statements a PostgreSQL session sends to asyncpg past SQLAlchemy's execution
 (``ConnectionSession.write_row`` and ``read_value``): the same rows, counts, values and errors as
-through SQLAlchemy, inside the transaction SQLAlchemy began, and SQLAlchemy's way for a session's
-first statement (which begins it)."""
+through SQLAlchemy, inside the transaction SQLAlchemy's adapter began, and SQLAlchemy's way for
+a statement outside any transaction (which begins one)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from payout_gateway.domain.errors import StoreUnavailableError
 from payout_gateway.store import Store, database
 from payout_gateway.store.connection_session import ConnectionSession
+from payout_gateway.store.database import StoreSession
 from payout_gateway.store.outages import database_unavailable
 from tests.conftest import POSTGRES_URL
 from tests.store.test_core_writes import bank_account, payout, seed
@@ -45,7 +46,7 @@ async def read_through_sqlalchemy(
 
 
 @pytest.fixture
-def sent_to_asyncpg(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def sent_to_asyncpg(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The SQL of each statement sessions send to asyncpg themselves, in order."""
     sent: list[str] = []
     send = ConnectionSession._send
@@ -55,7 +56,7 @@ def sent_to_asyncpg(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         return await send(self, driver, prepared, *rest)
 
     monkeypatch.setattr(ConnectionSession, "_send", recorded)
-    yield sent
+    return sent
 
 
 async def rows(store: Store, table: str) -> list[tuple[Any, ...]]:
@@ -70,8 +71,6 @@ async def test_rows_sent_to_asyncpg_are_stored_as_sqlalchemy_stores_them(
 ) -> None:
     await seed(store, "a")
     async with store.session() as session:
-        assert await session.has_bank_accounts("org_a") is False  # begins the transaction
-        assert sent_to_asyncpg == []
         await session.add_bank_account(bank_account("ba_1"))
         await session.add_payout(payout("po_1"))
         await write_audit_row(session, "po_1")
@@ -82,7 +81,6 @@ async def test_rows_sent_to_asyncpg_are_stored_as_sqlalchemy_stores_them(
     ]
     monkeypatch.setattr(ConnectionSession, "write_row", through_sqlalchemy)
     async with store.session() as session:
-        await session.has_bank_accounts("org_a")
         await session.add_bank_account(bank_account("ba_2"))
         await session.add_payout(payout("po_2"))
         await write_audit_row(session, "po_2")
@@ -99,12 +97,12 @@ async def test_rows_sent_to_asyncpg_are_stored_as_sqlalchemy_stores_them(
     assert changes[0][1:3] + changes[0][4:] == changes[1][1:3] + changes[1][4:]
 
 
-async def test_a_session_s_first_statement_goes_through_sqlalchemy_which_begins(
+async def test_a_session_s_statements_share_the_transaction_its_begin_started(
     store: Store, sent_to_asyncpg: list[str]
 ) -> None:
-    """asyncpg outside a transaction commits each statement on its own: the first statement
-    (SQLAlchemy's asyncpg adapter sends BEGIN before it) is SQLAlchemy's, the rest asyncpg's,
-    and a block that raises undoes both."""
+    """asyncpg outside a transaction commits each statement on its own: a store session's
+    ``begin`` has SQLAlchemy's adapter send BEGIN at once, and a block that raises undoes what
+    went to asyncpg."""
     await seed(store, "a")
     before = store.statements
     with pytest.raises(RuntimeError):
@@ -112,9 +110,29 @@ async def test_a_session_s_first_statement_goes_through_sqlalchemy_which_begins(
             await session.add_bank_account(bank_account("ba_1"))
             await session.add_bank_account(bank_account("ba_2"))
             raise RuntimeError("undo")
+    assert [sql.split(" (")[0] for sql in sent_to_asyncpg] == [INSERT_ACCOUNT, INSERT_ACCOUNT]
+    assert store.statements - before == 2
+    assert await rows(store, "bank_accounts") == []
+
+
+async def test_a_statement_outside_a_transaction_goes_through_sqlalchemy_which_begins_one(
+    store: Store, sent_to_asyncpg: list[str]
+) -> None:
+    """Without ``begin`` (no store session does so, but the surface allows it) the first
+    statement is SQLAlchemy's, which begins the transaction the next one joins."""
+    await seed(store, "a")
+    before = store.statements
+    async with store._sessions() as surface:
+        assert isinstance(surface, ConnectionSession)
+        session = StoreSession(surface, store.secrets)
+        assert surface._driver_in_transaction() is None
+        await session.add_bank_account(bank_account("ba_1"))
+        assert surface._driver_in_transaction() is not None
+        await session.add_bank_account(bank_account("ba_2"))
+        await surface.commit()
     assert [sql.split(" (")[0] for sql in sent_to_asyncpg] == [INSERT_ACCOUNT]
     assert store.statements - before == 2  # both counted, whichever way they went
-    assert await rows(store, "bank_accounts") == []
+    assert [row[0] for row in await rows(store, "bank_accounts")] == ["ba_1", "ba_2"]
 
 
 async def test_a_refused_row_raises_sqlalchemy_s_error_without_the_values(
@@ -127,13 +145,15 @@ async def test_a_refused_row_raises_sqlalchemy_s_error_without_the_values(
         async with store.session() as session:
             await session.add_payout(payout("po_1"))
             await session.add_bank_account(bank_account("ba_1"))
-    assert [sql.split(" (")[0] for sql in sent_to_asyncpg] == [INSERT_ACCOUNT]
+    assert [sql.split(" (")[0] for sql in sent_to_asyncpg] == [
+        INSERT_ACCOUNT,
+        "INSERT INTO payouts",
+        INSERT_ACCOUNT,
+    ]
     assert isinstance(refused.value.orig, store.engine.dialect.loaded_dbapi.IntegrityError)
     assert refused.value.orig.pgcode == "23505"  # type: ignore[attr-defined]
     assert isinstance(refused.value.orig.__cause__, asyncpg.UniqueViolationError)
-    assert 'duplicate key value violates unique constraint "pk_bank_accounts"' in str(
-        refused.value
-    )
+    assert 'duplicate key value violates unique constraint "pk_bank_accounts"' in str(refused.value)
     assert "Ada Lovelace" not in str(refused.value)  # the holder's name is a submitted value
     assert [row[0] for row in await rows(store, "bank_accounts")] == ["ba_1"]
     assert await rows(store, "payouts") == []  # the whole transaction undone
@@ -162,7 +182,7 @@ async def test_a_connection_lost_mid_transaction_is_invalidated_and_unavailable(
                 await session.add_bank_account(bank_account("ba_1"))
     finally:
         await other.close()
-    assert len(sent_to_asyncpg) == (1 if way == "asyncpg" else 0)
+    assert len(sent_to_asyncpg) == (2 if way == "asyncpg" else 1)  # read_value's SELECT too
     lost = unavailable.value.__cause__
     assert isinstance(lost, DBAPIError) and lost.connection_invalidated
     assert database_unavailable(lost)
@@ -182,7 +202,7 @@ async def test_idempotency_writes_sent_to_asyncpg_match_sqlalchemy_s(
     before = store.statements
     assert await keyed_writes(store, "here") == [True, False]
     sent_here = store.statements - before
-    assert len(sent_to_asyncpg) == 1  # the rest were their sessions' first statements
+    assert len(sent_to_asyncpg) == 4
     monkeypatch.setattr(ConnectionSession, "write_row", through_sqlalchemy)
     before = store.statements
     assert await keyed_writes(store, "there") == [True, False]
@@ -205,7 +225,6 @@ async def test_a_value_read_through_asyncpg_matches_sqlalchemy_s(
     async with store.session(write=False) as session:
         surface = session._session
         assert isinstance(surface, ConnectionSession)
-        await surface.scalar(select(database._BANK_ACCOUNTS.c.id))  # begins the transaction
         for statement, parameters in (
             (database._HAS_BANK_ACCOUNTS, {"organization_id": "org_a"}),
             (database._HAS_BANK_ACCOUNTS, {"organization_id": "org_b"}),
@@ -216,4 +235,4 @@ async def test_a_value_read_through_asyncpg_matches_sqlalchemy_s(
             expected = await read_through_sqlalchemy(surface, statement, parameters)
             assert (type(value), value) == (type(expected), expected)
         assert await surface.read_value(created_at, {"id": "ba_1"}) == bank_account().created_at
-    assert len(sent_to_asyncpg) == 5
+    assert len(sent_to_asyncpg) == 6  # the add's INSERT too

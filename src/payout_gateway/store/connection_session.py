@@ -141,6 +141,25 @@ class ConnectionSession:
         value = row[0]
         return value if prepared.convert_result is None else prepared.convert_result(value)
 
+    async def _begin_on_the_driver(self) -> None:
+        """BEGIN, sent now by SQLAlchemy's asyncpg adapter rather than before the transaction's
+        first statement (SQLAlchemy's own BEGIN is a no-op for DB-API drivers; the adapter
+        begins asyncpg's transaction lazily), so that the first statement too may go past
+        SQLAlchemy. The adapter's transaction, under its lock, as its cursor begins it: its
+        COMMIT and ROLLBACK end it as before."""
+        sync = self._connection.sync_connection
+        assert sync is not None
+        adapter: Any = sync.connection.dbapi_connection
+        try:
+            async with adapter._execute_mutex:
+                if adapter._transaction is None:
+                    await adapter._start_transaction()
+        except Exception as error:
+            raised = await self._sqlalchemy_error(error, "BEGIN", [])
+            if raised is error:
+                raise
+            raise raised from error
+
     def _driver_in_transaction(self) -> Any:
         """The asyncpg connection under this session's, if it is in a transaction."""
         connection = self._connection.sync_connection
@@ -213,6 +232,7 @@ class ConnectionSession:
         await self._started()
         transaction = await self._connection.begin()
         try:
+            await self._begin_on_the_driver()
             yield
             await self.flush()
         except BaseException:
