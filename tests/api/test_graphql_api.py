@@ -817,6 +817,41 @@ async def test_a_listed_origin_is_allowed_on_the_graphql_endpoint(cors_gw: Runni
     assert simple.json()["data"]["organization"]["name"]
 
 
+@pytest.mark.parametrize(
+    ("origin", "method", "headers", "refused"),
+    [
+        ("https://evil.example", "POST", None, "origin"),
+        (LISTED_ORIGIN, "DELETE", None, "method"),
+        (LISTED_ORIGIN, "POST", "content-type, x-custom", "headers"),
+        ("https://evil.example", "PUT", None, "origin, method"),
+    ],
+)
+async def test_a_refused_preflight_answers_in_the_endpoint_s_json_shape(
+    cors_gw: RunningGateway, origin: str, method: str, headers: str | None, refused: str
+) -> None:
+    """Every other refusal is a GraphQL-style JSON body with a code; Starlette's preflight
+    refusal was a plain-text "Disallowed CORS origin"."""
+    request_headers = {"Origin": origin, "Access-Control-Request-Method": method}
+    if headers is not None:
+        request_headers["Access-Control-Request-Headers"] = headers
+    async with httpx.AsyncClient() as client:
+        preflight = await client.options(cors_gw.graphql_url, headers=request_headers)
+    assert preflight.status_code == 400
+    assert preflight.headers["content-type"] == "application/json"
+    assert preflight.json() == {
+        "errors": [
+            {
+                "message": f"CORS preflight refused: this {refused} is not allowed on this "
+                "endpoint.",
+                "extensions": {"code": "CORS_PREFLIGHT_REFUSED"},
+            }
+        ]
+    }
+    # Starlette's headers kept: what is allowed, for the developer reading the refusal.
+    assert preflight.headers["access-control-allow-methods"] == "GET, POST"
+    assert "access-control-allow-origin" not in preflight.headers or origin == LISTED_ORIGIN
+
+
 async def test_graphql_over_http_skips_fastapi_s_layers_but_not_the_gateway_s(
     gw: RunningGateway, caplog: pytest.LogCaptureFixture
 ) -> None:

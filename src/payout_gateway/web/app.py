@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection
@@ -45,6 +44,7 @@ from payout_gateway.store import Store, ensure_sqlite_directory
 from payout_gateway.store.migrate import upgrade as upgrade_schema
 from payout_gateway.tenancy import Tenancy
 from payout_gateway.web.access_log import AccessLogMiddleware
+from payout_gateway.web.cors import GatewayCORSMiddleware
 from payout_gateway.web.gc_tuning import tune_cycle_collector
 from payout_gateway.web.graphql_router import GatewayGraphQL
 from payout_gateway.web.limits import BodyLimitMiddleware
@@ -295,7 +295,7 @@ def create_app(
         middleware.insert(
             0,
             Middleware(
-                CORSMiddleware,
+                GatewayCORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST"],
                 # A browser app may send its own request id, and read the one answered: what
