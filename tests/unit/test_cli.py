@@ -373,8 +373,16 @@ def test_a_standalone_simulator_says_which_credentials_it_takes_and_how_to_use_i
     assert base_url in result.output
 
 
+def logged_records(program: str) -> list[dict[str, Any]]:
+    """The JSON log records a Python program wrote to stderr, run in a process of its own:
+    the logging set-up is process-wide."""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    return [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+
+
 def test_served_log_lines_carry_the_request_id_of_the_request_they_belong_to() -> None:
-    # In a process of its own: the logging set-up is process-wide.
     program = (
         "import logging, logging.config\n"
         "from payout_gateway.cli import logging_config\n"
@@ -385,14 +393,39 @@ def test_served_log_lines_carry_the_request_id_of_the_request_they_belong_to() -
         "reset_request_id(serving)\n"
         "logging.getLogger('payout_gateway.webhooks').info('outside')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
-    )
-    records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    records = logged_records(program)
     assert [(r["message"], r.get("request_id")) for r in records] == [
         ("inside", "req-42"),
         ("outside", None),
     ]
+
+
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [
+        ("INFO", [("uvicorn.error", "INFO"), ("asyncio", "WARNING")]),
+        ("WARNING", [("asyncio", "WARNING")]),
+    ],
+)
+def test_uvicorn_s_records_follow_the_log_level_and_the_libraries_only_warn(
+    level: str, expected: list[tuple[str, str]]
+) -> None:
+    # As the README's PAYOUT_GATEWAY_LOG_LEVEL row says: uvicorn's own start-up lines (INFO)
+    # are kept at INFO, the libraries' INFO is never written. uvicorn sets its loggers' levels
+    # when its Config is built from serve's options, so the test builds one. asyncio stands
+    # for the libraries: SQLAlchemy's loggers set their own WARNING level on import.
+    program = (
+        "import logging, uvicorn\n"
+        "from payout_gateway.cli import uvicorn_options\n"
+        "from payout_gateway.settings import Settings\n"
+        f"options = uvicorn_options(Settings(log_level={level!r}), '127.0.0.1', 8000)\n"
+        "uvicorn.Config('payout_gateway.cli:served_app', **options)\n"
+        "logging.getLogger('uvicorn.error').info('uvicorn info')\n"
+        "logging.getLogger('asyncio').info('library info')\n"
+        "logging.getLogger('asyncio').warning('library warning')\n"
+    )
+    records = logged_records(program)
+    assert [(r["name"], r["levelname"]) for r in records] == expected, records
 
 
 def test_a_database_that_keeps_its_lock_is_named_as_the_cause(env: str) -> None:
