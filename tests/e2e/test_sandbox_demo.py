@@ -99,6 +99,47 @@ async def test_commet_payout_is_paid_through_a_signed_webhook(graphql_url: str) 
     )
     listing = await run(graphql_url, COMMET, "{ payouts { edges { node { status } } } }")
     assert listing["payouts"]["edges"][0]["node"]["status"] == "PAID"
+    # The README's audit trail query, as it is written there.
+    audit = "{ statusChanges { objectType objectId fromStatus toStatus source at } }"
+    trail = (await run(graphql_url, COMMET, audit))["statusChanges"]
+    assert trail[0] == {
+        "objectType": "PAYOUT",
+        "objectId": requested["payout"]["id"],
+        "fromStatus": "PENDING",
+        "toStatus": "PAID",
+        "source": "WEBHOOK",
+        "at": event["at"],
+    }
+
+
+VERIFY_WITH_KEY = """mutation($input: CompletePayoutVerificationInput!, $key: String) {
+  completePayoutVerification(input: $input, idempotencyKey: $key) {
+    __typename
+    ... on CompletePayoutVerificationSuccess { alreadyExisted payoutAccount { status } }
+  }
+}"""
+
+
+async def test_commet_payout_account_is_verified_when_the_verification_is_sent_again(
+    graphql_url: str,
+) -> None:
+    # As the README's sandbox mode says: Commet reports the verification by no webhook and has
+    # no read endpoint, so the gateway's record moves only when the mutation is sent again.
+    first = await run(graphql_url, COMMET, VERIFY_WITH_KEY, {"input": kyc(), "key": "onboard-1"})
+    assert first["completePayoutVerification"]["payoutAccount"]["status"] == (
+        "PENDING_VERIFICATION"
+    )
+    await asyncio.sleep(1.0)  # the simulator verifies the payout account after the delay
+    stored = await run(graphql_url, COMMET, "{ payoutAccount { status } }")
+    assert stored["payoutAccount"]["status"] == "PENDING_VERIFICATION"
+    again = await run(graphql_url, COMMET, VERIFY_WITH_KEY, {"input": kyc(), "key": "onboard-2"})
+    assert again["completePayoutVerification"] == {
+        "__typename": "CompletePayoutVerificationSuccess",
+        "alreadyExisted": True,
+        "payoutAccount": {"status": "VERIFIED"},
+    }
+    stored = await run(graphql_url, COMMET, "{ payoutAccount { status } }")
+    assert stored["payoutAccount"]["status"] == "VERIFIED"
 
 
 SLOW_ADD = """mutation($key: String) {
