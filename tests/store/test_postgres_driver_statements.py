@@ -5,12 +5,13 @@ a statement outside any transaction (which begins one)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from payout_gateway.domain.errors import StoreUnavailableError
@@ -22,6 +23,9 @@ from tests.conftest import POSTGRES_URL
 from tests.store.test_core_writes import bank_account, payout, seed
 from tests.store.test_driver_statements import keyed_writes
 from tests.store.test_loop_sessions import write_audit_row
+from tests.support.postgres import through_stalling_proxy
+from tests.support.stalling_proxy import StallingProxy
+from tests.support.store_errors import caused_by
 
 pytestmark = [
     pytest.mark.postgres,
@@ -57,6 +61,38 @@ def sent_to_asyncpg(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(ConnectionSession, "_send", recorded)
     return sent
+
+
+@pytest.fixture
+async def proxied(store: Store) -> AsyncIterator[tuple[Store, StallingProxy]]:
+    """``store``'s tables through a proxy that can stall or hold the server's answers: one
+    pooled connection, a database timeout of one second."""
+    async with store.engine.connect() as connection:
+        schema = await connection.scalar(text("SELECT current_schema()"))
+    with through_stalling_proxy(POSTGRES_URL) as (proxy, url):
+        slow = Store.from_url(
+            url,
+            connect_args={"server_settings": {"search_path": schema}},
+            timeout_seconds=1,
+            pool_size=1,
+            max_overflow=0,
+        )
+        try:
+            yield slow, proxy
+        finally:
+            proxy.release()
+            proxy.resume()
+            await slow.dispose()
+
+
+async def server_pid(store: Store) -> int:
+    """The backend of the one connection in ``store``'s pool."""
+    async with store.session(write=False) as session:
+        surface = session._session
+        assert isinstance(surface, ConnectionSession)
+        driver = surface._driver_in_transaction()
+        assert driver is not None
+        return int(driver.get_server_pid())
 
 
 async def rows(store: Store, table: str) -> list[tuple[Any, ...]]:
@@ -236,3 +272,96 @@ async def test_a_value_read_through_asyncpg_matches_sqlalchemy_s(
             assert (type(value), value) == (type(expected), expected)
         assert await surface.read_value(created_at, {"id": "ba_1"}) == bank_account().created_at
     assert len(sent_to_asyncpg) == 6  # the add's INSERT too
+
+
+async def test_a_begin_answered_after_the_timeout_leaves_no_transaction_in_the_pool(
+    store: Store, proxied: tuple[Store, StallingProxy]
+) -> None:
+    """The server began the transaction though its answer came after the database timeout (a
+    slow network, a paused host): the connection is dropped, as SQLAlchemy's execution drops
+    one whose statement timed out, not pooled inside that transaction, where every later
+    session on it would be answered as committed and never be."""
+    slow, proxy = proxied
+    await seed(slow, "a")
+    proxy.hold()
+    asyncio.get_running_loop().call_later(1.5, proxy.release)  # past the timeout
+    with pytest.raises(StoreUnavailableError) as unavailable:
+        async with slow.session() as session:
+            await session.add_bank_account(bank_account("ba_1"))
+    assert caused_by(unavailable.value, TimeoutError)
+    async with slow.session() as session:
+        await session.add_bank_account(bank_account("ba_2"))
+    assert [row[0] for row in await rows(store, "bank_accounts")] == ["ba_2"]
+    assert slow.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_a_session_cancelled_in_its_begin_leaves_no_transaction_in_the_pool(
+    store: Store, proxied: tuple[Store, StallingProxy]
+) -> None:
+    """Cancelled (its client gone, a sibling resolver failed) while the server's answer to
+    BEGIN is on its way: as above, the connection is dropped, as SQLAlchemy drops one whose
+    statement was cancelled."""
+    slow, proxy = proxied
+    await seed(slow, "a")
+    pid = await server_pid(slow)
+    proxy.hold()
+
+    async def add() -> None:
+        async with slow.session() as session:
+            await session.add_bank_account(bank_account("ba_1"))
+
+    adding = asyncio.create_task(add())
+    other = await asyncpg.connect(POSTGRES_URL)
+    try:
+        # Cancelled once the server has begun the transaction (its answer held).
+        while (
+            await other.fetchval("SELECT state FROM pg_stat_activity WHERE pid = $1", pid)
+            != "idle in transaction"
+        ):
+            await asyncio.sleep(0.01)
+    finally:
+        await other.close()
+    adding.cancel()
+    proxy.release()
+    with pytest.raises(asyncio.CancelledError):
+        await adding
+    async with slow.session() as session:
+        await session.add_bank_account(bank_account("ba_2"))
+    assert [row[0] for row in await rows(store, "bank_accounts")] == ["ba_2"]
+    assert slow.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("way", ["asyncpg", "sqlalchemy"])
+async def test_a_statement_cancelled_while_the_server_stalls_ends_cancelled(
+    store: Store,
+    proxied: tuple[Store, StallingProxy],
+    monkeypatch: pytest.MonkeyPatch,
+    way: str,
+) -> None:
+    """Either way the statement went, a caller cancelled while it waits on a server that stopped
+    answering is cancelled: the connection is dropped rather than rolled back (a ROLLBACK the
+    server never answers would time out, and its error would stand for the cancellation)."""
+    if way == "sqlalchemy":
+        monkeypatch.setattr(ConnectionSession, "write_row", through_sqlalchemy)
+    slow, proxy = proxied
+    await seed(slow, "a")
+    sending = asyncio.Event()
+
+    async def add() -> None:
+        async with slow.session() as session:
+            assert await session.has_bank_accounts("org_a") is False
+            proxy.stall()
+            sending.set()
+            await session.add_bank_account(bank_account("ba_1"))
+
+    adding = asyncio.create_task(add())
+    await sending.wait()
+    await asyncio.sleep(0.2)  # the INSERT sent, well within the timeout
+    adding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await adding
+    assert slow.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    proxy.resume()
+    async with slow.session() as session:
+        await session.add_bank_account(bank_account("ba_2"))
+    assert [row[0] for row in await rows(store, "bank_accounts")] == ["ba_2"]

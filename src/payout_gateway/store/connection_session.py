@@ -154,7 +154,7 @@ class ConnectionSession:
             async with adapter._execute_mutex:
                 if adapter._transaction is None:
                     await adapter._start_transaction()
-        except Exception as error:
+        except BaseException as error:
             raised = await self._sqlalchemy_error(error, "BEGIN", [])
             if raised is error:
                 raise
@@ -178,22 +178,32 @@ class ConnectionSession:
         """``call`` (one of the asyncpg connection's methods) with the prepared statement; its
         errors SQLAlchemy's, as its execution raises them: asyncpg's error turned into the
         DB-API one by SQLAlchemy's adapter, wrapped without the values in its message, and the
-        connection invalidated when the error says it is lost."""
+        connection invalidated when the error says it is lost or the call was cancelled or timed
+        out."""
         await self.flush()
         values = prepared.values(parameters)
         if self._statement_sent is not None:
             self._statement_sent(prepared.sql)
         try:
             return await call(prepared.sql, *values)
-        except Exception as error:
+        except BaseException as error:
             raised = await self._sqlalchemy_error(error, prepared.sql, values)
             if raised is error:
                 raise
             raise raised from error
 
     async def _sqlalchemy_error(
-        self, error: Exception, sql: str, values: list[Any]
+        self, error: BaseException, sql: str, values: list[Any]
     ) -> BaseException:
+        if not isinstance(error, Exception) or isinstance(error, TimeoutError):
+            # Cancelled or timed out (or interrupted), the connection is dropped, as SQLAlchemy's
+            # execution drops it: the server may have done what it was sent after all (a BEGIN
+            # answered too late leaves a transaction asyncpg's books do not match, which a
+            # pooled connection would keep, every later session on it answered as committed
+            # and never being), and a ROLLBACK sent to a server that stopped answering would
+            # time out in turn, its error standing for the cancellation.
+            await self._connection.invalidate(error)
+            return error
         dialect = self._connection.dialect
         dbapi = dialect.loaded_dbapi
         sync = self._connection.sync_connection
