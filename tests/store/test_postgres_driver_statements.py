@@ -365,3 +365,18 @@ async def test_a_statement_cancelled_while_the_server_stalls_ends_cancelled(
     async with slow.session() as session:
         await session.add_bank_account(bank_account("ba_2"))
     assert [row[0] for row in await rows(store, "bank_accounts")] == ["ba_2"]
+
+
+async def test_statements_awaited_at_once_on_one_session_take_turns(
+    store: Store, sent_to_asyncpg: list[str]
+) -> None:
+    """As through SQLAlchemy (its adapter's lock): asyncpg alone refuses a second operation
+    while one is in progress."""
+    await seed(store, "a", "b")
+    async with store.session() as session:
+        await session.add_bank_account(bank_account("ba_1"))
+        answers = await asyncio.gather(
+            *(session.has_bank_accounts(org) for org in ("org_a", "org_b") * 4)
+        )
+    assert answers == [True, False] * 4
+    assert len(sent_to_asyncpg) == 9

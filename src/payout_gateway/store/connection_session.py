@@ -184,8 +184,15 @@ class ConnectionSession:
         values = prepared.values(parameters)
         if self._statement_sent is not None:
             self._statement_sent(prepared.sql)
+        sync = self._connection.sync_connection
+        assert sync is not None
+        adapter: Any = sync.connection.dbapi_connection
         try:
-            return await call(prepared.sql, *values)
+            # The adapter's lock, which its cursor takes too: two statements awaited at once on
+            # one session wait their turns, as through SQLAlchemy, instead of asyncpg refusing
+            # the second ("another operation is in progress", which reads as an outage).
+            async with adapter._execute_mutex:
+                return await call(prepared.sql, *values)
         except BaseException as error:
             raised = await self._sqlalchemy_error(error, prepared.sql, values)
             if raised is error:
