@@ -4,6 +4,7 @@ PostgreSQL (the raw column read back), key rotation, and the commands that drive
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -194,6 +195,43 @@ async def test_rows_written_before_keys_are_read_and_resealed_then_rotated(
     assert await read_back(open_store(SecretCodec([NEW]))) == (API_KEY, WEBHOOK_SECRET)
     with pytest.raises(SecretsKeyError):
         await read_back(open_store(SecretCodec([OLD])))  # the old key opens nothing now
+
+
+async def test_secrets_that_do_not_open_are_told_once_until_every_one_opens_again(
+    open_store: Opener, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A key missing from the list fails every read of every organization it sealed, on every
+    # request: the operator reads one line of it, and one when each of them opens again.
+    sealing = open_store(SecretCodec([NEW]))
+    await sealing.create_schema()
+    second = organization().model_copy(update={"id": "org_second", "name": "second"})
+    async with sealing.session() as session:
+        await session.add_organization(organization())
+        await session.add_organization(second)
+    caplog.set_level(logging.INFO, logger="payout_gateway")
+    lacking = open_store(SecretCodec([OLD]))
+    for _ in range(3):
+        for org_id in ("org_sealed", "org_second"):
+            with pytest.raises(SecretsKeyError):
+                async with lacking.session(write=False) as session:
+                    await session.get_organization(org_id)
+    [error] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert error.levelname == "ERROR"
+    assert error.getMessage().startswith("organization org_sealed: its stored secrets")
+    assert NEW not in error.getMessage() and OLD not in error.getMessage()
+
+    # Resealed with the key it has: the end is told once every organization opens again.
+    async with open_store(SecretCodec([OLD, NEW])).session() as session:
+        assert await session.reseal_secrets() == 2
+    async with lacking.session(write=False) as session:
+        assert await session.get_organization("org_sealed") is not None
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == []
+    async with lacking.session(write=False) as session:
+        assert await session.get_organization("org_second") is not None
+        assert await session.get_organization("org_second") is not None
+    [ended] = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert ended.getMessage() == "the configured secrets keys open the stored secrets again"
+    assert ended.__dict__["failed_reads"] == 6
 
 
 # --- the commands -------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ from payout_gateway.store.loop_session import (
     WriteGroupSession,
 )
 from payout_gateway.store.outages import database_unavailable
-from payout_gateway.store.secrets import SecretCodec
+from payout_gateway.store.secrets import SecretCodec, SecretsKeyError
 from payout_gateway.store.tables import (
     ApiKeyRow,
     Base,
@@ -1479,12 +1479,19 @@ def _status_change(row: StatusChangeRow | Row[Any]) -> StatusChanged:
 
 
 def _organization(row: OrganizationRow, secrets: SecretCodec) -> Organization:
+    try:
+        api_key = secrets.open(row.provider_api_key)
+        webhook_secret = secrets.open(row.webhook_secret) if row.webhook_secret else None
+    except SecretsKeyError as error:
+        secrets.unreadable.failed(row.id, error)
+        raise
+    secrets.unreadable.opened(row.id)
     return Organization(
         id=row.id,
         name=row.name,
         provider=Provider(row.provider),
         credentials=ProviderCredentials(
-            api_key=SecretStr(secrets.open(row.provider_api_key)),
+            api_key=SecretStr(api_key),
             provider_organization_id=row.provider_organization_id,
             payout_source_id=row.payout_source_id,
         ),
@@ -1494,7 +1501,7 @@ def _organization(row: OrganizationRow, secrets: SecretCodec) -> Organization:
             bank_name=row.bank_name,
             holder_type=HolderType(row.holder_type) if row.holder_type else None,
         ),
-        webhook_secret=SecretStr(secrets.open(row.webhook_secret)) if row.webhook_secret else None,
+        webhook_secret=SecretStr(webhook_secret) if webhook_secret is not None else None,
         created_at=row.created_at,
     )
 

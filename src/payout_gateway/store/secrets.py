@@ -10,13 +10,21 @@ whichever configured key sealed it, so a new key is rolled out by putting it fir
 
 Rows written without a key read as written (a deployment that sets keys later keeps working,
 and ``reseal-secrets`` seals them). Without keys, secrets are written as they are, as before.
+
+A row sealed with a key that is not listed (``reseal-secrets`` run with a new key before the
+gateway was restarted with it) cannot be opened: each read of it raises SecretsKeyError, which
+the gateway's edges answer as retryable (README), and ``UnreadableSecrets`` tells the operator
+once per outage.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+logger = logging.getLogger("payout_gateway.store")
 
 PREFIX = "fernet:"
 
@@ -25,10 +33,52 @@ class SecretsKeyError(RuntimeError):
     """A sealed secret that none of the configured keys opens (or no key is configured)."""
 
 
+class UnreadableSecrets:
+    """The organizations whose secrets the configured keys did not open, told once per outage.
+
+    A missing key fails every read of every row it sealed: each request of those organizations,
+    each of their webhooks and each refresh cycle. The first failure
+    of an outage is logged at ERROR with what to do; the failures after it say nothing; the
+    outage ends, told once, when every organization that failed has been read again."""
+
+    def __init__(self) -> None:
+        self._failing: set[str] = set()
+        self._failed_reads = 0
+
+    def failed(self, organization_id: str, error: SecretsKeyError) -> None:
+        if not self._failing:
+            # The error's message names no key (SecretCodec.open).
+            logger.error(
+                "organization %s: its stored secrets cannot be opened, as %s; put the key that "
+                "sealed them back in PAYOUT_GATEWAY_SECRETS_KEYS (the key `org reseal-secrets` "
+                "last ran with) and restart. Until then the requests of each organization so "
+                "sealed are refused (SECRETS_UNREADABLE), its webhooks answered 503 and its "
+                "objects not refreshed; logged once until they open again",
+                organization_id,
+                error,
+            )
+        self._failing.add(organization_id)
+        self._failed_reads += 1
+
+    def opened(self, organization_id: str) -> None:
+        if organization_id not in self._failing:
+            return
+        self._failing.discard(organization_id)
+        if not self._failing:
+            logger.info(
+                "the configured secrets keys open the stored secrets again",
+                extra={"failed_reads": self._failed_reads},
+            )
+            self._failed_reads = 0
+
+
 class SecretCodec:
-    """Seals secrets for the database and opens them again; with no keys, passes them as is."""
+    """Seals secrets for the database and opens them again; with no keys, passes them as is.
+    ``unreadable``: whose secrets it could not open, for the store to report (one codec per
+    store, so per process)."""
 
     def __init__(self, keys: Sequence[str] = ()) -> None:
+        self.unreadable = UnreadableSecrets()
         try:
             self._fernet = MultiFernet([Fernet(key) for key in keys]) if keys else None
         except ValueError as error:  # Fernet's message names no key material
