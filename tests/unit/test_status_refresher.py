@@ -12,12 +12,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import text
 
 from payout_gateway.domain.enums import HolderType, Provider
 from payout_gateway.domain.errors import StoreUnavailableError
 from payout_gateway.domain.events import ObjectType
 from payout_gateway.events.refresh import StatusRefresher
 from payout_gateway.store import NonFinalObject, Store
+from payout_gateway.store.secrets import SecretCodec
 from tests.support.gateway import SeededOrg, seed_organizations
 
 ORG = SeededOrg(
@@ -206,3 +209,52 @@ async def test_a_failing_cycle_is_logged_once_per_kind_of_failure(
     ]
     recovered = [r for r in caplog.records if r.getMessage() == "status refresh works again"]
     assert [r.__dict__["failed_cycles"] for r in recovered] == [4, 1]
+
+
+async def test_an_organization_whose_secrets_do_not_open_is_skipped_and_told_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `org reseal-secrets` run with a key this process does not have, for one organization
+    # (or a row written by a command line with another key): the others' objects are still
+    # refreshed, and the operator is told once, not with a failed cycle each interval.
+    url = f"sqlite:///{tmp_path}/gateway.db"
+    other = SeededOrg(
+        "sealed-away", Provider.PAYGENTIC, "pgx_sealed_away_token", provider_org_id="org_away"
+    )
+    await asyncio.to_thread(seed_organizations, url, (ORG, other))
+    foreign = SecretCodec([Fernet.generate_key().decode()])
+    key = Fernet.generate_key().decode()
+    store = Store.from_url(url, secrets=SecretCodec([key]))
+    async with store.engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE organizations SET provider_api_key = :sealed WHERE name = :name"),
+            {"sealed": foreign.seal(other.provider_api_key), "name": other.name},
+        )
+        ids = dict((await connection.execute(text("SELECT name, id FROM organizations"))).all())
+    subject = refresher(store, Clock())
+    asked: list[str] = []
+
+    async def non_final(
+        object_type: ObjectType, provider: Provider, statuses: list[str]
+    ) -> AsyncIterator[NonFinalObject]:
+        if object_type is ObjectType.BANK_ACCOUNT:
+            for name in (other.name, ORG.name):
+                yield NonFinalObject(ids[name], f"ba_{name}", f"pa_{name}", datetime.now(UTC))
+
+    async def refresh(adapter: Any, org: Any, object_type: Any, object_id: str, _: str) -> bool:
+        asked.append(object_id)
+        return True  # moved: due again next cycle
+
+    subject._non_final = non_final  # type: ignore[method-assign]
+    subject._refresh = refresh  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="payout_gateway")
+    try:
+        assert [await subject.run_once() for _ in range(3)] == [1, 1, 1]
+    finally:
+        await store.dispose()
+    assert asked == ["ba_acme"] * 3
+    assert [r for r in caplog.records if r.exc_info] == []
+    [told] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert told.levelname == "ERROR"
+    assert ids[other.name] in told.getMessage()
+    assert "PAYOUT_GATEWAY_SECRETS_KEYS" in told.getMessage()

@@ -154,9 +154,14 @@ class StatusRefresher:
         for provider, adapter in self._providers.items():
             if not adapter.capabilities.can_read_bank_accounts:
                 continue
-            # Reads only: on SQLite a writing session would hold the file's writer turn.
+            # Reads only: on SQLite a writing session would hold the file's writer turn. An
+            # organization whose secrets the configured keys do not open is left out (its
+            # objects wait), the others refreshed; the store tells the operator once.
             async with self._store.session(write=False) as session:
-                orgs = {o.id: o for o in await session.organizations_of_provider(provider)}
+                orgs = {
+                    o.id: o
+                    for o in await session.organizations_of_provider(provider, unreadable=[])
+                }
             # Once a read finds the provider unavailable (down, failing, rate limiting, its
             # circuit open), the pass reads none of its other objects: each would fail alike.
             unavailable: ProviderUnavailableError | None = None

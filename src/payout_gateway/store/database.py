@@ -8,7 +8,7 @@ import itertools
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -735,6 +735,23 @@ class StoreSession:
     def _organization(self, row: OrganizationRow) -> Organization:
         return _organization(row, self._secrets)
 
+    def _readable(
+        self, rows: Iterable[OrganizationRow], unreadable: list[str] | None
+    ) -> list[Organization]:
+        """The organizations of ``rows``; with ``unreadable``, those whose secrets the keys
+        do not open are left out and their ids put there, instead of SecretsKeyError: one
+        organization sealed with a missing key must not stop a webhook or a refresh cycle
+        from serving the others."""
+        if unreadable is None:
+            return [self._organization(row) for row in rows]
+        organizations = []
+        for row in rows:
+            try:
+                organizations.append(self._organization(row))
+            except SecretsKeyError:
+                unreadable.append(row.id)
+        return organizations
+
     async def add_organization(self, org: Organization) -> None:
         await self._session.execute(
             insert(_ORGANIZATIONS).values(
@@ -972,21 +989,29 @@ class StoreSession:
         )
 
     async def organizations_by_provider_id(
-        self, provider: Provider, provider_organization_id: str
+        self,
+        provider: Provider,
+        provider_organization_id: str,
+        *,
+        unreadable: list[str] | None = None,
     ) -> list[Organization]:
+        """``unreadable``: see ``_readable``."""
         rows = await self._session.scalars(
             select(OrganizationRow).where(
                 OrganizationRow.provider == provider.value,
                 OrganizationRow.provider_organization_id == provider_organization_id,
             )
         )
-        return [self._organization(row) for row in rows]
+        return self._readable(rows, unreadable)
 
-    async def organizations_of_provider(self, provider: Provider) -> list[Organization]:
+    async def organizations_of_provider(
+        self, provider: Provider, *, unreadable: list[str] | None = None
+    ) -> list[Organization]:
+        """``unreadable``: see ``_readable``."""
         rows = await self._session.scalars(
             select(OrganizationRow).where(OrganizationRow.provider == provider.value)
         )
-        return [self._organization(row) for row in rows]
+        return self._readable(rows, unreadable)
 
     async def set_webhook_secret(self, organization_id: str, secret: str | None) -> bool:
         result = await self._session.execute(
