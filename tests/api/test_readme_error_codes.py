@@ -37,9 +37,12 @@ RAISED: list[domain.PayoutGatewayError] = [
     domain.ProviderCircuitOpenError("resting", provider=PROVIDER, retry_after=1),
     domain.ProviderBadResponseError("html", provider=PROVIDER),
 ]
-# Never a mutation's answer: a webhook's refusal, and the bases no code raises.
+# Never a mutation's answer: a webhook's refusal, a request's refused before anything runs
+# (its credential's organization's secrets do not open: the HTTP refusal table), and the bases
+# no code raises.
 NOT_ANSWERED = {
     domain.WebhookRejectedError,
+    domain.SecretsUnreadableError,
     domain.PayoutGatewayError,
     domain.IdempotencyError,
     domain.ProviderError,

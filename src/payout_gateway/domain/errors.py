@@ -8,6 +8,8 @@
     ├── UnsupportedOperationError   the organization's provider cannot do this
     ├── WebhookRejectedError        a provider webhook delivery refused (malformed or unsigned)
     ├── StoreUnavailableError       the gateway's own database failed or did not answer (retryable)
+    ├── SecretsUnreadableError      the configured keys do not open the organization's stored
+    │                               secrets: the gateway is misconfigured (retryable)
     ├── IdempotencyError
     │   ├── IdempotencyConflictError    same key, different request
     │   └── IdempotencyInProgressError  same key, first request still running
@@ -134,6 +136,22 @@ class StoreUnavailableError(PayoutGatewayError):
         )
         super().__init__(message)
         self.outcome_unknown = outcome_unknown
+
+
+class SecretsUnreadableError(PayoutGatewayError):
+    """The organization's provider credentials or webhook secret are sealed with a key the
+    gateway does not list (PAYOUT_GATEWAY_SECRETS_KEYS): a request of it is refused before
+    anything runs. Retryable: it is served again once an operator lists the key. The message
+    names no key and no secret; the operator's log line says what to do."""
+
+    code = "SECRETS_UNREADABLE"
+    retryable = True
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The gateway is misconfigured: it cannot read this organization's provider "
+            "credentials. Nothing ran; retry later."
+        )
 
 
 class IdempotencyError(PayoutGatewayError):

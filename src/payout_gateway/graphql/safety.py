@@ -29,7 +29,7 @@ from strawberry.permission import BasePermission
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionContext, Info
 
-from payout_gateway.domain.errors import StoreUnavailableError
+from payout_gateway.domain.errors import SecretsUnreadableError, StoreUnavailableError
 from payout_gateway.request_log import current_request_id
 
 logger = logging.getLogger("payout_gateway.graphql")
@@ -232,9 +232,12 @@ def _clean(error: GraphQLError, redacted_message: str) -> GraphQLError:
     )
 
 
-def store_unavailable_extensions(outage: StoreUnavailableError) -> dict[str, Any]:
-    """The extensions of an error that answers a database outage: its code, that a retry may
-    succeed, and the id of the request or WebSocket operation it answers, where there is one."""
+def store_unavailable_extensions(
+    outage: StoreUnavailableError | SecretsUnreadableError,
+) -> dict[str, Any]:
+    """The extensions of an error that answers a database outage (or secrets the configured
+    keys do not open): its code, that a retry may succeed, and the id of the request or
+    WebSocket operation it answers, where there is one."""
     extensions: dict[str, Any] = {"code": outage.code, "retryable": True}
     request_id = current_request_id()
     if request_id is not None:

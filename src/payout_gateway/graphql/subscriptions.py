@@ -12,7 +12,7 @@ from strawberry import relay
 from strawberry.types import Info
 
 from payout_gateway.domain.enums import BankAccountStatus, PayoutAccountStatus
-from payout_gateway.domain.errors import StoreUnavailableError
+from payout_gateway.domain.errors import SecretsUnreadableError, StoreUnavailableError
 from payout_gateway.domain.events import ChangeSource, ObjectType, StatusChanged
 from payout_gateway.events.broker import Missed
 from payout_gateway.graphql.context import GatewayContext
@@ -74,6 +74,10 @@ class PayoutStatusChange:
 ENDED_BY_OUTAGE = (
     "The gateway's database is unavailable: this subscription has ended; subscribe again."
 )
+ENDED_BY_MISCONFIGURATION = (
+    "The gateway is misconfigured: it cannot read this organization's provider credentials. "
+    "This subscription has ended; subscribe again later."
+)
 
 
 FELL_BEHIND = (
@@ -107,6 +111,12 @@ def _outage_ends_the_subscription() -> Iterator[None]:
         raise GraphQLError(
             ENDED_BY_OUTAGE, extensions=store_unavailable_extensions(outage)
         ) from outage
+    except SecretsUnreadableError as misconfigured:
+        # The check of the credential read its organization, sealed with a key the gateway
+        # does not list (since connection_init): retryable, as an outage, once it is listed.
+        raise GraphQLError(
+            ENDED_BY_MISCONFIGURATION, extensions=store_unavailable_extensions(misconfigured)
+        ) from misconfigured
 
 
 async def _changes(info: Ctx, object_type: ObjectType) -> AsyncGenerator[StatusChanged, None]:

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from payout_gateway.domain.enums import Provider
-from payout_gateway.domain.errors import StoreUnavailableError
+from payout_gateway.domain.errors import SecretsUnreadableError, StoreUnavailableError
 from payout_gateway.domain.models import Organization
 from payout_gateway.events.broker import EventBroker
 from payout_gateway.events.factory import build_broker
@@ -42,6 +42,7 @@ from payout_gateway.service import PayoutService, utcnow
 from payout_gateway.settings import JwtSettings, Settings
 from payout_gateway.store import Store, ensure_sqlite_directory
 from payout_gateway.store.migrate import upgrade as upgrade_schema
+from payout_gateway.store.secrets import SecretsKeyError
 from payout_gateway.tenancy import Tenancy
 from payout_gateway.web.access_log import AccessLogMiddleware
 from payout_gateway.web.cors import GatewayCORSMiddleware
@@ -323,7 +324,13 @@ def create_app(
         if credential is None:
             return None
         gateway: Gateway = connection.app.state.gateway
-        return await gateway.tenancy.authenticate(credential)
+        try:
+            return await gateway.tenancy.authenticate(credential)
+        except SecretsKeyError as error:
+            # The credential's organization is sealed with a key this gateway does not list
+            # (the store has told the operator, once): refused as retryable, over HTTP and
+            # the WebSocket alike, rather than a 500 and a traceback per request.
+            raise SecretsUnreadableError() from error
 
     paging = PagingLimits(settings.default_page_size, settings.max_page_size)
 

@@ -27,7 +27,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 )
 from strawberry.types.unset import UnsetType
 
-from payout_gateway.domain.errors import StoreUnavailableError
+from payout_gateway.domain.errors import SecretsUnreadableError, StoreUnavailableError
 from payout_gateway.domain.models import Organization
 from payout_gateway.graphql.compiled import compiled_operations
 from payout_gateway.graphql.context import GatewayContext
@@ -40,6 +40,7 @@ from payout_gateway.web.http_errors import (
     refusal_for,
     refusal_response,
     response_content_type,
+    secrets_unreadable,
     store_unavailable,
     unsupported_media_type,
 )
@@ -67,6 +68,9 @@ MISSING_CREDENTIAL = (
 TRY_AGAIN_LATER = 1013
 # A close frame's reason is at most 123 bytes (RFC 6455); this says what happened and what to do.
 STORE_UNAVAILABLE_REASON = "The gateway's database is unavailable; retry the connection later."
+SECRETS_UNREADABLE_REASON = (
+    "The gateway is misconfigured: it cannot read this organization's credentials; retry later."
+)
 
 
 class ConnectionRefused(Exception):
@@ -82,10 +86,11 @@ class ConnectionRefused(Exception):
 class GatewayTransportWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
     """Strawberry's graphql-transport-ws handler, except for how a connection is refused at
     connection_init: a bad credential (ConnectionRefused) is closed with 4403 (Forbidden) and a
-    reason saying what to fix, and one that could not be looked up, as the database is
-    unavailable, with 1013 (Try Again Later). Any error but Strawberry's ConnectionRejectionError
-    escapes Strawberry's own handler, and the server drops the connection without a close frame
-    (an abnormal closure, 1006, to the client) and logs a traceback."""
+    reason saying what to fix; one that could not be looked up, as the database is unavailable,
+    or whose organization's secrets the configured keys do not open, with 1013 (Try Again
+    Later). Any error but Strawberry's ConnectionRejectionError escapes Strawberry's own
+    handler, and the server drops the connection without a close frame (an abnormal closure,
+    1006, to the client) and logs a traceback."""
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         try:
@@ -102,6 +107,15 @@ class GatewayTransportWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, No
                 type(cause).__name__,
             )
             await self.websocket.close(code=TRY_AGAIN_LATER, reason=STORE_UNAVAILABLE_REASON)
+        except SecretsUnreadableError:
+            # Served again once an operator lists the key (told in the log, once, by the
+            # store): a client is to retry, as after an outage, not to give up on its key.
+            logger.warning(
+                "WebSocket connection closed with %d: the organization's stored secrets do "
+                "not open with the configured keys",
+                TRY_AGAIN_LATER,
+            )
+            await self.websocket.close(code=TRY_AGAIN_LATER, reason=SECRETS_UNREADABLE_REASON)
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         # Each operation gets a request id of its own, as each HTTP request does: the lines
@@ -242,6 +256,8 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
             # The request's credential could not be looked up: no operation runs, whatever it
             # was. (A WebSocket's is looked up at connection_init, see ``on_ws_connect``.)
             raise store_unavailable(outage.message) from None
+        except SecretsUnreadableError as misconfigured:
+            raise secrets_unreadable(misconfigured) from None
         context.request = request
         context.response = response if isinstance(response, Response) else None
         return context

@@ -13,6 +13,7 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
+from payout_gateway.domain.errors import SecretsUnreadableError
 from payout_gateway.graphql.schema import SubscriptionOverHttpError
 from payout_gateway.json_text import json_text
 from payout_gateway.request_log import current_request_id
@@ -170,8 +171,18 @@ def unsupported_media_type(content_type: str | None, *, multipart: bool) -> HTTP
 def store_unavailable(message: str) -> HTTPRefusal:
     """The refusal of a request whose credential could not be looked up: retryable, with the
     request's id, as a query's STORE_UNAVAILABLE error carries them."""
+    return _retry_later(message, "STORE_UNAVAILABLE")
+
+
+def secrets_unreadable(error: SecretsUnreadableError) -> HTTPRefusal:
+    """The refusal of a request whose organization's secrets the configured keys do not open:
+    the gateway is misconfigured, and serves it again once its operator lists the key."""
+    return _retry_later(error.message, error.code)
+
+
+def _retry_later(message: str, code: str) -> HTTPRefusal:
     extensions: dict[str, Any] = {"retryable": True}
     request_id = current_request_id()
     if request_id is not None:
         extensions["requestId"] = request_id
-    return HTTPRefusal(503, message, "STORE_UNAVAILABLE", extensions=extensions)
+    return HTTPRefusal(503, message, code, extensions=extensions)
