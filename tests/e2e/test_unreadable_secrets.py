@@ -2,14 +2,17 @@
 `payout-gateway org reseal-secrets` ran with a new key before the gateway was restarted with it
 (README: the reseal section): each request of an organization so sealed gets a typed,
 retryable refusal in the endpoint's one shape, over HTTP and the WebSocket, never uvicorn's
-plain-text 500; and the operator reads one line saying what is wrong and what to do, and one
-once it is over. Nothing secret is sent or logged."""
+plain-text 500; its webhooks are answered so that the provider retries; and the operator reads
+one line saying what is wrong and what to do, and one once it is over. Nothing secret is sent
+or logged."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from websockets.frames import Close
 from payout_gateway.cli import main
 from payout_gateway.domain.enums import Provider
 from payout_gateway.domain.events import ObjectType
+from payout_gateway.store.secrets import SecretCodec
 from tests.realtime.support import (
     ServerLoop,
     acknowledged,
@@ -34,7 +38,15 @@ from tests.realtime.support import (
 )
 from tests.support.fakes import fake_providers
 from tests.support.gateway import RunningGateway, SeededOrg, running_gateway
-from tests.webhooks.support import COMMET_SECRET, OTHER_SVIX_SECRET, SVIX_SECRET
+from tests.webhooks.support import (
+    COMMET_SECRET,
+    OTHER_SVIX_SECRET,
+    SVIX_SECRET,
+    commet_body,
+    commet_headers,
+    paygentic_body,
+    svix_headers,
+)
 
 KEY = Fernet.generate_key().decode()  # the running gateway's
 NEW_KEY = Fernet.generate_key().decode()  # the key `org reseal-secrets` ran with
@@ -106,6 +118,20 @@ def reseal(gw: RunningGateway, *keys: str) -> None:
     assert result.exit_code == 0, result.output
 
 
+def seal_one(gw: RunningGateway, name: str, key: str) -> None:
+    """One organization's secrets sealed with ``key``, the others' left as they are."""
+    codec = SecretCodec([key])
+    [org] = [org for org in ORGS if org.name == name]
+    assert org.webhook_secret is not None
+    path = database_url(gw).removeprefix("sqlite:///")
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "UPDATE organizations SET provider_api_key = ?, webhook_secret = ? WHERE name = ?",
+            (codec.seal(org.provider_api_key), codec.seal(org.webhook_secret), name),
+        )
+    connection.close()
+
+
 def post(gw: RunningGateway, org: str, accept: str = "application/json") -> httpx.Response:
     headers = {**gw.headers(org), "accept": accept}
     return httpx.post(gw.graphql_url, json=QUERY, headers=headers, timeout=10)
@@ -163,6 +189,8 @@ def test_the_operator_is_told_once_what_is_wrong_and_what_to_do_and_once_when_it
     assert [post(gw, org).status_code for org in ("sealed-commet", "open-paygentic") * 3] == (
         [503] * 6
     )
+    body = commet_body("payout.paid", payout_id="po_sealed1", organization_id="org_commetA")
+    assert httpx.post(f"{gw.url}/webhooks/commet", content=body, headers=commet_headers(body))
     [(level, message)] = told(caplog)
     assert level == "ERROR"
     # What is wrong, and what to do about it.
@@ -228,3 +256,38 @@ async def test_a_subscription_whose_key_is_checked_again_ends_with_a_retryable_e
             "requestId": error["extensions"]["requestId"],
         }
         assert await received(ws) == {"id": "1", "type": "complete"}
+
+
+def test_a_webhook_for_such_an_organization_is_answered_so_that_the_provider_retries(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    reseal(gw, NEW_KEY)
+    body = commet_body("payout.paid", payout_id="po_sealed2", organization_id="org_commetA")
+    response = httpx.post(f"{gw.url}/webhooks/commet", content=body, headers=commet_headers(body))
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert response.json() == {"received": False, "error": "Temporarily unavailable."}
+    assert tracebacks(caplog) == []
+    assert_nothing_secret(" ".join(r.getMessage() for r in caplog.records))
+
+
+def test_a_webhook_is_verified_with_the_secrets_that_open_and_retried_for_those_that_do_not(
+    gw: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    seal_one(gw, "sealed-paygentic", NEW_KEY)
+
+    def deliver(secret: str, organization_id: str | None) -> httpx.Response:
+        body = paygentic_body(organization_id=organization_id)
+        headers = svix_headers(body, secret, timestamp=int(time.time()))
+        return httpx.post(f"{gw.url}/webhooks/paygentic", content=body, headers=headers)
+
+    # An event naming no organization is tried with every Paygentic organization's secret:
+    # one that does not open keeps none of the others' deliveries from being verified.
+    assert deliver(OTHER_SVIX_SECRET, None).json() == {"received": True}
+    assert deliver(OTHER_SVIX_SECRET, "org_paygenticB").status_code == 200
+    # Its own, and any that no secret that opens verifies, may be its: retried, not refused.
+    assert deliver(SVIX_SECRET, None).status_code == 503
+    assert deliver(SVIX_SECRET, "org_paygenticA").status_code == 503
+    assert tracebacks(caplog) == []

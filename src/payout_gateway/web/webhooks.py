@@ -10,7 +10,8 @@ it names -> verify it with that organization's secret -> record the event id for
 - 409 a verified payout event for a payout the gateway does not have yet (its creation may not
   be committed): nothing is recorded, so the provider's retry applies it later and no event is
   lost;
-- 503 when the store fails: the provider retries.
+- 503 when the store fails, or when the organization's webhook secret is sealed with a key the
+  gateway does not list (it is misconfigured): the provider retries.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from payout_gateway.domain.enums import Provider
-from payout_gateway.domain.errors import StoreUnavailableError, WebhookRejectedError
+from payout_gateway.domain.errors import (
+    SecretsUnreadableError,
+    StoreUnavailableError,
+    WebhookRejectedError,
+)
 from payout_gateway.domain.models import Organization
 from payout_gateway.events.pipeline import DeliveredEvent, StatusPipeline, StatusUpdate
 from payout_gateway.metrics import WEBHOOKS
@@ -114,16 +119,22 @@ class WebhookReceiver:
         verify: Callable[[str], None],
     ) -> Organization:
         """The organization whose secret signs the delivery. Unknown organization, no secret and
-        wrong signature all answer the same 401, so a caller cannot probe which ids exist."""
+        wrong signature all answer the same 401, so a caller cannot probe which ids exist.
+
+        A candidate whose secrets the configured keys do not open is left out, the others
+        tried; if none of them verifies, the delivery may be that one's, so it is not refused
+        for good: SecretsUnreadableError, answered 503, and the provider delivers it again
+        once an operator lists the key (the store has told them)."""
+        unreadable: list[str] = []
         # A read: an unsigned caller never joins the queue of writers (SQLite has one at a
         # time), where forgeries would hold up mutations and wait out other processes' writes.
         async with self._store.session(write=False) as session:
             if provider_organization_id is not None:
                 found = await session.organizations_by_provider_id(
-                    provider, provider_organization_id
+                    provider, provider_organization_id, unreadable=unreadable
                 )
             else:
-                found = await session.organizations_of_provider(provider)
+                found = await session.organizations_of_provider(provider, unreadable=unreadable)
         candidates = sorted(
             ((org, org.webhook_secret) for org in found if org.webhook_secret is not None),
             key=lambda pair: (pair[0].created_at, pair[0].id),
@@ -136,6 +147,8 @@ class WebhookReceiver:
                     raise  # malformed: the same under every secret
                 continue
             return org
+        if unreadable:
+            raise SecretsUnreadableError()
         raise WebhookRejectedError(401, "The webhook cannot be verified.")
 
     async def _acknowledge(
@@ -212,10 +225,11 @@ async def _receive(request: Request, provider: Provider) -> JSONResponse:
         outcome = await handle(body, request.headers)
     except WebhookRejectedError as exc:
         return _refused(provider, exc)
-    except StoreUnavailableError:
-        # The store has logged the failure (its cause's type, with the request's id). No
-        # traceback here: an outage fails every delivery alike, and anyone may post one, signed
-        # or not, so a traceback each would let any caller write a page of log per request.
+    except (StoreUnavailableError, SecretsUnreadableError):
+        # The store has logged the failure (the database's cause's type, with the request's
+        # id; secrets that do not open, once per outage). No traceback here: an outage fails
+        # every delivery alike, and anyone may post one, signed or not, so a traceback each
+        # would let any caller write a page of log per request.
         return _failed(provider)
     except Exception:
         # Only the store can fail here (input errors are WebhookRejectedError): retryable.
@@ -231,7 +245,8 @@ async def _receive(request: Request, provider: Provider) -> JSONResponse:
 
 
 def _failed(provider: Provider) -> JSONResponse:
-    """The store failed: retryable (the provider delivers again later)."""
+    """The store failed, or a secret did not open: retryable (the provider delivers again
+    later)."""
     WEBHOOKS.labels(provider.value, "failed").inc()
     return JSONResponse(
         {"received": False, "error": "Temporarily unavailable."},
