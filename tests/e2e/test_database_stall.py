@@ -88,7 +88,7 @@ def post(gateway: RunningGateway, query: str, variables: dict[str, Any] | None =
 def store_unavailable(outcome_unknown: bool) -> dict[str, Any]:
     """A mutation's answer to the outage."""
     advice = (
-        "The provider may have applied the request: retry with the same idempotency key."
+        "The request may have been applied: retry with the same idempotency key."
         if outcome_unknown
         else "Nothing was changed; retry."
     )

@@ -6,26 +6,42 @@ a statement outside any transaction (which begins one)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import bindparam, select, text
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from payout_gateway.domain.enums import Provider
 from payout_gateway.domain.errors import StoreUnavailableError
+from payout_gateway.domain.models import (
+    AddBankAccountRequest,
+    Money,
+    OrganizationProfile,
+    PayoutRequest,
+    PayoutVerificationRequest,
+    ProviderCredentials,
+    validated,
+)
+from payout_gateway.service import PayoutService
 from payout_gateway.store import Store, database
 from payout_gateway.store.connection_session import ConnectionSession
 from payout_gateway.store.database import StoreSession
 from payout_gateway.store.outages import database_unavailable
+from payout_gateway.tenancy import Tenancy
 from tests.conftest import POSTGRES_URL
 from tests.store.test_core_writes import bank_account, payout, seed
 from tests.store.test_driver_statements import keyed_writes
 from tests.store.test_loop_sessions import write_audit_row
+from tests.support.fakes import FakeProvider
 from tests.support.postgres import through_stalling_proxy
 from tests.support.stalling_proxy import StallingProxy
 from tests.support.store_errors import caused_by
+from tests.unit.test_domain_values import KYC
 
 pytestmark = [
     pytest.mark.postgres,
@@ -331,6 +347,23 @@ async def test_a_session_cancelled_in_its_begin_leaves_no_transaction_in_the_poo
     assert slow.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
+async def ends_cancelled_leaving_nothing(
+    store: Store, proxied: tuple[Store, StallingProxy], adding: asyncio.Task[None]
+) -> None:
+    """``adding``, cancelled while the server stalls, ends cancelled, its connection out of
+    the pool; once the server answers, the next session works and the cancelled one's rows
+    are not there."""
+    slow, proxy = proxied
+    adding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await adding
+    assert slow.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    proxy.resume()
+    async with slow.session() as session:
+        await session.add_bank_account(bank_account("ba_next"))
+    assert [row[0] for row in await rows(store, "bank_accounts")] == ["ba_next"]
+
+
 @pytest.mark.parametrize("way", ["asyncpg", "sqlalchemy"])
 async def test_a_statement_cancelled_while_the_server_stalls_ends_cancelled(
     store: Store,
@@ -357,14 +390,7 @@ async def test_a_statement_cancelled_while_the_server_stalls_ends_cancelled(
     adding = asyncio.create_task(add())
     await sending.wait()
     await asyncio.sleep(0.2)  # the INSERT sent, well within the timeout
-    adding.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await adding
-    assert slow.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
-    proxy.resume()
-    async with slow.session() as session:
-        await session.add_bank_account(bank_account("ba_2"))
-    assert [row[0] for row in await rows(store, "bank_accounts")] == ["ba_2"]
+    await ends_cancelled_leaving_nothing(store, proxied, adding)
 
 
 async def test_statements_awaited_at_once_on_one_session_take_turns(
@@ -380,3 +406,165 @@ async def test_statements_awaited_at_once_on_one_session_take_turns(
         )
     assert answers == [True, False] * 4
     assert len(sent_to_asyncpg) == 9
+
+
+@pytest.fixture
+def commit_answered_late(
+    proxied: tuple[Store, StallingProxy], monkeypatch: pytest.MonkeyPatch
+) -> Callable[[Callable[[], bool]], None]:
+    """Arms a hold of the server's answers from the moment a COMMIT is sent (the first for
+    which ``when()`` holds), released past the database timeout: the server commits, the
+    client hears of it too late."""
+    _, proxy = proxied
+    adapter = AsyncAdapt_asyncpg_connection
+    send = adapter._call_and_discard
+    armed: list[Callable[[], bool]] = []
+
+    async def held(self: Any, call: Callable[[], Awaitable[Any]]) -> Any:
+        if armed and getattr(call, "__name__", "") == "commit" and armed[0]():
+            armed.clear()
+            proxy.hold()
+            asyncio.get_running_loop().call_later(1.5, proxy.release)  # past the timeout
+        return await send(self, call)
+
+    monkeypatch.setattr(adapter, "_call_and_discard", held)
+    return armed.append
+
+
+async def test_a_commit_answered_after_the_timeout_is_of_unknown_outcome(
+    store: Store,
+    proxied: tuple[Store, StallingProxy],
+    commit_answered_late: Callable[[Callable[[], bool]], None],
+) -> None:
+    """The server may have committed (here it did): the caller is told the outcome is
+    unknown, not that nothing was changed, and the connection, whose COMMIT's answer is still
+    on its way, is dropped rather than pooled."""
+    slow, proxy = proxied
+    await seed(slow, "a")
+    pid = await server_pid(slow)
+    commit_answered_late(lambda: True)
+    with pytest.raises(StoreUnavailableError) as unavailable:
+        async with slow.session() as session:
+            await session.add_bank_account(bank_account("ba_1"))
+    assert caused_by(unavailable.value, TimeoutError)
+    assert unavailable.value.outcome_unknown
+    assert "Nothing was changed" not in unavailable.value.message
+    assert [row[0] for row in await rows(store, "bank_accounts")] == ["ba_1"]
+    assert slow.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    while not proxy._released.is_set():
+        await asyncio.sleep(0.05)
+    assert await server_pid(slow) != pid
+    async with slow.session() as session:
+        await session.add_bank_account(bank_account("ba_2"))
+    assert [row[0] for row in await rows(store, "bank_accounts")] == ["ba_1", "ba_2"]
+
+
+async def test_a_session_that_fails_before_its_commit_changed_nothing(
+    store: Store, proxied: tuple[Store, StallingProxy]
+) -> None:
+    """A statement's timeout, its transaction never committed: nothing was changed, as the
+    caller is told."""
+    slow, proxy = proxied
+    await seed(slow, "a")
+    with pytest.raises(StoreUnavailableError) as unavailable:
+        async with slow.session() as session:
+            await session.add_bank_account(bank_account("ba_1"))
+            proxy.stall()
+            await session.add_bank_account(bank_account("ba_2"))
+    assert caused_by(unavailable.value, TimeoutError)
+    assert not unavailable.value.outcome_unknown
+    assert await rows(store, "bank_accounts") == []
+
+
+async def test_a_session_cancelled_between_statements_while_the_server_stalls_ends_cancelled(
+    store: Store, proxied: tuple[Store, StallingProxy]
+) -> None:
+    """Cancelled while its block awaits something else (a provider's answer), the server
+    having stopped answering: the cancellation is what the caller gets, not the timeout of a
+    ROLLBACK nobody answers; the connection is dropped, which ends the transaction."""
+    slow, proxy = proxied
+    await seed(slow, "a")
+    between = asyncio.Event()
+
+    async def add() -> None:
+        async with slow.session() as session:
+            await session.add_bank_account(bank_account("ba_1"))
+            proxy.stall()
+            between.set()
+            await asyncio.sleep(30)  # a provider call, say
+            await session.add_bank_account(bank_account("ba_2"))
+
+    adding = asyncio.create_task(add())
+    await between.wait()
+    await ends_cancelled_leaving_nothing(store, proxied, adding)
+
+
+@pytest.mark.parametrize(
+    ("provider", "operation"),
+    [
+        (Provider.COMMET, "add_bank_account"),
+        (Provider.PAYGENTIC, "add_bank_account"),
+        (Provider.COMMET, "complete_payout_verification"),
+        (Provider.PAYGENTIC, "complete_payout_verification"),
+        (Provider.COMMET, "request_payout"),
+        (Provider.PAYGENTIC, "request_payout"),
+    ],
+)
+async def test_a_mutation_whose_commit_was_answered_late_converges_on_its_retry(
+    store: Store,
+    proxied: tuple[Store, StallingProxy],
+    commit_answered_late: Callable[[Callable[[], bool]], None],
+    provider: Provider,
+    operation: str,
+) -> None:
+    """The COMMIT recording what the provider did (the object and its key's result) was done,
+    its answer late: the caller is told the outcome is unknown, and the retry with the same
+    key answers the same object, from the key's stored result, without a second call to the
+    provider or a second row."""
+    slow, proxy = proxied
+    commet = provider is Provider.COMMET
+    fake = FakeProvider(provider, has_defaults=commet, takes_kyc=commet)
+    service = PayoutService(slow, {provider: fake})
+    org = await Tenancy(slow, SecretStr("pepper")).create_organization(
+        name="o",
+        provider=provider,
+        credentials=ProviderCredentials(api_key=SecretStr("secret")),
+        profile=OrganizationProfile(country="US", currency="USD"),
+    )
+    if operation == "request_payout":
+        await service.complete_payout_verification(org, validated(PayoutVerificationRequest, KYC))
+
+    async def mutate() -> Any:
+        if operation == "add_bank_account":
+            request = validated(
+                AddBankAccountRequest,
+                {"bank": {"account_number": "000123456789", "holder_name": "Ada"}},
+            )
+            return await service.add_bank_account(org, request, idempotency_key="k")
+        if operation == "request_payout":
+            payout_request = PayoutRequest(amount=Money(amount_minor=1500, currency="USD"))
+            return await service.request_payout(org, payout_request, idempotency_key="k")
+        verification = validated(PayoutVerificationRequest, KYC)
+        return await service.complete_payout_verification(org, verification, idempotency_key="k")
+
+    calls = fake.calls[operation]
+    commit_answered_late(lambda: fake.calls[operation] > calls)
+    with pytest.raises(StoreUnavailableError) as unavailable:
+        await mutate()
+    assert unavailable.value.outcome_unknown
+    assert "Nothing was changed" not in unavailable.value.message
+    while not proxy._released.is_set():
+        await asyncio.sleep(0.05)
+    table = {
+        "add_bank_account": "bank_accounts",
+        "request_payout": "payouts",
+        "complete_payout_verification": "payout_accounts",
+    }[operation]
+    recorded = await rows(store, table)
+    assert len(recorded) == 1
+    again = await mutate()
+    identity = again.payout_account.id if operation == "complete_payout_verification" else again.id
+    assert identity == recorded[0][0]
+    assert fake.calls[operation] == calls + 1
+    assert len(await rows(store, table)) == 1
+    assert slow.engine.pool.checkedout() == 0  # type: ignore[attr-defined]

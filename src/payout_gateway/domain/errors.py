@@ -120,9 +120,10 @@ class WebhookRejectedError(PayoutGatewayError):
 class StoreUnavailableError(PayoutGatewayError):
     """The gateway's database failed or did not answer in time (the store raises it for any
     connection, timeout or I/O failure; a constraint violation is a bug, not this).
-    ``outcome_unknown``: a provider had already applied the request when the store failed, so
-    the gateway may hold no record of it; retried with the same idempotency key, the gateway
-    reconciles with the provider instead of applying it twice."""
+    ``outcome_unknown``: the request may have been applied (a provider had already applied it
+    when the store failed, so the gateway may hold no record of it; or a COMMIT went
+    unanswered, so the database may have done it); retried with the same idempotency key, the
+    gateway replays or reconciles with the provider instead of applying it twice."""
 
     code = "STORE_UNAVAILABLE"
     retryable = True
@@ -130,7 +131,7 @@ class StoreUnavailableError(PayoutGatewayError):
     def __init__(self, *, outcome_unknown: bool = False) -> None:
         message = "The gateway's database is unavailable. "
         message += (
-            "The provider may have applied the request: retry with the same idempotency key."
+            "The request may have been applied: retry with the same idempotency key."
             if outcome_unknown
             else "Nothing was changed; retry."
         )

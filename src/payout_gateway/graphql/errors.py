@@ -119,9 +119,10 @@ class ProviderUnavailableError(UserError):
 )
 class StoreUnavailableError(UserError):
     outcome_unknown: bool = strawberry.field(
-        description="True: a provider may have applied the request before the database failed. "
-        "Retry with the same idempotency key; the gateway reconciles instead of creating a "
-        "duplicate."
+        description="True: the request may have been applied (by a provider before the "
+        "database failed, or by the database's COMMIT whose answer was lost). Retry with the "
+        "same idempotency key; the gateway replays or reconciles instead of creating a "
+        "duplicate. False: nothing was changed."
     )
 
 

@@ -42,7 +42,7 @@ def _names_mapped_class(statement: Executable) -> bool:
 class ConnectionSession:
     """One transaction on ``connection``: begun by ``begin``, committed as its block ends."""
 
-    __slots__ = ("_connection", "_orm", "_statement_sent")
+    __slots__ = ("_connection", "_orm", "_statement_sent", "commit_failed")
 
     def __init__(
         self,
@@ -54,6 +54,9 @@ class ConnectionSession:
         self._connection = connection
         self._orm: AsyncSession | None = None
         self._statement_sent = statement_sent
+        # Set when the COMMIT was sent and failed: if the server's answer was lost (a timeout,
+        # the connection gone), the server may have committed all the same.
+        self.commit_failed = False
 
     def _session(self) -> AsyncSession:
         if self._orm is None:
@@ -252,10 +255,24 @@ class ConnectionSession:
             await self._begin_on_the_driver()
             yield
             await self.flush()
-        except BaseException:
-            await transaction.rollback()
+        except BaseException as error:
+            if isinstance(error, Exception):
+                await transaction.rollback()
+            else:
+                # Cancelled (or interrupted) between statements: the connection is dropped,
+                # which ends the transaction, rather than a ROLLBACK sent to a server that may
+                # have stopped answering, whose timeout would stand for the cancellation.
+                await self._connection.invalidate(error)
             raise
-        await transaction.commit()
+        try:
+            await transaction.commit()
+        except BaseException as error:
+            self.commit_failed = True
+            if not isinstance(error, Exception) or isinstance(error, TimeoutError):
+                # The COMMIT's answer may still be on its way: a pooled connection would read
+                # it as the next session's, or stay in a transaction asyncpg's books forgot.
+                await self._connection.invalidate(error)
+            raise
 
     def begin_nested(self) -> AsyncSessionTransaction:
         return self._session().begin_nested()

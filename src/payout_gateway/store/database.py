@@ -326,19 +326,24 @@ class Store:
         alone if its block raises; it returns once the COMMIT of its group is done, and raises
         if that failed.
         """
+        surface: SessionSurface | None = None
         try:
             if write and self._write_lock is not None:
                 async with self._sqlite_write() as writer:
                     yield writer
                 return
-            async with self._sessions() as session, session.begin():
-                yield StoreSession(session, self.secrets)
+            surface = self._sessions()
+            async with surface, surface.begin():
+                yield StoreSession(surface, self.secrets)
         except Exception as error:
             if not database_unavailable(error):
                 raise
             # The cause's type only: a driver's message may quote the statement's values.
             logger.warning("the database failed: %s", type(error).__name__)
-            raise StoreUnavailableError() from error
+            # A PostgreSQL COMMIT sent and not answered in time may have been done: the caller
+            # must not be told that nothing was changed.
+            unknown = isinstance(surface, ConnectionSession) and surface.commit_failed
+            raise StoreUnavailableError(outcome_unknown=unknown) from error
 
     @asynccontextmanager
     async def _sqlite_write(self) -> AsyncIterator[StoreSession]:
