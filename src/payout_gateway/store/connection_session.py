@@ -11,10 +11,13 @@ is made on the first statement that names a mapped class, sharing the transactio
 reads sees what the connection wrote.
 
 The hot statements (``write_row``, ``read_value``) go further, past SQLAlchemy's execution to
-asyncpg itself once the transaction has begun: each statement through ``AsyncConnection`` is a
-greenlet spawn and SQLAlchemy's execution pipeline around asyncpg's own call (bench/PROFILE.md,
-twenty-fourth round: a Paygentic add on PostgreSQL counted 3.12 M instructions that way, 2.63 M
-this way).
+asyncpg itself, in the transaction ``begin`` has SQLAlchemy's asyncpg adapter start: each
+statement through ``AsyncConnection`` is a greenlet spawn and SQLAlchemy's execution pipeline
+around asyncpg's own call (bench/PROFILE.md, twenty-fourth round: a Paygentic add on PostgreSQL
+counted 3.04 M instructions that way, 2.15-2.28 M this way). That uses the adapter's private
+members (its transaction, its lock, its error translation) as its own cursor uses them;
+constraints.txt pins SQLAlchemy, and tests/store/test_postgres_driver_statements.py fails if
+they change.
 """
 
 from __future__ import annotations
