@@ -113,41 +113,81 @@ class IdempotencyKeys:
             created_at=now,
             expires_at=now + self.retention,
         )
-        async with self._store.session() as session:
+        claimed: Hold | None = None  # set once the claim is written, before its COMMIT
+        try:
+            async with self._store.session() as session:
+                begun = await self._claim(session, record, now)
+                if isinstance(begun, Hold):
+                    claimed = begun
+                return begun
+        except StoreUnavailableError as failure:
+            if not failure.outcome_unknown or claimed is None:
+                raise
+            # The COMMIT of the claim went unanswered: it may stand, though nothing reached
+            # the provider.
+            raise await self._after_an_unanswered_claim(claimed, record_id) from failure.__cause__
+
+    async def _after_an_unanswered_claim(self, hold: Hold, record_id: str) -> StoreUnavailableError:
+        """The failure to report for ``hold``, whose COMMIT went unanswered, once its claim is
+        withdrawn if that is safe: a new key's record (``record_id``, minted by this request, so
+        nobody else's) is deleted, and the retry claims the key at once. A taken-over key is
+        left to its lease: had the take-over not been done, a concurrent request could hold
+        the key at the same count of attempts, and releasing it would let a third one in while
+        that one calls the provider. If the delete fails too, the lease bounds the wait."""
+        if hold.record_id == record_id:
+            try:
+                async with self._store.session() as session:
+                    await session.delete_idempotency_key(record_id, attempts=hold.attempts)
+            except Exception as failure:
+                logger.warning(
+                    "could not withdraw an idempotency key whose claim went unanswered (%s); it "
+                    "is released when its lease lapses",
+                    type(failure).__name__,
+                )
+        # Nothing reached the provider; a taken-over key's earlier attempt may have, though,
+        # and the caller must not hear otherwise.
+        return StoreUnavailableError(outcome_unknown=hold.recovering)
+
+    async def _claim(
+        self, session: StoreSession, record: IdempotencyRecord, now: Any
+    ) -> Replay | Hold:
+        """Claim or take over ``record``'s key in ``session``, or replay its result."""
+        organization_id, key, record_id = record.organization_id, record.key, record.id
+        operation, fingerprint = record.operation, record.fingerprint
+        if await session.claim_idempotency_key(record):
+            return Hold(record_id, recovering=False)
+        existing = await session.get_idempotency_record(organization_id, key, lock=True)
+        if existing is None:  # expired and purged between the two statements
+            raise IdempotencyInProgressError("Retry: the idempotency key was just released.")
+        if existing.expires_at <= now:
+            # Past its retention the key is a new one, as if already purged. Claimed in this
+            # transaction: raising here would roll the delete back and refuse every retry
+            # until the purge.
+            await session.delete_idempotency_key(existing.id)
             if await session.claim_idempotency_key(record):
                 return Hold(record_id, recovering=False)
-            existing = await session.get_idempotency_record(organization_id, key, lock=True)
-            if existing is None:  # expired and purged between the two statements
-                raise IdempotencyInProgressError("Retry: the idempotency key was just released.")
-            if existing.expires_at <= now:
-                # Past its retention the key is a new one, as if already purged. Claimed in this
-                # transaction: raising here would roll the delete back and refuse every retry
-                # until the purge.
-                await session.delete_idempotency_key(existing.id)
-                if await session.claim_idempotency_key(record):
-                    return Hold(record_id, recovering=False)
-                raise IdempotencyInProgressError("Retry: the idempotency key was just released.")
-            if existing.operation != operation or existing.fingerprint != fingerprint:
-                raise IdempotencyConflictError(
-                    "This idempotency key was already used with a different request."
-                )
-            if existing.state == COMPLETED and existing.result is not None:
-                return Replay(existing.result)
-            if existing.locked_until > now:
-                raise IdempotencyInProgressError(
-                    "A request with this idempotency key is still being processed; retry later."
-                )
-            if not await session.take_over_idempotency_key(
-                existing.id, expected_attempts=existing.attempts, locked_until=now + self.lease
-            ):
-                raise IdempotencyInProgressError(
-                    "A request with this idempotency key is still being processed; retry later."
-                )
-            return Hold(
-                existing.id,
-                recovering=existing.state != NOT_APPLIED,
-                attempts=existing.attempts + 1,
+            raise IdempotencyInProgressError("Retry: the idempotency key was just released.")
+        if existing.operation != operation or existing.fingerprint != fingerprint:
+            raise IdempotencyConflictError(
+                "This idempotency key was already used with a different request."
             )
+        if existing.state == COMPLETED and existing.result is not None:
+            return Replay(existing.result)
+        if existing.locked_until > now:
+            raise IdempotencyInProgressError(
+                "A request with this idempotency key is still being processed; retry later."
+            )
+        if not await session.take_over_idempotency_key(
+            existing.id, expected_attempts=existing.attempts, locked_until=now + self.lease
+        ):
+            raise IdempotencyInProgressError(
+                "A request with this idempotency key is still being processed; retry later."
+            )
+        return Hold(
+            existing.id,
+            recovering=existing.state != NOT_APPLIED,
+            attempts=existing.attempts + 1,
+        )
 
     async def finish_in(
         self, session: StoreSession, hold: Hold, result: dict[str, Any], now: Any

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -27,6 +28,7 @@ from payout_gateway.domain.models import (
     ProviderCredentials,
     validated,
 )
+from payout_gateway.idempotency import Hold, IdempotencyKeys
 from payout_gateway.service import PayoutService
 from payout_gateway.store import Store, database
 from payout_gateway.store.connection_session import ConnectionSession
@@ -568,3 +570,70 @@ async def test_a_mutation_whose_commit_was_answered_late_converges_on_its_retry(
     assert fake.calls[operation] == calls + 1
     assert len(await rows(store, table)) == 1
     assert slow.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_a_key_whose_claim_was_answered_late_is_claimed_again_at_once(
+    store: Store,
+    proxied: tuple[Store, StallingProxy],
+    commit_answered_late: Callable[[Callable[[], bool]], None],
+) -> None:
+    """The COMMIT of the key's claim was done, its answer late: nothing reached the provider,
+    and the claim is withdrawn, so the caller is told nothing was changed and its retry with
+    the same key goes through at once (not refused as in progress until the claim's lease
+    lapses), calling the provider once."""
+    slow, proxy = proxied
+    fake = FakeProvider(Provider.COMMET, has_defaults=True, takes_kyc=True)
+    service = PayoutService(slow, {Provider.COMMET: fake})
+    org = await Tenancy(slow, SecretStr("pepper")).create_organization(
+        name="o",
+        provider=Provider.COMMET,
+        credentials=ProviderCredentials(api_key=SecretStr("secret")),
+        profile=OrganizationProfile(country="US", currency="USD"),
+    )
+    request = validated(
+        AddBankAccountRequest, {"bank": {"account_number": "000123456789", "holder_name": "Ada"}}
+    )
+    commit_answered_late(lambda: True)  # the first COMMIT: the key's claim
+    with pytest.raises(StoreUnavailableError) as unavailable:
+        await service.add_bank_account(org, request, idempotency_key="k")
+    assert caused_by(unavailable.value, TimeoutError)
+    assert not unavailable.value.outcome_unknown
+    assert "Nothing was changed" in unavailable.value.message
+    assert fake.calls["add_bank_account"] == 0
+    while not proxy._released.is_set():
+        await asyncio.sleep(0.05)
+    added = await service.add_bank_account(org, request, idempotency_key="k")
+    assert fake.calls["add_bank_account"] == 1
+    assert [row[0] for row in await rows(store, "bank_accounts")] == [added.id]
+    assert slow.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("not_applied", [False, True])
+async def test_a_key_whose_take_over_was_answered_late_is_left_to_its_lease(
+    store: Store,
+    proxied: tuple[Store, StallingProxy],
+    commit_answered_late: Callable[[Callable[[], bool]], None],
+    not_applied: bool,
+) -> None:
+    """Had the take-over not been done, another request could hold the key at the same count
+    of attempts: it is not released, its lease bounds the wait. The caller is told the outcome
+    is unknown if an earlier attempt may have been applied, else that nothing was changed."""
+    slow, _ = proxied
+    await seed(slow, "a")
+    keys = IdempotencyKeys(
+        slow, pepper=SecretStr("p"), retention=timedelta(days=1), lease=timedelta(seconds=60)
+    )
+    now = datetime.now(UTC)
+    claim = {"organization_id": "org_a", "key": "k", "operation": "op", "fingerprint": "f"}
+    first = await keys.begin(**claim, record_id="idem_1", now=now)
+    assert isinstance(first, Hold)
+    await keys.release(first, now, not_applied=not_applied)
+    commit_answered_late(lambda: True)
+    with pytest.raises(StoreUnavailableError) as unavailable:
+        await keys.begin(**claim, record_id="idem_2", now=now)
+    assert unavailable.value.outcome_unknown is not not_applied
+    async with store.session(write=False) as session:
+        record = await session.get_idempotency_record("org_a", "k")
+    assert record is not None
+    assert (record.id, record.state, record.attempts) == ("idem_1", "started", 2)
+    assert record.locked_until > now
