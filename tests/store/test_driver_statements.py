@@ -177,6 +177,19 @@ def test_a_statement_binding_a_literal_is_not_prepared() -> None:
     assert prepared_read(select(literal(1)), (), dialect) is None
 
 
+# A bank account's creation time by id: a value its column's type converts on the way out.
+CREATED_AT = select(database._BANK_ACCOUNTS.c.created_at).where(
+    database._BANK_ACCOUNTS.c.id == bindparam("id")
+)
+# The reads a session sending values past SQLAlchemy is checked with, once org_a has ba_1.
+READS_AFTER_BA_1: tuple[tuple[Any, dict[str, str]], ...] = (
+    (database._HAS_BANK_ACCOUNTS, {"organization_id": "org_a"}),
+    (database._HAS_BANK_ACCOUNTS, {"organization_id": "org_b"}),
+    (CREATED_AT, {"id": "ba_1"}),
+    (CREATED_AT, {"id": "ba_none"}),
+)
+
+
 async def test_a_value_read_through_the_driver_matches_sqlalchemy_s(
     sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -195,21 +208,14 @@ async def test_a_value_read_through_the_driver_matches_sqlalchemy_s(
     assert here == await answers() == [True, False]
     monkeypatch.undo()
     # Values as the column's type gives them: a bool, not SQLite's 1; a datetime, not its text.
-    created_at = select(database._BANK_ACCOUNTS.c.created_at).where(
-        database._BANK_ACCOUNTS.c.id == bindparam("id")
-    )
     async with sqlite_store.session(write=False) as session:
         surface = session._session
         assert isinstance(surface, LoopThreadSession)
-        for statement, parameters in (
-            (database._HAS_BANK_ACCOUNTS, {"organization_id": "org_a"}),
-            (created_at, {"id": "ba_1"}),
-            (created_at, {"id": "ba_none"}),
-        ):
+        for statement, parameters in READS_AFTER_BA_1:
             value = surface.read_value(statement, parameters)
             expected = surface.sync_session.scalar(statement, parameters)
             assert (type(value), value) == (type(expected), expected)
-        assert surface.read_value(created_at, {"id": "ba_1"}) == bank_account("ba_1").created_at
+        assert surface.read_value(CREATED_AT, {"id": "ba_1"}) == bank_account("ba_1").created_at
 
 
 async def test_a_value_that_is_not_prepared_is_read_through_the_session(

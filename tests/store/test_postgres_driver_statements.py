@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -30,14 +30,14 @@ from payout_gateway.domain.models import (
 )
 from payout_gateway.idempotency import Hold, IdempotencyKeys
 from payout_gateway.service import PayoutService
-from payout_gateway.store import Store, database
+from payout_gateway.store import Store
 from payout_gateway.store.connection_session import ConnectionSession
 from payout_gateway.store.database import StoreSession
 from payout_gateway.store.outages import database_unavailable
 from payout_gateway.tenancy import Tenancy
 from tests.conftest import POSTGRES_URL
 from tests.store.test_core_writes import bank_account, payout, seed
-from tests.store.test_driver_statements import keyed_writes
+from tests.store.test_driver_statements import CREATED_AT, READS_AFTER_BA_1, keyed_writes
 from tests.store.test_loop_sessions import write_audit_row
 from tests.support.fakes import FakeProvider
 from tests.support.postgres import through_stalling_proxy
@@ -273,22 +273,14 @@ async def test_a_value_read_through_asyncpg_matches_sqlalchemy_s(
     await seed(store, "a")
     async with store.session() as session:
         await session.add_bank_account(bank_account("ba_1"))
-    created_at = select(database._BANK_ACCOUNTS.c.created_at).where(
-        database._BANK_ACCOUNTS.c.id == bindparam("id")
-    )
     async with store.session(write=False) as session:
         surface = session._session
         assert isinstance(surface, ConnectionSession)
-        for statement, parameters in (
-            (database._HAS_BANK_ACCOUNTS, {"organization_id": "org_a"}),
-            (database._HAS_BANK_ACCOUNTS, {"organization_id": "org_b"}),
-            (created_at, {"id": "ba_1"}),
-            (created_at, {"id": "ba_none"}),
-        ):
+        for statement, parameters in READS_AFTER_BA_1:
             value = await surface.read_value(statement, parameters)
             expected = await read_through_sqlalchemy(surface, statement, parameters)
             assert (type(value), value) == (type(expected), expected)
-        assert await surface.read_value(created_at, {"id": "ba_1"}) == bank_account().created_at
+        assert await surface.read_value(CREATED_AT, {"id": "ba_1"}) == bank_account().created_at
     assert len(sent_to_asyncpg) == 6  # the add's INSERT too
 
 
