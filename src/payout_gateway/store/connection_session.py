@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Self, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 from sqlalchemy import Connection, Engine, Executable, ScalarResult, Select
 from sqlalchemy.exc import DBAPIError
@@ -161,10 +161,7 @@ class ConnectionSession:
                 if adapter._transaction is None:
                     await adapter._start_transaction()
         except BaseException as error:
-            raised = await self._sqlalchemy_error(error, "BEGIN", [])
-            if raised is error:
-                raise
-            raise raised from error
+            await self._raise_as_sqlalchemy(error, "BEGIN", [])
 
     def _driver_in_transaction(self) -> Any:
         """The asyncpg connection under this session's, if it is in a transaction."""
@@ -200,14 +197,13 @@ class ConnectionSession:
             async with adapter._execute_mutex:
                 return await call(prepared.sql, *values)
         except BaseException as error:
-            raised = await self._sqlalchemy_error(error, prepared.sql, values)
-            if raised is error:
-                raise
-            raise raised from error
+            await self._raise_as_sqlalchemy(error, prepared.sql, values)
 
-    async def _sqlalchemy_error(
+    async def _raise_as_sqlalchemy(
         self, error: BaseException, sql: str, values: list[Any]
-    ) -> BaseException:
+    ) -> NoReturn:
+        """Raises ``error`` (from BEGIN or a statement sent to asyncpg) as SQLAlchemy's execution
+        raises such an error."""
         if not isinstance(error, Exception) or isinstance(error, TimeoutError):
             # Cancelled or timed out (or interrupted), the connection is dropped, as SQLAlchemy's
             # execution drops it: the server may have done what it was sent after all (a BEGIN
@@ -216,7 +212,7 @@ class ConnectionSession:
             # and never being), and a ROLLBACK sent to a server that stopped answering would
             # time out in turn, its error standing for the cancellation.
             await self._connection.invalidate(error)
-            return error
+            raise error
         dialect = self._connection.dialect
         dbapi = dialect.loaded_dbapi
         sync = self._connection.sync_connection
@@ -224,13 +220,14 @@ class ConnectionSession:
         pooled = sync.connection
         try:
             # The adapter's own translation, which its cursor applies to every asyncpg error
-            # (and which forgets a transaction the server ended with the connection).
+            # (and which forgets a transaction the server ended with the connection); what it
+            # does not translate it raises as is, as SQLAlchemy's execution does.
             pooled.dbapi_connection._handle_exception(error)  # type: ignore[union-attr]
         except dbapi.Error as translated:
             lost = dialect.is_disconnect(translated, pooled, None)
             if lost:
                 await self._connection.invalidate(translated)
-            return DBAPIError.instance(
+            raise DBAPIError.instance(
                 sql,
                 values,
                 translated,
@@ -238,10 +235,8 @@ class ConnectionSession:
                 hide_parameters=True,
                 dialect=dialect,
                 connection_invalidated=lost,
-            )
-        except Exception as untranslated:  # raised as is, as SQLAlchemy's execution raises it
-            return untranslated
-        return error
+            ) from error
+        raise error  # not reached: the adapter raises
 
     def get_bind(self) -> Engine | Connection:
         return self._connection.sync_engine
